@@ -1,0 +1,1 @@
+"""Thin Faust agents and pages: decode, call the pure parts, publish."""

@@ -1,0 +1,60 @@
+"""The ingest agent: inference-events records in; alerts and dead letters out."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+
+from stream.codec import Reject, decode_record
+from stream.deadletter import dead_letter
+
+if TYPE_CHECKING:
+    from stream.app import MonitorApp
+
+log = logging.getLogger(__name__)
+
+
+def register(mon: MonitorApp) -> None:
+    """Attach the ingest agent to ``mon``'s Faust app."""
+
+    async def publish_rejects(rejects: list[Reject], key: bytes | None, message) -> None:
+        for reject in rejects:
+            letter = dead_letter(
+                reject,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=key,
+            )
+            await mon.deadletter_topic.send(key=key, value=orjson.dumps(letter))
+            mon.counters.dead_letters += 1
+
+    @mon.app.agent(mon.events_topic, name="ingest")
+    async def ingest(stream):
+        async for event in stream.events():
+            key, value, message = event.key, event.value, event.message
+            mon.counters.records += 1
+            decoded = decode_record(key, value)
+            await publish_rejects(decoded.rejects, key, message)
+            if not decoded.events:
+                continue
+            model = decoded.events[0]["model"]
+            try:
+                monitor = mon.monitor_for(model)
+                alerts = monitor.process(decoded.events)
+                mon.save(monitor)
+            except Exception as exc:
+                # One poisoned record must not stop the worker or leave the
+                # model's state half-updated: reload it from the table.
+                mon.forget(model)
+                log.exception("processing failed for model %s", model)
+                reason = f"processing failed: {type(exc).__name__}: {exc}"
+                await publish_rejects([Reject(reason, "processing_error", value or b"")], key, message)
+                continue
+            mon.counters.events += len(decoded.events)
+            for alert in alerts:
+                await mon.alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
+                mon.counters.alerts += 1
+                log.warning("ALERT %s", alert["message"])

@@ -1,0 +1,119 @@
+"""The Faust app factory: topics, the state table, agents and web pages.
+
+``create_app`` builds a fresh app per call (tests run several side by side);
+the worker command runs the one it returns. All topics are created by
+``stream.topics`` before the app starts, so Faust is told not to declare any.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from stream.config import Settings
+from stream.monitor import ModelMonitor
+from stream.topics import MODEL_STATE_TABLE
+
+
+@dataclass(slots=True)
+class WorkerCounters:
+    """What this worker process has done since it started."""
+
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    alerts: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counters with the uptime."""
+        return {
+            "records": self.records,
+            "events": self.events,
+            "dead_letters": self.dead_letters,
+            "alerts": self.alerts,
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+
+class MonitorApp:
+    """One worker's Faust app with its topics, table and per-model state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.counters = WorkerCounters()
+        self.app = faust.App(
+            settings.app_id,
+            broker=settings.broker,
+            store="memory://",
+            autodiscover=False,
+            topic_partitions=settings.partitions,
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            # A fresh group must read what producers sent before it joined.
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.group_timeout_s,
+            broker_rebalance_timeout=settings.group_timeout_s,
+            broker_heartbeat_interval=1.0,
+            web_enabled=True,
+            web_bind=settings.web_host,
+            web_port=settings.web_port,
+            web_host=settings.web_host,
+        )
+        raw = {"key_type": bytes, "value_type": bytes}
+        raw_codec = {"key_serializer": "raw", "value_serializer": "raw"}
+        topics = settings.topics
+        self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw, **raw_codec)
+        self.alerts_topic = self.app.topic(topics.alerts, partitions=settings.partitions, **raw, **raw_codec)
+        self.deadletter_topic = self.app.topic(
+            topics.deadletter, partitions=settings.partitions, **raw, **raw_codec
+        )
+        self.model_state = self.app.Table(MODEL_STATE_TABLE, default=None, partitions=settings.partitions)
+        self._monitors: dict[str, ModelMonitor] = {}
+        # Imported here: the agent and page modules register themselves on this app.
+        from stream.agents import ingest, web
+
+        ingest.register(self)
+        web.register(self)
+
+    def monitor_for(self, model: str) -> ModelMonitor:
+        """The model's live state, rebuilt from the table when the cache is stale.
+
+        The cached object is only trusted while its sequence number matches
+        the table's; after a rebalance or a restart the table wins.
+        """
+        stored = self.model_state.get(model)
+        cached = self._monitors.get(model)
+        if cached is not None and stored is not None and cached.seq == stored["seq"]:
+            return cached
+        if stored is None:
+            monitor = ModelMonitor(model, self.settings)
+        else:
+            monitor = ModelMonitor.from_dict(model, self.settings, stored)
+        self._monitors[model] = monitor
+        return monitor
+
+    def save(self, monitor: ModelMonitor) -> None:
+        """Write the model's state back to its changelog-backed table entry."""
+        self.model_state[monitor.model] = monitor.to_dict()
+
+    def forget(self, model: str) -> None:
+        """Drop the cached state so the next record reloads it from the table."""
+        self._monitors.pop(model, None)
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned and table recovery done."""
+        app = self.app
+        recovery = app.tables.recovery
+        return bool(
+            app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
+        )
+
+
+def create_app(settings: Settings) -> MonitorApp:
+    """Build a worker app for ``settings``."""
+    return MonitorApp(settings)

@@ -1,0 +1,283 @@
+"""The ``stream-monitor`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+import orjson
+
+from stream.broker import BrokerUnavailable, EmbeddedBroker
+from stream.config import ConfigError, Settings
+from stream.topics import BrokerUnreachable, TopicMismatch
+
+BROKER_HELP = "Kafka to use, as kafka://HOST:PORT (env STREAM_MONITOR_BROKER)."
+_CLEAR_ERRORS = (ConfigError, BrokerUnavailable, BrokerUnreachable, TopicMismatch, LookupError)
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors an operator can fix into one line and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _CLEAR_ERRORS as exc:
+            message = str(exc).strip("'\"")
+            click.echo(f"stream-monitor: error: {message}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def settings_from(**options: Any) -> Settings:
+    """Settings from the environment with the command's options on top."""
+    return Settings.from_env(**options)
+
+
+def _quiet_client_logs() -> None:
+    # aiokafka logs every failed connection attempt at ERROR; the CLI reports
+    # an unreachable broker itself, once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+broker_option = click.option("--broker", envvar="STREAM_MONITOR_BROKER", help=BROKER_HELP)
+partitions_option = click.option(
+    "--partitions", type=int, help="Partitions per topic (env STREAM_MONITOR_PARTITIONS; 4)."
+)
+app_id_option = click.option(
+    "--app-id", help="Faust app id, also the consumer group (env STREAM_MONITOR_APP_ID)."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stream-monitor")
+def cli() -> None:
+    """Real-time monitoring of AI models in production.
+
+    Inference services publish events to Kafka; workers keep windowed
+    statistics per model, detect anomalies and drift, and publish alerts.
+    Start with `stream-monitor demo`: it needs no Kafka.
+    """
+
+
+@cli.command()
+@click.option("--port", type=int, default=9092, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@one_line_errors
+def broker(port: int, host: str) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, in memory) in the foreground."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedBroker(port=port, host=host) as embedded:
+        click.echo(f"broker ready at {embedded.url} (in memory; Ctrl-C stops it)")
+        click.echo(f"  stream-monitor worker --broker {embedded.url}")
+        try:
+            while not stop.wait(0.5) and embedded.running:
+                pass
+        except KeyboardInterrupt:
+            pass
+    click.echo("broker stopped")
+
+
+@cli.group()
+def topics() -> None:
+    """Manage the topics the monitor uses."""
+
+
+@topics.command("create")
+@broker_option
+@partitions_option
+@app_id_option
+@one_line_errors
+def topics_create(broker: str | None, partitions: int | None, app_id: str | None) -> None:
+    """Create every topic with its partition count; check the ones that exist."""
+    from stream.topics import ensure_topics_sync, required_topics
+
+    _quiet_client_logs()
+    settings = settings_from(broker=broker, partitions=partitions, app_id=app_id)
+    result = ensure_topics_sync(settings)
+    for spec in required_topics(settings):
+        click.echo(f"{result[spec.name]:>8}  {spec.name}  ({spec.partitions} partitions; {spec.purpose})")
+
+
+@cli.command()
+@broker_option
+@partitions_option
+@app_id_option
+@click.option("--web-port", type=int, help="Port of the web server (env STREAM_MONITOR_WEB_PORT; 6066).")
+@click.option("--web-host", help="Address of the web server (env STREAM_MONITOR_WEB_HOST; 127.0.0.1).")
+@click.option("--window", "window_s", type=float, help="Tumbling window size in seconds (60).")
+@click.option(
+    "--loglevel",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@one_line_errors
+def worker(
+    broker: str | None,
+    partitions: int | None,
+    app_id: str | None,
+    web_port: int | None,
+    web_host: str | None,
+    window_s: float | None,
+    loglevel: str,
+) -> None:
+    """Run a monitoring worker: creates the topics, then consumes inference events.
+
+    GET /health on the web server answers {"ready": true} once partitions are
+    assigned and table state is recovered.
+    """
+    from stream.worker import run_worker
+
+    settings = settings_from(
+        broker=broker,
+        partitions=partitions,
+        app_id=app_id,
+        web_port=web_port,
+        web_host=web_host,
+        window_s=window_s,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    from stream.topics import ensure_topics_sync
+
+    ensure_topics_sync(settings)
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+    run_worker(settings, loglevel=loglevel)
+
+
+@cli.command()
+@broker_option
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--rate", type=float, default=300.0, show_default=True, help="Events per second.")
+@click.option("--seed", type=int, default=None, help="Random seed for repeatable traffic.")
+@click.option("--topic", default=None, help="Inference events topic (inference-events).")
+@one_line_errors
+def simulate(broker: str | None, duration: float, rate: float, seed: int | None, topic: str | None) -> None:
+    """Produce realistic traffic for three models with scripted incidents."""
+    from rich.progress import Progress
+
+    from stream.client import MonitorClient
+    from stream.sim import DEFAULT_INCIDENTS, TrafficSimulator
+    from stream.sim import simulate as run_sim
+
+    _quiet_client_logs()
+    settings = settings_from(broker=broker, topic_events=topic)
+    for incident in DEFAULT_INCIDENTS:
+        click.echo(
+            f"incident {incident.name}: {incident.description} "
+            f"(from {incident.start * duration:.0f} s to {min(incident.end, 1) * duration:.0f} s)"
+        )
+
+    async def main() -> None:
+        from stream.topics import ensure_topics, required_topics
+
+        await ensure_topics(
+            settings.bootstrap_servers, required_topics(settings)[:4], settings.connect_timeout_s
+        )
+        client = MonitorClient(settings.broker, topic=settings.topics.events)
+        await client.start()
+        with Progress() as progress:
+            task = progress.add_task("simulating", total=duration)
+            report = await run_sim(
+                client.record_event,
+                duration_s=duration,
+                rate=rate,
+                simulator=TrafficSimulator(seed=seed),
+                on_tick=lambda p, r: progress.update(
+                    task, completed=p * duration, description=f"{r.events} events"
+                ),
+            )
+            progress.update(task, completed=duration)
+        await client.close()
+        click.echo(
+            f"sent {client.stats.sent} of {report.events} events in {report.duration_s:.1f} s "
+            f"({client.stats.records_sent} records, {client.stats.dropped} dropped)"
+        )
+
+    asyncio.run(main())
+
+
+@cli.command()
+@broker_option
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new alerts.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest alert kept.")
+@click.option("--topic", default=None, help="Alerts topic (monitor-alerts).")
+@one_line_errors
+def alerts(broker: str | None, follow: bool, as_json: bool, from_beginning: bool, topic: str | None) -> None:
+    """Print alerts from the alerts topic: readable lines, or --json for machines.
+
+    Without --follow it prints the alerts kept so far and exits.
+    """
+    from stream.alerts import format_alert
+    from stream.follow import TopicReader
+
+    _quiet_client_logs()
+    settings = settings_from(broker=broker, topic_alerts=topic)
+
+    async def main() -> None:
+        start_at_beginning = from_beginning or not follow
+        async with TopicReader(
+            settings.bootstrap_servers, settings.topics.alerts, from_beginning=start_at_beginning
+        ) as reader:
+            async for record in reader.records(timeout_s=None if follow else 2.0):
+                if as_json:
+                    click.echo(record.value.decode())
+                    continue
+                try:
+                    click.echo(format_alert(orjson.loads(record.value)))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    click.echo(f"(unreadable alert at offset {record.offset})")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+@cli.command()
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--rate", type=float, default=300.0, show_default=True, help="Events per second.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed.")
+@click.option(
+    "--broker",
+    envvar="STREAM_MONITOR_DEMO_BROKER",
+    help="Use this Kafka instead of starting the embedded broker.",
+)
+@click.option(
+    "--window",
+    "window_s",
+    type=float,
+    default=None,
+    help="Tumbling window in seconds (default: a sixth of the duration, at most 60).",
+)
+@one_line_errors
+def demo(duration: float, rate: float, seed: int, broker: str | None, window_s: float | None) -> None:
+    """Broker, worker and simulated traffic in one go, with alerts shown live.
+
+    Starts the embedded broker (unless --broker is given), one worker and the
+    traffic simulator; shows alerts as they arrive; after --duration seconds
+    or Ctrl-C it stops everything and prints a summary.
+    """
+    from stream.demo import run_demo
+
+    _quiet_client_logs()
+    code = run_demo(duration_s=duration, rate=rate, seed=seed, broker_url=broker, window_s=window_s)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="stream-monitor")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Worker settings: connection and topic names from the environment or flags.
+
+Every setting has a default that works on the embedded broker. A wrong value
+stops the program with a :class:`ConfigError` that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+ENV_PREFIX = "STREAM_MONITOR_"
+_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it and says what is expected."""
+
+
+def parse_broker_url(url: str) -> str:
+    """Turn ``kafka://HOST:PORT[,HOST:PORT]`` into aiokafka's bootstrap string.
+
+    >>> parse_broker_url("kafka://127.0.0.1:9092")
+    '127.0.0.1:9092'
+    >>> parse_broker_url("localhost:9092;kafka://b2:9093")
+    'localhost:9092,b2:9093'
+    >>> parse_broker_url("http://x")
+    Traceback (most recent call last):
+    ...
+    stream.config.ConfigError: broker: 'http://x' is not of the form kafka://HOST:PORT
+    """
+    hosts = []
+    for part in re.split(r"[;,]", url.strip()):
+        part = part.strip()
+        if part.startswith("kafka://"):
+            part = part[len("kafka://") :]
+        part = part.rstrip("/")
+        if not _HOSTPORT.match(part) or not 0 < int(part.rsplit(":", 1)[1]) < 65536:
+            raise ConfigError(f"broker: {url!r} is not of the form kafka://HOST:PORT")
+        hosts.append(part)
+    if not hosts:
+        raise ConfigError("broker: empty broker URL; expected kafka://HOST:PORT")
+    return ",".join(hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names; defaults as in DESIGN.md."""
+
+    events: str = "inference-events"
+    labels: str = "inference-labels"
+    alerts: str = "monitor-alerts"
+    deadletter: str = "monitor-deadletter"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the SDK and the CLI need to agree on."""
+
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "stream-monitor"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 4
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    window_s: float = 60.0
+    zscore_threshold: float = 4.0
+    zscore_warmup: int = 200
+    zscore_min_outliers: int = 5
+    connect_timeout_s: float = 30.0
+    group_timeout_s: float = 10.0
+    shutdown_grace_s: float = 10.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker URL as aiokafka wants it."""
+        return parse_broker_url(self.broker)
+
+    def validate(self) -> Settings:
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        parse_broker_url(self.broker)
+        if not re.match(r"^[A-Za-z0-9._-]{1,100}$", self.app_id):
+            raise ConfigError(f"app_id: {self.app_id!r} must be letters, digits, '.', '_', '-'")
+        for f in fields(self.topics):
+            name = getattr(self.topics, f.name)
+            if not re.match(r"^[A-Za-z0-9._-]{1,200}$", name):
+                raise ConfigError(f"topics.{f.name}: {name!r} is not a valid topic name")
+        _positive("partitions", self.partitions, integer=True)
+        _positive("web_port", self.web_port, integer=True)
+        if self.web_port > 65535:
+            raise ConfigError(f"web_port: {self.web_port} is above 65535")
+        _positive("window_s", self.window_s)
+        _positive("zscore_threshold", self.zscore_threshold)
+        _positive("zscore_warmup", self.zscore_warmup, integer=True)
+        _positive("zscore_min_outliers", self.zscore_min_outliers, integer=True)
+        _positive("connect_timeout_s", self.connect_timeout_s)
+        _positive("group_timeout_s", self.group_timeout_s)
+        _positive("shutdown_grace_s", self.shutdown_grace_s)
+        return self
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``STREAM_MONITOR_*`` variables, then explicit overrides.
+
+        >>> Settings.from_env({"STREAM_MONITOR_PARTITIONS": "8"}).partitions
+        8
+        >>> Settings.from_env({"STREAM_MONITOR_PARTITIONS": "many"})
+        Traceback (most recent call last):
+        ...
+        stream.config.ConfigError: partitions (STREAM_MONITOR_PARTITIONS): 'many' is not a int
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        topic_values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "topics":
+                for tf in fields(Topics):
+                    var = f"{ENV_PREFIX}TOPIC_{tf.name.upper()}"
+                    if var in env:
+                        topic_values[tf.name] = env[var]
+                continue
+            var = ENV_PREFIX + f.name.upper()
+            if var in env:
+                values[f.name] = _convert(f.name, var, env[var], f.type)
+        settings = cls(**values)
+        if topic_values:
+            settings = replace(settings, topics=replace(settings.topics, **topic_values))
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        topic_over = {k: clean.pop(k) for k in list(clean) if k.startswith("topic_")}
+        settings = replace(settings, **clean)
+        if topic_over:
+            topics = replace(settings.topics, **{k[6:]: v for k, v in topic_over.items()})
+            settings = replace(settings, topics=topics)
+        return settings.validate()
+
+
+def _convert(name: str, var: str, raw: str, type_name: Any) -> Any:
+    kind = {"int": int, "float": float, "str": str}.get(str(type_name), str)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} ({var}): {raw!r} is not a {kind.__name__}") from None
+
+
+def _positive(name: str, value: Any, integer: bool = False) -> None:
+    if integer and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{name}: {value!r} must be a whole number")
+    if not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{name}: {value!r} must be greater than 0")

@@ -1,0 +1,229 @@
+"""The z-score rule: values far outside a learned baseline, counted per window.
+
+A single slow request is not an incident, so the rule counts outliers in the
+current event-time window and fires once that window holds at least
+``min_outliers`` of them and they make up at least ``min_share`` of its
+events. The baseline is an exponentially weighted mean and variance; values
+are clipped to the threshold before they teach the baseline, so an incident
+does not become the new normal at once but a lasting level shift does, over
+about ``half_life`` events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from stream.detectors.base import Finding
+from stream.stats.windows import window_start
+
+
+class ZScoreRule:
+    """Per-window outlier count against an exponentially weighted baseline.
+
+    ``log_scale`` compares ``log1p(value)``, which suits latencies: they are
+    skewed to the right, and a slowdown multiplies rather than adds.
+
+    >>> rule = ZScoreRule("latency_ms", warmup=50, min_outliers=3, window_s=60)
+    >>> normal = [10.0 + (i % 5) for i in range(100)]
+    >>> rule.update(normal, [float(i) * 0.1 for i in range(100)])
+    []
+    >>> found = rule.update([200.0] * 5, [20.0] * 5)
+    >>> found[0].detector, found[0].evidence["outliers"]
+    ('zscore', 3)
+    >>> rule.update([200.0], [21.0])  # one alert per window
+    []
+    """
+
+    name = "zscore"
+
+    def __init__(
+        self,
+        signal: str,
+        *,
+        threshold: float = 4.0,
+        warmup: int = 200,
+        min_outliers: int = 5,
+        min_share: float = 0.01,
+        half_life: float = 2000.0,
+        log_scale: bool = True,
+        std_floor: float = 0.02,
+        window_s: float = 60.0,
+        kind: str = "anomaly",
+        unit: str = "ms",
+    ) -> None:
+        if threshold <= 0:
+            raise ValueError("threshold must be positive")
+        if warmup < 2:
+            raise ValueError("warmup must be at least 2")
+        self.signal = signal
+        self.threshold = threshold
+        self.warmup = warmup
+        self.min_outliers = min_outliers
+        self.min_share = min_share
+        self.alpha = 1.0 - 0.5 ** (1.0 / half_life)
+        self.log_scale = log_scale
+        self.std_floor = std_floor
+        self.window_s = window_s
+        self.kind = kind
+        self.unit = unit
+        # Baseline, in transformed units.
+        self.seen = 0
+        self.mean = 0.0
+        self.var = 0.0
+        # The current window.
+        self.window_start: float | None = None
+        self.window_count = 0
+        self.outliers = 0
+        self.max_abs_z = 0.0
+        self.worst_value: float | None = None
+        self.first_outlier_at: float | None = None
+        self.fired_window: float | None = None
+
+    def _transform(self, x: float) -> float:
+        return math.log1p(max(x, 0.0)) if self.log_scale else x
+
+    def _untransform(self, y: float) -> float:
+        return math.expm1(y) if self.log_scale else y
+
+    @property
+    def std(self) -> float:
+        """Baseline standard deviation (transformed units), never below the floor."""
+        return max(math.sqrt(self.var), self.std_floor)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the warm-up is over and the rule may fire."""
+        return self.seen >= self.warmup
+
+    def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
+        """Feed values with their event timestamps; return any findings."""
+        findings: list[Finding] = []
+        threshold = self.threshold
+        for x, ts in zip(values, timestamps, strict=True):
+            start = window_start(ts, self.window_s)
+            if self.window_start is None or start > self.window_start:
+                self._open_window(start)
+            self.window_count += 1
+            y = self._transform(x)
+            if self.seen >= self.warmup:
+                std = self.std
+                z = (y - self.mean) / std
+                if abs(z) > threshold:
+                    self.outliers += 1
+                    if abs(z) > self.max_abs_z:
+                        self.max_abs_z = abs(z)
+                        self.worst_value = x
+                    if self.first_outlier_at is None:
+                        self.first_outlier_at = ts
+                    lo, hi = self.mean - threshold * std, self.mean + threshold * std
+                    y = min(max(y, lo), hi)
+                    finding = self._maybe_fire(ts)
+                    if finding is not None:
+                        findings.append(finding)
+            self._learn(y)
+        return findings
+
+    def _learn(self, y: float) -> None:
+        self.seen += 1
+        alpha = max(self.alpha, 1.0 / self.seen)
+        diff = y - self.mean
+        incr = alpha * diff
+        self.mean += incr
+        self.var = (1.0 - alpha) * (self.var + diff * incr)
+
+    def _open_window(self, start: float) -> None:
+        self.window_start = start
+        self.window_count = 0
+        self.outliers = 0
+        self.max_abs_z = 0.0
+        self.worst_value = None
+        self.first_outlier_at = None
+
+    def _maybe_fire(self, ts: float) -> Finding | None:
+        if self.fired_window == self.window_start:
+            return None
+        if self.outliers < self.min_outliers:
+            return None
+        share = self.outliers / self.window_count
+        if share < self.min_share:
+            return None
+        self.fired_window = self.window_start
+        return self._finding(ts, share)
+
+    def baseline(self) -> dict[str, Any]:
+        """The baseline in the signal's own units."""
+        std = self.std
+        return {
+            "median": round(self._untransform(self.mean), 6),
+            "normal_low": round(self._untransform(self.mean - self.threshold * std), 6),
+            "normal_high": round(self._untransform(self.mean + self.threshold * std), 6),
+            "count": self.seen,
+            "scale": "log1p" if self.log_scale else "linear",
+            "mean_transformed": self.mean,
+            "std_transformed": std,
+        }
+
+    def _finding(self, ts: float, share: float) -> Finding:
+        base = self.baseline()
+        severity = "critical" if self.max_abs_z >= 2 * self.threshold or share >= 0.1 else "warning"
+        unit = self.unit
+        worst = self.worst_value if self.worst_value is not None else float("nan")
+        direction = "above" if worst > base["median"] else "below"
+        message = (
+            f"{self.outliers} of {self.window_count} events in the current "
+            f"{self.window_s:g} s window had {self.signal} {direction} the normal range "
+            f"{base['normal_low']:.1f}-{base['normal_high']:.1f} {unit} "
+            f"(baseline median {base['median']:.1f} {unit} over {self.seen} events); "
+            f"worst {worst:.1f} {unit}, z={self.max_abs_z:.1f} > {self.threshold:g}."
+        )
+        assert self.window_start is not None
+        return Finding(
+            signal=self.signal,
+            detector=self.name,
+            kind=self.kind,
+            severity=severity,
+            value=round(self.max_abs_z, 4),
+            threshold=self.threshold,
+            baseline=base,
+            message=message,
+            event_time=ts,
+            window={
+                "type": "tumbling",
+                "start": self.window_start,
+                "end": self.window_start + self.window_s,
+                "size_s": self.window_s,
+            },
+            evidence={
+                "outliers": self.outliers,
+                "window_count": self.window_count,
+                "outlier_share": round(share, 6),
+                "max_abs_z": round(self.max_abs_z, 4),
+                "worst_value": worst,
+                "first_outlier_at": self.first_outlier_at,
+                "change_started_at": self.first_outlier_at,
+            },
+        )
+
+    _STATE = (
+        "seen",
+        "mean",
+        "var",
+        "window_start",
+        "window_count",
+        "outliers",
+        "max_abs_z",
+        "worst_value",
+        "first_outlier_at",
+        "fired_window",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready learned state (the parameters come from configuration)."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        for name in self._STATE:
+            setattr(self, name, state[name])

@@ -1,0 +1,97 @@
+"""Count, mean, variance, min and max of a stream, mergeable across windows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class RunningMoments:
+    """Welford's running moments; two instances merge exactly (Chan et al.).
+
+    >>> m = RunningMoments()
+    >>> for x in (1.0, 2.0, 3.0, 4.0):
+    ...     m.update(x)
+    >>> m.count, m.mean, round(m.std, 4), m.min, m.max
+    (4, 2.5, 1.291, 1.0, 4.0)
+    >>> a, b = RunningMoments(), RunningMoments()
+    >>> a.update(1.0); a.update(2.0); b.update(3.0); b.update(4.0)
+    >>> merged = a.merge(b)
+    >>> merged.mean == m.mean and abs(merged.var - m.var) < 1e-12
+    True
+    """
+
+    __slots__ = ("count", "m2", "max", "mean", "min")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def update(self, x: float) -> None:
+        """Add one value."""
+        self.count += 1
+        delta = x - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (x - self.mean)
+        if x < self.min:
+            self.min = x
+        if x > self.max:
+            self.max = x
+
+    @property
+    def var(self) -> float:
+        """Sample variance (0 with fewer than two values)."""
+        return self.m2 / (self.count - 1) if self.count > 1 else 0.0
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation."""
+        return math.sqrt(self.var)
+
+    def merge(self, other: RunningMoments) -> RunningMoments:
+        """A new instance holding the moments of both inputs."""
+        out = RunningMoments()
+        n = self.count + other.count
+        if n == 0:
+            return out
+        delta = other.mean - self.mean
+        out.count = n
+        out.mean = self.mean + delta * other.count / n
+        out.m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / n
+        out.min = min(self.min, other.min)
+        out.max = max(self.max, other.max)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (empty min/max as null)."""
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "m2": self.m2,
+            "min": self.min if self.count else None,
+            "max": self.max if self.count else None,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> RunningMoments:
+        """Rebuild from :meth:`to_dict` output."""
+        out = cls()
+        out.count = state["count"]
+        out.mean = state["mean"]
+        out.m2 = state["m2"]
+        out.min = math.inf if state["min"] is None else state["min"]
+        out.max = -math.inf if state["max"] is None else state["max"]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Readable figures: count, mean, std, min, max."""
+        return {
+            "count": self.count,
+            "mean": self.mean if self.count else None,
+            "std": self.std if self.count else None,
+            "min": self.min if self.count else None,
+            "max": self.max if self.count else None,
+        }

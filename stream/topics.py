@@ -1,0 +1,127 @@
+"""Creating and checking every topic before any agent starts.
+
+Tansu auto-creates an unknown topic with its own partition count the moment
+a client asks about it, and Faust refuses a table whose changelog partitions
+differ from its source topic. So every topic, Faust's own included, is
+created here with its declared partition count, and an existing topic with
+the wrong count stops the worker with the fix spelled out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from stream.config import Settings
+
+MODEL_STATE_TABLE = "model-state"
+_TOPIC_EXISTS = 36
+
+
+class TopicMismatch(RuntimeError):
+    """A topic exists with another partition count than the one declared."""
+
+
+class BrokerUnreachable(RuntimeError):
+    """No Kafka broker answered at the configured address."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic name and the partition count it must have."""
+
+    name: str
+    partitions: int
+    purpose: str = ""
+
+
+def required_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes, Faust's changelogs included.
+
+    >>> [t.name for t in required_topics(Settings(app_id="a"))]  # doctest: +NORMALIZE_WHITESPACE
+    ['inference-events', 'inference-labels', 'monitor-alerts', 'monitor-deadletter',
+     'a-model-state-changelog']
+    """
+    n = settings.partitions
+    t = settings.topics
+    return [
+        TopicSpec(t.events, n, "inference events in, keyed by model"),
+        TopicSpec(t.labels, n, "delayed labels in, keyed by model"),
+        TopicSpec(t.alerts, n, "alerts out, keyed by fingerprint"),
+        TopicSpec(t.deadletter, n, "records that could not be processed, with reasons"),
+        # A changelog must be co-partitioned with the topic that feeds its table.
+        TopicSpec(f"{settings.app_id}-{MODEL_STATE_TABLE}-changelog", n, "per-model state (Faust table)"),
+    ]
+
+
+async def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
+    """A started admin client, retrying with backoff until ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.2
+    last: Exception | None = None
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            return admin
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            last = exc
+            await admin.close()
+        if loop.time() + delay > deadline:
+            raise BrokerUnreachable(
+                f"cannot reach Kafka at {bootstrap} after {timeout_s:g} s ({last}); "
+                "start one with `stream-monitor broker` or pass --broker kafka://HOST:PORT"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> dict[str, str]:
+    """Create missing topics and check existing ones; return name -> 'created'|'exists'.
+
+    Raises :class:`TopicMismatch` naming the topic, both partition counts and
+    the fix, and :class:`BrokerUnreachable` when no broker answers.
+    """
+    admin = await _admin(bootstrap, timeout_s)
+    try:
+        # Ask only about topics that exist: describing a missing topic makes
+        # Tansu create it with its default partition count.
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        result: dict[str, str] = {}
+        if missing:
+            response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
+            for name, code, message in response.topic_errors:
+                if code == _TOPIC_EXISTS:
+                    existing.add(name)
+                elif code != 0:
+                    raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
+                else:
+                    result[name] = "created"
+        present = [s for s in specs if s.name in existing]
+        if present:
+            described = await admin.describe_topics([s.name for s in present])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            for spec in present:
+                actual = counts.get(spec.name)
+                if actual != spec.partitions:
+                    raise TopicMismatch(
+                        f"topic {spec.name!r} has {actual} partitions but {spec.partitions} "
+                        f"are configured; delete and recreate it with {spec.partitions} partitions, "
+                        f"or set --partitions {actual} (STREAM_MONITOR_PARTITIONS={actual})"
+                    )
+                result[spec.name] = "exists"
+        return result
+    finally:
+        await admin.close()
+
+
+def ensure_topics_sync(settings: Settings) -> dict[str, str]:
+    """:func:`ensure_topics` for every required topic, from synchronous code."""
+    return asyncio.run(
+        ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s)
+    )

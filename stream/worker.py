@@ -1,0 +1,64 @@
+"""Running a worker: topics first, then the Faust app, with a bounded shutdown.
+
+A Faust worker whose agents were stuck was seen here to ignore SIGTERM for an
+hour (DESIGN.md). ``BoundedWorker`` starts a watchdog on the first SIGTERM or
+SIGINT: if the orderly shutdown has not finished within the grace period,
+the process exits anyway, with a log line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, NoReturn
+
+import faust
+
+from stream.app import create_app
+from stream.config import Settings
+from stream.topics import ensure_topics_sync
+
+log = logging.getLogger(__name__)
+
+EXIT_SHUTDOWN_TIMEOUT = 3
+
+
+class BoundedWorker(faust.Worker):
+    """A Faust worker that always exits within ``grace_s`` of a stop signal."""
+
+    def __init__(self, *args: Any, grace_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grace_s = grace_s
+        self._watchdog: threading.Timer | None = None
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.grace_s, self._force_exit)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        super()._schedule_shutdown(signal)
+
+    def _force_exit(self) -> None:
+        sys.stderr.write(
+            f"stream-monitor worker: shutdown took longer than {self.grace_s:g} s; exiting now\n"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
+    """Create every topic, then run the worker until it is stopped."""
+    created = ensure_topics_sync(settings)
+    for name, what in created.items():
+        log.info("topic %s: %s", name, what)
+    monitor_app = create_app(settings)
+    worker = BoundedWorker(
+        monitor_app.app,
+        loglevel=loglevel,
+        grace_s=settings.shutdown_grace_s,
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()
