@@ -56,6 +56,12 @@ partitions_option = click.option(
 app_id_option = click.option(
     "--app-id", help="Faust app id, also the consumer group (env STREAM_MONITOR_APP_ID)."
 )
+connect_timeout_option = click.option(
+    "--connect-timeout",
+    "connect_timeout_s",
+    type=float,
+    help="Seconds to keep trying to reach Kafka before giving up (30).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,13 +103,18 @@ def topics() -> None:
 @broker_option
 @partitions_option
 @app_id_option
+@connect_timeout_option
 @one_line_errors
-def topics_create(broker: str | None, partitions: int | None, app_id: str | None) -> None:
+def topics_create(
+    broker: str | None, partitions: int | None, app_id: str | None, connect_timeout_s: float | None
+) -> None:
     """Create every topic with its partition count; check the ones that exist."""
     from stream.topics import ensure_topics_sync, required_topics
 
     _quiet_client_logs()
-    settings = settings_from(broker=broker, partitions=partitions, app_id=app_id)
+    settings = settings_from(
+        broker=broker, partitions=partitions, app_id=app_id, connect_timeout_s=connect_timeout_s
+    )
     result = ensure_topics_sync(settings)
     for spec in required_topics(settings):
         click.echo(f"{result[spec.name]:>8}  {spec.name}  ({spec.partitions} partitions; {spec.purpose})")
@@ -116,6 +127,7 @@ def topics_create(broker: str | None, partitions: int | None, app_id: str | None
 @click.option("--web-port", type=int, help="Port of the web server (env STREAM_MONITOR_WEB_PORT; 6066).")
 @click.option("--web-host", help="Address of the web server (env STREAM_MONITOR_WEB_HOST; 127.0.0.1).")
 @click.option("--window", "window_s", type=float, help="Tumbling window size in seconds (60).")
+@connect_timeout_option
 @click.option(
     "--loglevel",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -130,6 +142,7 @@ def worker(
     web_port: int | None,
     web_host: str | None,
     window_s: float | None,
+    connect_timeout_s: float | None,
     loglevel: str,
 ) -> None:
     """Run a monitoring worker: creates the topics, then consumes inference events.
@@ -146,12 +159,8 @@ def worker(
         web_port=web_port,
         web_host=web_host,
         window_s=window_s,
+        connect_timeout_s=connect_timeout_s,
     )
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    from stream.topics import ensure_topics_sync
-
-    ensure_topics_sync(settings)
-    logging.getLogger("aiokafka").setLevel(logging.NOTSET)
     run_worker(settings, loglevel=loglevel)
 
 

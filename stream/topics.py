@@ -71,12 +71,13 @@ async def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             last = exc
             await admin.close()
-        if loop.time() + delay > deadline:
+        now = loop.time()
+        if now >= deadline:
             raise BrokerUnreachable(
                 f"cannot reach Kafka at {bootstrap} after {timeout_s:g} s ({last}); "
                 "start one with `stream-monitor broker` or pass --broker kafka://HOST:PORT"
             )
-        await asyncio.sleep(delay)
+        await asyncio.sleep(min(delay, deadline - now))
         delay = min(delay * 2, 5.0)
 
 

@@ -50,10 +50,19 @@ class BoundedWorker(faust.Worker):
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
-    """Create every topic, then run the worker until it is stopped."""
-    created = ensure_topics_sync(settings)
-    for name, what in created.items():
-        log.info("topic %s: %s", name, what)
+    """Create every topic, then run the worker until it is stopped.
+
+    Raises the errors of :func:`stream.topics.ensure_topics` before Faust
+    starts, so a missing broker or a mismatched topic is one clear message.
+    """
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    # aiokafka logs each failed connection attempt; ensure_topics reports once.
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        ensure_topics_sync(settings)
+    finally:
+        client_log.setLevel(level)
     monitor_app = create_app(settings)
     worker = BoundedWorker(
         monitor_app.app,

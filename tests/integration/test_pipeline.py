@@ -1,0 +1,165 @@
+"""End to end on a real broker: events in, schema-valid alerts and dead letters out.
+
+One worker serves every test in this module (in test order), the way a
+deployed worker sees mixed traffic: normal models, an incident, bad records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream.client import MonitorClient, make_event
+from stream.follow import read_all
+from stream.schemas import validate
+
+from .conftest import isolated_settings
+
+
+@pytest.fixture(scope="module")
+def pipeline(broker):
+    iso = isolated_settings(broker, zscore_warmup=100)
+    worker = iso.worker()
+    worker.start()
+    yield iso, worker
+    code = worker.stop()
+    assert code == 0, worker.log_tail()
+
+
+def normal_events(model, n, t0, version="1"):
+    return [
+        make_event(model, version, 20.0 + (i % 7), 0, timestamp=t0 + i * 0.01, event_id=f"{model}-{i}")
+        for i in range(n)
+    ]
+
+
+async def publish(iso, events):
+    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=100)
+    await client.start()
+    for event in events:
+        assert client.record_event(event)
+    await client.close()
+    assert client.stats.sent == len(events)
+
+
+async def publish_raw(iso, key, value):
+    producer = AIOKafkaProducer(bootstrap_servers=iso.settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(iso.settings.topics.events, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+def wait_for_events(worker, n, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = worker.health()
+        if health and health["events"] >= n:
+            return health
+        time.sleep(0.1)
+    raise AssertionError(f"worker processed {worker.health()} events, expected {n}")
+
+
+def test_health_reports_ready_with_partitions(pipeline):
+    iso, worker = pipeline
+    health = worker.health()
+    assert health["ready"] is True
+    assert len(health["assigned"]) == iso.settings.partitions
+    assert health["app_id"] == iso.settings.app_id
+
+
+async def test_latency_incident_raises_one_schema_valid_alert(pipeline):
+    iso, worker = pipeline
+    t0 = time.time() - 30
+    incident = [
+        make_event("fraud-scorer", "2.3.0", 900.0 + i, 1, timestamp=t0 + 10 + i * 0.01, event_id=f"spike-{i}")
+        for i in range(30)
+    ]
+    events = normal_events("fraud-scorer", 1000, t0, "2.3.0") + incident
+    quiet = normal_events("recommender", 1000, t0)
+    await publish(iso, events + quiet)
+
+    records = await read_all(
+        iso.settings.bootstrap_servers, iso.settings.topics.alerts, expect=1, timeout_s=30
+    )
+    assert len(records) == 1, "expected exactly one alert for one incident in one window"
+    alert = orjson.loads(records[0].value)
+    validate("alert", alert)
+    assert (alert["model"], alert["model_version"], alert["signal"]) == (
+        "fraud-scorer",
+        "2.3.0",
+        "latency_ms",
+    )
+    assert alert["kind"] == "anomaly" and alert["status"] == "firing"
+    assert records[0].key == alert["fingerprint"].encode()
+    assert alert["evidence"]["outliers"] >= 5
+    assert incident[0]["timestamp"] <= alert["event_time"] <= incident[-1]["timestamp"]
+    assert alert["baseline"]["normal_high"] < 900.0
+    wait_for_events(worker, 2030)
+    # The quiet model kept on going without an alert.
+    again = await read_all(iso.settings.bootstrap_servers, iso.settings.topics.alerts, timeout_s=2)
+    assert [orjson.loads(r.value)["model"] for r in again] == ["fraud-scorer"]
+
+
+async def test_malformed_record_is_dead_lettered_and_the_worker_keeps_going(pipeline):
+    iso, worker = pipeline
+    before = wait_for_events(worker, 2030)
+    await publish_raw(iso, b"fraud-scorer", b"{definitely not json")
+    letters = await read_all(
+        iso.settings.bootstrap_servers, iso.settings.topics.deadletter, expect=1, timeout_s=20
+    )
+    assert len(letters) == 1
+    letter = orjson.loads(letters[0].value)
+    validate("dead-letter", letter)
+    assert letter["error_type"] == "invalid_json"
+    assert letter["reason"].startswith("not valid JSON")
+    assert base64.b64decode(letter["value_b64"]) == b"{definitely not json"
+    assert letter["source"]["topic"] == iso.settings.topics.events
+
+    await publish(iso, normal_events("fraud-scorer", 50, time.time(), "2.3.0"))
+    after = wait_for_events(worker, before["events"] + 50)
+    assert worker.running
+    assert after["dead_letters"] == before["dead_letters"] + 1
+
+
+async def test_envelope_with_one_bad_event_loses_only_that_event(pipeline):
+    iso, worker = pipeline
+    before = worker.health()
+    good = normal_events("recommender", 3, time.time())
+    bad = dict(good[1], latency_ms="slow", event_id="bad-one")
+    envelope = {"schema_version": 1, "events": [good[0], bad, good[2]]}
+    await publish_raw(iso, b"recommender", orjson.dumps(envelope))
+    await publish_raw(iso, b"not-the-model", orjson.dumps(good[0]))
+    letters = await read_all(
+        iso.settings.bootstrap_servers, iso.settings.topics.deadletter, expect=3, timeout_s=20
+    )
+    by_type = {orjson.loads(r.value)["error_type"]: orjson.loads(r.value) for r in letters}
+    schema_letter = by_type["invalid_schema"]
+    assert schema_letter["source"]["event_index"] == 1
+    assert "latency_ms" in schema_letter["reason"]
+    assert orjson.loads(base64.b64decode(schema_letter["value_b64"]))["event_id"] == "bad-one"
+    assert "not-the-model" in by_type["key_mismatch"]["reason"]
+    after = wait_for_events(worker, before["events"] + 2)
+    assert after["events"] == before["events"] + 2
+    assert after["dead_letters"] == before["dead_letters"] + 2
+
+
+async def test_records_produced_before_the_worker_starts_are_processed(broker):
+    iso = isolated_settings(broker, zscore_warmup=100)
+    from stream.topics import ensure_topics, required_topics
+
+    await ensure_topics(broker.bootstrap_servers, required_topics(iso.settings))
+    await publish(iso, normal_events("early-model", 300, time.time()))
+    worker = iso.worker()
+    await asyncio.get_running_loop().run_in_executor(None, worker.start)
+    try:
+        health = await asyncio.get_running_loop().run_in_executor(None, wait_for_events, worker, 300)
+        assert health["events"] == 300 and health["models"] == 1
+    finally:
+        worker.stop()

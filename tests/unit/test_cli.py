@@ -1,0 +1,65 @@
+"""The command line: help for every command, one clear line for a bad --broker."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from stream.broker import free_port
+from stream.cli import cli
+
+COMMANDS = [[], ["broker"], ["topics"], ["topics", "create"], ["worker"], ["simulate"], ["alerts"], ["demo"]]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "top")
+def test_every_command_has_help(args):
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 4
+
+
+def test_help_lists_broker_option_with_environment_variable():
+    result = CliRunner().invoke(cli, ["worker", "--help"])
+    assert "--broker" in result.output and "STREAM_MONITOR_BROKER" in result.output
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("command", [["worker"], ["topics", "create"]])
+def test_malformed_broker_url_is_one_clear_line(command):
+    result = run_cli(*command, "--broker", "http://localhost")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["stream-monitor: error: broker: 'http://localhost' is not of the form kafka://HOST:PORT"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [["worker"], ["topics", "create"]])
+def test_unreachable_broker_is_one_clear_line(command):
+    url = f"kafka://127.0.0.1:{free_port()}"
+    result = run_cli(*command, "--broker", url, "--connect-timeout", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("stream-monitor: error: cannot reach Kafka at 127.0.0.1:")
+    assert "--broker" in lines[0]
+    assert "Traceback" not in result.stdout
+
+
+def test_bad_environment_setting_names_the_variable():
+    result = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "topics", "create"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STREAM_MONITOR_PARTITIONS": "lots"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "STREAM_MONITOR_PARTITIONS" in result.stderr

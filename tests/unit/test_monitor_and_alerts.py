@@ -1,0 +1,118 @@
+"""Per-model state, alert messages and dead letters against their contracts."""
+
+import base64
+
+import pytest
+
+from stream.alerts import build_alert, fingerprint, format_alert
+from stream.codec import Reject
+from stream.config import Settings
+from stream.deadletter import dead_letter
+from stream.monitor import ModelMonitor
+from stream.schemas import validate
+
+SETTINGS = Settings(zscore_warmup=50, zscore_min_outliers=3, window_s=60)
+
+
+def ev(i, latency, version="1", error=None):
+    return {"model_version": version, "timestamp": 1_000.0 + i * 0.1, "latency_ms": latency, "error": error}
+
+
+def warm(monitor, version="1", n=200):
+    return monitor.process([ev(i, 10.0 + i % 4, version) for i in range(n)])
+
+
+def test_alerts_are_schema_valid_and_name_model_version_and_signal():
+    mon = ModelMonitor("fraud-scorer", SETTINGS)
+    assert warm(mon) == []
+    alerts = mon.process([ev(300 + i, 900.0) for i in range(5)])
+    assert len(alerts) == 1
+    alert = alerts[0]
+    validate("alert", alert)
+    assert (alert["model"], alert["model_version"], alert["signal"]) == ("fraud-scorer", "1", "latency_ms")
+    assert alert["fingerprint"] == fingerprint("fraud-scorer", "1", "latency_ms", "zscore")
+    assert alert["message"].startswith("fraud-scorer 1: ")
+    assert alert["event_time"] == pytest.approx(1_000.0 + 302 * 0.1)
+    assert "fraud-scorer" in format_alert(alert)
+
+
+def test_versions_keep_separate_baselines():
+    mon = ModelMonitor("m", SETTINGS)
+    warm(mon, "1")
+    # Version 2 is slower by design; it must not be judged against version 1.
+    assert mon.process([ev(i, 200.0 + i % 4, "2") for i in range(200)]) == []
+    assert set(mon.versions) == {"1", "2"}
+    assert mon.versions["2"].events == 200
+
+
+def test_error_counts_land_in_the_window():
+    mon = ModelMonitor("m", SETTINGS)
+    mon.process([ev(0, 10.0, error="timeout"), ev(1, 11.0), ev(2, 12.0, error="oom")])
+    window = mon.summary()["versions"]["1"]["current_window"]
+    assert window["errors"] == 2 and window["count"] == 3
+
+
+def test_state_round_trip_gives_the_same_alerts():
+    a = ModelMonitor("m", SETTINGS)
+    warm(a)
+    b = ModelMonitor.from_dict("m", SETTINGS, a.to_dict())
+    assert b.seq == a.seq
+    burst = [ev(400 + i, 700.0) for i in range(4)]
+    fa, fb = a.process(burst), b.process(burst)
+    assert [x["evidence"] for x in fa] == [x["evidence"] for x in fb] != []
+    assert a.to_dict() == b.to_dict()
+
+
+def test_fingerprint_differs_per_series():
+    fps = {
+        fingerprint("m", "1", "latency_ms", "zscore"),
+        fingerprint("m", "2", "latency_ms", "zscore"),
+        fingerprint("m", "1", "error_rate", "zscore"),
+        fingerprint("n", "1", "latency_ms", "zscore"),
+    }
+    assert len(fps) == 4
+
+
+def test_alert_schema_accepts_resolved_and_refuses_other_status():
+    mon = ModelMonitor("m", SETTINGS)
+    warm(mon)
+    assert mon.versions["1"].latency_rule.ready
+    [alert] = mon.process([ev(500 + i, 800.0) for i in range(5)])
+    validate("alert", {**alert, "status": "resolved"})
+    with pytest.raises(Exception, match="status"):
+        validate("alert", {**alert, "status": "pending"})
+
+
+def test_dead_letter_is_schema_valid_and_keeps_bytes():
+    raw = b"\x00\xffnot json"
+    msg = dead_letter(
+        Reject("not valid JSON: x", "invalid_json", raw, event_index=3),
+        topic="inference-events",
+        partition=2,
+        offset=99,
+        key=None,
+    )
+    validate("dead-letter", msg)
+    assert base64.b64decode(msg["value_b64"]) == raw
+    assert msg["source"]["event_index"] == 3
+    assert msg["source"]["key_b64"] is None
+
+
+def test_build_alert_from_finding_has_every_required_field():
+    from stream.detectors import Finding
+
+    finding = Finding(
+        signal="latency_ms",
+        detector="zscore",
+        kind="anomaly",
+        severity="warning",
+        value=5.0,
+        threshold=4.0,
+        baseline={"median": 1.0},
+        message="slow",
+        event_time=10.0,
+        window={"type": "tumbling", "start": 0.0, "end": 60.0, "size_s": 60.0},
+    )
+    alert = build_alert(finding, "m", "1", now=11.0)
+    validate("alert", alert)
+    assert alert["timestamp"] == 11.0

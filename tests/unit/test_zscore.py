@@ -1,0 +1,101 @@
+"""The z-score latency rule: quiet on noise, fast on incidents, restartable."""
+
+import math
+import pickle
+import random
+
+import pytest
+
+from stream.detectors import ZScoreRule
+
+
+def lognormal_stream(n, rng, median=12.0, sigma=0.25, start=0.0, rate=50.0):
+    values = [median * math.exp(rng.gauss(0, sigma)) for _ in range(n)]
+    times = [start + i / rate for i in range(n)]
+    return values, times
+
+
+def test_no_alarm_on_two_hours_of_normal_traffic():
+    rng = random.Random(11)
+    rule = ZScoreRule("latency_ms", window_s=60)
+    values, times = lognormal_stream(360_000, rng)  # 50 events/s for 2 h
+    assert rule.update(values, times) == []
+    assert rule.seen == 360_000
+
+
+def test_spike_is_caught_within_a_few_events_and_reported_with_its_baseline():
+    rng = random.Random(5)
+    rule = ZScoreRule("latency_ms", window_s=60)
+    values, times = lognormal_stream(3000, rng)
+    assert rule.update(values, times) == []
+    spike_start = times[-1] + 0.02
+    spike = [v * 8 for v in lognormal_stream(200, rng)[0]]
+    spike_times = [spike_start + i / 50 for i in range(200)]
+    findings = rule.update(spike, spike_times)
+    assert len(findings) == 1
+    finding = findings[0]
+    # min_outliers=5 at 50 events/s: the alert comes within about 0.1 s of event time.
+    assert finding.event_time - spike_start < 1.0
+    assert finding.evidence["change_started_at"] == pytest.approx(spike_start)
+    assert finding.value > finding.threshold == 4.0
+    assert 10.0 < finding.baseline["median"] < 14.0
+    assert finding.baseline["normal_high"] < min(spike)
+    assert finding.severity == "critical"
+    assert "above the normal range" in finding.message
+
+
+def test_one_finding_per_window_then_again_in_the_next():
+    rule = ZScoreRule("latency_ms", warmup=100, min_outliers=2, min_share=0.0, window_s=10)
+    rule.update([10.0 + (i % 3) for i in range(100)], [i * 0.01 for i in range(100)])
+    assert len(rule.update([500.0] * 10, [5.0] * 10)) == 1
+    assert rule.update([500.0] * 10, [6.0] * 10) == []
+    assert len(rule.update([500.0] * 10, [12.0] * 10)) == 1
+
+
+def test_single_outliers_do_not_fire():
+    rule = ZScoreRule("latency_ms", warmup=100, min_outliers=5, window_s=60)
+    rule.update([10.0 + (i % 3) for i in range(1000)], [i * 0.01 for i in range(1000)])
+    assert rule.update([900.0, 11.0, 900.0, 10.0], [20.0, 20.1, 20.2, 20.3]) == []
+    assert rule.outliers == 2
+
+
+def test_lasting_level_shift_becomes_the_new_normal():
+    rng = random.Random(2)
+    rule = ZScoreRule("latency_ms", window_s=60, half_life=500)
+    values, times = lognormal_stream(3000, rng)
+    rule.update(values, times)
+    shifted, shifted_times = lognormal_stream(30_000, rng, median=40.0, start=times[-1] + 1)
+    findings = rule.update(shifted, shifted_times)
+    assert findings, "the shift itself must be reported"
+    last_window = findings[-1].window["start"]
+    later, later_times = lognormal_stream(6000, rng, median=40.0, start=shifted_times[-1] + 1)
+    assert rule.update(later, later_times) == []
+    assert last_window < shifted_times[-1]
+
+
+def test_state_round_trip_continues_identically():
+    rng = random.Random(8)
+    values, times = lognormal_stream(2000, rng)
+    a = ZScoreRule("latency_ms", window_s=10)
+    a.update(values[:1000], times[:1000])
+    b = ZScoreRule("latency_ms", window_s=10)
+    b.load_state(a.to_dict())
+    tail = values[1000:] + [400.0] * 20
+    tail_times = times[1000:] + [times[-1] + 0.01] * 20
+    fa = a.update(tail, tail_times)
+    fb = b.update(tail, tail_times)
+    assert [f.evidence for f in fa] == [f.evidence for f in fb]
+    assert a.to_dict() == b.to_dict()
+    assert pickle.loads(pickle.dumps(a)).to_dict() == a.to_dict()
+
+
+def test_warmup_suppresses_findings():
+    rule = ZScoreRule("latency_ms", warmup=100, min_outliers=1, min_share=0.0)
+    assert rule.update([10.0] * 50 + [1000.0] * 10, [float(i) for i in range(60)]) == []
+    assert not rule.ready
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 0}, {"warmup": 1}])
+def test_bad_parameters_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        ZScoreRule("latency_ms", **kwargs)
