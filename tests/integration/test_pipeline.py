@@ -56,6 +56,11 @@ async def publish_raw(iso, key, value):
         await producer.stop()
 
 
+async def read_topic(iso, which, expect=None, timeout_s=20.0):
+    topic = getattr(iso.settings.topics, which)
+    return await read_all(iso.settings.bootstrap_servers, topic, expect=expect, timeout_s=timeout_s)
+
+
 def wait_for_events(worker, n, timeout_s=30.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -103,7 +108,7 @@ async def test_latency_incident_raises_one_schema_valid_alert(pipeline):
     assert alert["baseline"]["normal_high"] < 900.0
     wait_for_events(worker, 2030)
     # The quiet model kept on going without an alert.
-    again = await read_all(iso.settings.bootstrap_servers, iso.settings.topics.alerts, timeout_s=2)
+    again = await read_topic(iso, "alerts", timeout_s=2)
     assert [orjson.loads(r.value)["model"] for r in again] == ["fraud-scorer"]
 
 

@@ -29,7 +29,7 @@ def test_put_back_restores_order_and_reports_what_did_not_fit():
     buf.add({"model": "a", "i": 2})
     lost = buf.put_back("a", [{"model": "a", "i": 0}, {"model": "a", "i": 1}, {"model": "a", "i": 9}])
     assert lost == 1
-    [(model, events)] = buf.take(batch_size=10)
+    [(_model, events)] = buf.take(batch_size=10)
     assert [e["i"] for e in events] == [0, 1, 2]
 
 
