@@ -7,6 +7,7 @@ the worker command runs the one it returns. All topics are created by
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import faust
 
 from stream.config import Settings
+from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
 from stream.topics import MODEL_STATE_TABLE
 
@@ -45,10 +47,13 @@ class MonitorApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.counters = WorkerCounters()
+        os.makedirs(settings.data_path, exist_ok=True)
+        self.metrics = WorkerMetrics()
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker,
             store="memory://",
+            datadir=settings.data_path,
             autodiscover=False,
             topic_partitions=settings.partitions,
             topic_allow_declare=False,

@@ -94,11 +94,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 
 class EmbeddedBroker:
-    """A Tansu broker on a loopback port, as a context manager.
+    """A Tansu broker on a loopback port, as a context manager::
 
-    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
-    ...     print(broker.url)
-    kafka://127.0.0.1:40123
+    with EmbeddedBroker() as broker:
+        print(broker.url)          # kafka://127.0.0.1:40123
     """
 
     def __init__(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -72,6 +73,14 @@ class Settings:
     connect_timeout_s: float = 30.0
     group_timeout_s: float = 10.0
     shutdown_grace_s: float = 10.0
+    # Faust's working folder; tables live in memory and in changelogs, so by
+    # default it goes to the temp folder rather than the current directory.
+    data_dir: str = ""
+
+    @property
+    def data_path(self) -> str:
+        """Faust's data folder for this app id."""
+        return self.data_dir or os.path.join(tempfile.gettempdir(), "stream-monitor", self.app_id)
 
     @property
     def bootstrap_servers(self) -> str:

@@ -30,12 +30,14 @@ def register(mon: MonitorApp) -> None:
             )
             await mon.deadletter_topic.send(key=key, value=orjson.dumps(letter))
             mon.counters.dead_letters += 1
+            mon.metrics.dead_letters.labels(error_type=reject.error_type).inc()
 
     @mon.app.agent(mon.events_topic, name="ingest")
     async def ingest(stream):
         async for event in stream.events():
             key, value, message = event.key, event.value, event.message
             mon.counters.records += 1
+            mon.metrics.records.inc()
             decoded = decode_record(key, value)
             await publish_rejects(decoded.rejects, key, message)
             if not decoded.events:
@@ -54,7 +56,9 @@ def register(mon: MonitorApp) -> None:
                 await publish_rejects([Reject(reason, "processing_error", value or b"")], key, message)
                 continue
             mon.counters.events += len(decoded.events)
+            mon.metrics.events.labels(model=model).inc(len(decoded.events))
             for alert in alerts:
                 await mon.alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
                 mon.counters.alerts += 1
+                mon.metrics.alerts.labels(model=model, kind=alert["kind"], severity=alert["severity"]).inc()
                 log.warning("ALERT %s", alert["message"])

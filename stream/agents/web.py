@@ -1,4 +1,4 @@
-"""Web pages of the worker: health for orchestrators and the CLI."""
+"""Web pages of the worker: health for orchestrators, metrics for Prometheus."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ if TYPE_CHECKING:
 
 def register(mon: MonitorApp) -> None:
     """Attach the worker's pages to ``mon``'s Faust app."""
+
+    @mon.app.page("/metrics")
+    async def metrics(web, request):
+        # aiohttp refuses a charset in content_type=, so the header goes in whole.
+        return web.bytes(mon.metrics.render(), headers={"Content-Type": mon.metrics.content_type})
 
     @mon.app.page("/health")
     async def health(web, request):

@@ -168,3 +168,15 @@ async def test_records_produced_before_the_worker_starts_are_processed(broker):
         assert health["events"] == 300 and health["models"] == 1
     finally:
         worker.stop()
+
+
+def test_metrics_endpoint_counts_events_dead_letters_and_alerts(pipeline):
+    import urllib.request
+
+    _iso, worker = pipeline
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    assert 'stream_monitor_events_processed_total{model="fraud-scorer"} 1080.0' in text
+    assert 'stream_monitor_dead_letters_total{error_type="invalid_json"} 1.0' in text
+    assert 'stream_monitor_alerts_total{kind="anomaly",model="fraud-scorer",severity="critical"} 1.0' in text

@@ -1,0 +1,52 @@
+"""Prometheus metrics of a worker, each app with its own registry.
+
+The first cut counts what the worker does; the observability work adds the
+per-model window gauges and detector scores.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+PREFIX = "stream_monitor"
+
+
+class WorkerMetrics:
+    """Counters for records, events, dead letters and alerts.
+
+    >>> m = WorkerMetrics()
+    >>> m.dead_letters.labels(error_type="invalid_json").inc()
+    >>> b'stream_monitor_dead_letters_total{error_type="invalid_json"} 1.0' in m.render()
+    True
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.records = Counter(
+            f"{PREFIX}_records", "Input records read from the inference events topic.", registry=self.registry
+        )
+        self.events = Counter(
+            f"{PREFIX}_events_processed",
+            "Inference events processed, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            f"{PREFIX}_dead_letters",
+            "Inputs written to the dead-letter topic, by error type.",
+            ["error_type"],
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            f"{PREFIX}_alerts",
+            "Alerts published, by model, kind and severity.",
+            ["model", "kind", "severity"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format Prometheus scrapes."""
+        return generate_latest(self.registry)
