@@ -52,6 +52,7 @@ class ZScoreRule:
         window_s: float = 60.0,
         kind: str = "anomaly",
         unit: str = "ms",
+        outlier_weight: float = 0.25,
     ) -> None:
         if threshold <= 0:
             raise ValueError("threshold must be positive")
@@ -68,6 +69,7 @@ class ZScoreRule:
         self.window_s = window_s
         self.kind = kind
         self.unit = unit
+        self.outlier_weight = outlier_weight
         # Baseline, in transformed units.
         self.seen = 0
         self.mean = 0.0
@@ -117,11 +119,11 @@ class ZScoreRule:
                         self.worst_value = x
                     if self.first_outlier_at is None:
                         self.first_outlier_at = ts
-                    lo, hi = self.mean - threshold * std, self.mean + threshold * std
-                    y = min(max(y, lo), hi)
                     finding = self._maybe_fire(ts)
                     if finding is not None:
                         findings.append(finding)
+                    self._drift_toward(min(max(y, self.mean - threshold * std), self.mean + threshold * std))
+                    continue
             self._learn(y)
         return findings
 
@@ -132,6 +134,13 @@ class ZScoreRule:
         incr = alpha * diff
         self.mean += incr
         self.var = (1.0 - alpha) * (self.var + diff * incr)
+
+    def _drift_toward(self, clipped: float) -> None:
+        # An outlier moves the mean a little (so a lasting level shift is
+        # learnt) but never widens the variance: letting incident values
+        # inflate it would make the rule go blind within seconds.
+        self.seen += 1
+        self.mean += self.alpha * self.outlier_weight * (clipped - self.mean)
 
     def _open_window(self, start: float) -> None:
         self.window_start = start

@@ -99,3 +99,17 @@ def test_warmup_suppresses_findings():
 def test_bad_parameters_are_refused(kwargs):
     with pytest.raises(ValueError):
         ZScoreRule("latency_ms", **kwargs)
+
+
+def test_a_long_spike_keeps_alerting_in_every_window():
+    # Incident values must not inflate the baseline's variance: a 15-s spike
+    # across two 10-s windows alerts in both.
+    rng = random.Random(7)
+    rule = ZScoreRule("latency_ms", window_s=10)
+    values, times = lognormal_stream(3000, rng, rate=150)
+    rule.update(values, times)
+    spike, _ = lognormal_stream(150 * 15, rng, median=96.0)
+    start = math.ceil(times[-1] / 10) * 10 + 5
+    spike_times = [start + i / 150 for i in range(len(spike))]
+    windows = {f.window["start"] for f in rule.update(spike, spike_times)}
+    assert windows == {start - 5, start + 5}

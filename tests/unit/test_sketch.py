@@ -1,0 +1,86 @@
+"""The quantile sketch against numpy: within its documented relative error."""
+
+import numpy as np
+import pytest
+
+from stream.stats.sketch import QuantileSketch
+
+QS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+
+
+def within(sketch, data, alpha):
+    data = np.sort(np.asarray(data))
+    for q in QS:
+        # The sketch answers a value within alpha of *some* sample value of that
+        # rank; numpy's "lower"/"higher" bracket the rank we ask for.
+        lo = np.quantile(data, q, method="lower")
+        hi = np.quantile(data, q, method="higher")
+        got = sketch.quantile(q)
+        lo_bound = min(lo * (1 - alpha), lo * (1 + alpha))
+        hi_bound = max(hi * (1 - alpha), hi * (1 + alpha))
+        assert lo_bound - 1e-12 <= got <= hi_bound + 1e-12, (q, got, lo, hi)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        np.random.default_rng(1).lognormal(3, 1, 20_000),
+        np.random.default_rng(2).normal(0, 50, 20_000),  # negative and positive
+        np.random.default_rng(3).exponential(0.001, 20_000),
+        np.concatenate([np.zeros(500), np.random.default_rng(4).uniform(0, 1, 5000)]),
+    ],
+    ids=["lognormal", "normal", "tiny", "with-zeros"],
+)
+@pytest.mark.parametrize("alpha", [0.01, 0.02])
+def test_quantiles_within_relative_error(data, alpha):
+    s = QuantileSketch(alpha)
+    s.update_many(data)
+    assert s.count == len(data)
+    within(s, data, alpha)
+
+
+def test_single_and_batch_updates_agree():
+    data = np.random.default_rng(5).lognormal(2, 0.5, 3000)
+    a, b = QuantileSketch(), QuantileSketch()
+    for x in data:
+        a.update(float(x))
+    b.update_many(data)
+    assert a.to_dict() == b.to_dict()
+
+
+def test_merge_equals_one_sketch_of_everything():
+    rng = np.random.default_rng(6)
+    parts = [rng.lognormal(3, 0.7, 1000) for _ in range(10)]
+    merged = QuantileSketch()
+    for part in parts:
+        s = QuantileSketch()
+        s.update_many(part)
+        merged = merged.merge(s)
+    whole = QuantileSketch()
+    whole.update_many(np.concatenate(parts))
+    assert merged.to_dict() == whole.to_dict()
+    within(merged, np.concatenate(parts), 0.01)
+
+
+def test_nan_ignored_empty_none_and_round_trip():
+    s = QuantileSketch()
+    assert s.quantile(0.5) is None
+    s.update(float("nan"))
+    s.update_many([float("nan"), 1.0, 2.0, 3.0])
+    assert s.count == 3
+    back = QuantileSketch.from_dict(s.to_dict())
+    assert back.quantiles([0.5, 0.99]) == s.quantiles([0.5, 0.99])
+    assert set(s.quantiles([0.5, 0.95, 0.99])) == {"p50", "p95", "p99"}
+
+
+def test_memory_is_bounded_by_max_buckets():
+    s = QuantileSketch(0.01, max_buckets=100)
+    s.update_many(np.logspace(-8, 8, 100_000))
+    assert len(s.positive) <= 100
+    # The top of the distribution keeps its accuracy when low buckets fold.
+    assert s.quantile(0.99) == pytest.approx(np.quantile(np.logspace(-8, 8, 100_000), 0.99), rel=0.02)
+
+
+def test_merge_refuses_different_accuracy():
+    with pytest.raises(ValueError):
+        QuantileSketch(0.01).merge(QuantileSketch(0.02))
