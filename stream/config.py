@@ -67,6 +67,13 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     window_s: float = 60.0
+    hopping_s: float = 600.0
+    hop_s: float = 60.0
+    lateness_s: float = 30.0
+    reference_events: int = 1000
+    profile_dir: str = ""
+    max_features: int = 200
+    max_categories: int = 100
     zscore_threshold: float = 4.0
     zscore_warmup: int = 200
     zscore_min_outliers: int = 5
@@ -100,7 +107,20 @@ class Settings:
         _positive("web_port", self.web_port, integer=True)
         if self.web_port > 65535:
             raise ConfigError(f"web_port: {self.web_port} is above 65535")
-        _positive("window_s", self.window_s)
+        for name in ("window_s", "hopping_s", "hop_s"):
+            value = getattr(self, name)
+            _positive(name, value)
+            if value != int(value):
+                raise ConfigError(f"{name}: {value!r} must be a whole number of seconds")
+        if self.hopping_s % self.hop_s:
+            raise ConfigError(f"hopping_s: {self.hopping_s:g} must be a multiple of hop_s ({self.hop_s:g})")
+        if self.lateness_s < 0:
+            raise ConfigError(f"lateness_s: {self.lateness_s!r} must not be negative")
+        _positive("reference_events", self.reference_events, integer=True)
+        _positive("max_features", self.max_features, integer=True)
+        _positive("max_categories", self.max_categories, integer=True)
+        if self.profile_dir and not os.path.isdir(self.profile_dir):
+            raise ConfigError(f"profile_dir: {self.profile_dir!r} is not a folder")
         _positive("zscore_threshold", self.zscore_threshold)
         _positive("zscore_warmup", self.zscore_warmup, integer=True)
         _positive("zscore_min_outliers", self.zscore_min_outliers, integer=True)

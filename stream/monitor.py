@@ -1,4 +1,4 @@
-"""Per-model monitoring state: windows and detectors for every version.
+"""Per-model monitoring state: windows, reference and detectors per version.
 
 This is the business logic behind the ingest agent. It holds no I/O: feed it
 a model's decoded events, get alert messages back, and store
@@ -7,22 +7,36 @@ a model's decoded events, get alert messages back, and store
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from stream.alerts import build_alert
 from stream.config import Settings
 from stream.detectors import ZScoreRule
-from stream.stats import TumblingWindows
+from stream.detectors.quality import DataQualityRule
+from stream.profile import ReferenceProfile, find_profile
+from stream.stats import EventTimeWindows, WindowStats
 
 
 class VersionMonitor:
-    """Windows and detectors of one model version."""
+    """Windows, reference profile and detectors of one model version."""
 
-    __slots__ = ("events", "last_event_time", "latency_rule", "windows")
+    __slots__ = ("events", "latency_rule", "model", "quality", "reference", "reference_builder", "settings", "version", "windows")
 
-    def __init__(self, settings: Settings) -> None:
-        self.windows = TumblingWindows(settings.window_s, keep=3)
+    def __init__(self, model: str, version: str, settings: Settings) -> None:
+        self.model = model
+        self.version = version
+        self.settings = settings
+        self.windows = EventTimeWindows(
+            settings.window_s,
+            settings.hopping_s,
+            settings.hop_s,
+            settings.lateness_s,
+            settings.max_features,
+            settings.max_categories,
+        )
         self.latency_rule = ZScoreRule(
             "latency_ms",
             threshold=settings.zscore_threshold,
@@ -31,23 +45,89 @@ class VersionMonitor:
             window_s=settings.window_s,
         )
         self.events = 0
-        self.last_event_time: float | None = None
+        self.reference: ReferenceProfile | None = None
+        self.reference_builder: WindowStats | None = None
+        self.quality: DataQualityRule | None = None
+        profile_dir = Path(settings.profile_dir) if settings.profile_dir else None
+        profile = find_profile(profile_dir, model, version)
+        if profile is not None:
+            self._set_reference(profile)
+        else:
+            self.reference_builder = WindowStats(0.0, 0.0, settings.max_features, settings.max_categories)
+
+    def _set_reference(self, profile: ReferenceProfile) -> None:
+        self.reference = profile
+        self.reference_builder = None
+        self.quality = DataQualityRule(profile.stats)
+
+    def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Update windows and detectors with one version's events; return alerts."""
+        placed = self.windows.update(events)
+        self.events += len(events)
+        alerts = []
+        for finding in self.latency_rule.update([e["latency_ms"] for e in events], [e["timestamp"] for e in events]):
+            alerts.append(build_alert(finding, self.model, self.version))
+        if self.quality is not None and placed:
+            window = self.windows.tumbling()
+            for finding in self.quality.update(placed, window, self.settings.window_s):
+                alerts.append(build_alert(finding, self.model, self.version))
+        elif self.reference_builder is not None:
+            self._learn_reference(events)
+        return alerts
+
+    def _learn_reference(self, events: list[dict[str, Any]]) -> None:
+        builder = self.reference_builder
+        assert builder is not None
+        room = self.settings.reference_events - builder.count
+        builder.update(events[:room])
+        if builder.count >= self.settings.reference_events:
+            if builder.first_event_time is not None and builder.last_event_time is not None:
+                builder.start, builder.end = builder.first_event_time, builder.last_event_time
+            self._set_reference(ReferenceProfile(self.model, self.version, "first_events", time.time(), builder))
+
+    def summary(self, view: str = "tumbling") -> dict[str, Any]:
+        """The version's statistics in the ``tumbling`` or ``hopping`` view."""
+        window = self.windows.hopping() if view == "hopping" else self.windows.tumbling()
+        reference = self.reference
+        return {
+            "model_version": self.version,
+            "events": self.events,
+            "last_event_time": self.windows.watermark,
+            "late_events": self.windows.late,
+            "too_late_events": self.windows.too_late,
+            "window": {"type": view, **window.summary()},
+            "latency_baseline": self.latency_rule.baseline(),
+            "reference": None
+            if reference is None
+            else {"source": reference.source, "events": reference.events, "created_at": reference.created_at},
+            "reference_progress": None
+            if self.reference_builder is None
+            else {"events": self.reference_builder.count, "needed": self.settings.reference_events},
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
         return {
             "events": self.events,
-            "last_event_time": self.last_event_time,
             "windows": self.windows.to_dict(),
             "latency_rule": self.latency_rule.to_dict(),
+            "reference": None if self.reference is None else self.reference.to_dict(),
+            "reference_builder": None if self.reference_builder is None else self.reference_builder.to_dict(),
+            "quality": None if self.quality is None else self.quality.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
         self.events = state["events"]
-        self.last_event_time = state["last_event_time"]
-        self.windows = TumblingWindows.from_dict(state["windows"])
+        self.windows = EventTimeWindows.from_dict(state["windows"])
         self.latency_rule.load_state(state["latency_rule"])
+        if state["reference"] is not None and (self.reference is None or self.reference.source == "first_events"):
+            # A profile file present now wins over a learnt reference.
+            self._set_reference(ReferenceProfile.from_dict(state["reference"]))
+            if state["quality"] is not None and self.quality is not None:
+                self.quality.load_state(state["quality"])
+        elif state["reference_builder"] is not None and self.reference is None:
+            self.reference_builder = WindowStats.from_dict(state["reference_builder"])
 
 
 class ModelMonitor:
@@ -71,7 +151,7 @@ class ModelMonitor:
         self.seq = 0
 
     def process(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Update windows and detectors with ``events``; return alert messages."""
+        """Update every version's windows and detectors; return alert messages."""
         by_version: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             by_version.setdefault(event["model_version"], []).append(event)
@@ -79,42 +159,32 @@ class ModelMonitor:
         for version, batch in by_version.items():
             state = self.versions.get(version)
             if state is None:
-                state = self.versions[version] = VersionMonitor(self.settings)
-            latencies = [e["latency_ms"] for e in batch]
-            times = [e["timestamp"] for e in batch]
-            for e in batch:
-                state.windows.update(e["timestamp"], e["latency_ms"], bool(e.get("error")))
-            state.events += len(batch)
-            newest = max(times)
-            if state.last_event_time is None or newest > state.last_event_time:
-                state.last_event_time = newest
-            for finding in state.latency_rule.update(latencies, times):
-                alerts.append(build_alert(finding, self.model, version))
+                state = self.versions[version] = VersionMonitor(self.model, version, self.settings)
+            alerts.extend(state.process(batch))
         self.seq += 1
         return alerts
 
-    def summary(self) -> dict[str, Any]:
-        """What an operator reads about this model, per version."""
+    def overview(self) -> dict[str, Any]:
+        """Models list entry: versions, last event time, events in the current window."""
         return {
             "model": self.model,
             "versions": {
                 version: {
                     "events": v.events,
-                    "last_event_time": v.last_event_time,
-                    "too_late": v.windows.too_late,
-                    "current_window": v.windows.current.summary() if v.windows.current else None,
-                    "latency_baseline": v.latency_rule.baseline(),
+                    "last_event_time": v.windows.watermark,
+                    "window_events": v.windows.tumbling().count,
                 }
                 for version, v in self.versions.items()
             },
         }
 
+    def summary(self, view: str = "tumbling") -> dict[str, Any]:
+        """Every version's statistics in the ``tumbling`` or ``hopping`` view."""
+        return {"model": self.model, "versions": {v: vm.summary(view) for v, vm in self.versions.items()}}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state for the model's table entry."""
-        return {
-            "seq": self.seq,
-            "versions": {version: v.to_dict() for version, v in self.versions.items()},
-        }
+        return {"seq": self.seq, "versions": {version: v.to_dict() for version, v in self.versions.items()}}
 
     @classmethod
     def from_dict(cls, model: str, settings: Settings, state: dict[str, Any]) -> ModelMonitor:
@@ -122,7 +192,7 @@ class ModelMonitor:
         out = cls(model, settings)
         out.seq = state["seq"]
         for version, vstate in state["versions"].items():
-            vm = VersionMonitor(settings)
+            vm = VersionMonitor(model, version, settings)
             vm.load_state(vstate)
             out.versions[version] = vm
         return out

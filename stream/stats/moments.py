@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 
 class RunningMoments:
     """Welford's running moments; two instances merge exactly (Chan et al.).
@@ -40,6 +42,26 @@ class RunningMoments:
             self.min = x
         if x > self.max:
             self.max = x
+
+    def update_many(self, values: Any) -> None:
+        """Add many values at once (a numpy array or a sequence), merged exactly."""
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.size == 0:
+            return
+        batch = RunningMoments()
+        batch.count = int(arr.size)
+        batch.mean = float(arr.mean())
+        batch.m2 = float(((arr - batch.mean) ** 2).sum())
+        batch.min = float(arr.min())
+        batch.max = float(arr.max())
+        merged = self.merge(batch)
+        self.count, self.mean, self.m2, self.min, self.max = (
+            merged.count,
+            merged.mean,
+            merged.m2,
+            merged.min,
+            merged.max,
+        )
 
     @property
     def var(self) -> float:

@@ -1,21 +1,27 @@
-"""Event-time tumbling windows kept as plain state.
+"""Event-time windows kept as plain state: tumbling and hopping views over panes.
 
 Faust's windowed tables expire windows by the wall clock, so replayed or
-delayed traffic would land in the wrong window (see DESIGN.md). Here a
-window is chosen by the event's own timestamp, and the state is an ordinary
-object that an agent stores in an ordinary table.
+delayed traffic would land in the wrong window (see DESIGN.md). Here events
+are placed by their own timestamps into *panes* (the greatest common divisor
+of the tumbling size and the hopping step, one minute by default). A tumbling
+window is the merge of its panes; a hopping window is the merge of the last
+``hopping_s / pane`` panes. Every statistic merges exactly (the quantile
+sketch within its stated error), so both views come from one set of panes.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
-from stream.stats.moments import RunningMoments
+import numpy as np
+
+from stream.stats.features import CategoricalStats, FeatureSet, NumericStats, is_numeric
 
 
 def window_start(timestamp: float, size_s: float) -> float:
-    """Start of the tumbling window of ``size_s`` seconds holding ``timestamp``.
+    """Start of the window of ``size_s`` seconds holding ``timestamp``.
 
     >>> window_start(125.0, 60)
     120.0
@@ -23,137 +29,359 @@ def window_start(timestamp: float, size_s: float) -> float:
     return float(math.floor(timestamp / size_s) * size_s)
 
 
-class LatencyWindow:
-    """Latency and error counts of one model version in one window.
+class WindowStats:
+    """Every signal of one model version over one stretch of event time.
 
-    >>> w = LatencyWindow(start=0.0, size_s=60)
-    >>> w.update(10.0, error=False); w.update(30.0, error=True)
-    >>> w.summary()["latency_ms"]["mean"], w.summary()["error_rate"]
-    (20.0, 0.5)
+    >>> w = WindowStats(start=0.0, end=60.0)
+    >>> w.update([{"timestamp": 1.0, "latency_ms": 10.0, "prediction": 1, "error": None},
+    ...           {"timestamp": 2.0, "latency_ms": 30.0, "prediction": 0, "error": "oom"}])
+    >>> s = w.summary()
+    >>> s["count"], s["error_rate"], s["latency_ms"]["mean"], s["errors_by_kind"]
+    (2, 0.5, 20.0, {'oom': 1})
     """
 
-    __slots__ = ("errors", "latency", "size_s", "start")
+    __slots__ = (
+        "confidence",
+        "count",
+        "end",
+        "error_kinds",
+        "errors",
+        "features",
+        "first_event_time",
+        "last_event_time",
+        "latency",
+        "prediction_classes",
+        "prediction_scores",
+        "start",
+        "tokens_in",
+        "tokens_out",
+    )
 
-    def __init__(self, start: float, size_s: float) -> None:
+    def __init__(self, start: float, end: float, max_features: int = 200, max_categories: int = 100) -> None:
         self.start = start
-        self.size_s = size_s
-        self.latency = RunningMoments()
+        self.end = end
+        self.count = 0
         self.errors = 0
+        self.error_kinds: dict[str, int] = {}
+        self.latency = NumericStats()
+        self.confidence = NumericStats()
+        self.prediction_classes = CategoricalStats(max_categories)
+        self.prediction_scores = NumericStats()
+        self.tokens_in = NumericStats()
+        self.tokens_out = NumericStats()
+        self.features = FeatureSet(max_features, max_categories)
+        self.first_event_time: float | None = None
+        self.last_event_time: float | None = None
+
+    def update(self, events: list[dict[str, Any]]) -> None:
+        """Add a batch of decoded events (all of this window)."""
+        if not events:
+            return
+        n = len(events)
+        self.count += n
+        times = [e["timestamp"] for e in events]
+        lo, hi = min(times), max(times)
+        if self.first_event_time is None or lo < self.first_event_time:
+            self.first_event_time = lo
+        if self.last_event_time is None or hi > self.last_event_time:
+            self.last_event_time = hi
+        kinds = Counter(e["error"] for e in events if e.get("error"))
+        if kinds:
+            self.errors += sum(kinds.values())
+            for kind, c in kinds.items():
+                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + c
+        self.latency.update_many(np.fromiter((e["latency_ms"] for e in events), np.float64, n))
+        self.confidence.update_many(_column(events, "confidence", n))
+        self.tokens_in.update_many(_column(events, "tokens_in", n))
+        self.tokens_out.update_many(_column(events, "tokens_out", n))
+        classes: list[Any] = []
+        scores: list[float] = []
+        for e in events:
+            p = e.get("prediction")
+            if isinstance(p, float):
+                scores.append(p)
+            elif isinstance(p, list):
+                # A vector of scores: the predicted class is the best index.
+                classes.append(int(np.argmax(p)) if p else None)
+            else:
+                classes.append(p)
+        if classes:
+            self.prediction_classes.update_many(classes)
+        if scores:
+            self.prediction_scores.update_many(np.asarray(scores, dtype=np.float64))
+        self.features.update([e.get("features") for e in events])
+
+    def merge(self, other: WindowStats) -> WindowStats:
+        """One window spanning both (statistics merged exactly)."""
+        out = WindowStats(min(self.start, other.start), max(self.end, other.end))
+        out.count = self.count + other.count
+        out.errors = self.errors + other.errors
+        out.error_kinds = dict(Counter(self.error_kinds) + Counter(other.error_kinds))
+        for name in ("latency", "confidence", "prediction_classes", "prediction_scores", "tokens_in", "tokens_out"):
+            setattr(out, name, getattr(self, name).merge(getattr(other, name)))
+        out.features = self.features.merge(other.features)
+        firsts = [t for t in (self.first_event_time, other.first_event_time) if t is not None]
+        lasts = [t for t in (self.last_event_time, other.last_event_time) if t is not None]
+        out.first_event_time = min(firsts) if firsts else None
+        out.last_event_time = max(lasts) if lasts else None
+        return out
 
     @property
-    def end(self) -> float:
-        """Exclusive end of the window."""
-        return self.start + self.size_s
-
-    @property
-    def count(self) -> int:
-        """Events in the window."""
-        return self.latency.count
-
-    def update(self, latency_ms: float, error: bool) -> None:
-        """Add one event."""
-        self.latency.update(latency_ms)
-        if error:
-            self.errors += 1
+    def size_s(self) -> float:
+        """Length of the window in seconds."""
+        return self.end - self.start
 
     def summary(self) -> dict[str, Any]:
-        """What an operator reads: counts, rates and latency moments."""
+        """The figures an on-call engineer looks at first."""
         count = self.count
+        latency = self.latency.summary()
         return {
             "start": self.start,
             "end": self.end,
             "count": count,
-            "throughput_per_s": count / self.size_s,
+            "throughput_per_s": count / self.size_s if self.size_s else None,
             "errors": self.errors,
             "error_rate": self.errors / count if count else None,
-            "latency_ms": self.latency.summary(),
+            "errors_by_kind": dict(self.error_kinds),
+            "first_event_time": self.first_event_time,
+            "last_event_time": self.last_event_time,
+            "latency_ms": {
+                k: latency[k] for k in ("mean", "std", "min", "max") if k in latency
+            }
+            | {
+                "p50": self.latency.sketch.quantile(0.5),
+                "p95": self.latency.sketch.quantile(0.95),
+                "p99": self.latency.sketch.quantile(0.99),
+            },
+            "confidence": _brief(self.confidence),
+            "prediction": {
+                "classes": self.prediction_classes.summary()["top"] if self.prediction_classes.count else [],
+                "scores": _brief(self.prediction_scores),
+            },
+            "tokens_in": _brief(self.tokens_in),
+            "tokens_out": _brief(self.tokens_out),
+            "features": self.features.summary(),
+            "features_untracked": self.features.untracked,
         }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
         return {
             "start": self.start,
-            "size_s": self.size_s,
+            "end": self.end,
+            "count": self.count,
             "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
             "latency": self.latency.to_dict(),
+            "confidence": self.confidence.to_dict(),
+            "prediction_classes": self.prediction_classes.to_dict(),
+            "prediction_scores": self.prediction_scores.to_dict(),
+            "tokens_in": self.tokens_in.to_dict(),
+            "tokens_out": self.tokens_out.to_dict(),
+            "features": self.features.to_dict(),
+            "first_event_time": self.first_event_time,
+            "last_event_time": self.last_event_time,
         }
 
     @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> LatencyWindow:
+    def from_dict(cls, state: dict[str, Any]) -> WindowStats:
         """Rebuild from :meth:`to_dict` output."""
-        out = cls(state["start"], state["size_s"])
-        out.errors = state["errors"]
-        out.latency = RunningMoments.from_dict(state["latency"])
+        out = cls(state["start"], state["end"])
+        out.count, out.errors = state["count"], state["errors"]
+        out.error_kinds = dict(state["error_kinds"])
+        for name in ("latency", "confidence", "prediction_scores", "tokens_in", "tokens_out"):
+            setattr(out, name, NumericStats.from_dict(state[name]))
+        out.prediction_classes = CategoricalStats.from_dict(state["prediction_classes"])
+        out.features = FeatureSet.from_dict(state["features"])
+        out.first_event_time = state["first_event_time"]
+        out.last_event_time = state["last_event_time"]
         return out
 
 
-class TumblingWindows:
-    """The most recent ``keep`` tumbling windows of one stream, by event time.
+def _column(events: list[dict[str, Any]], name: str, n: int) -> np.ndarray:
+    return np.fromiter(
+        (v if is_numeric(v := e.get(name)) else math.nan for e in events), np.float64, n
+    )
 
-    An event older than the oldest kept window cannot be placed and is
-    counted in ``too_late`` rather than silently folded into a newer window.
 
-    >>> tw = TumblingWindows(size_s=60, keep=2)
-    >>> for ts in (0, 61, 130, 5):
-    ...     _ = tw.update(ts, latency_ms=1.0, error=False)
-    >>> [w.start for w in tw.windows], tw.too_late
-    ([60.0, 120.0], 1)
+def _brief(stats: NumericStats) -> dict[str, Any] | None:
+    present = stats.count - stats.missing
+    if not present:
+        return None
+    return {
+        "count": present,
+        "mean": stats.moments.mean,
+        "std": stats.moments.std,
+        "min": stats.moments.min,
+        "max": stats.moments.max,
+        "p50": stats.sketch.quantile(0.5),
+        "p95": stats.sketch.quantile(0.95),
+    }
+
+
+class EventTimeWindows:
+    """Panes of event time with tumbling and hopping views and allowed lateness.
+
+    The watermark is the newest event time seen. An event whose pane ended
+    more than ``lateness_s`` before the watermark is counted in ``too_late``
+    instead of being placed; one within the lateness is placed and counted in
+    ``late``. Panes older than every view and the
+    lateness are dropped, so memory does not grow with time.
+
+    >>> w = EventTimeWindows(tumbling_s=60, hopping_s=600, hop_s=60, lateness_s=30)
+    >>> placed = w.update([{"timestamp": t, "latency_ms": 1.0} for t in (0.0, 61.0, 125.0)])
+    >>> w.tumbling().count, w.hopping().count, w.too_late
+    (1, 3, 0)
+    >>> placed = w.update([{"timestamp": 30.0, "latency_ms": 1.0}])  # [0, 60) closed at 90
+    >>> placed, w.too_late
+    ([], 1)
+    >>> placed = w.update([{"timestamp": 100.0, "latency_ms": 1.0}])  # [60, 120) within lateness
+    >>> len(placed), w.late
+    (1, 1)
     """
 
-    __slots__ = ("keep", "size_s", "too_late", "windows")
+    __slots__ = (
+        "events",
+        "hop_s",
+        "hopping_s",
+        "late",
+        "lateness_s",
+        "max_categories",
+        "max_features",
+        "pane_s",
+        "panes",
+        "too_late",
+        "tumbling_s",
+        "watermark",
+    )
 
-    def __init__(self, size_s: float, keep: int = 3) -> None:
-        if size_s <= 0:
-            raise ValueError("size_s must be positive")
-        self.size_s = size_s
-        self.keep = keep
-        self.windows: list[LatencyWindow] = []
+    def __init__(
+        self,
+        tumbling_s: float = 60.0,
+        hopping_s: float = 600.0,
+        hop_s: float = 60.0,
+        lateness_s: float = 30.0,
+        max_features: int = 200,
+        max_categories: int = 100,
+    ) -> None:
+        for name, value in (("tumbling_s", tumbling_s), ("hopping_s", hopping_s), ("hop_s", hop_s)):
+            if value <= 0 or value != int(value):
+                raise ValueError(f"{name} must be a whole number of seconds above 0")
+        if hopping_s % hop_s:
+            raise ValueError("hopping_s must be a multiple of hop_s")
+        if lateness_s < 0:
+            raise ValueError("lateness_s must not be negative")
+        self.tumbling_s = float(tumbling_s)
+        self.hopping_s = float(hopping_s)
+        self.hop_s = float(hop_s)
+        self.pane_s = float(math.gcd(int(tumbling_s), int(hop_s)))
+        self.lateness_s = float(lateness_s)
+        self.max_features = max_features
+        self.max_categories = max_categories
+        self.panes: dict[float, WindowStats] = {}
+        self.watermark: float | None = None
         self.too_late = 0
+        self.late = 0
+        self.events = 0
 
-    def update(self, timestamp: float, latency_ms: float, error: bool) -> LatencyWindow | None:
-        """Place one event; return its window, or None if it came too late."""
-        start = window_start(timestamp, self.size_s)
-        windows = self.windows
-        if windows and windows[-1].start == start:
-            window = windows[-1]
-        else:
-            window = self._find_or_open(start)
-            if window is None:
+    def update(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Place a batch by event time; return the events that were placed."""
+        if not events:
+            return []
+        # Lateness is judged against the watermark before this batch: events
+        # that arrive together are not late relative to each other.
+        previous = self.watermark
+        cutoff = -math.inf if previous is None else previous - self.lateness_s
+        newest = max(e["timestamp"] for e in events)
+        if previous is None or newest > previous:
+            self.watermark = newest
+        by_pane: dict[float, list[dict[str, Any]]] = {}
+        pane_s = self.pane_s
+        placed: list[dict[str, Any]] = []
+        for e in events:
+            start = math.floor(e["timestamp"] / pane_s) * pane_s
+            if start + pane_s <= cutoff:
                 self.too_late += 1
-                return None
-        window.update(latency_ms, error)
-        return window
+                continue
+            if previous is not None and start + pane_s <= previous:
+                self.late += 1
+            by_pane.setdefault(start, []).append(e)
+            placed.append(e)
+        for start, batch in by_pane.items():
+            pane = self.panes.get(start)
+            if pane is None:
+                pane = self.panes[start] = WindowStats(
+                    start, start + pane_s, self.max_features, self.max_categories
+                )
+            pane.update(batch)
+        self.events += len(placed)
+        self._expire()
+        return placed
 
-    def _find_or_open(self, start: float) -> LatencyWindow | None:
-        for window in self.windows:
-            if window.start == start:
-                return window
-        if self.windows and start < self.windows[0].start and len(self.windows) >= self.keep:
-            return None
-        window = LatencyWindow(start, self.size_s)
-        self.windows.append(window)
-        self.windows.sort(key=lambda w: w.start)
-        del self.windows[: -self.keep]
-        return window if window in self.windows else None
+    def _expire(self) -> None:
+        wm = self.watermark
+        assert wm is not None
+        # A pane is kept while a view still covers it or late events may still reach it.
+        view_from = min(
+            window_start(wm, self.hop_s) + self.hop_s - self.hopping_s,
+            window_start(wm, self.tumbling_s),
+        )
+        open_after = wm - self.lateness_s
+        for start in [s for s in self.panes if s < view_from and s + self.pane_s <= open_after]:
+            del self.panes[start]
 
-    @property
-    def current(self) -> LatencyWindow | None:
-        """The newest window, if any."""
-        return self.windows[-1] if self.windows else None
+    def _merged(self, start: float, end: float) -> WindowStats:
+        out = WindowStats(start, end, self.max_features, self.max_categories)
+        for pane_start in sorted(self.panes):
+            if start <= pane_start < end:
+                out = out.merge(self.panes[pane_start])
+        out.start, out.end = start, end
+        return out
+
+    def tumbling(self, at: float | None = None) -> WindowStats:
+        """The tumbling window holding event time ``at`` (default: the watermark)."""
+        at = self.watermark if at is None else at
+        if at is None:
+            return WindowStats(0.0, self.tumbling_s)
+        start = window_start(at, self.tumbling_s)
+        return self._merged(start, start + self.tumbling_s)
+
+    def hopping(self, at: float | None = None) -> WindowStats:
+        """The hopping window ending with the hop that holds ``at`` (default: the watermark)."""
+        at = self.watermark if at is None else at
+        if at is None:
+            return WindowStats(0.0, self.hopping_s)
+        end = window_start(at, self.hop_s) + self.hop_s
+        return self._merged(end - self.hopping_s, end)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
         return {
-            "size_s": self.size_s,
-            "keep": self.keep,
+            "tumbling_s": self.tumbling_s,
+            "hopping_s": self.hopping_s,
+            "hop_s": self.hop_s,
+            "lateness_s": self.lateness_s,
+            "max_features": self.max_features,
+            "max_categories": self.max_categories,
+            "watermark": self.watermark,
             "too_late": self.too_late,
-            "windows": [w.to_dict() for w in self.windows],
+            "late": self.late,
+            "events": self.events,
+            "panes": [pane.to_dict() for _, pane in sorted(self.panes.items())],
         }
 
     @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> TumblingWindows:
+    def from_dict(cls, state: dict[str, Any]) -> EventTimeWindows:
         """Rebuild from :meth:`to_dict` output."""
-        out = cls(state["size_s"], state["keep"])
-        out.too_late = state["too_late"]
-        out.windows = [LatencyWindow.from_dict(w) for w in state["windows"]]
+        out = cls(
+            state["tumbling_s"],
+            state["hopping_s"],
+            state["hop_s"],
+            state["lateness_s"],
+            state["max_features"],
+            state["max_categories"],
+        )
+        out.watermark = state["watermark"]
+        out.too_late, out.late, out.events = state["too_late"], state["late"], state["events"]
+        out.panes = {p["start"]: WindowStats.from_dict(p) for p in state["panes"]}
         return out

@@ -48,8 +48,9 @@ def test_versions_keep_separate_baselines():
 def test_error_counts_land_in_the_window():
     mon = ModelMonitor("m", SETTINGS)
     mon.process([ev(0, 10.0, error="timeout"), ev(1, 11.0), ev(2, 12.0, error="oom")])
-    window = mon.summary()["versions"]["1"]["current_window"]
+    window = mon.summary()["versions"]["1"]["window"]
     assert window["errors"] == 2 and window["count"] == 3
+    assert window["errors_by_kind"] == {"timeout": 1, "oom": 1}
 
 
 def test_state_round_trip_gives_the_same_alerts():

@@ -1,0 +1,268 @@
+"""Data quality against a reference profile: missing-rate jumps, unseen
+categories, out-of-range numbers and wrong types, per feature and window.
+
+Each check fires at most once per feature per tumbling window. Thresholds
+scale with the window's size: a missing-rate jump must exceed both an
+absolute margin and four binomial standard errors of the reference rate, so
+a window of 30 events does not alarm on noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from stream.detectors.base import Finding
+from stream.stats import CategoricalStats, NumericStats, WindowStats
+from stream.stats.features import OTHER, is_numeric
+
+
+class DataQualityRule:
+    """Compares each window's features with a reference window.
+
+    >>> from stream.stats import WindowStats
+    >>> ref = WindowStats(0, 1)
+    >>> ref.update([{"timestamp": 0, "latency_ms": 1, "features": {"c": "DE"}}] * 200)
+    >>> rule = DataQualityRule(ref, min_events=20)
+    >>> win = WindowStats(0, 60)
+    >>> batch = [{"timestamp": 1, "latency_ms": 1, "features": {"c": "XX"}}] * 30
+    >>> win.update(batch)
+    >>> [f.detector for f in rule.update(batch, win, window_s=60)]
+    ['unseen_category']
+    """
+
+    name = "data_quality"
+
+    def __init__(
+        self,
+        reference: WindowStats,
+        *,
+        min_events: int = 50,
+        missing_margin: float = 0.05,
+        z: float = 4.0,
+        min_unseen_share: float = 0.01,
+        min_unseen: int = 5,
+        min_out_of_range_share: float = 0.01,
+        min_out_of_range: int = 5,
+        range_tolerance: float = 0.1,
+    ) -> None:
+        self.reference = reference
+        self.min_events = min_events
+        self.missing_margin = missing_margin
+        self.z = z
+        self.min_unseen_share = min_unseen_share
+        self.min_unseen = min_unseen
+        self.min_out_of_range_share = min_out_of_range_share
+        self.min_out_of_range = min_out_of_range
+        self.range_tolerance = range_tolerance
+        self.window_start: float | None = None
+        self.out_of_range: dict[str, list[int]] = {}  # feature -> [low, high] counts this window
+        self.fired: set[str] = set()
+        self._ranges = self._reference_ranges()
+
+    def _reference_ranges(self) -> dict[str, tuple[float, float]]:
+        ranges = {}
+        for name, stats in self.reference.features.features.items():
+            if isinstance(stats, NumericStats) and stats.moments.count:
+                lo, hi = stats.moments.min, stats.moments.max
+                pad = (hi - lo) * self.range_tolerance
+                ranges[name] = (lo - pad, hi + pad)
+        return ranges
+
+    def update(self, events: list[dict[str, Any]], window: WindowStats, window_s: float) -> list[Finding]:
+        """Count this batch's out-of-range values, then check ``window`` (the current tumbling window)."""
+        if self.window_start != window.start:
+            self.window_start = window.start
+            self.out_of_range = {}
+            self.fired = set()
+        for name, (lo, hi) in self._ranges.items():
+            low = high = 0
+            for e in events:
+                features = e.get("features")
+                value = features.get(name) if features else None
+                if is_numeric(value):
+                    if value < lo:
+                        low += 1
+                    elif value > hi:
+                        high += 1
+            if low or high:
+                counts = self.out_of_range.setdefault(name, [0, 0])
+                counts[0] += low
+                counts[1] += high
+        event_time = max(e["timestamp"] for e in events) if events else window.last_event_time or 0.0
+        findings: list[Finding] = []
+        for name, stats in window.features.features.items():
+            ref = self.reference.features.features.get(name)
+            if ref is None:
+                continue
+            for finding in (
+                self._wrong_type(name, stats, ref, window, window_s, event_time),
+                self._missing(name, stats, ref, window, window_s, event_time),
+                self._unseen(name, stats, ref, window, window_s, event_time),
+                self._range(name, stats, window, window_s, event_time),
+            ):
+                if finding is not None:
+                    findings.append(finding)
+        # Features the reference has and the window lacks entirely are 100 % missing.
+        for name, ref in self.reference.features.features.items():
+            if name not in window.features.features and window.count >= self.min_events:
+                absent = NumericStats() if isinstance(ref, NumericStats) else CategoricalStats()
+                absent.count = absent.missing = window.count
+                finding = self._missing(name, absent, ref, window, window_s, event_time)
+                if finding is not None:
+                    findings.append(finding)
+        return findings
+
+    def _once(self, key: str) -> bool:
+        if key in self.fired:
+            return False
+        self.fired.add(key)
+        return True
+
+    def _finding(
+        self,
+        feature: str,
+        detector: str,
+        severity: str,
+        value: float,
+        threshold: float,
+        baseline: dict[str, Any],
+        message: str,
+        window: WindowStats,
+        window_s: float,
+        event_time: float,
+        evidence: dict[str, Any],
+    ) -> Finding:
+        return Finding(
+            signal=f"features.{feature}",
+            detector=detector,
+            kind="data_quality",
+            severity=severity,
+            value=round(value, 6),
+            threshold=round(threshold, 6),
+            baseline=baseline,
+            message=message,
+            event_time=event_time,
+            window={"type": "tumbling", "start": window.start, "end": window.start + window_s, "size_s": window_s},
+            evidence={"feature": feature, "window_count": window.count, **evidence},
+        )
+
+    def _missing(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
+        n = stats.count
+        if n < self.min_events or not ref.count:
+            return None
+        p0 = ref.missing / ref.count
+        p = stats.missing / n
+        threshold = p0 + max(self.missing_margin, self.z * math.sqrt(max(p0 * (1 - p0), 1e-12) / n))
+        if p < threshold or not self._once(f"missing:{name}"):
+            return None
+        severity = "critical" if p >= 0.5 else "warning"
+        return self._finding(
+            name,
+            "missing_rate",
+            severity,
+            p,
+            threshold,
+            {"missing_rate": p0, "count": ref.count},
+            f"feature {name!r} is missing in {p:.1%} of {n} events this window "
+            f"(reference {p0:.1%} over {ref.count} events; alert above {threshold:.1%}).",
+            window,
+            window_s,
+            event_time,
+            {"missing": stats.missing, "observed_rate": p, "baseline_rate": p0},
+        )
+
+    def _unseen(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
+        if not isinstance(stats, CategoricalStats) or not isinstance(ref, CategoricalStats):
+            return None
+        if ref.distinct_capped:
+            return None  # the reference does not know all its categories
+        unseen = {k: v for k, v in stats.counts.items() if k not in ref.counts and k != OTHER}
+        total = sum(unseen.values())
+        present = stats.count - stats.missing
+        if not present or total < self.min_unseen:
+            return None
+        share = total / present
+        if share < self.min_unseen_share or not self._once(f"unseen:{name}"):
+            return None
+        top = sorted(unseen.items(), key=lambda kv: -kv[1])[:5]
+        return self._finding(
+            name,
+            "unseen_category",
+            "critical" if share >= 0.1 else "warning",
+            share,
+            self.min_unseen_share,
+            {"categories": len(ref.counts), "count": ref.count, "unseen_rate": 0.0},
+            f"feature {name!r} has {len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} never seen in the "
+            f"reference in {share:.1%} of {present} values this window "
+            f"(most frequent: {', '.join(repr(k) for k, _ in top)}).",
+            window,
+            window_s,
+            event_time,
+            {"unseen": [{"value": k, "count": v} for k, v in top], "observed_rate": share, "baseline_rate": 0.0},
+        )
+
+    def _range(self, name, stats, window, window_s, event_time) -> Finding | None:
+        counts = self.out_of_range.get(name)
+        if not counts or not isinstance(stats, NumericStats):
+            return None
+        total = counts[0] + counts[1]
+        present = stats.count - stats.missing - stats.wrong_type
+        if not present or total < self.min_out_of_range:
+            return None
+        share = total / present
+        if share < self.min_out_of_range_share or not self._once(f"range:{name}"):
+            return None
+        lo, hi = self._ranges[name]
+        ref = self.reference.features.features[name]
+        return self._finding(
+            name,
+            "out_of_range",
+            "critical" if share >= 0.1 else "warning",
+            share,
+            self.min_out_of_range_share,
+            {"min": ref.moments.min, "max": ref.moments.max, "allowed_low": lo, "allowed_high": hi},
+            f"feature {name!r} is outside the reference range [{lo:g}, {hi:g}] in {share:.1%} "
+            f"of {present} values this window ({counts[0]} below, {counts[1]} above).",
+            window,
+            window_s,
+            event_time,
+            {"below": counts[0], "above": counts[1], "observed_rate": share, "baseline_rate": 0.0},
+        )
+
+    def _wrong_type(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
+        if not stats.wrong_type or ref.wrong_type or not self._once(f"type:{name}"):
+            return None
+        expected = "numbers" if isinstance(stats, NumericStats) else "categories"
+        rate = stats.wrong_type / stats.count
+        return self._finding(
+            name,
+            "wrong_type",
+            "warning",
+            rate,
+            0.0,
+            {"kind": ref.kind, "wrong_type": 0, "count": ref.count},
+            f"feature {name!r} should hold {expected} but {stats.wrong_type} of {stats.count} values "
+            "this window had another type.",
+            window,
+            window_s,
+            event_time,
+            {"wrong_type": stats.wrong_type, "observed_rate": rate, "baseline_rate": 0.0},
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_ranges"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._ranges = self._reference_ranges()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-window state (the reference is kept separately)."""
+        return {"window_start": self.window_start, "out_of_range": self.out_of_range, "fired": sorted(self.fired)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.window_start = state["window_start"]
+        self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
+        self.fired = set(state["fired"])

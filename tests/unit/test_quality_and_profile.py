@@ -1,0 +1,157 @@
+"""Data quality against a reference, and reference profiles on disk."""
+
+import random
+
+import orjson
+import pytest
+
+from stream.config import Settings
+from stream.detectors.quality import DataQualityRule
+from stream.monitor import ModelMonitor
+from stream.profile import ProfileError, ReferenceProfile, build_profile, find_profile, profile_path
+from stream.schemas import validate
+from stream.stats import WindowStats
+
+
+def events(n, seed=0, t0=0.0, missing=0.02, country=None, amount_shift=0.0, rate=50.0, version="1"):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        out.append(
+            {
+                "model": "m",
+                "model_version": version,
+                "timestamp": t0 + i / rate,
+                "latency_ms": 10.0 + rng.random(),
+                "prediction": 1,
+                "features": {
+                    "amount": None if rng.random() < missing else rng.gauss(100, 10) + amount_shift,
+                    "country": country or rng.choice(["DE", "FR", "US"]),
+                },
+            }
+        )
+    return out
+
+
+def reference(n=2000):
+    ref = WindowStats(0, 1)
+    ref.update(events(n, seed=1))
+    return ref
+
+
+def check(rule, batch, window_s=60.0):
+    window = WindowStats(0.0, window_s)
+    window.update(batch)
+    return rule.update(batch, window, window_s)
+
+
+def test_normal_windows_raise_nothing():
+    rule = DataQualityRule(reference())
+    for k in range(20):
+        window = WindowStats(k * 60.0, k * 60.0 + 60)
+        batch = events(3000, seed=100 + k, t0=k * 60.0)
+        window.update(batch)
+        assert rule.update(batch, window, 60.0) == [], k
+
+
+def test_missing_rate_jump_names_feature_rate_and_baseline():
+    [finding] = check(DataQualityRule(reference()), events(500, seed=2, missing=0.4))
+    assert finding.detector == "missing_rate" and finding.signal == "features.amount"
+    assert finding.kind == "data_quality"
+    assert finding.evidence["observed_rate"] == pytest.approx(0.4, abs=0.06)
+    assert finding.baseline["missing_rate"] == pytest.approx(0.02, abs=0.01)
+    assert "'amount'" in finding.message and "reference" in finding.message
+
+
+def test_small_window_needs_a_bigger_jump():
+    rule = DataQualityRule(reference(), min_events=20)
+    # 3 of 30 missing (10 %) is within noise for so few events.
+    batch = events(30, seed=3, missing=0.0)
+    for e in batch[:3]:
+        e["features"]["amount"] = None
+    assert check(rule, batch) == []
+
+
+def test_unseen_category_out_of_range_and_wrong_type():
+    batch = events(400, seed=4, country="BR", amount_shift=500)
+    batch[0]["features"]["amount"] = "a lot"
+    found = {f.detector: f for f in check(DataQualityRule(reference()), batch)}
+    assert set(found) == {"unseen_category", "out_of_range", "wrong_type"}
+    assert found["unseen_category"].evidence["unseen"][0]["value"] == "BR"
+    assert found["out_of_range"].evidence["above"] >= 390
+    assert found["wrong_type"].evidence["wrong_type"] == 1
+
+
+def test_feature_missing_entirely_counts_as_missing():
+    batch = events(200, seed=5)
+    for e in batch:
+        del e["features"]["country"]
+    [finding] = check(DataQualityRule(reference()), batch)
+    assert finding.signal == "features.country" and finding.evidence["observed_rate"] == 1.0
+
+
+def test_each_check_fires_once_per_window():
+    rule = DataQualityRule(reference())
+    window = WindowStats(0.0, 60.0)
+    first = events(200, seed=6, country="BR")
+    window.update(first)
+    assert len(rule.update(first, window, 60.0)) == 1
+    more = events(200, seed=7, country="BR", t0=10)
+    window.update(more)
+    assert rule.update(more, window, 60.0) == []
+
+
+def test_monitor_learns_reference_from_first_events_then_alerts(tmp_path):
+    settings = Settings(reference_events=500, zscore_warmup=100)
+    mon = ModelMonitor("m", settings)
+    assert mon.process(events(500, seed=8)) == []
+    assert mon.versions["1"].reference.source == "first_events"
+    alerts = mon.process(events(300, seed=9, t0=20, missing=0.5))
+    assert [a["detector"] for a in alerts] == ["missing_rate"]
+    validate("alert", alerts[0])
+    # The reference survives a round trip through the table's JSON.
+    back = ModelMonitor.from_dict("m", settings, orjson.loads(orjson.dumps(mon.to_dict())))
+    assert back.versions["1"].reference.events == 500
+
+
+def test_profile_file_round_trip_and_lookup(tmp_path):
+    profile = build_profile(events(1000, seed=10), "m", source="file:train.jsonl")
+    assert profile.events == 1000
+    path = profile_path(tmp_path, "m")
+    profile.save(path)
+    data = orjson.loads(path.read_bytes())
+    assert (data["format"], data["format_version"], data["model"]) == ("stream-monitor-profile", 1, "m")
+    loaded = find_profile(tmp_path, "m", "7")
+    assert loaded is not None and loaded.stats.summary() == profile.stats.summary()
+    # A version's own profile wins over the model's.
+    build_profile(events(10, seed=11), "m").save(profile_path(tmp_path, "m", "7"))
+    assert find_profile(tmp_path, "m", "7").events == 10
+
+
+def test_monitor_uses_a_profile_file(tmp_path):
+    build_profile(events(1000, seed=12), "m").save(profile_path(tmp_path, "m"))
+    mon = ModelMonitor("m", Settings(profile_dir=str(tmp_path)))
+    alerts = mon.process(events(200, seed=13, country="BR"))
+    assert [a["detector"] for a in alerts] == ["unseen_category"]
+    assert mon.versions["1"].reference.source == "events"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"not json", "cannot read profile"),
+        (b'{"format": "other"}', "not a stream-monitor profile"),
+        (b'{"format": "stream-monitor-profile", "format_version": 99}', "format_version 99"),
+        (b'{"format": "stream-monitor-profile", "format_version": 1}', "malformed profile"),
+    ],
+)
+def test_bad_profile_files_are_refused_clearly(tmp_path, content, words):
+    path = tmp_path / "m.profile.json"
+    path.write_bytes(content)
+    with pytest.raises(ProfileError, match=words):
+        ReferenceProfile.load(path)
+
+
+def test_build_refuses_when_no_event_matches():
+    with pytest.raises(ProfileError, match="no events of model 'x'"):
+        build_profile(events(10), "x")
