@@ -67,15 +67,14 @@ class MonitorApp:
             web_bind=settings.web_host,
             web_port=settings.web_port,
             web_host=settings.web_host,
+            canonical_url=settings.advertised_url,
         )
         raw = {"key_type": bytes, "value_type": bytes}
         raw_codec = {"key_serializer": "raw", "value_serializer": "raw"}
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw, **raw_codec)
         self.alerts_topic = self.app.topic(topics.alerts, partitions=settings.partitions, **raw, **raw_codec)
-        self.deadletter_topic = self.app.topic(
-            topics.deadletter, partitions=settings.partitions, **raw, **raw_codec
-        )
+        self.deadletter_topic = self.app.topic(topics.deadletter, partitions=settings.partitions, **raw, **raw_codec)
         self.model_state = self.app.Table(MODEL_STATE_TABLE, default=None, partitions=settings.partitions)
         self._monitors: dict[str, ModelMonitor] = {}
         # Imported here: the agent and page modules register themselves on this app.
@@ -105,6 +104,19 @@ class MonitorApp:
         """Write the model's state back to its changelog-backed table entry."""
         self.model_state[monitor.model] = monitor.to_dict()
 
+    def local_models(self) -> list[str]:
+        """Models whose partition this worker actively owns (standby copies excluded)."""
+        actives = {
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topics.events
+        }
+        producer = self.app.producer
+        out = []
+        for key in list(self.model_state.keys()):
+            model = key.decode() if isinstance(key, bytes) else key
+            if producer.key_partition(self.settings.topics.events, model.encode()).partition in actives:
+                out.append(model)
+        return out
+
     def forget(self, model: str) -> None:
         """Drop the cached state so the next record reloads it from the table."""
         self._monitors.pop(model, None)
@@ -114,9 +126,7 @@ class MonitorApp:
         """Partitions assigned and table recovery done."""
         app = self.app
         recovery = app.tables.recovery
-        return bool(
-            app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
-        )
+        return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
 
 def create_app(settings: Settings) -> MonitorApp:

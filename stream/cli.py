@@ -17,10 +17,11 @@ import orjson
 
 from stream.broker import BrokerUnavailable, EmbeddedBroker
 from stream.config import ConfigError, Settings
+from stream.profile import ProfileError
 from stream.topics import BrokerUnreachable, TopicMismatch
 
 BROKER_HELP = "Kafka to use, as kafka://HOST:PORT (env STREAM_MONITOR_BROKER)."
-_CLEAR_ERRORS = (ConfigError, BrokerUnavailable, BrokerUnreachable, TopicMismatch, LookupError)
+_CLEAR_ERRORS = (ConfigError, BrokerUnavailable, BrokerUnreachable, TopicMismatch, LookupError, ProfileError)
 
 
 def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,9 +54,7 @@ broker_option = click.option("--broker", envvar="STREAM_MONITOR_BROKER", help=BR
 partitions_option = click.option(
     "--partitions", type=int, help="Partitions per topic (env STREAM_MONITOR_PARTITIONS; 4)."
 )
-app_id_option = click.option(
-    "--app-id", help="Faust app id, also the consumer group (env STREAM_MONITOR_APP_ID)."
-)
+app_id_option = click.option("--app-id", help="Faust app id, also the consumer group (env STREAM_MONITOR_APP_ID).")
 connect_timeout_option = click.option(
     "--connect-timeout",
     "connect_timeout_s",
@@ -112,9 +111,7 @@ def topics_create(
     from stream.topics import ensure_topics_sync, required_topics
 
     _quiet_client_logs()
-    settings = settings_from(
-        broker=broker, partitions=partitions, app_id=app_id, connect_timeout_s=connect_timeout_s
-    )
+    settings = settings_from(broker=broker, partitions=partitions, app_id=app_id, connect_timeout_s=connect_timeout_s)
     result = ensure_topics_sync(settings)
     for spec in required_topics(settings):
         click.echo(f"{result[spec.name]:>8}  {spec.name}  ({spec.partitions} partitions; {spec.purpose})")
@@ -127,6 +124,15 @@ def topics_create(
 @click.option("--web-port", type=int, help="Port of the web server (env STREAM_MONITOR_WEB_PORT; 6066).")
 @click.option("--web-host", help="Address of the web server (env STREAM_MONITOR_WEB_HOST; 127.0.0.1).")
 @click.option("--window", "window_s", type=float, help="Tumbling window size in seconds (60).")
+@click.option("--hopping", "hopping_s", type=float, help="Hopping window size in seconds (600).")
+@click.option("--hop", "hop_s", type=float, help="Hopping window step in seconds (60).")
+@click.option("--lateness", "lateness_s", type=float, help="Allowed lateness of events in seconds (30).")
+@click.option("--profile-dir", help="Folder of reference profiles (env STREAM_MONITOR_PROFILE_DIR).")
+@click.option(
+    "--reference-events",
+    type=int,
+    help="Without a profile, the first N events of a version become its reference (1000).",
+)
 @connect_timeout_option
 @click.option(
     "--loglevel",
@@ -142,6 +148,11 @@ def worker(
     web_port: int | None,
     web_host: str | None,
     window_s: float | None,
+    hopping_s: float | None,
+    hop_s: float | None,
+    lateness_s: float | None,
+    profile_dir: str | None,
+    reference_events: int | None,
     connect_timeout_s: float | None,
     loglevel: str,
 ) -> None:
@@ -159,6 +170,11 @@ def worker(
         web_port=web_port,
         web_host=web_host,
         window_s=window_s,
+        hopping_s=hopping_s,
+        hop_s=hop_s,
+        lateness_s=lateness_s,
+        profile_dir=profile_dir,
+        reference_events=reference_events,
         connect_timeout_s=connect_timeout_s,
     )
     run_worker(settings, loglevel=loglevel)
@@ -190,9 +206,7 @@ def simulate(broker: str | None, duration: float, rate: float, seed: int | None,
     async def main() -> None:
         from stream.topics import ensure_topics, required_topics
 
-        await ensure_topics(
-            settings.bootstrap_servers, required_topics(settings)[:4], settings.connect_timeout_s
-        )
+        await ensure_topics(settings.bootstrap_servers, required_topics(settings)[:4], settings.connect_timeout_s)
         client = MonitorClient(settings.broker, topic=settings.topics.events)
         await client.start()
         with Progress() as progress:
@@ -202,9 +216,7 @@ def simulate(broker: str | None, duration: float, rate: float, seed: int | None,
                 duration_s=duration,
                 rate=rate,
                 simulator=TrafficSimulator(seed=seed),
-                on_tick=lambda p, r: progress.update(
-                    task, completed=p * duration, description=f"{r.events} events"
-                ),
+                on_tick=lambda p, r: progress.update(task, completed=p * duration, description=f"{r.events} events"),
             )
             progress.update(task, completed=duration)
         await client.close()
@@ -281,6 +293,111 @@ def demo(duration: float, rate: float, seed: int, broker: str | None, window_s: 
     _quiet_client_logs()
     code = run_demo(duration_s=duration, rate=rate, seed=seed, broker_url=broker, window_s=window_s)
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option(
+    "--url",
+    envvar="STREAM_MONITOR_URL",
+    default="http://127.0.0.1:6066",
+    show_default=True,
+    help="A worker's web address (any worker: queries are routed). Env STREAM_MONITOR_URL.",
+)
+@click.option("--window", type=click.Choice(["tumbling", "hopping"]), default="tumbling", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON as it is.")
+@one_line_errors
+def stats(model: str | None, url: str, window: str, as_json: bool) -> None:
+    """Show MODEL's window statistics, or list the models when MODEL is left out."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from stream.stats_view import print_stats, render_models
+
+    base = url.rstrip("/")
+    path = f"/models/{urllib.parse.quote(model, safe='')}/stats?window={window}" if model else "/models"
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            data = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, KeyError):
+            detail = json.loads(detail)["error"]
+        raise LookupError(f"{base}{path}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise LookupError(f"no worker answers at {base} ({exc}); pass --url http://HOST:PORT") from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif model:
+        print_stats(data)
+    else:
+        from rich.console import Console
+
+        Console().print(render_models(data["models"]))
+
+
+@cli.group()
+def profile() -> None:
+    """Reference profiles: the baseline drift and data quality are judged against."""
+
+
+@profile.command("build")
+@click.argument("events_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", required=True, help="Model whose events to summarise.")
+@click.option("--model-version", default=None, help="Only this version (default: all versions).")
+@click.option(
+    "--profile-dir",
+    envvar="STREAM_MONITOR_PROFILE_DIR",
+    default="profiles",
+    show_default=True,
+    help="Folder the worker reads profiles from (env STREAM_MONITOR_PROFILE_DIR).",
+)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write here instead.")
+@one_line_errors
+def profile_build(
+    events_file: str, model: str, model_version: str | None, profile_dir: str, out_path: str | None
+) -> None:
+    """Build a profile from EVENTS_FILE: inference events, one JSON object per line.
+
+    Lines that are not valid events are skipped and counted.
+    """
+    from pathlib import Path
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from stream.profile import build_profile, profile_path
+    from stream.schemas import SchemaError, validate
+
+    path = Path(events_file)
+    skipped = 0
+
+    def events(progress: Progress, task: Any):
+        nonlocal skipped
+        with path.open("rb") as f:
+            for line in f:
+                progress.advance(task, len(line))
+                if not line.strip():
+                    continue
+                try:
+                    event = orjson.loads(line)
+                    validate("inference-event", event)
+                except (orjson.JSONDecodeError, SchemaError):
+                    skipped += 1
+                    continue
+                yield event
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn()) as progress:
+        task = progress.add_task(f"reading {path.name}", total=path.stat().st_size)
+        built = build_profile(events(progress, task), model, model_version, source=f"file:{path.name}")
+    target = Path(out_path) if out_path else profile_path(Path(profile_dir), model, model_version)
+    built.save(target)
+    click.echo(
+        f"profile of {model}{' ' + model_version if model_version else ''}: {built.events:,} events, "
+        f"{len(built.stats.features.features)} features -> {target}"
+        + (f" ({skipped:,} invalid lines skipped)" if skipped else "")
+    )
 
 
 def main() -> None:

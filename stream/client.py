@@ -176,9 +176,7 @@ class MonitorClient:
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="stream-monitor-sender")
 
-    def record(
-        self, model: str, model_version: str, latency_ms: float, prediction: Any, **fields: Any
-    ) -> bool:
+    def record(self, model: str, model_version: str, latency_ms: float, prediction: Any, **fields: Any) -> bool:
         """Record one prediction; False if the buffer was full and it was dropped."""
         return self.record_event(make_event(model, model_version, latency_ms, prediction, **fields))
 
@@ -321,9 +319,7 @@ class SyncMonitorClient:
         """Counters of recorded, sent and dropped events."""
         return self._client.stats
 
-    def record(
-        self, model: str, model_version: str, latency_ms: float, prediction: Any, **fields: Any
-    ) -> bool:
+    def record(self, model: str, model_version: str, latency_ms: float, prediction: Any, **fields: Any) -> bool:
         """Record one prediction without blocking; False if dropped."""
         return self._client.record(model, model_version, latency_ms, prediction, **fields)
 

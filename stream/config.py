@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -83,6 +84,14 @@ class Settings:
     # Faust's working folder; tables live in memory and in changelogs, so by
     # default it goes to the temp folder rather than the current directory.
     data_dir: str = ""
+
+    @property
+    def advertised_url(self) -> str:
+        """How other workers reach this one's web server (for routed queries)."""
+        host = self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"
 
     @property
     def data_path(self) -> str:

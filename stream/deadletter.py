@@ -18,9 +18,7 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
-def dead_letter(
-    reject: Reject, *, topic: str, partition: int, offset: int, key: bytes | None
-) -> dict[str, Any]:
+def dead_letter(reject: Reject, *, topic: str, partition: int, offset: int, key: bytes | None) -> dict[str, Any]:
     """The dead-letter message for ``reject``, read from topic/partition/offset.
 
     >>> from stream.codec import Reject

@@ -80,10 +80,7 @@ def _view(state: DemoState, worker_url: str) -> Group:
             "yes" if caught else "-",
         )
     recent = "\n".join(format_alert(a) for a in state.alerts[-6:]) or "(no alerts yet)"
-    header = (
-        f"stream-monitor demo: {elapsed:5.1f} / {state.duration_s:g} s   "
-        f"worker {worker_url}/health   Ctrl-C stops"
-    )
+    header = f"stream-monitor demo: {elapsed:5.1f} / {state.duration_s:g} s   worker {worker_url}/health   Ctrl-C stops"
     return Group(header, models, incidents, Panel(recent, title=f"alerts ({len(state.alerts)})"))
 
 
@@ -172,9 +169,7 @@ async def _wait_processed(worker: WorkerProcess, events: int, timeout_s: float) 
         await asyncio.sleep(0.25)
 
 
-def _summary(
-    console: Console, state: DemoState, health: dict[str, Any] | None, worker: WorkerProcess
-) -> bool:
+def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, worker: WorkerProcess) -> bool:
     report = state.report
     table = Table(title="demo summary")
     table.add_column("what")
@@ -244,9 +239,7 @@ def run_demo(
         settings = Settings.from_env(
             broker=broker_url, app_id=f"stream-monitor-demo-{uuid.uuid4().hex[:8]}", window_s=window
         )
-        asyncio.run(
-            ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s)
-        )
+        asyncio.run(ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s))
         worker = WorkerProcess(broker_url, app_id=settings.app_id, extra_args=("--window", f"{window:g}"))
         with console.status(f"starting a worker (log: {worker.log_path})"):
             worker.start()

@@ -24,9 +24,7 @@ class TopicReader:
 
     async def start(self) -> None:
         """Connect, assign every partition and seek to the start point."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None)
         await consumer.start()
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:

@@ -23,7 +23,17 @@ from stream.stats import EventTimeWindows, WindowStats
 class VersionMonitor:
     """Windows, reference profile and detectors of one model version."""
 
-    __slots__ = ("events", "latency_rule", "model", "quality", "reference", "reference_builder", "settings", "version", "windows")
+    __slots__ = (
+        "events",
+        "latency_rule",
+        "model",
+        "quality",
+        "reference",
+        "reference_builder",
+        "settings",
+        "version",
+        "windows",
+    )
 
     def __init__(self, model: str, version: str, settings: Settings) -> None:
         self.model = model

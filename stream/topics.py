@@ -123,6 +123,4 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float
 
 def ensure_topics_sync(settings: Settings) -> dict[str, str]:
     """:func:`ensure_topics` for every required topic, from synchronous code."""
-    return asyncio.run(
-        ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s)
-    )
+    return asyncio.run(ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s))

@@ -42,9 +42,7 @@ class BoundedWorker(faust.Worker):
         super()._schedule_shutdown(signal)
 
     def _force_exit(self) -> None:
-        sys.stderr.write(
-            f"stream-monitor worker: shutdown took longer than {self.grace_s:g} s; exiting now\n"
-        )
+        sys.stderr.write(f"stream-monitor worker: shutdown took longer than {self.grace_s:g} s; exiting now\n")
         sys.stderr.flush()
         os._exit(EXIT_SHUTDOWN_TIMEOUT)
 

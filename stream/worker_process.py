@@ -94,8 +94,7 @@ class WorkerProcess:
             code = self.process.poll()
             if code is not None:
                 raise WorkerStartError(
-                    f"worker exited with code {code} at start-up; last lines of {self.log_path}:\n"
-                    + self.log_tail()
+                    f"worker exited with code {code} at start-up; last lines of {self.log_path}:\n" + self.log_tail()
                 )
             health = self.health()
             if health and health.get("ready"):
@@ -103,8 +102,7 @@ class WorkerProcess:
             time.sleep(0.2)
         self.stop()
         raise WorkerStartError(
-            f"worker not ready within {ready_timeout_s:g} s; last lines of {self.log_path}:\n"
-            + self.log_tail()
+            f"worker not ready within {ready_timeout_s:g} s; last lines of {self.log_path}:\n" + self.log_tail()
         )
 
     def health(self) -> dict[str, Any] | None:

@@ -1,24 +1,31 @@
-"""Web pages of the worker: health for orchestrators, metrics for Prometheus."""
+"""Web pages of the worker: health, metrics, and the per-model statistics.
+
+Tables are partitioned across workers. ``/models/{model}/stats`` is routed by
+Faust to the worker that owns the model's partition; ``/models`` asks every
+worker in the group (their addresses come from Faust's assignment metadata)
+and merges the answers.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import faust
+from aiohttp import ClientError, ClientTimeout
 
 if TYPE_CHECKING:
     from stream.app import MonitorApp
 
+VIEWS = ("tumbling", "hopping")
+
 
 def register(mon: MonitorApp) -> None:
     """Attach the worker's pages to ``mon``'s Faust app."""
+    app = mon.app
 
-    @mon.app.page("/metrics")
-    async def metrics(web, request):
-        # aiohttp refuses a charset in content_type=, so the header goes in whole.
-        return web.bytes(mon.metrics.render(), headers={"Content-Type": mon.metrics.content_type})
-
-    @mon.app.page("/health")
+    @app.page("/health")
     async def health(web, request):
-        app = mon.app
         assigned = sorted(
             f"{tp.topic}:{tp.partition}"
             for tp in (app.consumer.assignment() if app.consumer else ())
@@ -29,7 +36,49 @@ def register(mon: MonitorApp) -> None:
                 "ready": mon.ready,
                 "app_id": mon.settings.app_id,
                 "assigned": assigned,
-                "models": len(mon.model_state),
+                "models": len(mon.local_models()),
                 **mon.counters.as_dict(),
             }
         )
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        # aiohttp refuses a charset in content_type=, so the header goes in whole.
+        return web.bytes(mon.metrics.render(), headers={"Content-Type": mon.metrics.content_type})
+
+    @app.page("/models")
+    async def models(web, request):
+        found: dict[str, Any] = {m: mon.monitor_for(m).overview() for m in mon.local_models()}
+        if request.query.get("scope") != "local":
+            for answer in await asyncio.gather(*(_fetch_local_models(mon, url) for url in _other_workers(mon))):
+                for entry in answer:
+                    found.setdefault(entry["model"], entry)
+        return web.json({"models": [found[m] for m in sorted(found)]})
+
+    @app.page("/models/{model}/stats")
+    class ModelStats(faust.web.View):
+        @app.table_route(table=mon.model_state, match_info="model")
+        async def get(self, request, model: str):
+            view = request.query.get("window", "tumbling")
+            if view not in VIEWS:
+                return self.json({"error": f"window must be one of {', '.join(VIEWS)}, not {view!r}"}, status=400)
+            if mon.model_state.get(model) is None:
+                return self.json({"error": f"no events seen for model {model!r}"}, status=404)
+            return self.json(mon.monitor_for(model).summary(view))
+
+
+def _other_workers(mon: MonitorApp) -> list[str]:
+    me = str(mon.app.conf.canonical_url).rstrip("/")
+    try:
+        hosts = mon.app.router.tables_metadata()
+    except Exception:  # no assignment yet
+        return []
+    return [str(url).rstrip("/") for url in hosts if str(url).rstrip("/") != me]
+
+
+async def _fetch_local_models(mon: MonitorApp, url: str) -> list[dict[str, Any]]:
+    try:
+        async with mon.app.http_client.get(f"{url}/models?scope=local", timeout=ClientTimeout(total=3)) as response:
+            return (await response.json())["models"]
+    except (ClientError, TimeoutError, ValueError, KeyError):
+        return []

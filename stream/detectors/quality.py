@@ -143,7 +143,12 @@ class DataQualityRule:
             baseline=baseline,
             message=message,
             event_time=event_time,
-            window={"type": "tumbling", "start": window.start, "end": window.start + window_s, "size_s": window_s},
+            window={
+                "type": "tumbling",
+                "start": window.start,
+                "end": window.start + window_s,
+                "size_s": window_s,
+            },
             evidence={"feature": feature, "window_count": window.count, **evidence},
         )
 
@@ -199,7 +204,11 @@ class DataQualityRule:
             window,
             window_s,
             event_time,
-            {"unseen": [{"value": k, "count": v} for k, v in top], "observed_rate": share, "baseline_rate": 0.0},
+            {
+                "unseen": [{"value": k, "count": v} for k, v in top],
+                "observed_rate": share,
+                "baseline_rate": 0.0,
+            },
         )
 
     def _range(self, name, stats, window, window_s, event_time) -> Finding | None:
@@ -259,7 +268,11 @@ class DataQualityRule:
 
     def to_dict(self) -> dict[str, Any]:
         """The per-window state (the reference is kept separately)."""
-        return {"window_start": self.window_start, "out_of_range": self.out_of_range, "fired": sorted(self.fired)}
+        return {
+            "window_start": self.window_start,
+            "out_of_range": self.out_of_range,
+            "fired": sorted(self.fired),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""

@@ -1,8 +1,9 @@
 """Per-feature statistics: numbers get moments and quantiles, categories counts.
 
 A feature's kind is fixed by the majority of the non-null values in the first
-batch that has any (booleans count as categories). A value of the other kind later is counted in ``wrong_type``
-rather than mixed in, and a missing or null value in ``missing``.
+batch that has any (booleans count as categories). A value of the other kind
+later is counted in ``wrong_type`` rather than mixed in, and a missing or null
+value in ``missing``.
 """
 
 from __future__ import annotations
@@ -241,13 +242,19 @@ class FeatureSet:
         self.untracked = 0
         self.untracked_names: list[str] = []
 
-    def update(self, rows: list[dict[str, Any] | None]) -> None:
-        """Add the ``features`` dicts of a batch of events (None: no features)."""
+    def update(self, rows: list[dict[str, Any] | None], allowed: dict[str, None] | None = None) -> None:
+        """Add the ``features`` dicts of a batch of events (None: no features).
+
+        ``allowed``, when given, is the set of feature names to track; it
+        lets every window of a model track the same capped set.
+        """
         n = len(rows)
         names: dict[str, None] = {}
         for row in rows:
             if row:
                 names.update(dict.fromkeys(row))
+        if allowed is not None:
+            names = {k: None for k in names if k in allowed}
         for name in list(self.features) + [k for k in names if k not in self.features]:
             stats = self.features.get(name)
             if stats is None:

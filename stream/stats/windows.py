@@ -73,8 +73,11 @@ class WindowStats:
         self.first_event_time: float | None = None
         self.last_event_time: float | None = None
 
-    def update(self, events: list[dict[str, Any]]) -> None:
-        """Add a batch of decoded events (all of this window)."""
+    def update(self, events: list[dict[str, Any]], tracked: dict[str, None] | None = None) -> None:
+        """Add a batch of decoded events (all of this window).
+
+        ``tracked`` limits the features counted to those names.
+        """
         if not events:
             return
         n = len(events)
@@ -109,7 +112,7 @@ class WindowStats:
             self.prediction_classes.update_many(classes)
         if scores:
             self.prediction_scores.update_many(np.asarray(scores, dtype=np.float64))
-        self.features.update([e.get("features") for e in events])
+        self.features.update([e.get("features") for e in events], tracked)
 
     def merge(self, other: WindowStats) -> WindowStats:
         """One window spanning both (statistics merged exactly)."""
@@ -117,7 +120,14 @@ class WindowStats:
         out.count = self.count + other.count
         out.errors = self.errors + other.errors
         out.error_kinds = dict(Counter(self.error_kinds) + Counter(other.error_kinds))
-        for name in ("latency", "confidence", "prediction_classes", "prediction_scores", "tokens_in", "tokens_out"):
+        for name in (
+            "latency",
+            "confidence",
+            "prediction_classes",
+            "prediction_scores",
+            "tokens_in",
+            "tokens_out",
+        ):
             setattr(out, name, getattr(self, name).merge(getattr(other, name)))
         out.features = self.features.merge(other.features)
         firsts = [t for t in (self.first_event_time, other.first_event_time) if t is not None]
@@ -145,9 +155,7 @@ class WindowStats:
             "errors_by_kind": dict(self.error_kinds),
             "first_event_time": self.first_event_time,
             "last_event_time": self.last_event_time,
-            "latency_ms": {
-                k: latency[k] for k in ("mean", "std", "min", "max") if k in latency
-            }
+            "latency_ms": {k: latency[k] for k in ("mean", "std", "min", "max") if k in latency}
             | {
                 "p50": self.latency.sketch.quantile(0.5),
                 "p95": self.latency.sketch.quantile(0.95),
@@ -199,9 +207,7 @@ class WindowStats:
 
 
 def _column(events: list[dict[str, Any]], name: str, n: int) -> np.ndarray:
-    return np.fromiter(
-        (v if is_numeric(v := e.get(name)) else math.nan for e in events), np.float64, n
-    )
+    return np.fromiter((v if is_numeric(v := e.get(name)) else math.nan for e in events), np.float64, n)
 
 
 def _brief(stats: NumericStats) -> dict[str, Any] | None:
@@ -242,6 +248,7 @@ class EventTimeWindows:
 
     __slots__ = (
         "events",
+        "feature_names",
         "hop_s",
         "hopping_s",
         "late",
@@ -252,6 +259,8 @@ class EventTimeWindows:
         "panes",
         "too_late",
         "tumbling_s",
+        "untracked_features",
+        "untracked_names",
         "watermark",
     )
 
@@ -283,6 +292,25 @@ class EventTimeWindows:
         self.too_late = 0
         self.late = 0
         self.events = 0
+        # The first ``max_features`` feature names seen are tracked, in every pane.
+        self.feature_names: dict[str, None] = {}
+        self.untracked_features = 0
+        self.untracked_names: list[str] = []
+
+    def _track(self, events: list[dict[str, Any]]) -> None:
+        names = self.feature_names
+        for e in events:
+            features = e.get("features")
+            if not features:
+                continue
+            for name in features:
+                if name in names or name in self.untracked_names:
+                    continue
+                if len(names) < self.max_features:
+                    names[name] = None
+                elif len(self.untracked_names) < 1000:
+                    self.untracked_names.append(name)
+                    self.untracked_features += 1
 
     def update(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Place a batch by event time; return the events that were placed."""
@@ -307,13 +335,12 @@ class EventTimeWindows:
                 self.late += 1
             by_pane.setdefault(start, []).append(e)
             placed.append(e)
+        self._track(placed)
         for start, batch in by_pane.items():
             pane = self.panes.get(start)
             if pane is None:
-                pane = self.panes[start] = WindowStats(
-                    start, start + pane_s, self.max_features, self.max_categories
-                )
-            pane.update(batch)
+                pane = self.panes[start] = WindowStats(start, start + pane_s, self.max_features, self.max_categories)
+            pane.update(batch, self.feature_names)
         self.events += len(placed)
         self._expire()
         return placed
@@ -367,6 +394,9 @@ class EventTimeWindows:
             "too_late": self.too_late,
             "late": self.late,
             "events": self.events,
+            "feature_names": list(self.feature_names),
+            "untracked_features": self.untracked_features,
+            "untracked_names": list(self.untracked_names),
             "panes": [pane.to_dict() for _, pane in sorted(self.panes.items())],
         }
 
@@ -383,5 +413,8 @@ class EventTimeWindows:
         )
         out.watermark = state["watermark"]
         out.too_late, out.late, out.events = state["too_late"], state["late"], state["events"]
+        out.feature_names = dict.fromkeys(state["feature_names"])
+        out.untracked_features = state["untracked_features"]
+        out.untracked_names = list(state["untracked_names"])
         out.panes = {p["start"]: WindowStats.from_dict(p) for p in state["panes"]}
         return out

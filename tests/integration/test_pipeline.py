@@ -90,9 +90,7 @@ async def test_latency_incident_raises_one_schema_valid_alert(pipeline):
     quiet = normal_events("recommender", 1000, t0)
     await publish(iso, events + quiet)
 
-    records = await read_all(
-        iso.settings.bootstrap_servers, iso.settings.topics.alerts, expect=1, timeout_s=30
-    )
+    records = await read_all(iso.settings.bootstrap_servers, iso.settings.topics.alerts, expect=1, timeout_s=30)
     assert len(records) == 1, "expected exactly one alert for one incident in one window"
     alert = orjson.loads(records[0].value)
     validate("alert", alert)
@@ -116,9 +114,7 @@ async def test_malformed_record_is_dead_lettered_and_the_worker_keeps_going(pipe
     iso, worker = pipeline
     before = wait_for_events(worker, 2030)
     await publish_raw(iso, b"fraud-scorer", b"{definitely not json")
-    letters = await read_all(
-        iso.settings.bootstrap_servers, iso.settings.topics.deadletter, expect=1, timeout_s=20
-    )
+    letters = await read_all(iso.settings.bootstrap_servers, iso.settings.topics.deadletter, expect=1, timeout_s=20)
     assert len(letters) == 1
     letter = orjson.loads(letters[0].value)
     validate("dead-letter", letter)
@@ -141,9 +137,7 @@ async def test_envelope_with_one_bad_event_loses_only_that_event(pipeline):
     envelope = {"schema_version": 1, "events": [good[0], bad, good[2]]}
     await publish_raw(iso, b"recommender", orjson.dumps(envelope))
     await publish_raw(iso, b"not-the-model", orjson.dumps(good[0]))
-    letters = await read_all(
-        iso.settings.bootstrap_servers, iso.settings.topics.deadletter, expect=3, timeout_s=20
-    )
+    letters = await read_all(iso.settings.bootstrap_servers, iso.settings.topics.deadletter, expect=3, timeout_s=20)
     by_type = {orjson.loads(r.value)["error_type"]: orjson.loads(r.value) for r in letters}
     schema_letter = by_type["invalid_schema"]
     assert schema_letter["source"]["event_index"] == 1

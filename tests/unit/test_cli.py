@@ -27,9 +27,7 @@ def test_help_lists_broker_option_with_environment_variable():
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("command", [["worker"], ["topics", "create"]])

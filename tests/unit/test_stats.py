@@ -161,7 +161,19 @@ def test_categories_are_bounded_and_merge_keeps_the_most_frequent():
     assert merged.distinct_capped
 
 
-@pytest.mark.parametrize("kwargs", [{"tumbling_s": 0}, {"hopping_s": 90, "hop_s": 60}, {"lateness_s": -1}, {"tumbling_s": 1.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"tumbling_s": 0}, {"hopping_s": 90, "hop_s": 60}, {"lateness_s": -1}, {"tumbling_s": 1.5}]
+)
 def test_bad_window_sizes_are_refused(kwargs):
     with pytest.raises(ValueError):
         EventTimeWindows(**kwargs)
+
+
+def test_every_pane_tracks_the_same_capped_feature_set():
+    w = EventTimeWindows(tumbling_s=60, hopping_s=120, hop_s=60, max_features=2)
+    w.update([{"timestamp": 1.0, "latency_ms": 1.0, "features": {"a": 1.0, "b": 2.0}}])
+    w.update([{"timestamp": 61.0, "latency_ms": 1.0, "features": {"c": 1.0, "b": 2.0, "d": 0.0}}])
+    assert list(w.feature_names) == ["a", "b"]
+    assert w.untracked_features == 2 and w.untracked_names == ["c", "d"]
+    assert set(w.hopping().features.features) == {"a", "b"}
+    assert set(w.panes[60.0].features.features) == {"b"}

@@ -1,0 +1,139 @@
+"""Rendering a model's statistics (from the worker's JSON) as terminal tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _when(ts: Any) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
+
+
+def render_models(models: list[dict[str, Any]]) -> Table:
+    """The models list as one table."""
+    table = Table(title="models")
+    for column in ("model", "version", "events", "last event (UTC)", "events in window"):
+        table.add_column(column, justify="right" if column.startswith("events") else "left")
+    for entry in models:
+        for version, v in sorted(entry["versions"].items()):
+            table.add_row(
+                entry["model"],
+                version,
+                _num(v["events"]),
+                _when(v["last_event_time"]),
+                _num(v["window_events"]),
+            )
+    return table
+
+
+def render_stats(stats: dict[str, Any]) -> Group:
+    """One model's statistics: a health table and a feature table per version."""
+    parts: list[Any] = []
+    for version, v in sorted(stats["versions"].items()):
+        w = v["window"]
+        lat = w["latency_ms"]
+        health = Table(
+            title=f"{stats['model']} {version}: {w['type']} window {_when(w['start'])} - {_when(w['end'])}",
+            show_header=False,
+        )
+        health.add_column("what")
+        health.add_column("value", justify="right")
+        rows = [
+            ("events in window", _num(w["count"])),
+            ("throughput per s", _num(w["throughput_per_s"])),
+            ("error rate", _pct(w["error_rate"])),
+            ("errors by kind", ", ".join(f"{k} {n}" for k, n in w["errors_by_kind"].items()) or "-"),
+            (
+                "latency ms mean / std",
+                f"{_num(lat.get('mean'))} / {_num(lat.get('std'))}",
+            ),
+            ("latency ms p50 / p95 / p99", f"{_num(lat['p50'])} / {_num(lat['p95'])} / {_num(lat['p99'])}"),
+            ("latency ms min / max", f"{_num(lat.get('min'))} / {_num(lat.get('max'))}"),
+            ("confidence p50", _num((w["confidence"] or {}).get("p50"), 3)),
+            (
+                "predicted classes",
+                ", ".join(f"{c['value']} {c['share']:.1%}" for c in w["prediction"]["classes"][:5]) or "-",
+            ),
+            (
+                "tokens in / out mean",
+                f"{_num((w['tokens_in'] or {}).get('mean'))} / {_num((w['tokens_out'] or {}).get('mean'))}",
+            ),
+            ("events total", _num(v["events"])),
+            ("late / too late", f"{_num(v['late_events'])} / {_num(v['too_late_events'])}"),
+            (
+                "reference",
+                f"{v['reference']['source']}, {_num(v['reference']['events'])} events"
+                if v["reference"]
+                else f"learning: {v['reference_progress']['events']} of {v['reference_progress']['needed']}",
+            ),
+        ]
+        for row in rows:
+            health.add_row(*row)
+        parts.append(health)
+        if w["features"]:
+            features = Table(title=f"{stats['model']} {version}: features")
+            for column in (
+                "feature",
+                "kind",
+                "count",
+                "missing",
+                "mean",
+                "std",
+                "p50",
+                "p95",
+                "top / distinct",
+            ):
+                features.add_column(
+                    column, justify="left" if column in ("feature", "kind", "top / distinct") else "right"
+                )
+            for name, f in sorted(w["features"].items()):
+                if f["kind"] == "numeric":
+                    q = f["quantiles"]
+                    features.add_row(
+                        name,
+                        "numeric",
+                        _num(f["count"]),
+                        _pct(f["missing_rate"]),
+                        _num(f.get("mean")),
+                        _num(f.get("std")),
+                        _num(q.get("p50")),
+                        _num(q.get("p95")),
+                        "",
+                    )
+                else:
+                    top = ", ".join(f"{t['value']} {t['share']:.0%}" for t in f["top"][:3])
+                    distinct = f"{f['distinct']}{'+' if f['distinct_capped'] else ''}"
+                    features.add_row(
+                        name,
+                        "categorical",
+                        _num(f["count"]),
+                        _pct(f["missing_rate"]),
+                        "",
+                        "",
+                        "",
+                        "",
+                        f"{top} ({distinct} distinct)",
+                    )
+            parts.append(features)
+    return Group(*parts)
+
+
+def print_stats(stats: dict[str, Any], console: Console | None = None) -> None:
+    """Print :func:`render_stats` output."""
+    (console or Console()).print(render_stats(stats))
