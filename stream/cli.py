@@ -32,7 +32,7 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except _CLEAR_ERRORS as exc:
-            message = str(exc).strip("'\"")
+            message = str(exc)
             click.echo(f"stream-monitor: error: {message}", err=True)
             sys.exit(2)
 

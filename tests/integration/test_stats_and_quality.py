@@ -1,0 +1,162 @@
+"""Window statistics survive a worker restart; data-quality alerts arrive; queries route.
+
+Restarting means rejoining the same consumer group, which takes Tansu about
+30 s (DESIGN.md); the test allows for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.client import MonitorClient, make_event
+from stream.follow import read_all
+from stream.schemas import validate
+
+from .conftest import isolated_settings
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for_events(worker, n, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = worker.health()
+        if health and health["events"] >= n:
+            return health
+        time.sleep(0.2)
+    raise AssertionError(f"worker reached {worker.health()}, expected {n} events")
+
+
+def model_events(model, n, t0, seed, features=None):
+    rng = np.random.default_rng(seed)
+    latency = rng.lognormal(3, 0.3, n)
+    amount = rng.normal(100, 15, n)
+    out = []
+    for i in range(n):
+        f = {"amount": float(amount[i]), "country": ["DE", "FR", "US"][i % 3]}
+        if features:
+            f.update(features(i))
+        out.append(
+            make_event(
+                model,
+                "1",
+                float(latency[i]),
+                i % 2,
+                timestamp=t0 + i * 0.01,
+                event_id=f"{model}-{seed}-{i}",
+                features=f,
+            )
+        )
+    return out
+
+
+async def publish(iso, events):
+    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=250)
+    await client.start()
+    for e in events:
+        client.record_event(e)
+    await client.close()
+    assert client.stats.sent == len(events)
+
+
+def test_stats_cover_events_from_before_and_after_a_restart(broker):
+    iso = isolated_settings(broker)
+    t0 = time.time() - 40  # every event of both runs falls in the last 10 minutes
+    first = {m: model_events(m, 1500, t0, seed) for m, seed in (("alpha", 1), ("beta", 2))}
+    second = {m: model_events(m, 1000, t0 + 16, seed) for m, seed in (("alpha", 3), ("beta", 4))}
+    worker = iso.worker()
+    worker.start()
+    try:
+        asyncio.run(publish(iso, first["alpha"] + first["beta"]))
+        wait_for_events(worker, 3000)
+    finally:
+        assert worker.stop() == 0
+    worker = iso.worker()
+    worker.start(ready_timeout_s=120)
+    try:
+        asyncio.run(publish(iso, second["alpha"] + second["beta"]))
+        wait_for_events(worker, 2000)
+        listing = get_json(f"{worker.url}/models")["models"]
+        assert [m["model"] for m in listing] == ["alpha", "beta"]
+        for model in ("alpha", "beta"):
+            events = first[model] + second[model]
+            latency = np.array([e["latency_ms"] for e in events])
+            amount = np.array([e["features"]["amount"] for e in events])
+            stats = get_json(f"{worker.url}/models/{model}/stats?window=hopping")
+            v = stats["versions"]["1"]
+            assert v["events"] == 2500
+            w = v["window"]
+            assert w["count"] == 2500
+            assert w["latency_ms"]["mean"] == pytest.approx(latency.mean())
+            assert w["latency_ms"]["p50"] == pytest.approx(np.quantile(latency, 0.5), rel=0.011)
+            assert w["latency_ms"]["p99"] == pytest.approx(np.quantile(latency, 0.99), rel=0.02)
+            assert w["features"]["amount"]["mean"] == pytest.approx(amount.mean())
+            assert w["features"]["country"]["distinct"] == 3
+            assert v["reference"]["source"] == "first_events"
+        # The terminal view of the same numbers.
+        out = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "stats", "alpha", "--url", worker.url, "--window", "hopping"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "alpha 1: hopping window" in out.stdout and "2,500" in out.stdout and "amount" in out.stdout
+        missing = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "stats", "nobody", "--url", worker.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert missing.returncode == 2
+        assert "HTTP 404" in missing.stderr and "'nobody'" in missing.stderr
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            get_json(f"{worker.url}/models/alpha/stats?window=weekly")
+        assert bad.value.code == 400
+    finally:
+        worker.stop()
+
+
+def test_missing_rate_jump_and_unseen_category_raise_data_quality_alerts(broker):
+    iso = isolated_settings(broker)
+    t0 = time.time() - 30
+    normal = model_events("gamma", 1000, t0, 5)  # the first 1000 events become the reference
+    broken = model_events(
+        "gamma",
+        400,
+        t0 + 11,
+        6,
+        features=lambda i: {"amount": None if i % 2 else 100.0, "country": "BR" if i % 4 == 0 else "DE"},
+    )
+    with iso.worker() as worker:
+        asyncio.run(publish(iso, normal + broken))
+        wait_for_events(worker, 1400)
+        records = asyncio.run(
+            read_all(iso.settings.bootstrap_servers, iso.settings.topics.alerts, expect=2, timeout_s=20)
+        )
+    alerts = {orjson.loads(r.value)["detector"]: orjson.loads(r.value) for r in records}
+    assert set(alerts) == {"missing_rate", "unseen_category"}
+    for alert in alerts.values():
+        validate("alert", alert)
+        assert alert["kind"] == "data_quality" and alert["model"] == "gamma"
+    missing = alerts["missing_rate"]
+    assert missing["signal"] == "features.amount"
+    # It fires as soon as the window's rate (normal events included) crosses the threshold.
+    assert missing["evidence"]["observed_rate"] == missing["value"] >= missing["threshold"] >= 0.05
+    assert missing["evidence"]["baseline_rate"] == 0.0
+    assert missing["baseline"]["missing_rate"] == 0.0
+    unseen = alerts["unseen_category"]
+    assert unseen["signal"] == "features.country"
+    assert unseen["evidence"]["unseen"][0]["value"] == "BR"
