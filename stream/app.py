@@ -68,6 +68,7 @@ class MonitorApp:
             web_port=settings.web_port,
             web_host=settings.web_host,
             canonical_url=settings.advertised_url,
+            **({"producer_max_batch_size": 1} if settings.single_record_batches else {}),
         )
         raw = {"key_type": bytes, "value_type": bytes}
         raw_codec = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -75,7 +76,12 @@ class MonitorApp:
         self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw, **raw_codec)
         self.alerts_topic = self.app.topic(topics.alerts, partitions=settings.partitions, **raw, **raw_codec)
         self.deadletter_topic = self.app.topic(topics.deadletter, partitions=settings.partitions, **raw, **raw_codec)
-        self.model_state = self.app.Table(MODEL_STATE_TABLE, default=None, partitions=settings.partitions)
+        # Keys are the model name as raw bytes, exactly the record key: Faust routes
+        # a query by hashing the serialized key, and a JSON-quoted key would hash
+        # to another partition than the one the producer chose.
+        self.model_state = self.app.Table(
+            MODEL_STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes
+        )
         self._monitors: dict[str, ModelMonitor] = {}
         # Imported here: the agent and page modules register themselves on this app.
         from stream.agents import ingest, web
@@ -89,7 +95,7 @@ class MonitorApp:
         The cached object is only trusted while its sequence number matches
         the table's; after a rebalance or a restart the table wins.
         """
-        stored = self.model_state.get(model)
+        stored = self.model_state.get(model.encode())
         cached = self._monitors.get(model)
         if cached is not None and stored is not None and cached.seq == stored["seq"]:
             return cached
@@ -102,7 +108,7 @@ class MonitorApp:
 
     def save(self, monitor: ModelMonitor) -> None:
         """Write the model's state back to its changelog-backed table entry."""
-        self.model_state[monitor.model] = monitor.to_dict()
+        self.model_state[monitor.model.encode()] = monitor.to_dict()
 
     def local_models(self) -> list[str]:
         """Models whose partition this worker actively owns (standby copies excluded)."""
@@ -116,6 +122,10 @@ class MonitorApp:
             if producer.key_partition(self.settings.topics.events, model.encode()).partition in actives:
                 out.append(model)
         return out
+
+    def has_model(self, model: str) -> bool:
+        """Whether this worker holds state for ``model``."""
+        return self.model_state.get(model.encode()) is not None
 
     def forget(self, model: str) -> None:
         """Drop the cached state so the next record reloads it from the table."""

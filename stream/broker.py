@@ -26,6 +26,12 @@ from types import TracebackType
 
 _PR_SET_PDEATHSIG = 1
 
+#: Cluster ids that mark a Tansu broker: the one the embedded broker is started
+#: with, and Tansu's own default. Workers look for them to work around a Tansu
+#: quirk (see ``stream.worker``).
+EMBEDDED_CLUSTER_ID = "stream-monitor-embedded"
+TANSU_CLUSTER_IDS = frozenset({EMBEDDED_CLUSTER_ID, "tansu_cluster"})
+
 
 class BrokerUnavailable(RuntimeError):
     """The embedded broker cannot be found or started; the text says why in one line."""
@@ -153,6 +159,8 @@ class EmbeddedBroker:
                     listener,
                     "--storage-engine",
                     "memory://tansu/",
+                    "--cluster-id",
+                    EMBEDDED_CLUSTER_ID,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

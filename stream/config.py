@@ -81,6 +81,11 @@ class Settings:
     connect_timeout_s: float = 30.0
     group_timeout_s: float = 10.0
     shutdown_grace_s: float = 10.0
+    # Send every changelog record in its own record batch. Needed on Tansu,
+    # which reports a partition's end offset as the base offset of its last
+    # batch plus one, so table recovery would miss the rest of that batch.
+    # Workers turn it on by themselves when they detect Tansu.
+    single_record_batches: bool = False
     # Faust's working folder; tables live in memory and in changelogs, so by
     # default it goes to the temp folder rather than the current directory.
     data_dir: str = ""
@@ -175,6 +180,12 @@ class Settings:
 
 
 def _convert(name: str, var: str, raw: str, type_name: Any) -> Any:
+    if str(type_name) == "bool":
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name} ({var}): {raw!r} is not a yes/no value")
     kind = {"int": int, "float": float, "str": str}.get(str(type_name), str)
     try:
         return kind(raw)

@@ -121,6 +121,15 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float
         await admin.close()
 
 
+async def cluster_id(bootstrap: str, timeout_s: float = 30.0) -> str | None:
+    """The cluster id the broker reports."""
+    admin = await _admin(bootstrap, timeout_s)
+    try:
+        return (await admin.describe_cluster()).get("cluster_id")
+    finally:
+        await admin.close()
+
+
 def ensure_topics_sync(settings: Settings) -> dict[str, str]:
     """:func:`ensure_topics` for every required topic, from synchronous code."""
     return asyncio.run(ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s))

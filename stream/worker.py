@@ -8,18 +8,21 @@ the process exits anyway, with a log line saying so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import faust
 
 from stream.app import create_app
+from stream.broker import TANSU_CLUSTER_IDS
 from stream.config import Settings
-from stream.topics import ensure_topics_sync
+from stream.topics import cluster_id, ensure_topics_sync
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,15 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
     client_log.setLevel(logging.CRITICAL)
     try:
         ensure_topics_sync(settings)
+        cluster = asyncio.run(cluster_id(settings.bootstrap_servers, settings.connect_timeout_s))
     finally:
         client_log.setLevel(level)
+    if cluster in TANSU_CLUSTER_IDS and not settings.single_record_batches:
+        sys.stderr.write(
+            f"stream-monitor worker: broker is Tansu (cluster id {cluster!r}); sending one changelog record "
+            "per batch so table recovery sees every record\n"
+        )
+        settings = replace(settings, single_record_batches=True)
     monitor_app = create_app(settings)
     worker = BoundedWorker(
         monitor_app.app,

@@ -62,7 +62,7 @@ def register(mon: MonitorApp) -> None:
             view = request.query.get("window", "tumbling")
             if view not in VIEWS:
                 return self.json({"error": f"window must be one of {', '.join(VIEWS)}, not {view!r}"}, status=400)
-            if mon.model_state.get(model) is None:
+            if not mon.has_model(model):
                 return self.json({"error": f"no events seen for model {model!r}"}, status=404)
             return self.json(mon.monitor_for(model).summary(view))
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -27,6 +28,18 @@ from .conftest import isolated_settings
 def get_json(url):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
+
+
+def get_json_when_ready(url, timeout_s=30.0):
+    """GET, retrying while a partition that just moved is still being recovered (404/503)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return get_json(url)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (404, 503) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_for_events(worker, n, timeout_s=60.0):
@@ -160,3 +173,34 @@ def test_missing_rate_jump_and_unseen_category_raise_data_quality_alerts(broker)
     unseen = alerts["unseen_category"]
     assert unseen["signal"] == "features.country"
     assert unseen["evidence"]["unseen"][0]["value"] == "BR"
+
+
+def test_queries_are_answered_by_any_worker_of_the_group(broker):
+    iso = isolated_settings(broker, partitions=4)
+    models = [f"route-{i}" for i in range(8)]
+    with iso.worker() as first:
+        asyncio.run(publish(iso, [e for m in models for e in model_events(m, 100, time.time() - 10, 7)]))
+        wait_for_events(first, 800)
+        with iso.worker() as second:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                a, b = first.health(), second.health()
+                if a["ready"] and b["ready"] and a["assigned"] and b["assigned"]:
+                    break
+                time.sleep(0.5)
+            assert a["assigned"] and b["assigned"], "the second worker never got partitions"
+            assert not set(a["assigned"]) & set(b["assigned"])
+            for worker in (first, second):
+                # Each model's stats come from its owner, whichever worker is asked.
+                for model in models:
+                    stats = get_json_when_ready(f"{worker.url}/models/{model}/stats")
+                    assert stats["versions"]["1"]["events"] == 100, (worker.url, model)
+            # Both workers list every model once (recovery of moved partitions may lag a moment).
+            for worker in (first, second):
+                listed: list[str] = []
+                for _ in range(40):
+                    listed = [m["model"] for m in get_json(f"{worker.url}/models")["models"]]
+                    if listed == sorted(models):
+                        break
+                    time.sleep(0.5)
+                assert listed == sorted(models)

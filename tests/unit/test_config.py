@@ -59,3 +59,22 @@ def test_broker_url_forms():
     assert parse_broker_url(" kafka://localhost:9092/ ") == "localhost:9092"
     with pytest.raises(ConfigError):
         parse_broker_url("")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("off", False), ("", False)])
+def test_yes_no_settings(raw, expected):
+    assert Settings.from_env({"STREAM_MONITOR_SINGLE_RECORD_BATCHES": raw}).single_record_batches is expected
+
+
+def test_bad_yes_no_setting_names_the_variable():
+    with pytest.raises(ConfigError, match="STREAM_MONITOR_SINGLE_RECORD_BATCHES"):
+        Settings.from_env({"STREAM_MONITOR_SINGLE_RECORD_BATCHES": "maybe"})
+
+
+def test_window_settings_are_checked():
+    with pytest.raises(ConfigError, match="hopping_s"):
+        Settings.from_env({}, hopping_s=90.0, hop_s=60.0)
+    with pytest.raises(ConfigError, match="window_s"):
+        Settings.from_env({}, window_s=7.5)
+    with pytest.raises(ConfigError, match="profile_dir"):
+        Settings.from_env({}, profile_dir="/no/such/folder")
