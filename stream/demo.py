@@ -226,7 +226,8 @@ def run_demo(
 ) -> int:
     """Run the demo; return the process exit code."""
     console = console or Console()
-    window = window_s or min(60.0, max(5.0, duration_s / 6))
+    # Windows are whole seconds that divide the 60 s hop of the hopping view.
+    window = window_s or next(w for w in (60, 30, 20, 15, 10, 5) if w <= max(5.0, duration_s / 6))
     broker: EmbeddedBroker | None = None
     worker: WorkerProcess | None = None
     try:

@@ -6,7 +6,7 @@ per-model window gauges and detector scores.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "stream_monitor"
@@ -44,6 +44,19 @@ class WorkerMetrics:
             f"{PREFIX}_alerts",
             "Alerts published, by model, kind and severity.",
             ["model", "kind", "severity"],
+            registry=self.registry,
+        )
+
+        self.features_untracked = Gauge(
+            f"{PREFIX}_features_untracked",
+            "Features of a model beyond the max_features cap, not tracked.",
+            ["model", "model_version"],
+            registry=self.registry,
+        )
+        self.late_events = Gauge(
+            f"{PREFIX}_events_too_late",
+            "Events whose window had closed (beyond the allowed lateness), not placed.",
+            ["model", "model_version"],
             registry=self.registry,
         )
 

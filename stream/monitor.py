@@ -174,6 +174,14 @@ class ModelMonitor:
         self.seq += 1
         return alerts
 
+    def untracked_features(self) -> dict[str, tuple[int, list[str]]]:
+        """Per version, how many features exceed the cap, and the first of their names."""
+        return {
+            version: (v.windows.untracked_features, v.windows.untracked_names[:5])
+            for version, v in self.versions.items()
+            if v.windows.untracked_features
+        }
+
     def overview(self) -> dict[str, Any]:
         """Models list entry: versions, last event time, events in the current window."""
         return {

@@ -32,6 +32,25 @@ def register(mon: MonitorApp) -> None:
             mon.counters.dead_letters += 1
             mon.metrics.dead_letters.labels(error_type=reject.error_type).inc()
 
+    warned: set[tuple[str, str]] = set()
+
+    def report_caps(monitor) -> None:
+        for version, (count, names) in monitor.untracked_features().items():
+            mon.metrics.features_untracked.labels(model=monitor.model, model_version=version).set(count)
+            if (monitor.model, version) not in warned:
+                warned.add((monitor.model, version))
+                log.warning(
+                    "model %s %s has more than max_features=%d features; %d not tracked (first: %s)",
+                    monitor.model,
+                    version,
+                    mon.settings.max_features,
+                    count,
+                    ", ".join(names),
+                )
+        for version, v in monitor.versions.items():
+            if v.windows.too_late:
+                mon.metrics.late_events.labels(model=monitor.model, model_version=version).set(v.windows.too_late)
+
     @mon.app.agent(mon.events_topic, name="ingest")
     async def ingest(stream):
         async for event in stream.events():
@@ -55,6 +74,7 @@ def register(mon: MonitorApp) -> None:
                 reason = f"processing failed: {type(exc).__name__}: {exc}"
                 await publish_rejects([Reject(reason, "processing_error", value or b"")], key, message)
                 continue
+            report_caps(monitor)
             mon.counters.events += len(decoded.events)
             mon.metrics.events.labels(model=model).inc(len(decoded.events))
             for alert in alerts:

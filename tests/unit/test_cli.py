@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -61,3 +62,34 @@ def test_bad_environment_setting_names_the_variable():
     )
     assert result.returncode == 2
     assert "STREAM_MONITOR_PARTITIONS" in result.stderr
+
+
+def test_profile_build_writes_a_loadable_profile_and_counts_bad_lines(tmp_path):
+    from stream.client import make_event
+    from stream.profile import ReferenceProfile
+
+    lines = [
+        orjson.dumps(make_event("m", "1", 10.0 + i % 5, i % 2, features={"x": float(i), "c": "ab"[i % 2]}))
+        for i in range(300)
+    ]
+    lines += [b"{broken", orjson.dumps(make_event("other", "1", 1.0, 0)), b""]
+    source = tmp_path / "train.jsonl"
+    source.write_bytes(b"\n".join(lines))
+    result = CliRunner().invoke(
+        cli, ["profile", "build", str(source), "--model", "m", "--profile-dir", str(tmp_path / "profiles")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "300 events, 2 features" in result.output and "1 invalid lines skipped" in result.output
+    profile = ReferenceProfile.load(tmp_path / "profiles" / "m.profile.json")
+    assert profile.events == 300 and profile.source == "file:train.jsonl"
+    assert profile.stats.features.features["x"].moments.max == 299.0
+
+
+def test_profile_build_for_an_absent_model_is_one_line(tmp_path):
+    source = tmp_path / "empty.jsonl"
+    source.write_text("")
+    result = CliRunner().invoke(
+        cli, ["profile", "build", str(source), "--model", "ghost", "--out", str(tmp_path / "p.json")]
+    )
+    assert result.exit_code == 2
+    assert "error: no events of model 'ghost'" in result.output
