@@ -76,3 +76,90 @@ def format_alert(alert: dict[str, Any]) -> str:
         f"{alert['model']} {alert['model_version']} {alert['signal']}/{alert['detector']}: "
         f"{alert['message']}"
     )
+
+
+class AlertLifecycle:
+    """Firing, folding and resolving of the alerts of one model version.
+
+    - The first finding of a fingerprint publishes a ``firing`` alert.
+    - Findings of the same fingerprint within ``cooldown_s`` of event time
+      after the last published one are folded: counted, not published. After
+      the cooldown the next one is published again, with ``evidence.repeats``.
+    - A firing alert whose detector has been quiet for ``resolve_after_s`` of
+      event time, while events kept arriving, publishes ``resolved`` with the
+      same fingerprint and severity, so routes that paged also clear.
+
+    >>> from stream.detectors.base import Finding
+    >>> f = lambda t: Finding("latency_ms", "zscore", "anomaly", "warning", 5.0, 4.0, {}, "slow", t,
+    ...                       {"type": "tumbling", "start": 0.0, "end": 60.0, "size_s": 60.0})
+    >>> life = AlertLifecycle("m", "1", cooldown_s=300, resolve_after_s=120)
+    >>> [a["status"] for a in life.observe([f(10.0)], 10.0)]
+    ['firing']
+    >>> life.observe([f(70.0)], 70.0)          # folded into the first
+    []
+    >>> [a["status"] for a in life.observe([], 200.0)]
+    ['resolved']
+    """
+
+    def __init__(
+        self, model: str, model_version: str, *, cooldown_s: float = 300.0, resolve_after_s: float = 120.0
+    ) -> None:
+        self.model = model
+        self.model_version = model_version
+        self.cooldown_s = cooldown_s
+        self.resolve_after_s = resolve_after_s
+        # fingerprint -> what is needed to fold and to resolve it
+        self.active: dict[str, dict[str, Any]] = {}
+
+    def observe(self, findings: list[Finding], event_time: float) -> list[dict[str, Any]]:
+        """Feed this batch's findings (possibly none) at ``event_time``; return alerts to publish."""
+        out: list[dict[str, Any]] = []
+        for finding in findings:
+            fp = fingerprint(self.model, self.model_version, finding.signal, finding.detector)
+            state = self.active.get(fp)
+            if state is not None:
+                state["last_seen"] = finding.event_time
+                if finding.event_time - state["last_published"] < self.cooldown_s:
+                    state["folded"] += 1
+                    continue
+            alert = build_alert(finding, self.model, self.model_version)
+            if state is not None:
+                alert["evidence"] = {**alert["evidence"], "repeats": state["folded"], "firing_since": state["since"]}
+            self.active[fp] = {
+                "since": state["since"] if state else finding.event_time,
+                "last_seen": finding.event_time,
+                "last_published": finding.event_time,
+                "folded": 0,
+                "alert": alert,
+            }
+            out.append(alert)
+        for fp, state in list(self.active.items()):
+            if event_time - state["last_seen"] >= self.resolve_after_s:
+                out.append(self._resolved(state, event_time))
+                del self.active[fp]
+        return out
+
+    def _resolved(self, state: dict[str, Any], event_time: float) -> dict[str, Any]:
+        firing = state["alert"]
+        quiet = event_time - state["last_seen"]
+        return {
+            **firing,
+            "alert_id": uuid.uuid4().hex,
+            "status": "resolved",
+            "message": (
+                f"{self.model} {self.model_version}: resolved: {firing['signal']}/{firing['detector']} "
+                f"back to normal; no finding for {quiet:.0f} s of event time "
+                f"(firing since {time.strftime('%H:%M:%S', time.gmtime(state['since']))} UTC)."
+            ),
+            "evidence": {"firing_alert_id": firing["alert_id"], "firing_since": state["since"], "quiet_s": quiet},
+            "timestamp": time.time(),
+            "event_time": event_time,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {"active": self.active}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.active = dict(state["active"])

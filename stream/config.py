@@ -78,6 +78,11 @@ class Settings:
     zscore_threshold: float = 4.0
     zscore_warmup: int = 200
     zscore_min_outliers: int = 5
+    alert_cooldown_s: float = 300.0
+    # 0: two tumbling windows without a finding resolve an alert.
+    resolve_after_s: float = 0.0
+    drift_alpha: float = 0.001
+    drift_min_psi: float = 0.1
     connect_timeout_s: float = 30.0
     group_timeout_s: float = 10.0
     shutdown_grace_s: float = 10.0
@@ -131,6 +136,12 @@ class Settings:
         if self.lateness_s < 0:
             raise ConfigError(f"lateness_s: {self.lateness_s!r} must not be negative")
         _positive("reference_events", self.reference_events, integer=True)
+        _positive("alert_cooldown_s", self.alert_cooldown_s)
+        if self.resolve_after_s < 0:
+            raise ConfigError(f"resolve_after_s: {self.resolve_after_s!r} must not be negative")
+        if not 0 < self.drift_alpha < 1:
+            raise ConfigError(f"drift_alpha: {self.drift_alpha!r} must be between 0 and 1")
+        _positive("drift_min_psi", self.drift_min_psi)
         _positive("max_features", self.max_features, integer=True)
         _positive("max_categories", self.max_categories, integer=True)
         if self.profile_dir and not os.path.isdir(self.profile_dir):

@@ -12,10 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stream.alerts import build_alert
+from stream.alerts import AlertLifecycle
 from stream.config import Settings
 from stream.detectors import ZScoreRule
 from stream.detectors.quality import DataQualityRule
+from stream.detectors.reference_drift import ReferenceDriftRule
+from stream.detectors.stream_drift import StreamDriftRule
 from stream.profile import ReferenceProfile, find_profile
 from stream.stats import EventTimeWindows, WindowStats
 
@@ -24,8 +26,12 @@ class VersionMonitor:
     """Windows, reference profile and detectors of one model version."""
 
     __slots__ = (
+        "confidence_drift",
+        "drift",
+        "error_drift",
         "events",
         "latency_rule",
+        "lifecycle",
         "model",
         "quality",
         "reference",
@@ -54,7 +60,16 @@ class VersionMonitor:
             min_outliers=settings.zscore_min_outliers,
             window_s=settings.window_s,
         )
+        self.error_drift = StreamDriftRule("error_rate", "adwin", direction="up", window_s=settings.window_s)
+        self.confidence_drift = StreamDriftRule("confidence", "adwin", window_s=settings.window_s)
+        self.lifecycle = AlertLifecycle(
+            model,
+            version,
+            cooldown_s=settings.alert_cooldown_s,
+            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
+        )
         self.events = 0
+        self.drift: ReferenceDriftRule | None = None
         self.reference: ReferenceProfile | None = None
         self.reference_builder: WindowStats | None = None
         self.quality: DataQualityRule | None = None
@@ -69,21 +84,31 @@ class VersionMonitor:
         self.reference = profile
         self.reference_builder = None
         self.quality = DataQualityRule(profile.stats)
+        self.drift = ReferenceDriftRule(
+            profile.stats, alpha=self.settings.drift_alpha, min_psi=self.settings.drift_min_psi
+        )
 
     def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update windows and detectors with one version's events; return alerts."""
         placed = self.windows.update(events)
         self.events += len(events)
-        alerts = []
-        for finding in self.latency_rule.update([e["latency_ms"] for e in events], [e["timestamp"] for e in events]):
-            alerts.append(build_alert(finding, self.model, self.version))
+        times = [e["timestamp"] for e in events]
+        findings = self.latency_rule.update([e["latency_ms"] for e in events], times)
+        findings += self.error_drift.update([1.0 if e.get("error") else 0.0 for e in events], times)
+        with_confidence = [e for e in events if "confidence" in e]
+        if with_confidence:
+            findings += self.confidence_drift.update(
+                [e["confidence"] for e in with_confidence], [e["timestamp"] for e in with_confidence]
+            )
         if self.quality is not None and placed:
             window = self.windows.tumbling()
-            for finding in self.quality.update(placed, window, self.settings.window_s):
-                alerts.append(build_alert(finding, self.model, self.version))
+            event_time = max(e["timestamp"] for e in placed)
+            findings += self.quality.update(placed, window, self.settings.window_s)
+            if self.drift is not None:
+                findings += self.drift.check(window, self.settings.window_s, event_time)
         elif self.reference_builder is not None:
             self._learn_reference(events)
-        return alerts
+        return self.lifecycle.observe(findings, self.windows.watermark or max(times))
 
     def _learn_reference(self, events: list[dict[str, Any]]) -> None:
         builder = self.reference_builder
@@ -124,6 +149,10 @@ class VersionMonitor:
             "reference": None if self.reference is None else self.reference.to_dict(),
             "reference_builder": None if self.reference_builder is None else self.reference_builder.to_dict(),
             "quality": None if self.quality is None else self.quality.to_dict(),
+            "drift": None if self.drift is None else self.drift.to_dict(),
+            "error_drift": self.error_drift.to_dict(),
+            "confidence_drift": self.confidence_drift.to_dict(),
+            "lifecycle": self.lifecycle.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -136,8 +165,13 @@ class VersionMonitor:
             self._set_reference(ReferenceProfile.from_dict(state["reference"]))
             if state["quality"] is not None and self.quality is not None:
                 self.quality.load_state(state["quality"])
+            if state.get("drift") is not None and self.drift is not None:
+                self.drift.load_state(state["drift"])
         elif state["reference_builder"] is not None and self.reference is None:
             self.reference_builder = WindowStats.from_dict(state["reference_builder"])
+        self.error_drift.load_state(state["error_drift"])
+        self.confidence_drift.load_state(state["confidence_drift"])
+        self.lifecycle.load_state(state["lifecycle"])
 
 
 class ModelMonitor:

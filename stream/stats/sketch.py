@@ -141,6 +141,36 @@ class QuantileSketch:
                 return self._value(k)
         return self._value(max(self.positive)) if self.positive else 0.0
 
+    def cdf_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket values in increasing order and the share of values at or below each."""
+        keys_neg = sorted(self.negative, reverse=True)
+        keys_pos = sorted(self.positive)
+        values = (
+            [-self._value(k) for k in keys_neg] + ([0.0] if self.zeros else []) + [self._value(k) for k in keys_pos]
+        )
+        counts = (
+            [self.negative[k] for k in keys_neg]
+            + ([self.zeros] if self.zeros else [])
+            + [self.positive[k] for k in keys_pos]
+        )
+        cum = np.cumsum(np.asarray(counts, dtype=np.float64))
+        return np.asarray(values, dtype=np.float64), cum / max(self.count, 1)
+
+    def cdf(self, xs: Iterable[float] | np.ndarray) -> np.ndarray:
+        """Share of values at or below each of ``xs`` (within the sketch's resolution).
+
+        >>> s = QuantileSketch()
+        >>> s.update_many([1.0, 2.0, 3.0, 4.0])
+        >>> s.cdf([0.5, 2.0, 10.0]).tolist()
+        [0.0, 0.5, 1.0]
+        """
+        values, cum = self.cdf_table()
+        xs = np.asarray(xs, dtype=np.float64)
+        if values.size == 0:
+            return np.zeros_like(xs)
+        idx = np.searchsorted(values, xs, side="right") - 1
+        return np.where(idx >= 0, cum[np.clip(idx, 0, None)], 0.0)
+
     def quantiles(self, qs: Iterable[float]) -> dict[str, float | None]:
         """Several quantiles by name, for example ``{"p50": ..., "p99": ...}``."""
         return {f"p{round(q * 100, 1):g}": self.quantile(q) for q in qs}

@@ -132,7 +132,9 @@ def test_monitor_uses_a_profile_file(tmp_path):
     build_profile(events(1000, seed=12), "m").save(profile_path(tmp_path, "m"))
     mon = ModelMonitor("m", Settings(profile_dir=str(tmp_path)))
     alerts = mon.process(events(200, seed=13, country="BR"))
-    assert [a["detector"] for a in alerts] == ["unseen_category"]
+    # All-new categories are a data-quality finding and a drift of that feature.
+    assert [a["detector"] for a in alerts] == ["unseen_category", "reference_drift"]
+    assert alerts[1]["signal"] == "features.country"
     assert mon.versions["1"].reference.source == "events"
 
 

@@ -1,0 +1,134 @@
+"""Drift on the event stream itself, with river's detectors.
+
+ADWIN (adaptive windowing), Page-Hinkley and KSWIN watch one value per event
+(1/0 for errors, the confidence, the latency) and say when its distribution
+changed, without any reference profile. The river objects are kept as they
+are; :meth:`StreamDriftRule.to_dict` pickles them into the state.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from river import drift
+
+from stream.detectors.base import Finding
+
+METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
+
+
+class StreamDriftRule:
+    """One river drift detector on one per-event signal.
+
+    ``direction`` keeps only the changes that matter: ``up`` for error rates
+    (fewer errors is no incident), ``down`` for accuracy, ``both`` otherwise.
+
+    >>> rule = StreamDriftRule("error_rate", "adwin", direction="up", window_s=60)
+    >>> quiet = rule.update([0.0] * 3000, [i * 0.01 for i in range(3000)])
+    >>> found = rule.update([1.0] * 200, [30.0 + i * 0.01 for i in range(200)])
+    >>> quiet, found[0].detector, found[0].evidence["before"] < found[0].evidence["after"]
+    ([], 'adwin', True)
+    """
+
+    def __init__(
+        self,
+        signal: str,
+        method: str = "adwin",
+        *,
+        direction: str = "both",
+        warmup: int = 100,
+        window_s: float = 60.0,
+        kind: str = "drift",
+        **params: Any,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        if direction not in ("up", "down", "both"):
+            raise ValueError("direction must be up, down or both")
+        if method == "adwin":
+            params.setdefault("delta", 1e-4)
+        self.signal = signal
+        self.method = method
+        self.direction = direction
+        self.warmup = warmup
+        self.window_s = window_s
+        self.kind = kind
+        self.params = params
+        self.detector = METHODS[method](**params)
+        self.seen = 0
+        self.mean = 0.0  # running mean since the last change, to tell the direction
+        self.count_since_change = 0
+        self.times: deque[float] = deque(maxlen=20_000)
+
+    def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
+        """Feed values with their event timestamps; return a finding per detected change."""
+        findings = []
+        detector = self.detector
+        for x, ts in zip(values, timestamps, strict=True):
+            before = self.mean
+            detector.update(x)
+            self.seen += 1
+            self.times.append(ts)
+            self.count_since_change += 1
+            self.mean += (x - self.mean) / self.count_since_change
+            if not detector.drift_detected or self.seen < self.warmup:
+                continue
+            after = self._recent_mean()
+            width = self._new_regime_length()
+            self.mean, self.count_since_change = after, max(width, 1)
+            rising = after > before
+            if (self.direction == "up" and not rising) or (self.direction == "down" and rising):
+                continue
+            findings.append(self._finding(ts, before, after, width))
+        return findings
+
+    def _recent_mean(self) -> float:
+        estimation = getattr(self.detector, "estimation", None)
+        return float(estimation) if estimation is not None else self.mean
+
+    def _new_regime_length(self) -> int:
+        width = getattr(self.detector, "width", None)
+        return int(width) if width else 0
+
+    def _finding(self, ts: float, before: float, after: float, width: int) -> Finding:
+        started = self.times[-width] if 0 < width <= len(self.times) else None
+        start = ts - ts % self.window_s
+        change = "rose" if after > before else "fell"
+        return Finding(
+            signal=self.signal,
+            detector=self.method,
+            kind=self.kind,
+            severity="critical" if abs(after - before) >= max(0.1, abs(before)) else "warning",
+            value=round(after, 6),
+            threshold=self.params.get("delta", self.params.get("threshold", self.params.get("alpha"))),
+            baseline={"mean": round(before, 6), "events": self.seen},
+            message=(
+                f"{self.signal} {change} from {before:.4g} to {after:.4g} "
+                f"({self.method} detected a change after {self.seen} events"
+                + (f"; the new level covers the last {width} events)." if width else ").")
+            ),
+            event_time=ts,
+            window={"type": "stream", "start": start, "end": start + self.window_s, "size_s": self.window_s},
+            evidence={"before": before, "after": after, "new_regime_events": width, "change_started_at": started},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """State as JSON-ready values (the river detector pickled, base64)."""
+        return {
+            "detector": base64.b64encode(pickle.dumps(self.detector)).decode(),
+            "seen": self.seen,
+            "mean": self.mean,
+            "count_since_change": self.count_since_change,
+            "times": list(self.times)[-2000:],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.detector = pickle.loads(base64.b64decode(state["detector"]))
+        self.seen, self.mean = state["seen"], state["mean"]
+        self.count_since_change = state["count_since_change"]
+        self.times = deque(state["times"], maxlen=20_000)
