@@ -7,17 +7,22 @@ the worker command runs the one it returns. All topics are created by
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 
 from stream.config import Settings
+from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
-from stream.topics import MODEL_STATE_TABLE
+from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -25,6 +30,7 @@ class WorkerCounters:
     """What this worker process has done since it started."""
 
     records: int = 0
+    labels: int = 0
     events: int = 0
     dead_letters: int = 0
     alerts: int = 0
@@ -34,6 +40,7 @@ class WorkerCounters:
         """JSON-ready counters with the uptime."""
         return {
             "records": self.records,
+            "labels": self.labels,
             "events": self.events,
             "dead_letters": self.dead_letters,
             "alerts": self.alerts,
@@ -76,17 +83,25 @@ class MonitorApp:
         self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw, **raw_codec)
         self.alerts_topic = self.app.topic(topics.alerts, partitions=settings.partitions, **raw, **raw_codec)
         self.deadletter_topic = self.app.topic(topics.deadletter, partitions=settings.partitions, **raw, **raw_codec)
+        self.labels_topic = self.app.topic(topics.labels, partitions=settings.partitions, **raw, **raw_codec)
         # Keys are the model name as raw bytes, exactly the record key: Faust routes
         # a query by hashing the serialized key, and a JSON-quoted key would hash
         # to another partition than the one the producer chose.
         self.model_state = self.app.Table(
             MODEL_STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes
         )
+        # Predictions waiting for their labels (and labels for their predictions).
+        # Entries are written while handling the model's own records, so they
+        # live in the model's partition like everything else about it.
+        self.label_join = self.app.Table(LABEL_JOIN_TABLE, default=None, partitions=settings.partitions, key_type=bytes)
+        self.joiner = LabelJoiner(self.label_join, settings.label_ttl_s)
+        self._expired: dict[str, dict[str, int]] = {}
         self._monitors: dict[str, ModelMonitor] = {}
         # Imported here: the agent and page modules register themselves on this app.
-        from stream.agents import ingest, web
+        from stream.agents import ingest, labels, web
 
         ingest.register(self)
+        labels.register(self)
         web.register(self)
 
     def monitor_for(self, model: str) -> ModelMonitor:
@@ -115,13 +130,79 @@ class MonitorApp:
         actives = {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topics.events
         }
-        producer = self.app.producer
         out = []
         for key in list(self.model_state.keys()):
             model = key.decode() if isinstance(key, bytes) else key
-            if producer.key_partition(self.settings.topics.events, model.encode()).partition in actives:
+            if self.partition_of(model) in actives:
                 out.append(model)
         return out
+
+    async def publish_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Publish alerts keyed by fingerprint, and count them."""
+        for alert in alerts:
+            await self.alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
+            self.counters.alerts += 1
+            self.metrics.alerts.labels(model=alert["model"], kind=alert["kind"], severity=alert["severity"]).inc()
+            log.warning("ALERT %s", alert["message"])
+
+    def join_predictions(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Keep predictions with a request_id for their labels; join labels that came first."""
+        self._apply_expired(monitor)
+        if self.settings.join_predictions == "never" or not monitor.expects_labels:
+            return []
+        alerts: list[dict[str, Any]] = []
+        for event in events:
+            request_id = event.get("request_id")
+            if request_id is None:
+                continue
+            outcome, joined = self.joiner.on_prediction(
+                monitor.model, event["model_version"], request_id, event.get("prediction"), event["timestamp"]
+            )
+            if outcome != "stored":
+                monitor.count_labels(outcome)
+            if joined is not None:
+                alerts += monitor.process_label(
+                    joined.model_version, joined.label, joined.prediction, joined.label_time
+                )
+        return alerts
+
+    def join_label(self, monitor: ModelMonitor, label: dict[str, Any]) -> list[dict[str, Any]]:
+        """Match one label event with its prediction; return performance alerts."""
+        self._apply_expired(monitor)
+        if self.settings.join_predictions == "never":
+            monitor.count_labels("ignored")
+            return []
+        monitor.expects_labels = True
+        outcome, joined = self.joiner.on_label(monitor.model, label["request_id"], label["label"], label["timestamp"])
+        monitor.count_labels(outcome)
+        if joined is None:
+            return []
+        return monitor.process_label(joined.model_version, joined.label, joined.prediction, joined.label_time)
+
+    def expire_join_entries(self) -> int:
+        """Drop join entries past their TTL from the partitions this worker owns."""
+        owned = set(self.local_models())
+        expired = 0
+        for key, model, outcome in self.joiner.expired():
+            if model not in owned:
+                continue
+            partition = self.partition_of(model)
+            self.label_join.data.pop(key, None)
+            # A tombstone in the model's own changelog partition, as an agent would write.
+            self.label_join.send_changelog(partition, key, None)
+            counts = self._expired.setdefault(model, {})
+            counts[outcome] = counts.get(outcome, 0) + 1
+            expired += 1
+        return expired
+
+    def _apply_expired(self, monitor: ModelMonitor) -> None:
+        # Expiry counts reach the model's state with its next record, inside an agent.
+        for outcome, n in self._expired.pop(monitor.model, {}).items():
+            monitor.count_labels(outcome, n)
+
+    def partition_of(self, model: str) -> int:
+        """The partition of the events topic that holds ``model``."""
+        return self.app.producer.key_partition(self.settings.topics.events, model.encode()).partition
 
     def has_model(self, model: str) -> bool:
         """Whether this worker holds state for ``model``."""

@@ -106,3 +106,35 @@ def _accept(
         out.rejects.append(Reject(reason, "key_mismatch", raw, index))
         return
     out.events.append(event)
+
+
+def decode_label(key: bytes | None, value: bytes | None) -> tuple[dict[str, Any] | None, Reject | None]:
+    """Decode and validate one inference-labels record: the label, or why not.
+
+    >>> label, reject = decode_label(b"m", b'{"schema_version": 1, "request_id": "r", '
+    ...     b'"model": "m", "label": 1, "timestamp": 5}')
+    >>> label["label"], reject
+    (1, None)
+    >>> decode_label(b"m", b"[]")[1].error_type
+    'invalid_schema'
+    """
+    raw = value or b""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, Reject(f"not valid JSON: {exc}", "invalid_json", raw)
+    if not isinstance(message, dict):
+        return None, Reject(f"expected a JSON object, got {type(message).__name__}", "invalid_schema", raw)
+    if message.get("schema_version") != SCHEMA_VERSION:
+        version = message.get("schema_version")
+        reason = f"unsupported schema_version {version!r}; this worker reads {SCHEMA_VERSION}"
+        return None, Reject(reason, "unsupported_version", raw)
+    try:
+        validate("label-event", message)
+    except SchemaError as exc:
+        return None, Reject(str(exc), "invalid_schema", raw)
+    model_key = key.decode("utf-8", "replace") if key is not None else None
+    if message["model"] != model_key:
+        reason = f"record key {model_key!r} is not the label's model {message['model']!r}; key labels by model"
+        return None, Reject(reason, "key_mismatch", raw)
+    return message, None

@@ -81,6 +81,12 @@ class Settings:
     alert_cooldown_s: float = 300.0
     # 0: two tumbling windows without a finding resolve an alert.
     resolve_after_s: float = 0.0
+    # Keep predictions for the label join: "auto" once a model got a label,
+    # "always", or "never".
+    join_predictions: str = "auto"
+    label_ttl_s: float = 6 * 3600.0
+    performance_window: int = 500
+    performance_margin: float = 0.05
     drift_alpha: float = 0.001
     drift_min_psi: float = 0.1
     connect_timeout_s: float = 30.0
@@ -142,6 +148,11 @@ class Settings:
         if not 0 < self.drift_alpha < 1:
             raise ConfigError(f"drift_alpha: {self.drift_alpha!r} must be between 0 and 1")
         _positive("drift_min_psi", self.drift_min_psi)
+        if self.join_predictions not in ("auto", "always", "never"):
+            raise ConfigError(f"join_predictions: {self.join_predictions!r} must be auto, always or never")
+        _positive("label_ttl_s", self.label_ttl_s)
+        _positive("performance_window", self.performance_window, integer=True)
+        _positive("performance_margin", self.performance_margin)
         _positive("max_features", self.max_features, integer=True)
         _positive("max_categories", self.max_categories, integer=True)
         if self.profile_dir and not os.path.isdir(self.profile_dir):

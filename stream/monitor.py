@@ -15,6 +15,7 @@ from typing import Any
 from stream.alerts import AlertLifecycle
 from stream.config import Settings
 from stream.detectors import ZScoreRule
+from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.detectors.stream_drift import StreamDriftRule
@@ -33,6 +34,8 @@ class VersionMonitor:
         "latency_rule",
         "lifecycle",
         "model",
+        "performance",
+        "performance_lifecycle",
         "quality",
         "reference",
         "reference_builder",
@@ -63,6 +66,20 @@ class VersionMonitor:
         self.error_drift = StreamDriftRule("error_rate", "adwin", direction="up", window_s=settings.window_s)
         self.confidence_drift = StreamDriftRule("confidence", "adwin", window_s=settings.window_s)
         self.lifecycle = AlertLifecycle(
+            model,
+            version,
+            cooldown_s=settings.alert_cooldown_s,
+            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
+        )
+        self.performance = PerformanceMonitor(
+            window=settings.performance_window,
+            reference_labels=settings.performance_window,
+            margin=settings.performance_margin,
+            window_s=settings.window_s,
+        )
+        # Labels run on their own clock (they may come hours after the
+        # predictions), so their alerts fold and resolve separately.
+        self.performance_lifecycle = AlertLifecycle(
             model,
             version,
             cooldown_s=settings.alert_cooldown_s,
@@ -110,6 +127,11 @@ class VersionMonitor:
             self._learn_reference(events)
         return self.lifecycle.observe(findings, self.windows.watermark or max(times))
 
+    def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
+        """Add one labelled prediction; return performance alerts."""
+        findings = self.performance.update(label, prediction, label_time)
+        return self.performance_lifecycle.observe(findings, label_time)
+
     def _learn_reference(self, events: list[dict[str, Any]]) -> None:
         builder = self.reference_builder
         assert builder is not None
@@ -135,6 +157,7 @@ class VersionMonitor:
             "reference": None
             if reference is None
             else {"source": reference.source, "events": reference.events, "created_at": reference.created_at},
+            "performance": self.performance.summary(),
             "reference_progress": None
             if self.reference_builder is None
             else {"events": self.reference_builder.count, "needed": self.settings.reference_events},
@@ -153,6 +176,8 @@ class VersionMonitor:
             "error_drift": self.error_drift.to_dict(),
             "confidence_drift": self.confidence_drift.to_dict(),
             "lifecycle": self.lifecycle.to_dict(),
+            "performance": self.performance.to_dict(),
+            "performance_lifecycle": self.performance_lifecycle.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -172,6 +197,8 @@ class VersionMonitor:
         self.error_drift.load_state(state["error_drift"])
         self.confidence_drift.load_state(state["confidence_drift"])
         self.lifecycle.load_state(state["lifecycle"])
+        self.performance = PerformanceMonitor.from_dict(state["performance"])
+        self.performance_lifecycle.load_state(state["performance_lifecycle"])
 
 
 class ModelMonitor:
@@ -193,6 +220,9 @@ class ModelMonitor:
         self.settings = settings
         self.versions: dict[str, VersionMonitor] = {}
         self.seq = 0
+        # Predictions are kept for joining once the model has shown it gets labels.
+        self.expects_labels = settings.join_predictions == "always"
+        self.labels: dict[str, int] = {}
 
     def process(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update every version's windows and detectors; return alert messages."""
@@ -201,12 +231,27 @@ class ModelMonitor:
             by_version.setdefault(event["model_version"], []).append(event)
         alerts: list[dict[str, Any]] = []
         for version, batch in by_version.items():
-            state = self.versions.get(version)
-            if state is None:
-                state = self.versions[version] = VersionMonitor(self.model, version, self.settings)
-            alerts.extend(state.process(batch))
+            alerts.extend(self.version(version).process(batch))
         self.seq += 1
         return alerts
+
+    def version(self, version: str) -> VersionMonitor:
+        """The state of ``version``, created on first use."""
+        state = self.versions.get(version)
+        if state is None:
+            state = self.versions[version] = VersionMonitor(self.model, version, self.settings)
+        return state
+
+    def process_label(self, version: str, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
+        """Add one joined label; return performance alerts."""
+        alerts = self.version(version).process_label(label, prediction, label_time)
+        self.seq += 1
+        return alerts
+
+    def count_labels(self, outcome: str, n: int = 1) -> None:
+        """Count one outcome of the label join (joined, duplicate, never matched, ...)."""
+        self.labels[outcome] = self.labels.get(outcome, 0) + n
+        self.seq += 1
 
     def untracked_features(self) -> dict[str, tuple[int, list[str]]]:
         """Per version, how many features exceed the cap, and the first of their names."""
@@ -232,17 +277,28 @@ class ModelMonitor:
 
     def summary(self, view: str = "tumbling") -> dict[str, Any]:
         """Every version's statistics in the ``tumbling`` or ``hopping`` view."""
-        return {"model": self.model, "versions": {v: vm.summary(view) for v, vm in self.versions.items()}}
+        return {
+            "model": self.model,
+            "labels": dict(self.labels),
+            "versions": {v: vm.summary(view) for v, vm in self.versions.items()},
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state for the model's table entry."""
-        return {"seq": self.seq, "versions": {version: v.to_dict() for version, v in self.versions.items()}}
+        return {
+            "seq": self.seq,
+            "expects_labels": self.expects_labels,
+            "labels": dict(self.labels),
+            "versions": {version: v.to_dict() for version, v in self.versions.items()},
+        }
 
     @classmethod
     def from_dict(cls, model: str, settings: Settings, state: dict[str, Any]) -> ModelMonitor:
         """Rebuild from :meth:`to_dict` output with the current settings."""
         out = cls(model, settings)
         out.seq = state["seq"]
+        out.expects_labels = out.expects_labels or state.get("expects_labels", False)
+        out.labels = dict(state.get("labels", {}))
         for version, vstate in state["versions"].items():
             vm = VersionMonitor(model, version, settings)
             vm.load_state(vstate)

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from stream.config import Settings
 
 MODEL_STATE_TABLE = "model-state"
+LABEL_JOIN_TABLE = "label-join"
 _TOPIC_EXISTS = 36
 
 
@@ -43,7 +44,7 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
 
     >>> [t.name for t in required_topics(Settings(app_id="a"))]  # doctest: +NORMALIZE_WHITESPACE
     ['inference-events', 'inference-labels', 'monitor-alerts', 'monitor-deadletter',
-     'a-model-state-changelog']
+     'a-model-state-changelog', 'a-label-join-changelog']
     """
     n = settings.partitions
     t = settings.topics
@@ -54,6 +55,7 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.deadletter, n, "records that could not be processed, with reasons"),
         # A changelog must be co-partitioned with the topic that feeds its table.
         TopicSpec(f"{settings.app_id}-{MODEL_STATE_TABLE}-changelog", n, "per-model state (Faust table)"),
+        TopicSpec(f"{settings.app_id}-{LABEL_JOIN_TABLE}-changelog", n, "predictions awaiting labels (Faust table)"),
     ]
 
 

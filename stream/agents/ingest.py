@@ -65,6 +65,7 @@ def register(mon: MonitorApp) -> None:
             try:
                 monitor = mon.monitor_for(model)
                 alerts = monitor.process(decoded.events)
+                alerts += mon.join_predictions(monitor, decoded.events)
                 mon.save(monitor)
             except Exception as exc:
                 # One poisoned record must not stop the worker or leave the
@@ -77,8 +78,4 @@ def register(mon: MonitorApp) -> None:
             report_caps(monitor)
             mon.counters.events += len(decoded.events)
             mon.metrics.events.labels(model=model).inc(len(decoded.events))
-            for alert in alerts:
-                await mon.alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
-                mon.counters.alerts += 1
-                mon.metrics.alerts.labels(model=model, kind=alert["kind"], severity=alert["severity"]).inc()
-                log.warning("ALERT %s", alert["message"])
+            await mon.publish_alerts(alerts)

@@ -83,7 +83,7 @@ async def test_latency_incident_raises_one_schema_valid_alert(pipeline):
     iso, worker = pipeline
     t0 = time.time() - 30
     incident = [
-        make_event("fraud-scorer", "2.3.0", 900.0 + i, 1, timestamp=t0 + 10 + i * 0.01, event_id=f"spike-{i}")
+        make_event("fraud-scorer", "2.3.0", 900.0 + i, 0, timestamp=t0 + 10 + i * 0.01, event_id=f"spike-{i}")
         for i in range(30)
     ]
     events = normal_events("fraud-scorer", 1000, t0, "2.3.0") + incident

@@ -1,0 +1,203 @@
+"""Model performance from delayed labels: rolling metrics against a reference,
+and concept drift on the error stream.
+
+A labelled prediction is a classification when prediction and label are
+classes (strings, booleans, whole numbers) and a regression otherwise.
+Classifiers get accuracy, precision, recall and F1 (river.metrics, the
+positive class configurable), regressors MAE and RMSE, all over the last
+``window`` labelled predictions. The first ``reference_labels`` labelled
+predictions fix the reference level; a ``performance`` finding fires when the
+rolling metric is worse than that by ``margin`` (absolute for classification
+metrics, relative for errors), once per ``window`` labels. River's DDM watches
+the 0/1 error stream of classifiers for concept drift.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import pickle
+from typing import Any
+
+from river import drift, metrics, utils
+
+from stream.detectors.base import Finding
+
+CLASSIFICATION = ("accuracy", "precision", "recall", "f1")
+REGRESSION = ("mae", "rmse")
+_HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mae": False, "rmse": False}
+
+
+def task_of(prediction: Any, label: Any) -> str:
+    """``classification`` or ``regression``, from the values themselves.
+
+    >>> task_of(1, 0), task_of("cat", "dog"), task_of(0.37, 0.5)
+    ('classification', 'classification', 'regression')
+    """
+    for value in (prediction, label):
+        if isinstance(value, float) and not value.is_integer():
+            return "regression"
+    return "classification"
+
+
+class PerformanceMonitor:
+    """Rolling metrics of one model version, its reference level, and DDM.
+
+    >>> perf = PerformanceMonitor(window=100, reference_labels=100, margin=0.1)
+    >>> found = [perf.update(1, 1, float(t)) for t in range(200)]   # all right
+    >>> found = [f for t in range(200) for f in perf.update(1, 0, 200.0 + t)]  # all wrong
+    >>> sorted({f.detector for f in found}) >= ["ddm", "metric_drop"]
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        window: int = 500,
+        reference_labels: int = 500,
+        margin: float = 0.05,
+        metric: str | None = None,
+        pos_label: Any = 1,
+        window_s: float = 60.0,
+    ) -> None:
+        self.window = window
+        self.reference_labels = reference_labels
+        self.margin = margin
+        self.metric = metric
+        self.pos_label = pos_label
+        self.window_s = window_s
+        self.task: str | None = None
+        self.metrics: dict[str, Any] = {}
+        self.reference: dict[str, float] | None = None
+        self.labelled = 0
+        self.since_fired = 0
+        self.ddm = drift.binary.DDM()
+        self.first_bad_at: float | None = None
+
+    def _start(self, task: str) -> None:
+        self.task = task
+        window = self.window
+        if task == "classification":
+            self.metrics = {
+                "accuracy": utils.Rolling(metrics.Accuracy, window_size=window),
+                "precision": utils.Rolling(metrics.Precision, window_size=window, pos_val=self.pos_label),
+                "recall": utils.Rolling(metrics.Recall, window_size=window, pos_val=self.pos_label),
+                "f1": utils.Rolling(metrics.F1, window_size=window, pos_val=self.pos_label),
+            }
+            self.metric = self.metric or "accuracy"
+        else:
+            self.metrics = {
+                "mae": utils.Rolling(metrics.MAE, window_size=window),
+                "rmse": utils.Rolling(metrics.RMSE, window_size=window),
+            }
+            self.metric = self.metric or "mae"
+
+    def values(self) -> dict[str, float]:
+        """The rolling metrics now."""
+        return {name: float(m.get()) for name, m in self.metrics.items()}
+
+    def update(self, label: Any, prediction: Any, event_time: float) -> list[Finding]:
+        """Add one labelled prediction (label time ``event_time``); return findings."""
+        if self.task is None:
+            self._start(task_of(prediction, label))
+        if self.task == "regression":
+            if not isinstance(label, int | float) or not isinstance(prediction, int | float):
+                return []
+            label, prediction = float(label), float(prediction)
+        for m in self.metrics.values():
+            m.update(label, prediction)
+        self.labelled += 1
+        self.since_fired += 1
+        findings: list[Finding] = []
+        if self.task == "classification":
+            wrong = label != prediction
+            if wrong and self.first_bad_at is None:
+                self.first_bad_at = event_time
+            self.ddm.update(wrong)
+            if self.ddm.drift_detected and self.labelled > self.reference_labels:
+                findings.append(self._finding("error_rate", "ddm", event_time, self._error_rate(), None))
+        if self.reference is None:
+            if self.labelled >= self.reference_labels:
+                self.reference = self.values()
+            return findings
+        if self.labelled - self.reference_labels < self.window or self.since_fired < self.window:
+            return findings
+        assert self.metric is not None
+        now = self.values()[self.metric]
+        ref = self.reference[self.metric]
+        if _HIGHER_IS_BETTER[self.metric]:
+            threshold = ref - self.margin
+            worse = now < threshold
+        else:
+            threshold = ref * (1 + self.margin) if ref > 0 else self.margin
+            worse = now > threshold
+        if worse:
+            findings.append(self._finding(self.metric, "metric_drop", event_time, now, threshold))
+        else:
+            self.first_bad_at = None
+        return findings
+
+    def _error_rate(self) -> float:
+        return 1.0 - self.values().get("accuracy", math.nan)
+
+    def _finding(self, signal: str, detector: str, event_time: float, value: float, threshold: float | None) -> Finding:
+        self.since_fired = 0
+        ref = self.reference or {}
+        current = self.values()
+        if detector == "ddm":
+            message = (
+                f"concept drift: DDM saw the error rate of labelled predictions rise to {value:.1%} "
+                f"(reference accuracy {ref.get('accuracy', math.nan):.1%} "
+                f"over the first {self.reference_labels} labels)."
+            )
+            baseline = {"accuracy": ref.get("accuracy"), "labels": self.reference_labels}
+        else:
+            message = (
+                f"{signal} over the last {self.window} labelled predictions is {value:.4g}, "
+                f"worse than the reference {ref[signal]:.4g} by more than the margin "
+                f"(threshold {threshold:.4g})."
+            )
+            baseline = {**ref, "labels": self.reference_labels}
+        start = event_time - event_time % self.window_s
+        far = detector == "metric_drop" and abs(value - ref.get(signal, value)) >= 2 * self.margin
+        severity = "critical" if far else "warning"
+        return Finding(
+            signal=f"performance.{signal}",
+            detector=detector,
+            kind="performance",
+            severity=severity,
+            value=round(value, 6),
+            threshold=None if threshold is None else round(threshold, 6),
+            baseline=baseline,
+            message=message,
+            event_time=event_time,
+            window={"type": "sliding", "start": start, "end": start + self.window_s, "size_s": self.window_s},
+            evidence={
+                "metrics": {k: round(v, 6) for k, v in current.items()},
+                "labelled": self.labelled,
+                "window_labels": self.window,
+                "task": self.task,
+                "change_started_at": self.first_bad_at,
+            },
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Readable state: task, labelled count, rolling metrics and the reference."""
+        return {
+            "task": self.task,
+            "labelled": self.labelled,
+            "metrics": self.values() if self.metrics else {},
+            "reference": self.reference,
+            "watched_metric": self.metric,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """State (river objects pickled, base64)."""
+        return {"pickle": base64.b64encode(pickle.dumps(self.__dict__)).decode()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> PerformanceMonitor:
+        """Rebuild from :meth:`to_dict` output."""
+        out = cls.__new__(cls)
+        out.__dict__.update(pickle.loads(base64.b64decode(state["pickle"])))
+        return out
