@@ -48,8 +48,9 @@ class Isolated:
             "STREAM_MONITOR_ZSCORE_WARMUP": str(self.settings.zscore_warmup),
         }
 
-    def worker(self, **kwargs) -> WorkerProcess:
-        return WorkerProcess(self.settings.broker, app_id=self.settings.app_id, env=self.env, **kwargs)
+    def worker(self, env_extra: dict[str, str] | None = None, **kwargs) -> WorkerProcess:
+        env = {**self.env, **(env_extra or {})}
+        return WorkerProcess(self.settings.broker, app_id=self.settings.app_id, env=env, **kwargs)
 
 
 def isolated_settings(broker: EmbeddedBroker, **overrides) -> Isolated:
