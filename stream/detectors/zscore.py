@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream.detectors.base import Finding
-from stream.stats.windows import window_start
+from stream.detectors.outliers import WindowOutlierCount
 
 
 class ZScoreRule:
@@ -74,14 +74,7 @@ class ZScoreRule:
         self.seen = 0
         self.mean = 0.0
         self.var = 0.0
-        # The current window.
-        self.window_start: float | None = None
-        self.window_count = 0
-        self.outliers = 0
-        self.max_abs_z = 0.0
-        self.worst_value: float | None = None
-        self.first_outlier_at: float | None = None
-        self.fired_window: float | None = None
+        self.count = WindowOutlierCount(window_s, min_outliers, min_share)
 
     def _transform(self, x: float) -> float:
         return math.log1p(max(x, 0.0)) if self.log_scale else x
@@ -103,25 +96,16 @@ class ZScoreRule:
         """Feed values with their event timestamps; return any findings."""
         findings: list[Finding] = []
         threshold = self.threshold
+        count = self.count
         for x, ts in zip(values, timestamps, strict=True):
-            start = window_start(ts, self.window_s)
-            if self.window_start is None or start > self.window_start:
-                self._open_window(start)
-            self.window_count += 1
+            count.see(ts)
             y = self._transform(x)
             if self.seen >= self.warmup:
                 std = self.std
-                z = (y - self.mean) / std
-                if abs(z) > threshold:
-                    self.outliers += 1
-                    if abs(z) > self.max_abs_z:
-                        self.max_abs_z = abs(z)
-                        self.worst_value = x
-                    if self.first_outlier_at is None:
-                        self.first_outlier_at = ts
-                    finding = self._maybe_fire(ts)
-                    if finding is not None:
-                        findings.append(finding)
+                z = abs(y - self.mean) / std
+                if z > threshold:
+                    if count.outlier(z, x, ts):
+                        findings.append(self._finding(ts))
                     self._drift_toward(min(max(y, self.mean - threshold * std), self.mean + threshold * std))
                     continue
             self._learn(y)
@@ -142,25 +126,6 @@ class ZScoreRule:
         self.seen += 1
         self.mean += self.alpha * self.outlier_weight * (clipped - self.mean)
 
-    def _open_window(self, start: float) -> None:
-        self.window_start = start
-        self.window_count = 0
-        self.outliers = 0
-        self.max_abs_z = 0.0
-        self.worst_value = None
-        self.first_outlier_at = None
-
-    def _maybe_fire(self, ts: float) -> Finding | None:
-        if self.fired_window == self.window_start:
-            return None
-        if self.outliers < self.min_outliers:
-            return None
-        share = self.outliers / self.window_count
-        if share < self.min_share:
-            return None
-        self.fired_window = self.window_start
-        return self._finding(ts, share)
-
     def baseline(self) -> dict[str, Any]:
         """The baseline in the signal's own units."""
         std = self.std
@@ -174,65 +139,39 @@ class ZScoreRule:
             "std_transformed": std,
         }
 
-    def _finding(self, ts: float, share: float) -> Finding:
+    def _finding(self, ts: float) -> Finding:
         base = self.baseline()
-        severity = "critical" if self.max_abs_z >= 2 * self.threshold or share >= 0.1 else "warning"
+        count = self.count
+        severity = "critical" if count.max_score >= 2 * self.threshold or count.share >= 0.1 else "warning"
         unit = self.unit
-        worst = self.worst_value if self.worst_value is not None else float("nan")
+        worst = count.worst_value if count.worst_value is not None else float("nan")
         direction = "above" if worst > base["median"] else "below"
         message = (
-            f"{self.outliers} of {self.window_count} events in the current "
+            f"{count.outliers} of {count.window_count} events in the current "
             f"{self.window_s:g} s window had {self.signal} {direction} the normal range "
             f"{base['normal_low']:.1f}-{base['normal_high']:.1f} {unit} "
             f"(baseline median {base['median']:.1f} {unit} over {self.seen} events); "
-            f"worst {worst:.1f} {unit}, z={self.max_abs_z:.1f} > {self.threshold:g}."
+            f"worst {worst:.1f} {unit}, z={count.max_score:.1f} > {self.threshold:g}."
         )
-        assert self.window_start is not None
         return Finding(
             signal=self.signal,
             detector=self.name,
             kind=self.kind,
             severity=severity,
-            value=round(self.max_abs_z, 4),
+            value=round(count.max_score, 4),
             threshold=self.threshold,
             baseline=base,
             message=message,
             event_time=ts,
-            window={
-                "type": "tumbling",
-                "start": self.window_start,
-                "end": self.window_start + self.window_s,
-                "size_s": self.window_s,
-            },
-            evidence={
-                "outliers": self.outliers,
-                "window_count": self.window_count,
-                "outlier_share": round(share, 6),
-                "max_abs_z": round(self.max_abs_z, 4),
-                "worst_value": worst,
-                "first_outlier_at": self.first_outlier_at,
-                "change_started_at": self.first_outlier_at,
-            },
+            window=count.window(),
+            evidence=count.evidence("max_abs_z"),
         )
-
-    _STATE = (
-        "seen",
-        "mean",
-        "var",
-        "window_start",
-        "window_count",
-        "outliers",
-        "max_abs_z",
-        "worst_value",
-        "first_outlier_at",
-        "fired_window",
-    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready learned state (the parameters come from configuration)."""
-        return {name: getattr(self, name) for name in self._STATE}
+        return {"seen": self.seen, "mean": self.mean, "var": self.var, "window": self.count.to_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
-        for name in self._STATE:
-            setattr(self, name, state[name])
+        self.seen, self.mean, self.var = state["seen"], state["mean"], state["var"]
+        self.count.load_state(state["window"])

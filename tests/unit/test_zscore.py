@@ -56,7 +56,7 @@ def test_single_outliers_do_not_fire():
     rule = ZScoreRule("latency_ms", warmup=100, min_outliers=5, window_s=60)
     rule.update([10.0 + (i % 3) for i in range(1000)], [i * 0.01 for i in range(1000)])
     assert rule.update([900.0, 11.0, 900.0, 10.0], [20.0, 20.1, 20.2, 20.3]) == []
-    assert rule.outliers == 2
+    assert rule.count.outliers == 2
 
 
 def test_lasting_level_shift_becomes_the_new_normal():
