@@ -102,12 +102,21 @@ class AlertLifecycle:
     """
 
     def __init__(
-        self, model: str, model_version: str, *, cooldown_s: float = 300.0, resolve_after_s: float = 120.0
+        self,
+        model: str,
+        model_version: str,
+        *,
+        cooldown_s: float = 300.0,
+        resolve_after_s: float = 120.0,
+        sustained_s: float = 900.0,
     ) -> None:
         self.model = model
         self.model_version = model_version
         self.cooldown_s = cooldown_s
         self.resolve_after_s = resolve_after_s
+        self.sustained_s = sustained_s
+        # Retraining requests raised by the last observe(), for the caller to publish.
+        self.retrain_requests: list[dict[str, Any]] = []
         # fingerprint -> what is needed to fold and to resolve it
         self.active: dict[str, dict[str, Any]] = {}
 
@@ -119,6 +128,7 @@ class AlertLifecycle:
             state = self.active.get(fp)
             if state is not None:
                 state["last_seen"] = finding.event_time
+                self._maybe_request_retraining(state, finding)
                 if finding.event_time - state["last_published"] < self.cooldown_s:
                     state["folded"] += 1
                     continue
@@ -131,12 +141,46 @@ class AlertLifecycle:
                 "last_published": finding.event_time,
                 "folded": 0,
                 "alert": alert,
+                "retrain_requested": bool(state and state.get("retrain_requested")),
             }
             out.append(alert)
         for fp, state in list(self.active.items()):
             if event_time - state["last_seen"] >= self.resolve_after_s:
                 out.append(self._resolved(state, event_time))
                 del self.active[fp]
+        return out
+
+    def _maybe_request_retraining(self, state: dict[str, Any], finding: Finding) -> None:
+        if finding.kind not in ("drift", "performance") or state.get("retrain_requested"):
+            return
+        lasted = finding.event_time - state["since"]
+        if lasted < self.sustained_s:
+            return
+        state["retrain_requested"] = True
+        self.retrain_requests.append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "request_id": uuid.uuid4().hex,
+                "model": self.model,
+                "model_version": self.model_version,
+                "reason": finding.kind,
+                "signal": finding.signal,
+                "detector": finding.detector,
+                "since": state["since"],
+                "event_time": finding.event_time,
+                "alert_id": state["alert"]["alert_id"],
+                "message": (
+                    f"{self.model} {self.model_version}: {finding.kind} of {finding.signal} ({finding.detector}) "
+                    f"has lasted {lasted / 60:.0f} min; retraining requested."
+                ),
+                "evidence": {"value": finding.value, "threshold": finding.threshold},
+                "timestamp": time.time(),
+            }
+        )
+
+    def take_retrain_requests(self) -> list[dict[str, Any]]:
+        """The retraining requests raised since the last call."""
+        out, self.retrain_requests = self.retrain_requests, []
         return out
 
     def _resolved(self, state: dict[str, Any], event_time: float) -> dict[str, Any]:

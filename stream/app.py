@@ -84,6 +84,7 @@ class MonitorApp:
         self.alerts_topic = self.app.topic(topics.alerts, partitions=settings.partitions, **raw, **raw_codec)
         self.deadletter_topic = self.app.topic(topics.deadletter, partitions=settings.partitions, **raw, **raw_codec)
         self.labels_topic = self.app.topic(topics.labels, partitions=settings.partitions, **raw, **raw_codec)
+        self.retrain_topic = self.app.topic(topics.retrain, partitions=settings.partitions, **raw, **raw_codec)
         # Keys are the model name as raw bytes, exactly the record key: Faust routes
         # a query by hashing the serialized key, and a JSON-quoted key would hash
         # to another partition than the one the producer chose.
@@ -136,6 +137,12 @@ class MonitorApp:
             if self.partition_of(model) in actives:
                 out.append(model)
         return out
+
+    async def publish_retrain_requests(self, monitor: ModelMonitor) -> None:
+        """Publish the model's pending retraining requests, keyed by model."""
+        for request in monitor.take_retrain_requests():
+            await self.retrain_topic.send(key=monitor.model.encode(), value=orjson.dumps(request))
+            log.warning("RETRAIN %s", request["message"])
 
     async def publish_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """Publish alerts keyed by fingerprint, and count them."""

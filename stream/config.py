@@ -55,6 +55,7 @@ class Topics:
     labels: str = "inference-labels"
     alerts: str = "monitor-alerts"
     deadletter: str = "monitor-deadletter"
+    retrain: str = "model-retrain-requests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,8 @@ class Settings:
     label_ttl_s: float = 6 * 3600.0
     performance_window: int = 500
     performance_margin: float = 0.05
+    # Drift or a performance drop firing this long asks for retraining.
+    retrain_after_s: float = 900.0
     drift_alpha: float = 0.001
     drift_min_psi: float = 0.1
     connect_timeout_s: float = 30.0
@@ -151,6 +154,7 @@ class Settings:
         if self.join_predictions not in ("auto", "always", "never"):
             raise ConfigError(f"join_predictions: {self.join_predictions!r} must be auto, always or never")
         _positive("label_ttl_s", self.label_ttl_s)
+        _positive("retrain_after_s", self.retrain_after_s)
         _positive("performance_window", self.performance_window, integer=True)
         _positive("performance_margin", self.performance_margin)
         _positive("max_features", self.max_features, integer=True)

@@ -70,6 +70,7 @@ class VersionMonitor:
             version,
             cooldown_s=settings.alert_cooldown_s,
             resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
+            sustained_s=settings.retrain_after_s,
         )
         self.performance = PerformanceMonitor(
             window=settings.performance_window,
@@ -84,6 +85,7 @@ class VersionMonitor:
             version,
             cooldown_s=settings.alert_cooldown_s,
             resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
+            sustained_s=settings.retrain_after_s,
         )
         self.events = 0
         self.drift: ReferenceDriftRule | None = None
@@ -247,6 +249,13 @@ class ModelMonitor:
         alerts = self.version(version).process_label(label, prediction, label_time)
         self.seq += 1
         return alerts
+
+    def take_retrain_requests(self) -> list[dict[str, Any]]:
+        """Retraining requests raised since the last call, across versions."""
+        out: list[dict[str, Any]] = []
+        for v in self.versions.values():
+            out += v.lifecycle.take_retrain_requests() + v.performance_lifecycle.take_retrain_requests()
+        return out
 
     def count_labels(self, outcome: str, n: int = 1) -> None:
         """Count one outcome of the label join (joined, duplicate, never matched, ...)."""

@@ -24,7 +24,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-SCHEMA_NAMES = ("inference-event", "inference-envelope", "label-event", "alert", "dead-letter")
+SCHEMA_NAMES = ("inference-event", "inference-envelope", "label-event", "alert", "dead-letter", "retrain-request")
 SCHEMA_VERSION = 1
 
 

@@ -44,7 +44,7 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
 
     >>> [t.name for t in required_topics(Settings(app_id="a"))]  # doctest: +NORMALIZE_WHITESPACE
     ['inference-events', 'inference-labels', 'monitor-alerts', 'monitor-deadletter',
-     'a-model-state-changelog', 'a-label-join-changelog']
+     'model-retrain-requests', 'a-model-state-changelog', 'a-label-join-changelog']
     """
     n = settings.partitions
     t = settings.topics
@@ -53,6 +53,7 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.labels, n, "delayed labels in, keyed by model"),
         TopicSpec(t.alerts, n, "alerts out, keyed by fingerprint"),
         TopicSpec(t.deadletter, n, "records that could not be processed, with reasons"),
+        TopicSpec(t.retrain, n, "retraining requests for sustained drift or performance drops"),
         # A changelog must be co-partitioned with the topic that feeds its table.
         TopicSpec(f"{settings.app_id}-{MODEL_STATE_TABLE}-changelog", n, "per-model state (Faust table)"),
         TopicSpec(f"{settings.app_id}-{LABEL_JOIN_TABLE}-changelog", n, "predictions awaiting labels (Faust table)"),

@@ -79,3 +79,4 @@ def register(mon: MonitorApp) -> None:
             mon.counters.events += len(decoded.events)
             mon.metrics.events.labels(model=model).inc(len(decoded.events))
             await mon.publish_alerts(alerts)
+            await mon.publish_retrain_requests(monitor)

@@ -50,6 +50,7 @@ def register(mon: MonitorApp) -> None:
                 continue
             mon.counters.labels += 1
             await mon.publish_alerts(alerts)
+            await mon.publish_retrain_requests(monitor)
 
     @mon.app.timer(interval=60.0)
     async def expire_join_entries():

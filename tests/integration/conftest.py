@@ -44,6 +44,7 @@ class Isolated:
             "STREAM_MONITOR_TOPIC_LABELS": t.labels,
             "STREAM_MONITOR_TOPIC_ALERTS": t.alerts,
             "STREAM_MONITOR_TOPIC_DEADLETTER": t.deadletter,
+            "STREAM_MONITOR_TOPIC_RETRAIN": t.retrain,
             "STREAM_MONITOR_PARTITIONS": str(self.settings.partitions),
             "STREAM_MONITOR_ZSCORE_WARMUP": str(self.settings.zscore_warmup),
         }
@@ -60,6 +61,7 @@ def isolated_settings(broker: EmbeddedBroker, **overrides) -> Isolated:
         labels=f"labels-{suffix}",
         alerts=f"alerts-{suffix}",
         deadletter=f"deadletter-{suffix}",
+        retrain=f"retrain-{suffix}",
     )
     settings = Settings(broker=broker.url, app_id=f"test-{suffix}", topics=topics, **overrides)
     return Isolated(settings.validate())

@@ -26,6 +26,7 @@ def detection(broker):
         "STREAM_MONITOR_WINDOW_S": "10",
         "STREAM_MONITOR_JOIN_PREDICTIONS": "always",
         "STREAM_MONITOR_PERFORMANCE_WINDOW": "100",
+        "STREAM_MONITOR_RETRAIN_AFTER_S": "20",
     }
     worker = iso.worker(env_extra=env)
     worker.start()
@@ -78,8 +79,10 @@ def events(model, n, t0, rng, shift=0.0, rate=100.0, latency=20.0, request_prefi
 async def test_feature_shift_raises_a_drift_alert_that_names_the_feature_first(detection):
     iso, _ = detection
     rng = np.random.default_rng(1)
-    t0 = time.time() - 60
-    await publish(iso, events("shifty", 1000, t0, rng) + events("shifty", 600, t0 + 20, rng, shift=1.5))
+    t0 = time.time() - 90
+    # 40 s of shifted traffic: drift in four 10-s windows, sustained past the 20-s retraining limit.
+    shifted = events("shifty", 1200, t0 + 20, rng, shift=1.5, rate=30.0)
+    await publish(iso, events("shifty", 1000, t0, rng) + shifted)
     alerts = await alerts_of(iso, "shifty", lambda a: any(x["detector"] == "reference_drift" for x in a))
     drift = next(a for a in alerts if a["detector"] == "reference_drift")
     validate("alert", drift)
@@ -88,6 +91,11 @@ async def test_feature_shift_raises_a_drift_alert_that_names_the_feature_first(d
     assert ranking[0]["feature"] == "features.b" and ranking[0]["drifted"]
     assert not any(r["drifted"] for r in ranking[1:] if r["feature"] in ("features.a", "features.c"))
     assert "features.b" in drift["message"]
+    requests = await read_all(iso.settings.bootstrap_servers, iso.settings.topics.retrain, expect=1, timeout_s=20)
+    [request] = [orjson.loads(r.value) for r in requests]
+    validate("retrain-request", request)
+    assert (request["model"], request["signal"], request["reason"]) == ("shifty", "features.b", "drift")
+    assert request["alert_id"] == drift["alert_id"]
 
 
 async def test_accuracy_drop_in_labels_raises_a_performance_alert(detection):

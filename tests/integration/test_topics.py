@@ -98,7 +98,7 @@ def test_topics_create_command(broker):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("created") == 6
+    assert result.stdout.count("created") == 7
     assert iso.settings.topics.deadletter in result.stdout
 
 

@@ -125,3 +125,46 @@ def test_build_alert_from_finding_has_every_required_field():
     alert = build_alert(finding, "m", "1", now=11.0)
     validate("alert", alert)
     assert alert["timestamp"] == 11.0
+
+
+def _finding(t, kind="drift", signal="features.x", detector="reference_drift"):
+    from stream.detectors import Finding
+
+    window = {"type": "tumbling", "start": t - t % 60, "end": t - t % 60 + 60, "size_s": 60.0}
+    return Finding(signal, detector, kind, "warning", 0.3, 0.1, {}, "moved", t, window)
+
+
+def test_lifecycle_folds_repeats_and_publishes_again_after_the_cooldown():
+    from stream.alerts import AlertLifecycle
+
+    life = AlertLifecycle("m", "1", cooldown_s=300, resolve_after_s=120, sustained_s=10_000)
+    published = []
+    for t in range(0, 700, 60):
+        published += life.observe([_finding(float(t))], float(t))
+    assert [a["status"] for a in published] == ["firing", "firing", "firing"]
+    assert published[1]["evidence"]["repeats"] == 4 and published[1]["evidence"]["firing_since"] == 0.0
+    assert len({a["fingerprint"] for a in published}) == 1
+    [resolved] = life.observe([], 900.0)
+    assert resolved["status"] == "resolved" and resolved["severity"] == published[0]["severity"]
+    validate("alert", resolved)
+
+
+def test_sustained_drift_requests_retraining_once():
+    from stream.alerts import AlertLifecycle
+
+    life = AlertLifecycle("m", "1", cooldown_s=300, resolve_after_s=120, sustained_s=900)
+    for t in range(0, 2000, 60):
+        life.observe([_finding(float(t))], float(t))
+    [request] = life.take_retrain_requests()
+    validate("retrain-request", request)
+    assert request["reason"] == "drift" and request["since"] == 0.0 and request["event_time"] >= 900
+    assert life.take_retrain_requests() == []
+
+
+def test_anomalies_never_request_retraining():
+    from stream.alerts import AlertLifecycle
+
+    life = AlertLifecycle("m", "1", sustained_s=60)
+    for t in range(0, 600, 30):
+        life.observe([_finding(float(t), kind="anomaly", signal="latency_ms", detector="zscore")], float(t))
+    assert life.take_retrain_requests() == []
