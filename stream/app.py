@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -20,6 +21,7 @@ from stream.config import Settings
 from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
+from stream.monitors import MonitorConfig
 from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class MonitorApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.monitors = load_monitors(settings)
         self.counters = WorkerCounters()
         os.makedirs(settings.data_path, exist_ok=True)
         self.metrics = WorkerMetrics()
@@ -116,9 +119,9 @@ class MonitorApp:
         if cached is not None and stored is not None and cached.seq == stored["seq"]:
             return cached
         if stored is None:
-            monitor = ModelMonitor(model, self.settings)
+            monitor = ModelMonitor(model, self.settings, self.monitors)
         else:
-            monitor = ModelMonitor.from_dict(model, self.settings, stored)
+            monitor = ModelMonitor.from_dict(model, self.settings, stored, self.monitors)
         self._monitors[model] = monitor
         return monitor
 
@@ -225,6 +228,11 @@ class MonitorApp:
         app = self.app
         recovery = app.tables.recovery
         return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+
+def load_monitors(settings: Settings) -> MonitorConfig:
+    """The monitor file named in the settings, or the built-in defaults."""
+    return MonitorConfig.load(Path(settings.monitors_file)) if settings.monitors_file else MonitorConfig()
 
 
 def create_app(settings: Settings) -> MonitorApp:

@@ -129,6 +129,12 @@ def topics_create(
 @click.option("--lateness", "lateness_s", type=float, help="Allowed lateness of events in seconds (30).")
 @click.option("--profile-dir", help="Folder of reference profiles (env STREAM_MONITOR_PROFILE_DIR).")
 @click.option(
+    "--monitors",
+    "monitors_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file of detectors per model and signal (env STREAM_MONITOR_MONITORS_FILE).",
+)
+@click.option(
     "--reference-events",
     type=int,
     help="Without a profile, the first N events of a version become its reference (1000).",
@@ -152,6 +158,7 @@ def worker(
     hop_s: float | None,
     lateness_s: float | None,
     profile_dir: str | None,
+    monitors_file: str | None,
     reference_events: int | None,
     connect_timeout_s: float | None,
     loglevel: str,
@@ -174,6 +181,7 @@ def worker(
         hop_s=hop_s,
         lateness_s=lateness_s,
         profile_dir=profile_dir,
+        monitors_file=monitors_file,
         reference_events=reference_events,
         connect_timeout_s=connect_timeout_s,
     )

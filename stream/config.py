@@ -74,6 +74,8 @@ class Settings:
     lateness_s: float = 30.0
     reference_events: int = 1000
     profile_dir: str = ""
+    # TOML file of detectors per model and signal (see stream.monitors); empty: built-in defaults.
+    monitors_file: str = ""
     max_features: int = 200
     max_categories: int = 100
     zscore_threshold: float = 4.0
@@ -159,6 +161,8 @@ class Settings:
         _positive("performance_margin", self.performance_margin)
         _positive("max_features", self.max_features, integer=True)
         _positive("max_categories", self.max_categories, integer=True)
+        if self.monitors_file and not os.path.isfile(self.monitors_file):
+            raise ConfigError(f"monitors_file: {self.monitors_file!r} is not a file")
         if self.profile_dir and not os.path.isdir(self.profile_dir):
             raise ConfigError(f"profile_dir: {self.profile_dir!r} is not a folder")
         _positive("zscore_threshold", self.zscore_threshold)

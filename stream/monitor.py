@@ -14,24 +14,22 @@ from typing import Any
 
 from stream.alerts import AlertLifecycle
 from stream.config import Settings
-from stream.detectors import ZScoreRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
-from stream.detectors.stream_drift import StreamDriftRule
+from stream.monitors import ModelMonitors, MonitorConfig, build_rule
 from stream.profile import ReferenceProfile, find_profile
 from stream.stats import EventTimeWindows, WindowStats
+from stream.stats.features import is_numeric
 
 
 class VersionMonitor:
     """Windows, reference profile and detectors of one model version."""
 
     __slots__ = (
-        "confidence_drift",
+        "config",
         "drift",
-        "error_drift",
         "events",
-        "latency_rule",
         "lifecycle",
         "model",
         "performance",
@@ -40,14 +38,18 @@ class VersionMonitor:
         "reference",
         "reference_builder",
         "settings",
+        "signal_rules",
         "version",
         "windows",
     )
 
-    def __init__(self, model: str, version: str, settings: Settings) -> None:
+    def __init__(self, model: str, version: str, settings: Settings, config: ModelMonitors | None = None) -> None:
         self.model = model
         self.version = version
         self.settings = settings
+        self.config = config or MonitorConfig().for_model(model)
+        # Detectors per signal, built on the signal's first values.
+        self.signal_rules: dict[str, dict[str, Any]] = {}
         self.windows = EventTimeWindows(
             settings.window_s,
             settings.hopping_s,
@@ -56,15 +58,6 @@ class VersionMonitor:
             settings.max_features,
             settings.max_categories,
         )
-        self.latency_rule = ZScoreRule(
-            "latency_ms",
-            threshold=settings.zscore_threshold,
-            warmup=settings.zscore_warmup,
-            min_outliers=settings.zscore_min_outliers,
-            window_s=settings.window_s,
-        )
-        self.error_drift = StreamDriftRule("error_rate", "adwin", direction="up", window_s=settings.window_s)
-        self.confidence_drift = StreamDriftRule("confidence", "adwin", window_s=settings.window_s)
         self.lifecycle = AlertLifecycle(
             model,
             version,
@@ -72,10 +65,13 @@ class VersionMonitor:
             resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
             sustained_s=settings.retrain_after_s,
         )
+        perf = self.config.performance
         self.performance = PerformanceMonitor(
-            window=settings.performance_window,
-            reference_labels=settings.performance_window,
-            margin=settings.performance_margin,
+            window=perf.get("window", settings.performance_window),
+            reference_labels=perf.get("window", settings.performance_window),
+            margin=perf.get("margin", settings.performance_margin),
+            metric=perf.get("metric"),
+            pos_label=perf.get("pos_label", 1),
             window_s=settings.window_s,
         )
         # Labels run on their own clock (they may come hours after the
@@ -103,22 +99,58 @@ class VersionMonitor:
         self.reference = profile
         self.reference_builder = None
         self.quality = DataQualityRule(profile.stats)
-        self.drift = ReferenceDriftRule(
-            profile.stats, alpha=self.settings.drift_alpha, min_psi=self.settings.drift_min_psi
-        )
+        options = {"alpha": self.settings.drift_alpha, "min_psi": self.settings.drift_min_psi}
+        self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
+
+    def rules(self, signal: str) -> dict[str, Any]:
+        """The detectors watching ``signal``, by detector name."""
+        rules = self.signal_rules.get(signal)
+        if rules is None:
+            rules = {}
+            for name, params in self.config.detectors_for(signal):
+                if name == "zscore":
+                    # The worker-wide z-score settings are the defaults of every z-score rule.
+                    params = {
+                        "threshold": self.settings.zscore_threshold,
+                        "warmup": self.settings.zscore_warmup,
+                        "min_outliers": self.settings.zscore_min_outliers,
+                        **params,
+                    }
+                rules[name] = build_rule(signal, name, params, self.settings.window_s, f"{signal}.{name}")
+            self.signal_rules[signal] = rules
+        return rules
+
+    def _signals(self, events: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
+        times = [e["timestamp"] for e in events]
+        out = [
+            ("latency_ms", [e["latency_ms"] for e in events], times),
+            ("error_rate", [1.0 if e.get("error") else 0.0 for e in events], times),
+        ]
+        for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
+            if not self.config.detectors_for(name):
+                continue
+            present = [e for e in events if is_numeric(e.get(name))]
+            if present:
+                out.append((name, [float(e[name]) for e in present], [e["timestamp"] for e in present]))
+        if any(s.startswith("features.") for s in self.config.signals):
+            for feature in self.windows.feature_names:
+                signal = f"features.{feature}"
+                if not self.config.detectors_for(signal):
+                    continue
+                present = [e for e in events if is_numeric((e.get("features") or {}).get(feature))]
+                if present:
+                    values = [float(e["features"][feature]) for e in present]
+                    out.append((signal, values, [e["timestamp"] for e in present]))
+        return out
 
     def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update windows and detectors with one version's events; return alerts."""
         placed = self.windows.update(events)
         self.events += len(events)
-        times = [e["timestamp"] for e in events]
-        findings = self.latency_rule.update([e["latency_ms"] for e in events], times)
-        findings += self.error_drift.update([1.0 if e.get("error") else 0.0 for e in events], times)
-        with_confidence = [e for e in events if "confidence" in e]
-        if with_confidence:
-            findings += self.confidence_drift.update(
-                [e["confidence"] for e in with_confidence], [e["timestamp"] for e in with_confidence]
-            )
+        findings = []
+        for signal, values, times in self._signals(events):
+            for rule in self.rules(signal).values():
+                findings += rule.update(values, times)
         if self.quality is not None and placed:
             window = self.windows.tumbling()
             event_time = max(e["timestamp"] for e in placed)
@@ -127,7 +159,7 @@ class VersionMonitor:
                 findings += self.drift.check(window, self.settings.window_s, event_time)
         elif self.reference_builder is not None:
             self._learn_reference(events)
-        return self.lifecycle.observe(findings, self.windows.watermark or max(times))
+        return self.lifecycle.observe(findings, self.windows.watermark or max(e["timestamp"] for e in events))
 
     def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
         """Add one labelled prediction; return performance alerts."""
@@ -155,7 +187,9 @@ class VersionMonitor:
             "late_events": self.windows.late,
             "too_late_events": self.windows.too_late,
             "window": {"type": view, **window.summary()},
-            "latency_baseline": self.latency_rule.baseline(),
+            "latency_baseline": next(
+                (r.baseline() for r in self.rules("latency_ms").values() if hasattr(r, "baseline")), None
+            ),
             "reference": None
             if reference is None
             else {"source": reference.source, "events": reference.events, "created_at": reference.created_at},
@@ -170,13 +204,14 @@ class VersionMonitor:
         return {
             "events": self.events,
             "windows": self.windows.to_dict(),
-            "latency_rule": self.latency_rule.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),
             "reference_builder": None if self.reference_builder is None else self.reference_builder.to_dict(),
             "quality": None if self.quality is None else self.quality.to_dict(),
             "drift": None if self.drift is None else self.drift.to_dict(),
-            "error_drift": self.error_drift.to_dict(),
-            "confidence_drift": self.confidence_drift.to_dict(),
+            "signal_rules": {
+                signal: {name: rule.to_dict() for name, rule in rules.items()}
+                for signal, rules in self.signal_rules.items()
+            },
             "lifecycle": self.lifecycle.to_dict(),
             "performance": self.performance.to_dict(),
             "performance_lifecycle": self.performance_lifecycle.to_dict(),
@@ -186,7 +221,6 @@ class VersionMonitor:
         """Restore what :meth:`to_dict` saved."""
         self.events = state["events"]
         self.windows = EventTimeWindows.from_dict(state["windows"])
-        self.latency_rule.load_state(state["latency_rule"])
         if state["reference"] is not None and (self.reference is None or self.reference.source == "first_events"):
             # A profile file present now wins over a learnt reference.
             self._set_reference(ReferenceProfile.from_dict(state["reference"]))
@@ -196,8 +230,12 @@ class VersionMonitor:
                 self.drift.load_state(state["drift"])
         elif state["reference_builder"] is not None and self.reference is None:
             self.reference_builder = WindowStats.from_dict(state["reference_builder"])
-        self.error_drift.load_state(state["error_drift"])
-        self.confidence_drift.load_state(state["confidence_drift"])
+        for signal, saved in state["signal_rules"].items():
+            rules = self.rules(signal)
+            for name, rule_state in saved.items():
+                # A detector dropped from the monitor file since is simply not restored.
+                if name in rules:
+                    rules[name].load_state(rule_state)
         self.lifecycle.load_state(state["lifecycle"])
         self.performance = PerformanceMonitor.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
@@ -217,9 +255,10 @@ class ModelMonitor:
     ('latency_ms', 'firing', 42)
     """
 
-    def __init__(self, model: str, settings: Settings) -> None:
+    def __init__(self, model: str, settings: Settings, monitors: MonitorConfig | None = None) -> None:
         self.model = model
         self.settings = settings
+        self.config = (monitors or MonitorConfig()).for_model(model)
         self.versions: dict[str, VersionMonitor] = {}
         self.seq = 0
         # Predictions are kept for joining once the model has shown it gets labels.
@@ -241,7 +280,7 @@ class ModelMonitor:
         """The state of ``version``, created on first use."""
         state = self.versions.get(version)
         if state is None:
-            state = self.versions[version] = VersionMonitor(self.model, version, self.settings)
+            state = self.versions[version] = VersionMonitor(self.model, version, self.settings, self.config)
         return state
 
     def process_label(self, version: str, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
@@ -302,14 +341,16 @@ class ModelMonitor:
         }
 
     @classmethod
-    def from_dict(cls, model: str, settings: Settings, state: dict[str, Any]) -> ModelMonitor:
+    def from_dict(
+        cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None = None
+    ) -> ModelMonitor:
         """Rebuild from :meth:`to_dict` output with the current settings."""
-        out = cls(model, settings)
+        out = cls(model, settings, monitors)
         out.seq = state["seq"]
         out.expects_labels = out.expects_labels or state.get("expects_labels", False)
         out.labels = dict(state.get("labels", {}))
         for version, vstate in state["versions"].items():
-            vm = VersionMonitor(model, version, settings)
+            vm = VersionMonitor(model, version, settings, out.config)
             vm.load_state(vstate)
             out.versions[version] = vm
         return out

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import faust
 
-from stream.app import create_app
+from stream.app import create_app, load_monitors
 from stream.broker import TANSU_CLUSTER_IDS
 from stream.config import Settings
 from stream.topics import cluster_id, ensure_topics_sync
@@ -56,6 +56,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
     Raises the errors of :func:`stream.topics.ensure_topics` before Faust
     starts, so a missing broker or a mismatched topic is one clear message.
     """
+    load_monitors(settings)  # a mistake in the monitor file stops here, in one line
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
     # aiokafka logs each failed connection attempt; ensure_topics reports once.

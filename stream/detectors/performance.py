@@ -25,7 +25,7 @@ from stream.detectors.base import Finding
 
 CLASSIFICATION = ("accuracy", "precision", "recall", "f1")
 REGRESSION = ("mae", "rmse")
-_HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mae": False, "rmse": False}
+HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mae": False, "rmse": False}
 
 
 def task_of(prediction: Any, label: Any) -> str:
@@ -125,7 +125,7 @@ class PerformanceMonitor:
         assert self.metric is not None
         now = self.values()[self.metric]
         ref = self.reference[self.metric]
-        if _HIGHER_IS_BETTER[self.metric]:
+        if HIGHER_IS_BETTER[self.metric]:
             threshold = ref - self.margin
             worse = now < threshold
         else:

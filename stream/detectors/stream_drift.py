@@ -51,6 +51,10 @@ class StreamDriftRule:
             raise ValueError("direction must be up, down or both")
         if method == "adwin":
             params.setdefault("delta", 1e-4)
+        elif method == "page_hinkley":
+            # In standard deviations (see below); river's own defaults alarm every few thousand events.
+            for key, value in (("min_instances", 300), ("delta", 0.25), ("threshold", 50.0)):
+                params.setdefault(key, value)
         self.signal = signal
         self.method = method
         self.direction = direction
@@ -60,6 +64,11 @@ class StreamDriftRule:
         self.params = params
         self.detector = METHODS[method](**params)
         self.seen = 0
+        # Page-Hinkley's threshold is in the signal's units; it sees values in
+        # standard deviations of the warm-up instead, so one setting fits all.
+        self.standardize = method == "page_hinkley"
+        self.scale: tuple[float, float] | None = None
+        self.warmup_values: list[float] = []
         self.mean = 0.0  # running mean since the last change, to tell the direction
         self.count_since_change = 0
         self.times: deque[float] = deque(maxlen=20_000)
@@ -70,7 +79,21 @@ class StreamDriftRule:
         detector = self.detector
         for x, ts in zip(values, timestamps, strict=True):
             before = self.mean
-            detector.update(x)
+            if self.standardize:
+                if self.scale is None:
+                    self.warmup_values.append(x)
+                    self.seen += 1
+                    self.count_since_change += 1
+                    self.mean += (x - self.mean) / self.count_since_change
+                    if len(self.warmup_values) >= self.warmup:
+                        mu = sum(self.warmup_values) / len(self.warmup_values)
+                        var = sum((v - mu) ** 2 for v in self.warmup_values) / max(len(self.warmup_values) - 1, 1)
+                        self.scale = (mu, max(var**0.5, 1e-9))
+                        self.warmup_values = []
+                    continue
+                detector.update((x - self.scale[0]) / self.scale[1])
+            else:
+                detector.update(x)
             self.seen += 1
             self.times.append(ts)
             self.count_since_change += 1
@@ -124,6 +147,8 @@ class StreamDriftRule:
             "mean": self.mean,
             "count_since_change": self.count_since_change,
             "times": list(self.times)[-2000:],
+            "scale": self.scale,
+            "warmup_values": self.warmup_values,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -132,3 +157,5 @@ class StreamDriftRule:
         self.seen, self.mean = state["seen"], state["mean"]
         self.count_since_change = state["count_since_change"]
         self.times = deque(state["times"], maxlen=20_000)
+        self.scale = tuple(state["scale"]) if state["scale"] else None
+        self.warmup_values = list(state["warmup_values"])

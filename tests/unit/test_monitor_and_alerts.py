@@ -63,11 +63,13 @@ def test_state_round_trip_gives_the_same_alerts():
     assert [x["evidence"] for x in fa] == [x["evidence"] for x in fb] != []
     sa, sb = a.to_dict()["versions"]["1"], b.to_dict()["versions"]["1"]
     # Alert ids are fresh per message; everything learnt must match.
-    for key in ("events", "windows", "latency_rule", "reference", "reference_builder", "quality", "drift"):
+    for key in ("events", "windows", "reference", "reference_builder", "quality", "drift"):
         assert sa[key] == sb[key], key
-    for key in ("error_drift", "confidence_drift"):
-        assert {k: v for k, v in sa[key].items() if k != "detector"} == {
-            k: v for k, v in sb[key].items() if k != "detector"
+    assert sa["signal_rules"]["latency_ms"] == sb["signal_rules"]["latency_ms"]
+    for signal in ("error_rate",):
+        a_rule, b_rule = sa["signal_rules"][signal]["adwin"], sb["signal_rules"][signal]["adwin"]
+        assert {k: v for k, v in a_rule.items() if k != "detector"} == {
+            k: v for k, v in b_rule.items() if k != "detector"
         }
     assert sa["lifecycle"]["active"].keys() == sb["lifecycle"]["active"].keys()
 
@@ -85,7 +87,7 @@ def test_fingerprint_differs_per_series():
 def test_alert_schema_accepts_resolved_and_refuses_other_status():
     mon = ModelMonitor("m", SETTINGS)
     warm(mon)
-    assert mon.versions["1"].latency_rule.ready
+    assert mon.versions["1"].rules("latency_ms")["zscore"].ready
     [alert] = mon.process([ev(500 + i, 800.0) for i in range(5)])
     validate("alert", {**alert, "status": "resolved"})
     with pytest.raises(Exception, match="status"):

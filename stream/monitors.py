@@ -1,0 +1,207 @@
+"""The monitor file: which detectors watch which signal, per model (TOML).
+
+Every model gets the defaults; a ``[models."NAME"]`` table overrides them for
+one model. Without a file, the built-in defaults below apply, so a model
+nobody configured is still watched::
+
+    # monitors.toml
+    [defaults.signals.latency_ms]
+    detectors = ["zscore", "iqr"]
+    zscore = { threshold = 4.0, min_outliers = 5 }
+    iqr = { k = 3.0 }
+
+    [defaults.reference_drift]
+    alpha = 0.001          # family-wise, Bonferroni-corrected over features
+    min_psi = 0.1
+
+    [models."fraud-scorer".signals."features.amount"]
+    detectors = ["kswin"]
+    kswin = { alpha = 0.0001, window_size = 200, stat_size = 50 }
+
+    [models."fraud-scorer".performance]
+    metric = "f1"
+    margin = 0.03
+
+Signals: ``latency_ms``, ``error_rate`` (1 for a failed request, else 0),
+``confidence``, ``prediction`` (numeric scores), ``tokens_in``,
+``tokens_out``, ``features.NAME`` and ``features.*`` (every numeric
+feature). Detectors: ``zscore`` and ``iqr`` (anomalies, counted per window),
+``adwin``, ``page_hinkley`` and ``kswin`` (river's drift detectors on the
+event stream). Reference drift and data quality watch every feature always.
+A mistake stops the worker with a message naming the setting's path.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.config import ConfigError
+from stream.detectors.iqr import IQRRule
+from stream.detectors.performance import HIGHER_IS_BETTER
+from stream.detectors.stream_drift import METHODS, StreamDriftRule
+from stream.detectors.zscore import ZScoreRule
+
+FIXED_SIGNALS = ("latency_ms", "error_rate", "confidence", "prediction", "tokens_in", "tokens_out")
+ANOMALY_RULES = {"zscore": ZScoreRule, "iqr": IQRRule}
+DRIFT_RULES = tuple(METHODS)
+PERFORMANCE_KEYS = {"metric": str, "margin": float, "window": int, "pos_label": (int, str, bool)}
+REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
+
+DEFAULTS: dict[str, Any] = {
+    "signals": {
+        "latency_ms": {"detectors": ["zscore"]},
+        "error_rate": {"detectors": ["adwin"], "adwin": {"direction": "up"}},
+        "confidence": {"detectors": ["adwin"]},
+        "prediction": {"detectors": ["adwin"]},
+    },
+    "reference_drift": {},
+    "performance": {},
+}
+
+
+@dataclass(frozen=True)
+class ModelMonitors:
+    """What watches one model: detectors per signal, drift and performance options."""
+
+    signals: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    reference_drift: dict[str, Any] = field(default_factory=dict)
+    performance: dict[str, Any] = field(default_factory=dict)
+
+    def detectors_for(self, signal: str) -> list[tuple[str, dict[str, Any]]]:
+        """The detectors of ``signal``; ``features.*`` covers features without their own entry."""
+        if signal in self.signals:
+            return self.signals[signal]
+        if signal.startswith("features."):
+            return self.signals.get("features.*", [])
+        return []
+
+
+def build_rule(signal: str, name: str, params: dict[str, Any], window_s: float, path: str = "") -> Any:
+    """One detector instance; a bad parameter raises :class:`ConfigError` naming ``path``."""
+    params = dict(params)
+    unit = "ms" if signal == "latency_ms" else ""
+    try:
+        if name in ANOMALY_RULES:
+            cls = ANOMALY_RULES[name]
+            if name == "zscore":
+                params.setdefault("log_scale", signal == "latency_ms")
+            return cls(signal, window_s=window_s, unit=unit, **params)
+        if name in METHODS:
+            return StreamDriftRule(signal, name, window_s=window_s, **params)
+    except TypeError as exc:
+        known = _known_parameters(name)
+        raise ConfigError(f"{path}: {exc}; known parameters: {', '.join(known)}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    raise ConfigError(f"{path}: unknown detector {name!r}; known: {', '.join([*ANOMALY_RULES, *DRIFT_RULES])}")
+
+
+def _known_parameters(name: str) -> list[str]:
+    if name in ANOMALY_RULES:
+        fn = ANOMALY_RULES[name].__init__
+        extra: list[str] = []
+    else:
+        fn = METHODS[name].__init__
+        extra = ["direction", "warmup"]
+    names = [p for p in inspect.signature(fn).parameters if p not in ("self", "signal", "window_s", "unit", "kind")]
+    return sorted(set(names + extra))
+
+
+class MonitorConfig:
+    """The parsed monitor file (or the built-in defaults)."""
+
+    def __init__(self, data: dict[str, Any] | None = None, source: str = "built-in defaults") -> None:
+        data = data or {}
+        self.source = source
+        unknown = set(data) - {"defaults", "models"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown top-level table(s) {', '.join(sorted(unknown))}; use defaults, models"
+            )
+        defaults = _merge(copy.deepcopy(DEFAULTS), data.get("defaults", {}))
+        self.defaults = self._parse(defaults, "defaults")
+        self.models: dict[str, ModelMonitors] = {}
+        for model, table in (data.get("models") or {}).items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"models.{model}: must be a table")
+            self.models[model] = self._parse(_merge(copy.deepcopy(defaults), table), f"models.{model}")
+
+    @classmethod
+    def load(cls, path: Path) -> MonitorConfig:
+        """Read a TOML monitor file; raise :class:`ConfigError` on any mistake."""
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"monitors: cannot read {path} ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"monitors: {path} is not valid TOML ({exc})") from None
+        return cls(data, str(path))
+
+    def for_model(self, model: str) -> ModelMonitors:
+        """The monitors of ``model`` (its own table, else the defaults)."""
+        return self.models.get(model, self.defaults)
+
+    def _parse(self, table: dict[str, Any], where: str) -> ModelMonitors:
+        unknown = set(table) - {"signals", "reference_drift", "performance"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        signals: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for signal, spec in (table.get("signals") or {}).items():
+            path = f"{where}.signals.{signal}"
+            if signal not in FIXED_SIGNALS and not signal.startswith("features."):
+                raise ConfigError(
+                    f"{path}: unknown signal; use {', '.join(FIXED_SIGNALS)}, features.NAME or features.*"
+                )
+            if not isinstance(spec, dict) or not isinstance(spec.get("detectors", []), list):
+                raise ConfigError(f"{path}.detectors: must be a list of detector names")
+            chosen = []
+            for name in spec.get("detectors", []):
+                params = spec.get(name, {})
+                if not isinstance(params, dict):
+                    raise ConfigError(f"{path}.{name}: parameters must be a table")
+                build_rule(signal, name, params, 60.0, f"{path}.{name}")  # fail now, not at the first event
+                chosen.append((name, params))
+            leftovers = set(spec) - {"detectors"} - set(spec.get("detectors", []))
+            if leftovers:
+                raise ConfigError(
+                    f"{path}: parameters for detector(s) not listed in detectors: {', '.join(sorted(leftovers))}"
+                )
+            signals[signal] = chosen
+        return ModelMonitors(
+            signals=signals,
+            reference_drift=_typed(
+                table.get("reference_drift") or {}, REFERENCE_DRIFT_KEYS, f"{where}.reference_drift"
+            ),
+            performance=_typed(table.get("performance") or {}, PERFORMANCE_KEYS, f"{where}.performance"),
+        )
+
+
+def _typed(table: dict[str, Any], keys: dict[str, Any], where: str) -> dict[str, Any]:
+    for key, value in table.items():
+        if key not in keys:
+            raise ConfigError(f"{where}.{key}: unknown key; known: {', '.join(keys)}")
+        expected = keys[key]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected):
+            raise ConfigError(f"{where}.{key}: {value!r} has the wrong type")
+    if "metric" in table and table["metric"] not in ("accuracy", "precision", "recall", "f1", "mae", "rmse"):
+        raise ConfigError(f"{where}.metric: {table['metric']!r} is not one of {', '.join(HIGHER_IS_BETTER)}")
+    return dict(table)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Override ``base`` table by table; a signal given in ``override`` replaces the default one."""
+    for key, value in override.items():
+        if key == "signals" and isinstance(value, dict):
+            base.setdefault("signals", {}).update(value)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
