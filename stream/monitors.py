@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "error_rate": {"detectors": ["adwin"], "adwin": {"direction": "up"}},
         "confidence": {"detectors": ["adwin"]},
         "prediction": {"detectors": ["adwin"]},
+        "features.*": {"detectors": ["adwin"]},
     },
     "reference_drift": {},
     "performance": {},
@@ -107,7 +108,7 @@ def _known_parameters(name: str) -> list[str]:
         extra: list[str] = []
     else:
         fn = METHODS[name].__init__
-        extra = ["direction", "warmup"]
+        extra = ["direction", "warmup", "standardize"]
     names = [p for p in inspect.signature(fn).parameters if p not in ("self", "signal", "window_s", "unit", "kind")]
     return sorted(set(names + extra))
 

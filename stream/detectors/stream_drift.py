@@ -43,6 +43,7 @@ class StreamDriftRule:
         warmup: int = 100,
         window_s: float = 60.0,
         kind: str = "drift",
+        standardize: bool | None = None,
         **params: Any,
     ) -> None:
         if method not in METHODS:
@@ -64,9 +65,13 @@ class StreamDriftRule:
         self.params = params
         self.detector = METHODS[method](**params)
         self.seen = 0
-        # Page-Hinkley's threshold is in the signal's units; it sees values in
-        # standard deviations of the warm-up instead, so one setting fits all.
-        self.standardize = method == "page_hinkley"
+        # ADWIN's bound assumes values in [0, 1] and Page-Hinkley's threshold is
+        # in the signal's units: both see values in standard deviations of the
+        # warm-up instead, so one setting fits latencies, amounts and ages alike.
+        # 0/1 signals (errors) are already on the right scale.
+        if standardize is None:
+            standardize = method in ("adwin", "page_hinkley") and signal != "error_rate"
+        self.standardize = standardize
         self.scale: tuple[float, float] | None = None
         self.warmup_values: list[float] = []
         self.mean = 0.0  # running mean since the last change, to tell the direction
@@ -111,7 +116,11 @@ class StreamDriftRule:
 
     def _recent_mean(self) -> float:
         estimation = getattr(self.detector, "estimation", None)
-        return float(estimation) if estimation is not None else self.mean
+        if estimation is None:
+            return self.mean
+        if self.standardize and self.scale is not None:
+            return float(estimation) * self.scale[1] + self.scale[0]
+        return float(estimation)
 
     def _new_regime_length(self) -> int:
         width = getattr(self.detector, "width", None)
