@@ -72,7 +72,7 @@ class PerformanceMonitor:
         self.labelled = 0
         self.since_fired = 0
         self.ddm = drift.binary.DDM()
-        self.first_bad_at: float | None = None
+        self.warning_since: float | None = None
 
     def _start(self, task: str) -> None:
         self.task = task
@@ -111,11 +111,15 @@ class PerformanceMonitor:
         findings: list[Finding] = []
         if self.task == "classification":
             wrong = label != prediction
-            if wrong and self.first_bad_at is None:
-                self.first_bad_at = event_time
             self.ddm.update(wrong)
+            # DDM warns before it detects: the warning marks the likely onset.
+            if self.ddm.warning_detected and self.warning_since is None:
+                self.warning_since = event_time
+            elif not self.ddm.warning_detected and not self.ddm.drift_detected:
+                self.warning_since = None
             if self.ddm.drift_detected and self.labelled > self.reference_labels:
                 findings.append(self._finding("error_rate", "ddm", event_time, self._error_rate(), None))
+                self.warning_since = None
         if self.reference is None:
             if self.labelled >= self.reference_labels:
                 self.reference = self.values()
@@ -133,8 +137,6 @@ class PerformanceMonitor:
             worse = now > threshold
         if worse:
             findings.append(self._finding(self.metric, "metric_drop", event_time, now, threshold))
-        else:
-            self.first_bad_at = None
         return findings
 
     def _error_rate(self) -> float:
@@ -177,7 +179,7 @@ class PerformanceMonitor:
                 "labelled": self.labelled,
                 "window_labels": self.window,
                 "task": self.task,
-                "change_started_at": self.first_bad_at,
+                "change_started_at": self.warning_since,
             },
         )
 

@@ -153,9 +153,10 @@ class ReferenceDriftRule:
         """Test ``window`` (the current tumbling window); at most one finding per window."""
         if self.window_start != window.start:
             self.window_start, self.fired, self.checked_at = window.start, False, 0
-        # Test at min_events, then each time the window has grown by half: cheap, and a
-        # slowly building drift is still caught within the window.
-        if self.fired or window.count < self.min_events or window.count < self.checked_at * 1.5:
+        # Test at min_events, then each time the window has grown by a quarter (and by
+        # at least min_events): a few dozen tests per window, not one per batch.
+        due = self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
+        if self.fired or window.count < due:
             return []
         self.checked_at = window.count
         ranking = self.scores(window)

@@ -52,6 +52,9 @@ class StreamDriftRule:
             raise ValueError("direction must be up, down or both")
         if method == "adwin":
             params.setdefault("delta", 1e-4)
+        elif method == "kswin":
+            # river's default alpha (0.005) is a test per event: dozens of false alarms per 10,000.
+            params.setdefault("alpha", 1e-5)
         elif method == "page_hinkley":
             # In standard deviations (see below); river's own defaults alarm every few thousand events.
             for key, value in (("min_instances", 300), ("delta", 0.25), ("threshold", 50.0)):

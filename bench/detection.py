@@ -1,0 +1,255 @@
+"""Detection quality: ``python -m bench.detection [--reps 10] [--json]``.
+
+Replays streams with known change points through the detectors, with their
+default settings, and prints per scenario and detector:
+
+- ``delay_median`` / ``delay_max``: events from the change to the first finding;
+- ``missed``: runs without a finding within ``HORIZON`` events of the change;
+- ``fa_per_10k``: findings before the change, per 10,000 stationary events;
+- ``onset_error``: median of (estimated change start - true change), in events,
+  where the detector estimates it (``evidence.change_started_at``).
+
+Events arrive at 100 per second, so a 60 s tumbling window holds 6,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from river.datasets import synth
+
+from stream.detectors.iqr import IQRRule
+from stream.detectors.performance import PerformanceMonitor
+from stream.detectors.reference_drift import ReferenceDriftRule
+from stream.detectors.stream_drift import StreamDriftRule
+from stream.detectors.zscore import ZScoreRule
+from stream.stats import WindowStats
+
+RATE = 100.0
+CHANGE = 20_000
+HORIZON = 3_000
+BATCH = 100  # events per update, as an SDK envelope delivers them
+
+
+@dataclass
+class Scenario:
+    """A stream with a change at ``CHANGE`` (or none), and the detectors that should see it."""
+
+    name: str
+    make: Callable[[np.random.Generator, int], np.ndarray]
+    detectors: tuple[str, ...]
+    length: int = CHANGE + HORIZON
+    change: int | None = CHANGE
+
+
+def _shift(mean: float, sd: float = 1.0, ramp: int = 0):
+    def make(rng: np.random.Generator, n: int) -> np.ndarray:
+        x = rng.normal(0, 1, n)
+        after = np.arange(n) >= CHANGE
+        if ramp:
+            frac = np.clip((np.arange(n) - CHANGE) / ramp, 0, 1)
+            return x * np.where(after, sd, 1.0) + mean * frac
+        return np.where(after, x * sd + mean, x)
+
+    return make
+
+
+def _latency_spike(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = 12.0 * np.exp(rng.normal(0, 0.25, n))
+    spike = (np.arange(n) >= CHANGE) & (np.arange(n) < CHANGE + 300)
+    return np.where(spike, x * 8, x)
+
+
+def _errors(rng: np.random.Generator, n: int) -> np.ndarray:
+    p = np.where(np.arange(n) >= CHANGE, 0.05, 0.005)
+    return (rng.uniform(0, 1, n) < p).astype(float)
+
+
+def _categories(rng: np.random.Generator, n: int) -> np.ndarray:
+    before = rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1])
+    after = rng.choice(4, n, p=[0.2, 0.3, 0.2, 0.3])
+    return np.where(np.arange(n) >= CHANGE, after, before).astype(float)
+
+
+def _concept(rng: np.random.Generator, n: int) -> np.ndarray:
+    # SEA concepts: a fixed model of concept 0 judged against labels that switch
+    # to concept 2 at the change, with 10 % label noise throughout.
+    before = synth.SEA(variant=0, noise=0.1, seed=int(rng.integers(1 << 30))).take(CHANGE)
+    after = synth.SEA(variant=2, noise=0.1, seed=int(rng.integers(1 << 30))).take(max(n - CHANGE, 0))
+    errors = np.empty(n)
+    for i, (x, y) in enumerate(itertools.chain(before, after)):
+        errors[i] = float((x[0] + x[1] > 8) != y)
+    return errors
+
+
+NUMERIC = ("adwin", "page_hinkley", "kswin", "reference_drift")
+SCENARIOS = [
+    Scenario(
+        "stationary (long)",
+        _shift(0.0),
+        ("adwin", "page_hinkley", "reference_drift", "zscore", "iqr"),
+        length=200_000,
+        change=None,
+    ),
+    Scenario("abrupt mean +1 sd", _shift(1.0), NUMERIC),
+    Scenario("abrupt mean +2 sd", _shift(2.0), NUMERIC),
+    Scenario("gradual mean +1 sd over 2000", _shift(1.0, ramp=2000), NUMERIC),
+    Scenario("variance x2", _shift(0.0, sd=2.0), NUMERIC),
+    Scenario("category mix change", _categories, ("reference_drift_categorical",)),
+    Scenario("latency spike x8 (300 events)", _latency_spike, ("zscore", "iqr")),
+    Scenario("error rate 0.5% -> 5%", _errors, ("adwin_errors",)),
+    Scenario("concept drift (SEA, 10% label noise)", _concept, ("ddm",)),
+]
+
+
+def _times(n: int) -> list[float]:
+    return [i / RATE for i in range(n)]
+
+
+def _first_finding_events(findings: Iterable, change: int | None) -> tuple[list[int], int | None, int | None]:
+    """Finding positions (in events), the first after the change, and its onset estimate."""
+    positions = [round(f.event_time * RATE) for f in findings]
+    onset = None
+    first_after = None
+    if change is not None:
+        for f, pos in zip(findings, positions, strict=True):
+            if pos >= change:
+                first_after = pos
+                started = f.evidence.get("change_started_at")
+                if started is not None:
+                    onset = round(started * RATE) - change
+                break
+    return positions, first_after, onset
+
+
+def _stream_rule(rule, values: np.ndarray) -> list:
+    times = _times(len(values))
+    found = []
+    for i in range(0, len(values), BATCH):
+        found += rule.update(values[i : i + BATCH].tolist(), times[i : i + BATCH])
+    return found
+
+
+def _reference_drift(values: np.ndarray, categorical: bool) -> list:
+    def event(i: int) -> dict:
+        v = values[i]
+        feature = f"c{int(v)}" if categorical else float(v)
+        return {"timestamp": i / RATE, "latency_ms": 1.0, "features": {"x": feature}}
+
+    reference = WindowStats(0, 1)
+    reference.update([event(i) for i in range(1000)])
+    rule = ReferenceDriftRule(reference)
+    found = []
+    window = None
+    for start in range(1000, len(values), BATCH):
+        batch = [event(i) for i in range(start, min(start + BATCH, len(values)))]
+        w_start = math.floor(batch[0]["timestamp"] / 60) * 60
+        if window is None or window.start != w_start:
+            window = WindowStats(w_start, w_start + 60)
+        window.update(batch)
+        found += rule.check(window, 60.0, batch[-1]["timestamp"])
+    return found
+
+
+def _ddm(values: np.ndarray) -> list:
+    perf = PerformanceMonitor(window=500, reference_labels=1000)
+    found = []
+    for i, wrong in enumerate(values):
+        found += [f for f in perf.update(1, 0 if wrong else 1, i / RATE) if f.detector == "ddm"]
+    return found
+
+
+def run_detector(name: str, values: np.ndarray) -> list:
+    """Findings of detector ``name`` (default settings) on ``values``."""
+    if name in ("adwin", "page_hinkley", "kswin"):
+        return _stream_rule(StreamDriftRule("x", name), values)
+    if name == "adwin_errors":
+        return _stream_rule(StreamDriftRule("error_rate", "adwin", direction="up"), values)
+    if name == "zscore":
+        log = values.min() > 0
+        return _stream_rule(ZScoreRule("x", log_scale=log), values)
+    if name == "iqr":
+        return _stream_rule(IQRRule("x"), values)
+    if name == "reference_drift":
+        return _reference_drift(values, categorical=False)
+    if name == "reference_drift_categorical":
+        return _reference_drift(values, categorical=True)
+    if name == "ddm":
+        return _ddm(values)
+    raise KeyError(name)
+
+
+def evaluate(scenario: Scenario, detector: str, reps: int, seed: int = 0) -> dict:
+    """Aggregate figures of ``detector`` on ``reps`` runs of ``scenario``."""
+    delays, onsets = [], []
+    missed = false_alarms = stationary = 0
+    for rep in range(reps):
+        rng = np.random.default_rng(seed + rep)
+        values = scenario.make(rng, scenario.length)
+        if scenario.name.startswith("stationary") and detector == "zscore":
+            values = 12.0 * np.exp(0.25 * values)  # latency-like
+        findings = run_detector(detector, values)
+        positions, first_after, onset = _first_finding_events(findings, scenario.change)
+        end = scenario.change if scenario.change is not None else scenario.length
+        false_alarms += sum(1 for p in positions if p < end)
+        stationary += end
+        if scenario.change is not None:
+            if first_after is None or first_after - scenario.change > HORIZON:
+                missed += 1
+            else:
+                delays.append(first_after - scenario.change)
+                if onset is not None:
+                    onsets.append(onset)
+    return {
+        "scenario": scenario.name,
+        "detector": detector,
+        "runs": reps,
+        "delay_median": statistics.median(delays) if delays else None,
+        "delay_max": max(delays) if delays else None,
+        "missed": missed if scenario.change is not None else None,
+        "fa_per_10k": round(false_alarms / stationary * 10_000, 3),
+        "onset_error": statistics.median(onsets) if onsets else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=10, help="runs per scenario (KSWIN runs a third as many)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list")
+    args = parser.parse_args()
+    jobs = [(s, d) for s in SCENARIOS for d in s.detectors]
+    rows = []
+    started = time.perf_counter()
+    with Progress(transient=True) as progress:
+        task = progress.add_task("scenarios", total=len(jobs))
+        for scenario, detector in jobs:
+            reps = max(1, args.reps // 3) if detector == "kswin" else args.reps
+            if scenario.change is None:
+                reps = max(1, args.reps // 5)
+            progress.update(task, description=f"{scenario.name}: {detector}")
+            rows.append(evaluate(scenario, detector, reps))
+            progress.advance(task)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"detection quality, default settings ({time.perf_counter() - started:.0f} s)")
+    for column in ("scenario", "detector", "runs", "delay_median", "delay_max", "missed", "fa_per_10k", "onset_error"):
+        table.add_column(column, justify="left" if column in ("scenario", "detector") else "right")
+    for row in rows:
+        table.add_row(*("-" if row[c] is None else str(row[c]) for c in row))
+    Console(width=max(Console().width, 140)).print(table)
+
+
+if __name__ == "__main__":
+    main()
