@@ -67,6 +67,7 @@ class IQRRule:
         findings: list[Finding] = []
         count = self.count
         for x, ts in zip(values, timestamps, strict=True):
+            x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
             count.see(ts)
             if self.seen >= self.warmup:
                 lo, hi = self.fences()

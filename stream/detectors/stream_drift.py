@@ -80,12 +80,14 @@ class StreamDriftRule:
         self.mean = 0.0  # running mean since the last change, to tell the direction
         self.count_since_change = 0
         self.times: deque[float] = deque(maxlen=20_000)
+        self.recent: deque[float] = deque(maxlen=64)
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return a finding per detected change."""
         findings = []
         detector = self.detector
         for x, ts in zip(values, timestamps, strict=True):
+            x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
             before = self.mean
             if self.standardize:
                 if self.scale is None:
@@ -104,26 +106,22 @@ class StreamDriftRule:
                 detector.update(x)
             self.seen += 1
             self.times.append(ts)
+            self.recent.append(x)
             self.count_since_change += 1
             self.mean += (x - self.mean) / self.count_since_change
             if not detector.drift_detected or self.seen < self.warmup:
                 continue
-            after = self._recent_mean()
             width = self._new_regime_length()
+            # The detector's own estimate still mixes old values right after the cut;
+            # the last few values tell which way the signal moved.
+            k = min(len(self.recent), max(width, 16))
+            after = sum(list(self.recent)[-k:]) / k
             self.mean, self.count_since_change = after, max(width, 1)
             rising = after > before
             if (self.direction == "up" and not rising) or (self.direction == "down" and rising):
                 continue
             findings.append(self._finding(ts, before, after, width))
         return findings
-
-    def _recent_mean(self) -> float:
-        estimation = getattr(self.detector, "estimation", None)
-        if estimation is None:
-            return self.mean
-        if self.standardize and self.scale is not None:
-            return float(estimation) * self.scale[1] + self.scale[0]
-        return float(estimation)
 
     def _new_regime_length(self) -> int:
         width = getattr(self.detector, "width", None)
@@ -160,6 +158,7 @@ class StreamDriftRule:
             "count_since_change": self.count_since_change,
             "times": list(self.times)[-2000:],
             "scale": self.scale,
+            "recent": list(self.recent),
             "warmup_values": self.warmup_values,
         }
 
@@ -171,3 +170,4 @@ class StreamDriftRule:
         self.times = deque(state["times"], maxlen=20_000)
         self.scale = tuple(state["scale"]) if state["scale"] else None
         self.warmup_values = list(state["warmup_values"])
+        self.recent = deque(state["recent"], maxlen=64)

@@ -98,6 +98,7 @@ class ZScoreRule:
         threshold = self.threshold
         count = self.count
         for x, ts in zip(values, timestamps, strict=True):
+            x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
             count.see(ts)
             y = self._transform(x)
             if self.seen >= self.warmup:

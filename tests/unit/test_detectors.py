@@ -1,0 +1,160 @@
+"""Each detector fires on a clear change, stays silent on a stationary stream of
+the same length, and survives pickling and its state round trip."""
+
+import pickle
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.detectors.iqr import IQRRule
+from stream.detectors.performance import PerformanceMonitor
+from stream.detectors.reference_drift import ReferenceDriftRule, categorical_drift, numeric_drift, psi
+from stream.detectors.stream_drift import StreamDriftRule
+from stream.labels import LabelJoiner
+from stream.stats import WindowStats
+
+N = 6000
+
+
+def feed(rule, values, t0=0.0, rate=100.0, batch=100):
+    found = []
+    times = [t0 + i / rate for i in range(len(values))]
+    for i in range(0, len(values), batch):
+        found += rule.update(list(values[i : i + batch]), times[i : i + batch])
+    return found
+
+
+@pytest.mark.parametrize("method", ["adwin", "page_hinkley", "kswin"])
+def test_stream_drift_fires_on_a_shift_and_not_on_noise(method):
+    rng = np.random.default_rng(1)
+    quiet = StreamDriftRule("features.x", method)
+    assert feed(quiet, rng.normal(50, 10, 2 * N)) == []
+    rule = StreamDriftRule("features.x", method)
+    values = np.concatenate([rng.normal(50, 10, N), rng.normal(70, 10, N)])
+    found = feed(rule, values)
+    assert found, method
+    first = found[0]
+    assert N <= first.event_time * 100 < N + 500
+    assert first.evidence["after"] > first.evidence["before"]
+    clone = pickle.loads(pickle.dumps(rule))
+    assert feed(clone, rng.normal(70, 10, 500), t0=200) == feed(rule, rng.normal(70, 10, 0), t0=200) == []
+
+
+def test_stream_drift_direction_filter_and_state_round_trip():
+    rng = np.random.default_rng(2)
+    rule = StreamDriftRule("error_rate", "adwin", direction="up")
+    feed(rule, (rng.uniform(0, 1, N) < 0.2).astype(float))
+    # Errors falling is no incident.
+    assert feed(rule, (rng.uniform(0, 1, N) < 0.01).astype(float), t0=60) == []
+    copy = StreamDriftRule("error_rate", "adwin", direction="up")
+    copy.load_state(orjson.loads(orjson.dumps(rule.to_dict())))
+    rising = (rng.uniform(0, 1, 2000) < 0.3).astype(float)
+    a, b = feed(rule, rising, t0=200), feed(copy, rising, t0=200)
+    assert [f.event_time for f in a] == [f.event_time for f in b] != []
+
+
+def test_iqr_fires_on_a_spike_not_on_noise_and_round_trips():
+    rng = np.random.default_rng(3)
+    assert feed(IQRRule("latency_ms"), rng.lognormal(3, 0.3, 2 * N)) == []
+    rule = IQRRule("latency_ms")
+    feed(rule, rng.lognormal(3, 0.3, N))
+    copy = IQRRule("latency_ms")
+    copy.load_state(orjson.loads(orjson.dumps(rule.to_dict())))
+    spike = rng.lognormal(3, 0.3, 300) * 8
+    a, b = feed(rule, spike, t0=60), feed(copy, spike, t0=60)
+    assert len(a) == 1 and [f.evidence for f in a] == [f.evidence for f in b]
+    assert a[0].baseline["fence_high"] < spike.min()
+    assert pickle.loads(pickle.dumps(rule)).to_dict()["seen"] == rule.to_dict()["seen"]
+
+
+def window_of(values, categorical=False, start=0.0):
+    w = WindowStats(start, start + 60)
+    w.update(
+        [
+            {"timestamp": start, "latency_ms": 1.0, "features": {"x": f"c{int(v)}" if categorical else float(v)}}
+            for v in values
+        ]
+    )
+    return w
+
+
+def test_reference_drift_scores():
+    rng = np.random.default_rng(4)
+    ref = window_of(rng.normal(0, 1, 3000))
+    same = numeric_drift(ref.features.features["x"], window_of(rng.normal(0, 1, 1000)).features.features["x"])
+    moved = numeric_drift(ref.features.features["x"], window_of(rng.normal(1, 1, 1000)).features.features["x"])
+    assert same["p_value"] > 0.001 and same["psi"] < 0.1
+    assert moved["p_value"] < 1e-10 and moved["psi"] > 0.25
+    assert 0.8 < moved["wasserstein_std"] < 1.2
+    assert moved["js"] > same["js"]
+    cref = window_of(rng.choice(4, 3000, p=[0.4, 0.3, 0.2, 0.1]), categorical=True)
+    cnew = window_of(rng.choice(4, 1000, p=[0.1, 0.2, 0.3, 0.4]), categorical=True)
+    mix = categorical_drift(cref.features.features["x"], cnew.features.features["x"])
+    assert mix["p_value"] < 1e-10 and mix["top_changes"][0]["category"] in ("c0", "c3")
+    assert psi(np.array([0.25] * 4), np.array([0.25] * 4)) == pytest.approx(0.0)
+
+
+def test_reference_drift_is_silent_on_many_stationary_windows_and_fires_once_per_window():
+    rng = np.random.default_rng(5)
+    rule = ReferenceDriftRule(window_of(rng.normal(0, 1, 2000)))
+    for k in range(30):
+        assert rule.check(window_of(rng.normal(0, 1, 1000), start=60.0 * k), 60, 60.0 * k) == []
+    window = window_of(rng.normal(2, 1, 1000), start=6000.0)
+    assert len(rule.check(window, 60, 6000.0)) == 1
+    window.update([{"timestamp": 6001.0, "latency_ms": 1.0, "features": {"x": 5.0}}] * 500)
+    assert rule.check(window, 60, 6001.0) == []
+    restored = ReferenceDriftRule(rule.reference)
+    restored.load_state(orjson.loads(orjson.dumps(rule.to_dict())))
+    assert restored.check(window, 60, 6002.0) == []
+
+
+def test_performance_monitor_silent_when_accuracy_holds_and_fires_when_it_drops():
+    rng = np.random.default_rng(6)
+    steady = PerformanceMonitor(window=200, reference_labels=200)
+    found = []
+    for i in range(5000):
+        y = int(rng.integers(2))
+        pred = y if rng.uniform() < 0.9 else 1 - y
+        found += steady.update(y, pred, float(i))
+    assert found == []
+    assert steady.summary()["metrics"]["accuracy"] == pytest.approx(0.9, abs=0.05)
+    for i in range(600):
+        y = int(rng.integers(2))
+        pred = y if rng.uniform() < 0.6 else 1 - y
+        found += steady.update(y, pred, 5000.0 + i)
+    detectors = {f.detector for f in found}
+    assert "metric_drop" in detectors
+    drop = next(f for f in found if f.detector == "metric_drop")
+    assert drop.value < drop.threshold < drop.baseline["accuracy"]
+    restored = PerformanceMonitor.from_dict(orjson.loads(orjson.dumps(steady.to_dict())))
+    assert restored.summary() == steady.summary()
+
+
+def test_performance_monitor_regression_metrics():
+    perf = PerformanceMonitor(window=100, reference_labels=100, margin=0.2)
+    found = []
+    for i in range(300):
+        found += perf.update(10.0 + (i % 3) * 0.5, 10.25, float(i))
+    assert perf.task == "regression" and found == []
+    for i in range(200):
+        found += perf.update(10.0, 14.5, 300.0 + i)
+    # Once per window of labels while it lasts; the alert lifecycle folds the repeats.
+    assert found and {f.signal for f in found} == {"performance.mae"}
+
+
+def test_label_join_in_both_orders_duplicates_and_expiry():
+    store: dict = {}
+    joiner = LabelJoiner(store, ttl_s=100)
+    assert joiner.on_label("m", "early", 1, 5.0) == ("label_before_prediction", None)
+    outcome, joined = joiner.on_prediction("m", "2", "early", 1, 4.0)
+    assert outcome == "joined_label_first" and (joined.label, joined.model_version) == (1, "2")
+    joiner.on_prediction("m", "1", "late", 0, 10.0)
+    assert joiner.on_prediction("m", "1", "late", 0, 10.0) == ("duplicate_prediction", None)
+    joiner.on_prediction("m", "1", "never", 0, 11.0)
+    joiner.on_label("m", "orphan", 1, 12.0)
+    assert joiner.on_label("m", "late", 1, 20.0)[0] == "joined"
+    import time
+
+    expired = {(model, outcome) for _, model, outcome in joiner.expired(now=time.time() + 1000)}
+    assert ("m", "prediction_never_labelled") in expired and ("m", "label_never_matched") in expired
