@@ -55,7 +55,7 @@ def _incident_state(incident: Incident, progress: float) -> str:
 
 def _caught(incident: Incident, alerts: list[dict[str, Any]]) -> dict[str, Any] | None:
     for alert in alerts:
-        if alert["model"] == incident.model and alert["signal"] == incident.signal:
+        if alert["model"] == incident.model and alert["signal"] == incident.signal and alert["status"] == "firing":
             return alert
     return None
 
@@ -183,13 +183,13 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
     table.add_row("alerts received", str(len(state.alerts)))
     console.print(table)
 
-    by_series = Counter((a["model"], a["signal"], a["detector"], a["severity"]) for a in state.alerts)
+    by_series = Counter((a["model"], a["signal"], a["detector"], a["severity"], a["status"]) for a in state.alerts)
     if by_series:
         series = Table(title="alerts by series")
-        for column in ("model", "signal", "detector", "severity", "count"):
+        for column in ("model", "signal", "detector", "severity", "status", "count"):
             series.add_column(column)
-        for (model, signal_name, detector, severity), n in sorted(by_series.items()):
-            series.add_row(model, signal_name, detector, severity, str(n))
+        for (model, signal_name, detector, severity, status), n in sorted(by_series.items()):
+            series.add_row(model, signal_name, detector, severity, status, str(n))
         console.print(series)
 
     latency_caught = False
@@ -209,7 +209,7 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
         else:
             console.print(
                 f"[yellow]not caught[/] {incident.name} on {incident.model} ({incident.signal}): "
-                "no detector watches this signal yet"
+                "no alert on this signal during the run"
             )
     console.print(f"worker log: {worker.log_path}")
     return latency_caught
