@@ -156,10 +156,13 @@ def test_missing_rate_jump_and_unseen_category_raise_data_quality_alerts(broker)
     with iso.worker() as worker:
         asyncio.run(publish(iso, normal + broken))
         wait_for_events(worker, 1400)
-        records = asyncio.run(
-            read_all(iso.settings.bootstrap_servers, iso.settings.topics.alerts, expect=2, timeout_s=20)
-        )
-    alerts = {orjson.loads(r.value)["detector"]: orjson.loads(r.value) for r in records}
+        alerts: dict = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(alerts) < 2:
+            records = asyncio.run(read_all(iso.settings.bootstrap_servers, iso.settings.topics.alerts, timeout_s=2))
+            found = [orjson.loads(r.value) for r in records]
+            # The same change is also a drift of the reference (a separate alert); here: data quality.
+            alerts = {a["detector"]: a for a in found if a["kind"] == "data_quality"}
     assert set(alerts) == {"missing_rate", "unseen_category"}
     for alert in alerts.values():
         validate("alert", alert)
