@@ -14,6 +14,7 @@ from typing import Any
 
 from stream.alerts import AlertLifecycle
 from stream.config import Settings
+from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
@@ -32,6 +33,7 @@ class VersionMonitor:
         "events",
         "lifecycle",
         "model",
+        "multivariate",
         "performance",
         "performance_lifecycle",
         "quality",
@@ -84,6 +86,7 @@ class VersionMonitor:
             sustained_s=settings.retrain_after_s,
         )
         self.events = 0
+        self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None
         self.reference: ReferenceProfile | None = None
         self.reference_builder: WindowStats | None = None
@@ -99,6 +102,13 @@ class VersionMonitor:
         self.reference = profile
         self.reference_builder = None
         self.quality = DataQualityRule(profile.stats)
+        params = self.config.multivariate
+        if params is not None:
+            params = dict(params)
+            limit = params.pop("max_features", 20)
+            numeric = [n for n, f in profile.stats.features.features.items() if f.kind == "numeric"][:limit]
+            if len(numeric) >= 2:
+                self.multivariate = MahalanobisRule(numeric, window_s=self.settings.window_s, **params)
         options = {"alpha": self.settings.drift_alpha, "min_psi": self.settings.drift_min_psi}
         self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
 
@@ -157,6 +167,8 @@ class VersionMonitor:
             findings += self.quality.update(placed, window, self.settings.window_s)
             if self.drift is not None:
                 findings += self.drift.check(window, self.settings.window_s, event_time)
+            if self.multivariate is not None:
+                findings += self.multivariate.update(placed)
         elif self.reference_builder is not None:
             self._learn_reference(events)
         return self.lifecycle.observe(findings, self.windows.watermark or max(e["timestamp"] for e in events))
@@ -208,6 +220,7 @@ class VersionMonitor:
             "reference_builder": None if self.reference_builder is None else self.reference_builder.to_dict(),
             "quality": None if self.quality is None else self.quality.to_dict(),
             "drift": None if self.drift is None else self.drift.to_dict(),
+            "multivariate": None if self.multivariate is None else self.multivariate.to_dict(),
             "signal_rules": {
                 signal: {name: rule.to_dict() for name, rule in rules.items()}
                 for signal, rules in self.signal_rules.items()
@@ -228,6 +241,8 @@ class VersionMonitor:
                 self.quality.load_state(state["quality"])
             if state.get("drift") is not None and self.drift is not None:
                 self.drift.load_state(state["drift"])
+            if state.get("multivariate") is not None and self.multivariate is not None:
+                self.multivariate.load_state(state["multivariate"])
         elif state["reference_builder"] is not None and self.reference is None:
             self.reference_builder = WindowStats.from_dict(state["reference_builder"])
         for signal, saved in state["signal_rules"].items():

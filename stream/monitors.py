@@ -27,7 +27,9 @@ Signals: ``latency_ms``, ``error_rate`` (1 for a failed request, else 0),
 ``tokens_out``, ``features.NAME`` and ``features.*`` (every numeric
 feature). Detectors: ``zscore`` and ``iqr`` (anomalies, counted per window),
 ``adwin``, ``page_hinkley`` and ``kswin`` (river's drift detectors on the
-event stream). Reference drift and data quality watch every feature always.
+event stream). Reference drift and data quality watch every feature always; the
+multivariate rule (``[defaults.multivariate] detectors = ["mahalanobis"]``,
+on by default, ``[]`` turns it off) watches the numeric features together.
 A mistake stops the worker with a message naming the setting's path.
 """
 
@@ -62,6 +64,16 @@ DEFAULTS: dict[str, Any] = {
     },
     "reference_drift": {},
     "performance": {},
+    "multivariate": {"detectors": ["mahalanobis"]},
+}
+MULTIVARIATE_KEYS = {
+    "warmup": int,
+    "quantile": float,
+    "margin": float,
+    "half_life": float,
+    "min_outliers": int,
+    "min_share": float,
+    "max_features": int,
 }
 
 
@@ -72,6 +84,8 @@ class ModelMonitors:
     signals: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     reference_drift: dict[str, Any] = field(default_factory=dict)
     performance: dict[str, Any] = field(default_factory=dict)
+    # Parameters of the multivariate (Mahalanobis) rule, or None when it is off.
+    multivariate: dict[str, Any] | None = field(default_factory=dict)
 
     def detectors_for(self, signal: str) -> list[tuple[str, dict[str, Any]]]:
         """The detectors of ``signal``; ``features.*`` covers features without their own entry."""
@@ -148,7 +162,7 @@ class MonitorConfig:
         return self.models.get(model, self.defaults)
 
     def _parse(self, table: dict[str, Any], where: str) -> ModelMonitors:
-        unknown = set(table) - {"signals", "reference_drift", "performance"}
+        unknown = set(table) - {"signals", "reference_drift", "performance", "multivariate"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         signals: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -179,7 +193,19 @@ class MonitorConfig:
                 table.get("reference_drift") or {}, REFERENCE_DRIFT_KEYS, f"{where}.reference_drift"
             ),
             performance=_typed(table.get("performance") or {}, PERFORMANCE_KEYS, f"{where}.performance"),
+            multivariate=self._multivariate(table.get("multivariate") or {}, f"{where}.multivariate"),
         )
+
+    def _multivariate(self, table: dict[str, Any], where: str) -> dict[str, Any] | None:
+        detectors = table.get("detectors", [])
+        if detectors not in ([], ["mahalanobis"]):
+            raise ConfigError(f'{where}.detectors: {detectors!r}; use ["mahalanobis"] or [] to turn it off')
+        if not detectors:
+            return None
+        params = table.get("mahalanobis", {})
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}.mahalanobis: parameters must be a table")
+        return _typed(params, MULTIVARIATE_KEYS, f"{where}.mahalanobis")
 
 
 def _typed(table: dict[str, Any], keys: dict[str, Any], where: str) -> dict[str, Any]:

@@ -158,3 +158,28 @@ def test_label_join_in_both_orders_duplicates_and_expiry():
 
     expired = {(model, outcome) for _, model, outcome in joiner.expired(now=time.time() + 1000)}
     assert ("m", "prediction_never_labelled") in expired and ("m", "label_never_matched") in expired
+
+
+def correlated_events(rng, n, t0=0.0, odd=False):
+    cov = [[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    xs = rng.multivariate_normal([10.0, 20.0, 0.0], cov, n)
+    if odd:
+        xs[:, 1] = 20.0 - (xs[:, 0] - 10.0)  # a and b now move against each other
+    return [{"timestamp": t0 + i * 0.01, "features": {"a": a, "b": b, "c": c}} for i, (a, b, c) in enumerate(xs)]
+
+
+def test_mahalanobis_is_silent_on_correlated_noise_and_fires_on_a_broken_relation():
+    from stream.detectors.multivariate import MahalanobisRule
+
+    rng = np.random.default_rng(7)
+    rule = MahalanobisRule(["a", "b", "c"])
+    normal = correlated_events(rng, 60_000)
+    assert [f for k in range(0, len(normal), 100) for f in rule.update(normal[k : k + 100])] == []
+    odd = correlated_events(rng, 1000, t0=700.0, odd=True)
+    found = [f for k in range(0, len(odd), 100) for f in rule.update(odd[k : k + 100])]
+    assert [f.detector for f in found] == ["mahalanobis"]
+    assert {w["feature"] for w in found[0].evidence["unusual_features"][:2]} == {"a", "b"}
+    copy = MahalanobisRule(["a", "b", "c"])
+    copy.load_state(orjson.loads(orjson.dumps(rule.to_dict())))
+    assert np.allclose(copy.cov, rule.cov) and copy.seen == rule.seen
+    assert pickle.loads(pickle.dumps(rule)).seen == rule.seen

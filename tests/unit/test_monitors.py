@@ -115,3 +115,15 @@ def test_unknown_parameter_lists_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(tmp_path, "[defaults.signals.latency_ms]\ndetectors = ['zscore']\nzscore = { treshold = 3 }")
     assert "threshold" in str(info.value) and "min_outliers" in str(info.value)
+
+
+def test_multivariate_rule_on_by_default_and_can_be_turned_off(tmp_path):
+    assert MonitorConfig().for_model("m").multivariate == {}
+    off = load(tmp_path, "[defaults.multivariate]\ndetectors = []")
+    assert off.for_model("m").multivariate is None
+    tuned = load(tmp_path, "[models.m.multivariate]\ndetectors = ['mahalanobis']\nmahalanobis = { quantile = 0.9999 }")
+    assert tuned.for_model("m").multivariate == {"quantile": 0.9999}
+    with pytest.raises(ConfigError, match=r"models\.m\.multivariate\.detectors"):
+        load(tmp_path, "[models.m.multivariate]\ndetectors = ['halfspacetrees']")
+    with pytest.raises(ConfigError, match=r"models\.m\.multivariate\.mahalanobis\.qantile"):
+        load(tmp_path, "[models.m.multivariate]\ndetectors = ['mahalanobis']\nmahalanobis = { qantile = 0.9 }")
