@@ -30,6 +30,7 @@ from rich.table import Table
 from river.datasets import synth
 
 from stream.detectors.iqr import IQRRule
+from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.detectors.stream_drift import StreamDriftRule
@@ -93,6 +94,19 @@ def _concept(rng: np.random.Generator, n: int) -> np.ndarray:
     return errors
 
 
+def _correlated(broken: bool):
+    def make(rng: np.random.Generator, n: int) -> np.ndarray:
+        # Two features that move together (r = 0.8); when broken they move against
+        # each other from the change on, each keeping its own distribution.
+        xs = rng.multivariate_normal([0.0, 0.0], [[1.0, 0.8], [0.8, 1.0]], n)
+        if broken:
+            after = np.arange(n) >= CHANGE
+            xs[after, 1] = -xs[after, 0] * 0.8 + rng.normal(0, 0.6, int(after.sum()))
+        return xs
+
+    return make
+
+
 NUMERIC = ("adwin", "page_hinkley", "kswin", "reference_drift")
 SCENARIOS = [
     Scenario(
@@ -110,6 +124,8 @@ SCENARIOS = [
     Scenario("latency spike x8 (300 events)", _latency_spike, ("zscore", "iqr")),
     Scenario("error rate 0.5% -> 5%", _errors, ("adwin_errors",)),
     Scenario("concept drift (SEA, 10% label noise)", _concept, ("ddm",)),
+    Scenario("stationary correlated pair (long)", _correlated(False), ("mahalanobis",), length=200_000, change=None),
+    Scenario("correlation broken (r 0.8 -> -0.8)", _correlated(True), ("mahalanobis",)),
 ]
 
 
@@ -162,6 +178,19 @@ def _reference_drift(values: np.ndarray, categorical: bool) -> list:
     return found
 
 
+def _mahalanobis(values: np.ndarray) -> list:
+    rule = MahalanobisRule(["a", "b"])
+    found = []
+    for start in range(0, len(values), BATCH):
+        rows = values[start : start + BATCH]
+        batch = [
+            {"timestamp": (start + i) / RATE, "features": {"a": float(a), "b": float(b)}}
+            for i, (a, b) in enumerate(rows)
+        ]
+        found += rule.update(batch)
+    return found
+
+
 def _ddm(values: np.ndarray) -> list:
     perf = PerformanceMonitor(window=500, reference_labels=1000)
     found = []
@@ -187,6 +216,8 @@ def run_detector(name: str, values: np.ndarray) -> list:
         return _reference_drift(values, categorical=True)
     if name == "ddm":
         return _ddm(values)
+    if name == "mahalanobis":
+        return _mahalanobis(values)
     raise KeyError(name)
 
 
