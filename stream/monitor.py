@@ -60,13 +60,7 @@ class VersionMonitor:
             settings.max_features,
             settings.max_categories,
         )
-        self.lifecycle = AlertLifecycle(
-            model,
-            version,
-            cooldown_s=settings.alert_cooldown_s,
-            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
-            sustained_s=settings.retrain_after_s,
-        )
+        self.lifecycle = self._lifecycle()
         perf = self.config.performance
         self.performance = PerformanceMonitor(
             window=perf.get("window", settings.performance_window),
@@ -78,13 +72,7 @@ class VersionMonitor:
         )
         # Labels run on their own clock (they may come hours after the
         # predictions), so their alerts fold and resolve separately.
-        self.performance_lifecycle = AlertLifecycle(
-            model,
-            version,
-            cooldown_s=settings.alert_cooldown_s,
-            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
-            sustained_s=settings.retrain_after_s,
-        )
+        self.performance_lifecycle = self._lifecycle()
         self.events = 0
         self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None
@@ -97,6 +85,16 @@ class VersionMonitor:
             self._set_reference(profile)
         else:
             self.reference_builder = WindowStats(0.0, 0.0, settings.max_features, settings.max_categories)
+
+    def _lifecycle(self) -> AlertLifecycle:
+        settings = self.settings
+        return AlertLifecycle(
+            self.model,
+            self.version,
+            cooldown_s=settings.alert_cooldown_s,
+            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
+            sustained_s=settings.retrain_after_s,
+        )
 
     def _set_reference(self, profile: ReferenceProfile) -> None:
         self.reference = profile

@@ -12,11 +12,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.alerts import fingerprint
-from stream.client import MonitorClient, make_event
+from stream.client import make_event
 from stream.follow import read_all
 from stream.schemas import validate
 
 from .conftest import isolated_settings
+from .helpers import publish
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +33,6 @@ def detection(broker):
     worker.start()
     yield iso, worker
     worker.stop()
-
-
-async def publish(iso, events):
-    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=100)
-    await client.start()
-    for e in events:
-        client.record_event(e)
-    await client.close()
-    assert client.stats.sent == len(events)
 
 
 async def alerts_of(iso, model, expect, timeout_s=30.0):

@@ -14,11 +14,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.client import MonitorClient, make_event
+from stream.client import make_event
 from stream.follow import read_all
 from stream.schemas import validate
 
 from .conftest import isolated_settings
+from .helpers import publish, wait_for_events
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +39,6 @@ def normal_events(model, n, t0, version="1"):
     ]
 
 
-async def publish(iso, events):
-    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=100)
-    await client.start()
-    for event in events:
-        assert client.record_event(event)
-    await client.close()
-    assert client.stats.sent == len(events)
-
-
 async def publish_raw(iso, key, value):
     producer = AIOKafkaProducer(bootstrap_servers=iso.settings.bootstrap_servers)
     await producer.start()
@@ -59,16 +51,6 @@ async def publish_raw(iso, key, value):
 async def read_topic(iso, which, expect=None, timeout_s=20.0):
     topic = getattr(iso.settings.topics, which)
     return await read_all(iso.settings.bootstrap_servers, topic, expect=expect, timeout_s=timeout_s)
-
-
-def wait_for_events(worker, n, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        health = worker.health()
-        if health and health["events"] >= n:
-            return health
-        time.sleep(0.1)
-    raise AssertionError(f"worker processed {worker.health()} events, expected {n}")
 
 
 def test_health_reports_ready_with_partitions(pipeline):

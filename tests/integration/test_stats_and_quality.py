@@ -18,11 +18,12 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.client import MonitorClient, make_event
+from stream.client import make_event
 from stream.follow import read_all
 from stream.schemas import validate
 
 from .conftest import isolated_settings
+from .helpers import publish, wait_for_events
 
 
 def get_json(url):
@@ -40,16 +41,6 @@ def get_json_when_ready(url, timeout_s=30.0):
             if exc.code not in (404, 503) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-
-
-def wait_for_events(worker, n, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        health = worker.health()
-        if health and health["events"] >= n:
-            return health
-        time.sleep(0.2)
-    raise AssertionError(f"worker reached {worker.health()}, expected {n} events")
 
 
 def model_events(model, n, t0, seed, features=None):
@@ -73,15 +64,6 @@ def model_events(model, n, t0, seed, features=None):
             )
         )
     return out
-
-
-async def publish(iso, events):
-    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=250)
-    await client.start()
-    for e in events:
-        client.record_event(e)
-    await client.close()
-    assert client.stats.sent == len(events)
 
 
 def test_stats_cover_events_from_before_and_after_a_restart(broker):
