@@ -19,6 +19,8 @@ from river import drift
 from stream.detectors.base import Finding
 
 METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
+TIME_STRIDE = 32
+TIME_MARKS = 512
 
 
 class StreamDriftRule:
@@ -79,7 +81,9 @@ class StreamDriftRule:
         self.warmup_values: list[float] = []
         self.mean = 0.0  # running mean since the last change, to tell the direction
         self.count_since_change = 0
-        self.times: deque[float] = deque(maxlen=20_000)
+        # (event number, event time) every TIME_STRIDE events: enough to date the
+        # start of a new regime some thousands of events back, in little state.
+        self.times: deque[tuple[int, float]] = deque(maxlen=TIME_MARKS)
         self.recent: deque[float] = deque(maxlen=64)
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
@@ -105,7 +109,8 @@ class StreamDriftRule:
             else:
                 detector.update(x)
             self.seen += 1
-            self.times.append(ts)
+            if self.seen % TIME_STRIDE == 0:
+                self.times.append((self.seen, ts))
             self.recent.append(x)
             self.count_since_change += 1
             self.mean += (x - self.mean) / self.count_since_change
@@ -128,7 +133,7 @@ class StreamDriftRule:
         return int(width) if width else 0
 
     def _finding(self, ts: float, before: float, after: float, width: int) -> Finding:
-        started = self.times[-width] if 0 < width <= len(self.times) else None
+        started = self._time_of(self.seen - width) if width > 0 else None
         start = ts - ts % self.window_s
         change = "rose" if after > before else "fell"
         return Finding(
@@ -149,6 +154,13 @@ class StreamDriftRule:
             evidence={"before": before, "after": after, "new_regime_events": width, "change_started_at": started},
         )
 
+    def _time_of(self, event_number: int) -> float | None:
+        """Event time of about the ``event_number``-th event, from the marks."""
+        for number, ts in self.times:
+            if number >= event_number:
+                return ts
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """State as JSON-ready values (the river detector pickled, base64)."""
         return {
@@ -156,7 +168,7 @@ class StreamDriftRule:
             "seen": self.seen,
             "mean": self.mean,
             "count_since_change": self.count_since_change,
-            "times": list(self.times)[-2000:],
+            "times": [list(mark) for mark in self.times],
             "scale": self.scale,
             "recent": list(self.recent),
             "warmup_values": self.warmup_values,
@@ -167,7 +179,7 @@ class StreamDriftRule:
         self.detector = pickle.loads(base64.b64decode(state["detector"]))
         self.seen, self.mean = state["seen"], state["mean"]
         self.count_since_change = state["count_since_change"]
-        self.times = deque(state["times"], maxlen=20_000)
+        self.times = deque((tuple(mark) for mark in state["times"]), maxlen=TIME_MARKS)
         self.scale = tuple(state["scale"]) if state["scale"] else None
         self.warmup_values = list(state["warmup_values"])
         self.recent = deque(state["recent"], maxlen=64)
