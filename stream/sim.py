@@ -47,7 +47,7 @@ DEFAULT_INCIDENTS = (
     Incident(
         "error_burst",
         "support-llm",
-        "error",
+        "error_rate",
         0.50,
         0.65,
         "30% of support-llm requests time out upstream",

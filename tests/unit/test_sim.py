@@ -45,3 +45,10 @@ def test_incidents_are_scripted_on_known_models():
     assert {i.model for i in DEFAULT_INCIDENTS} <= names
     assert {i.name for i in DEFAULT_INCIDENTS} == {"latency_spike", "error_burst", "feature_shift"}
     assert len(malformed_records()) == 3
+
+
+def test_incident_signals_are_signals_the_worker_watches():
+    from stream.monitors import FIXED_SIGNALS
+
+    for incident in DEFAULT_INCIDENTS:
+        assert incident.signal in FIXED_SIGNALS or incident.signal.startswith("features."), incident
