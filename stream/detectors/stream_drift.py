@@ -55,8 +55,10 @@ class StreamDriftRule:
         if method == "adwin":
             params.setdefault("delta", 1e-4)
         elif method == "kswin":
-            # river's default alpha (0.005) is a test per event: dozens of false alarms per 10,000.
-            params.setdefault("alpha", 1e-5)
+            # river's defaults (alpha 0.005 on 30 of 100 values) test every event: about a dozen
+            # false alarms per 10,000. A lower alpha on larger samples keeps a 1-sd shift in reach.
+            for key, value in (("alpha", 1e-5), ("window_size", 500), ("stat_size", 150)):
+                params.setdefault(key, value)
         elif method == "page_hinkley":
             # In standard deviations (see below); river's own defaults alarm every few thousand events.
             for key, value in (("min_instances", 300), ("delta", 0.25), ("threshold", 50.0)):
