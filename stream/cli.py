@@ -314,8 +314,9 @@ def demo(duration: float, rate: float, seed: int, broker: str | None, window_s: 
 )
 @click.option("--window", type=click.Choice(["tumbling", "hopping"]), default="tumbling", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON as it is.")
+@click.option("--token", envvar="STREAM_MONITOR_WEB_TOKEN", help="Bearer token, if the worker requires one.")
 @one_line_errors
-def stats(model: str | None, url: str, window: str, as_json: bool) -> None:
+def stats(model: str | None, url: str, window: str, as_json: bool, token: str | None) -> None:
     """Show MODEL's window statistics, or list the models when MODEL is left out."""
     import json
     import urllib.error
@@ -326,8 +327,9 @@ def stats(model: str | None, url: str, window: str, as_json: bool) -> None:
 
     base = url.rstrip("/")
     path = f"/models/{urllib.parse.quote(model, safe='')}/stats?window={window}" if model else "/models"
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             data = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")

@@ -68,6 +68,8 @@ class Settings:
     partitions: int = 4
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # When set, /models, /models/*/stats and /metrics require "Authorization: Bearer <token>".
+    web_token: str = field(default="", repr=False)
     window_s: float = 60.0
     hopping_s: float = 600.0
     hop_s: float = 60.0

@@ -1,5 +1,8 @@
 """Web pages of the worker: health, metrics, and the per-model statistics.
 
+With ``web_token`` set, every page but ``/health`` (for orchestrators' probes,
+and it holds no model data) requires ``Authorization: Bearer <token>``.
+
 Tables are partitioned across workers. ``/models/{model}/stats`` is routed by
 Faust to the worker that owns the model's partition; ``/models`` asks every
 worker in the group (their addresses come from Faust's assignment metadata)
@@ -9,6 +12,7 @@ and merges the answers.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -41,13 +45,23 @@ def register(mon: MonitorApp) -> None:
             }
         )
 
+    def refused(web, request):
+        """A 401 answer when a token is required and the request lacks it, else None."""
+        if authorized(mon.settings.web_token, request.headers.get("Authorization")):
+            return None
+        return web.json({"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+
     @app.page("/metrics")
     async def metrics(web, request):
+        if (denied := refused(web, request)) is not None:
+            return denied
         # aiohttp refuses a charset in content_type=, so the header goes in whole.
         return web.bytes(mon.metrics.render(), headers={"Content-Type": mon.metrics.content_type})
 
     @app.page("/models")
     async def models(web, request):
+        if (denied := refused(web, request)) is not None:
+            return denied
         found: dict[str, Any] = {m: mon.monitor_for(m).overview() for m in mon.local_models()}
         if request.query.get("scope") != "local":
             for answer in await asyncio.gather(*(_fetch_local_models(mon, url) for url in _other_workers(mon))):
@@ -59,12 +73,30 @@ def register(mon: MonitorApp) -> None:
     class ModelStats(faust.web.View):
         @app.table_route(table=mon.model_state, match_info="model")
         async def get(self, request, model: str):
+            if (denied := refused(self, request)) is not None:
+                return denied
             view = request.query.get("window", "tumbling")
             if view not in VIEWS:
                 return self.json({"error": f"window must be one of {', '.join(VIEWS)}, not {view!r}"}, status=400)
             if not mon.has_model(model):
                 return self.json({"error": f"no events seen for model {model!r}"}, status=404)
             return self.json(mon.monitor_for(model).summary(view))
+
+
+def authorized(token: str, header: str | None) -> bool:
+    """Whether an Authorization header satisfies the configured token (none: everyone).
+
+    >>> authorized("", None), authorized("s3cret", "Bearer s3cret"), authorized("s3cret", "Bearer nope")
+    (True, True, False)
+    """
+    if not token:
+        return True
+    return header is not None and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Headers that carry ``token`` (none when no token is set)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _other_workers(mon: MonitorApp) -> list[str]:
