@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import faust
 import orjson
 
+from stream.codec import Reject
 from stream.config import Settings
+from stream.deadletter import dead_letter
 from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
@@ -101,6 +104,7 @@ class MonitorApp:
         self.joiner = LabelJoiner(self.label_join, settings.label_ttl_s)
         self._expired: dict[str, dict[str, int]] = {}
         self._monitors: dict[str, ModelMonitor] = {}
+        self._warned_caps: set[tuple[str, str]] = set()
         # Imported here: the agent and page modules register themselves on this app.
         from stream.agents import ingest, labels, web
 
@@ -126,20 +130,79 @@ class MonitorApp:
         return monitor
 
     def save(self, monitor: ModelMonitor) -> None:
-        """Write the model's state back to its changelog-backed table entry."""
+        """Write the model's state back to its changelog-backed table entry.
+
+        The sequence number counts the writes, so a cached monitor whose number
+        differs from the table's is stale.
+        """
+        monitor.seq += 1
         self.model_state[monitor.model.encode()] = monitor.to_dict()
+
+    async def apply(
+        self,
+        model: str,
+        change: Callable[[ModelMonitor, Any], list[dict[str, Any]]],
+        data: Any,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        message: Any,
+    ) -> ModelMonitor | None:
+        """Run ``change(monitor, data)`` on the model's state, save it and publish what it raised.
+
+        One poisoned record must not stop the worker or leave the model's state
+        half-updated: on an exception the cached state is dropped (the table still
+        holds the last saved one) and the record is dead-lettered with the reason.
+        """
+        try:
+            monitor = self.monitor_for(model)
+            alerts = change(monitor, data)
+            self.save(monitor)
+        except Exception as exc:
+            self._monitors.pop(model, None)
+            log.exception("processing failed for model %s", model)
+            reason = f"processing failed: {type(exc).__name__}: {exc}"
+            await self.dead_letter(Reject(reason, "processing_error", value or b""), key, message)
+            return None
+        await self.publish_alerts(alerts)
+        await self.publish_retrain_requests(monitor)
+        return monitor
+
+    async def dead_letter(self, reject: Reject, key: bytes | None, message: Any) -> None:
+        """Write one rejected input, with where it came from, to the dead-letter topic."""
+        letter = dead_letter(reject, topic=message.topic, partition=message.partition, offset=message.offset, key=key)
+        await self.deadletter_topic.send(key=key, value=orjson.dumps(letter))
+        self.counters.dead_letters += 1
+        self.metrics.dead_letters.labels(error_type=reject.error_type).inc()
+
+    def report_state(self, monitor: ModelMonitor) -> None:
+        """Export the model's feature-cap overflow and too-late counts; log the overflow once."""
+        for version, v in monitor.versions.items():
+            windows = v.windows
+            labels = {"model": monitor.model, "model_version": version}
+            if windows.too_late:
+                self.metrics.late_events.labels(**labels).set(windows.too_late)
+            if not windows.untracked_features:
+                continue
+            self.metrics.features_untracked.labels(**labels).set(windows.untracked_features)
+            if (monitor.model, version) not in self._warned_caps:
+                self._warned_caps.add((monitor.model, version))
+                log.warning(
+                    "model %s %s has more than max_features=%d features; %d not tracked (first: %s)",
+                    monitor.model,
+                    version,
+                    self.settings.max_features,
+                    windows.untracked_features,
+                    ", ".join(windows.untracked_names[:5]),
+                )
 
     def local_models(self) -> list[str]:
         """Models whose partition this worker actively owns (standby copies excluded)."""
         actives = {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topics.events
         }
-        out = []
-        for key in list(self.model_state.keys()):
-            model = key.decode() if isinstance(key, bytes) else key
-            if self.partition_of(model) in actives:
-                out.append(model)
-        return out
+        models = (key.decode() for key in list(self.model_state.keys()))
+        return [model for model in models if self.partition_of(model) in actives]
 
     async def publish_retrain_requests(self, monitor: ModelMonitor) -> None:
         """Publish the model's pending retraining requests, keyed by model."""
@@ -154,6 +217,10 @@ class MonitorApp:
             self.counters.alerts += 1
             self.metrics.alerts.labels(model=alert["model"], kind=alert["kind"], severity=alert["severity"]).inc()
             log.warning("ALERT %s", alert["message"])
+
+    def process_events(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Update the model's windows and detectors, and keep its predictions for their labels."""
+        return monitor.process(events) + self.join_predictions(monitor, events)
 
     def join_predictions(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Keep predictions with a request_id for their labels; join labels that came first."""
@@ -217,10 +284,6 @@ class MonitorApp:
     def has_model(self, model: str) -> bool:
         """Whether this worker holds state for ``model``."""
         return self.model_state.get(model.encode()) is not None
-
-    def forget(self, model: str) -> None:
-        """Drop the cached state so the next record reloads it from the table."""
-        self._monitors.pop(model, None)
 
     @property
     def ready(self) -> bool:

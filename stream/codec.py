@@ -43,6 +43,25 @@ class DecodedRecord:
     rejects: list[Reject] = field(default_factory=list)
 
 
+def _parse(raw: bytes) -> tuple[dict[str, Any] | None, Reject | None]:
+    """A JSON object of this contract version, or why the bytes are not one."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, Reject(f"not valid JSON: {exc}", "invalid_json", raw)
+    if not isinstance(message, dict):
+        return None, Reject(f"expected a JSON object, got {type(message).__name__}", "invalid_schema", raw)
+    version = message.get("schema_version")
+    if version != SCHEMA_VERSION:
+        reason = f"unsupported schema_version {version!r}; this worker reads {SCHEMA_VERSION}"
+        return None, Reject(reason, "unsupported_version", raw)
+    return message, None
+
+
+def _key_text(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
+
+
 def decode_record(key: bytes | None, value: bytes | None) -> DecodedRecord:
     """Decode and validate one inference-events record.
 
@@ -52,27 +71,13 @@ def decode_record(key: bytes | None, value: bytes | None) -> DecodedRecord:
     """
     out = DecodedRecord()
     raw = value or b""
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        out.rejects.append(Reject(f"not valid JSON: {exc}", "invalid_json", raw))
+    message, reject = _parse(raw)
+    if reject is not None:
+        out.rejects.append(reject)
         return out
-    if not isinstance(message, dict):
-        kind = type(message).__name__
-        out.rejects.append(Reject(f"expected a JSON object, got {kind}", "invalid_schema", raw))
-        return out
-    version = message.get("schema_version")
-    if version != SCHEMA_VERSION:
-        out.rejects.append(
-            Reject(
-                f"unsupported schema_version {version!r}; this worker reads {SCHEMA_VERSION}",
-                "unsupported_version",
-                raw,
-            )
-        )
-        return out
+    assert message is not None
 
-    model_key = key.decode("utf-8", "replace") if key is not None else None
+    model_key = _key_text(key)
     if "events" in message:
         try:
             validate("inference-envelope", message)
@@ -80,32 +85,32 @@ def decode_record(key: bytes | None, value: bytes | None) -> DecodedRecord:
             out.rejects.append(Reject(str(exc), "invalid_schema", raw))
             return out
         for index, event in enumerate(message["events"]):
-            _accept(out, event, model_key, orjson.dumps(event), index)
+            _accept(out, event, model_key, index)
     else:
-        _accept(out, message, model_key, raw, None)
+        _accept(out, message, model_key, None, raw)
     return out
 
 
 def _accept(
-    out: DecodedRecord,
-    event: dict[str, Any],
-    model_key: str | None,
-    raw: bytes,
-    index: int | None,
+    out: DecodedRecord, event: dict[str, Any], model_key: str | None, index: int | None, raw: bytes = b""
 ) -> None:
+    """Keep a valid event; reject an invalid one alone (an envelope's event re-encoded)."""
     try:
         validate("inference-event", event)
+        reason, error_type = None, ""
     except SchemaError as exc:
-        out.rejects.append(Reject(str(exc), "invalid_schema", raw, index))
-        return
-    if event["model"] != model_key:
+        reason, error_type = str(exc), "invalid_schema"
+    if reason is None and event["model"] != model_key:
         reason = (
             f"record key {model_key!r} is not the event's model {event['model']!r}; "
             "publish with the model name as the key (stream.client does)"
         )
-        out.rejects.append(Reject(reason, "key_mismatch", raw, index))
+        error_type = "key_mismatch"
+    if reason is None:
+        out.events.append(event)
         return
-    out.events.append(event)
+    # Only a rejected event of an envelope is encoded again: valid ones never are.
+    out.rejects.append(Reject(reason, error_type, raw if index is None else orjson.dumps(event), index))
 
 
 def decode_label(key: bytes | None, value: bytes | None) -> tuple[dict[str, Any] | None, Reject | None]:
@@ -119,21 +124,15 @@ def decode_label(key: bytes | None, value: bytes | None) -> tuple[dict[str, Any]
     'invalid_schema'
     """
     raw = value or b""
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return None, Reject(f"not valid JSON: {exc}", "invalid_json", raw)
-    if not isinstance(message, dict):
-        return None, Reject(f"expected a JSON object, got {type(message).__name__}", "invalid_schema", raw)
-    if message.get("schema_version") != SCHEMA_VERSION:
-        version = message.get("schema_version")
-        reason = f"unsupported schema_version {version!r}; this worker reads {SCHEMA_VERSION}"
-        return None, Reject(reason, "unsupported_version", raw)
+    message, reject = _parse(raw)
+    if reject is not None:
+        return None, reject
+    assert message is not None
     try:
         validate("label-event", message)
     except SchemaError as exc:
         return None, Reject(str(exc), "invalid_schema", raw)
-    model_key = key.decode("utf-8", "replace") if key is not None else None
+    model_key = _key_text(key)
     if message["model"] != model_key:
         reason = f"record key {model_key!r} is not the label's model {message['model']!r}; key labels by model"
         return None, Reject(reason, "key_mismatch", raw)

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stream.alerts import AlertLifecycle
 from stream.config import Settings
 from stream.detectors.multivariate import MahalanobisRule
@@ -21,7 +23,7 @@ from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.monitors import ModelMonitors, MonitorConfig, build_rule
 from stream.profile import ReferenceProfile, find_profile
 from stream.stats import EventTimeWindows, WindowStats
-from stream.stats.features import is_numeric
+from stream.stats.features import FeatureColumns, is_numeric
 
 
 class VersionMonitor:
@@ -128,7 +130,9 @@ class VersionMonitor:
             self.signal_rules[signal] = rules
         return rules
 
-    def _signals(self, events: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
+    def _signals(
+        self, events: list[dict[str, Any]], columns: FeatureColumns
+    ) -> list[tuple[str, list[float], list[float]]]:
         times = [e["timestamp"] for e in events]
         out = [
             ("latency_ms", [e["latency_ms"] for e in events], times),
@@ -141,35 +145,39 @@ class VersionMonitor:
             if present:
                 out.append((name, [float(e[name]) for e in present], [e["timestamp"] for e in present]))
         if any(s.startswith("features.") for s in self.config.signals):
+            stamps = np.asarray(times)
             for feature in self.windows.feature_names:
                 signal = f"features.{feature}"
                 if not self.config.detectors_for(signal):
                     continue
-                present = [e for e in events if is_numeric((e.get("features") or {}).get(feature))]
-                if present:
-                    values = [float(e["features"][feature]) for e in present]
-                    out.append((signal, values, [e["timestamp"] for e in present]))
+                column = columns.get(feature)
+                present = ~np.isnan(column)
+                if present.any():
+                    out.append((signal, column[present].tolist(), stamps[present].tolist()))
         return out
 
     def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update windows and detectors with one version's events; return alerts."""
         placed = self.windows.update(events)
         self.events += len(events)
+        columns = FeatureColumns(events)
+        placed_columns = columns if placed is events else FeatureColumns(placed)
         findings = []
-        for signal, values, times in self._signals(events):
+        for signal, values, times in self._signals(events, columns):
             for rule in self.rules(signal).values():
                 findings += rule.update(values, times)
+        watermark = self.windows.watermark
+        assert watermark is not None
         if self.quality is not None and placed:
             window = self.windows.tumbling()
-            event_time = max(e["timestamp"] for e in placed)
-            findings += self.quality.update(placed, window, self.settings.window_s)
+            findings += self.quality.update(placed, window, self.settings.window_s, placed_columns)
             if self.drift is not None:
-                findings += self.drift.check(window, self.settings.window_s, event_time)
+                findings += self.drift.check(window, self.settings.window_s, watermark)
             if self.multivariate is not None:
-                findings += self.multivariate.update(placed)
+                findings += self.multivariate.update(placed, placed_columns)
         elif self.reference_builder is not None:
             self._learn_reference(events)
-        return self.lifecycle.observe(findings, self.windows.watermark or max(e["timestamp"] for e in events))
+        return self.lifecycle.observe(findings, watermark)
 
     def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
         """Add one labelled prediction; return performance alerts."""
@@ -237,9 +245,9 @@ class VersionMonitor:
             self._set_reference(ReferenceProfile.from_dict(state["reference"]))
             if state["quality"] is not None and self.quality is not None:
                 self.quality.load_state(state["quality"])
-            if state.get("drift") is not None and self.drift is not None:
+            if state["drift"] is not None and self.drift is not None:
                 self.drift.load_state(state["drift"])
-            if state.get("multivariate") is not None and self.multivariate is not None:
+            if state["multivariate"] is not None and self.multivariate is not None:
                 self.multivariate.load_state(state["multivariate"])
         elif state["reference_builder"] is not None and self.reference is None:
             self.reference_builder = WindowStats.from_dict(state["reference_builder"])
@@ -286,7 +294,6 @@ class ModelMonitor:
         alerts: list[dict[str, Any]] = []
         for version, batch in by_version.items():
             alerts.extend(self.version(version).process(batch))
-        self.seq += 1
         return alerts
 
     def version(self, version: str) -> VersionMonitor:
@@ -298,9 +305,7 @@ class ModelMonitor:
 
     def process_label(self, version: str, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
         """Add one joined label; return performance alerts."""
-        alerts = self.version(version).process_label(label, prediction, label_time)
-        self.seq += 1
-        return alerts
+        return self.version(version).process_label(label, prediction, label_time)
 
     def take_retrain_requests(self) -> list[dict[str, Any]]:
         """Retraining requests raised since the last call, across versions."""
@@ -312,15 +317,6 @@ class ModelMonitor:
     def count_labels(self, outcome: str, n: int = 1) -> None:
         """Count one outcome of the label join (joined, duplicate, never matched, ...)."""
         self.labels[outcome] = self.labels.get(outcome, 0) + n
-        self.seq += 1
-
-    def untracked_features(self) -> dict[str, tuple[int, list[str]]]:
-        """Per version, how many features exceed the cap, and the first of their names."""
-        return {
-            version: (v.windows.untracked_features, v.windows.untracked_names[:5])
-            for version, v in self.versions.items()
-            if v.windows.untracked_features
-        }
 
     def overview(self) -> dict[str, Any]:
         """Models list entry: versions, last event time, events in the current window."""
@@ -360,8 +356,8 @@ class ModelMonitor:
         """Rebuild from :meth:`to_dict` output with the current settings."""
         out = cls(model, settings, monitors)
         out.seq = state["seq"]
-        out.expects_labels = out.expects_labels or state.get("expects_labels", False)
-        out.labels = dict(state.get("labels", {}))
+        out.expects_labels = out.expects_labels or state["expects_labels"]
+        out.labels = dict(state["labels"])
         for version, vstate in state["versions"].items():
             vm = VersionMonitor(model, version, settings, out.config)
             vm.load_state(vstate)

@@ -23,7 +23,7 @@ another version is refused with a message that says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,6 @@ def build_profile(
     model: str,
     model_version: str | None = None,
     source: str = "events",
-    on_batch: Callable[[int], None] | None = None,
     batch_size: int = 5000,
 ) -> ReferenceProfile:
     """Summarise ``events`` of ``model`` (and version, if given) into a profile."""
@@ -144,13 +143,8 @@ def build_profile(
         batch.append(event)
         if len(batch) >= batch_size:
             stats.update(batch)
-            if on_batch:
-                on_batch(len(batch))
             batch = []
-    if batch:
-        stats.update(batch)
-        if on_batch:
-            on_batch(len(batch))
+    stats.update(batch)
     if stats.count == 0:
         raise ProfileError(f"no events of model {model!r}" + (f" version {model_version!r}" if model_version else ""))
     if stats.first_event_time is not None and stats.last_event_time is not None:

@@ -140,14 +140,6 @@ class WorkerProcess:
                 process.wait()
         return process.returncode
 
-    def kill(self) -> None:
-        """SIGKILL at once, as a crash would."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
     def __enter__(self) -> WorkerProcess:
         return self.start()
 

@@ -27,6 +27,7 @@ from river import stats
 
 from stream.detectors.base import Finding
 from stream.detectors.outliers import WindowOutlierCount
+from stream.stats.features import FeatureColumns
 
 
 class MahalanobisRule:
@@ -75,16 +76,8 @@ class MahalanobisRule:
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
         self.worst: list[dict[str, Any]] = []
 
-    def _matrix(self, events: list[dict[str, Any]]) -> np.ndarray:
-        x = np.full((len(events), len(self.features)), np.nan)
-        for i, e in enumerate(events):
-            f = e.get("features")
-            if not f:
-                continue
-            for j, name in enumerate(self.features):
-                v = f.get(name)
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    x[i, j] = v
+    def _matrix(self, columns: FeatureColumns) -> np.ndarray:
+        x = np.column_stack([columns.get(name) for name in self.features])
         return np.where(np.isnan(x), self.mean, x)
 
     def _learn_warmup(self, x: np.ndarray) -> None:
@@ -121,11 +114,14 @@ class MahalanobisRule:
         solved = np.linalg.solve(corr, z.T).T
         return np.einsum("ij,ij->i", z, solved), z
 
-    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
-        """Score each event's feature vector, learn from the normal ones; return findings."""
+    def update(self, events: list[dict[str, Any]], columns: FeatureColumns | None = None) -> list[Finding]:
+        """Score each event's feature vector, learn from the normal ones; return findings.
+
+        ``columns`` are the batch's feature values when the caller has them already.
+        """
         if not events:
             return []
-        x = self._matrix(events)
+        x = self._matrix(columns or FeatureColumns(events))
         if self.seen < self.warmup:
             self._learn_warmup(x)
             return []

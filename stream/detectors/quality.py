@@ -14,7 +14,7 @@ from typing import Any
 
 from stream.detectors.base import Finding
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.features import OTHER, is_numeric
+from stream.stats.features import OTHER, FeatureColumns
 
 
 class DataQualityRule:
@@ -69,22 +69,25 @@ class DataQualityRule:
                 ranges[name] = (lo - pad, hi + pad)
         return ranges
 
-    def update(self, events: list[dict[str, Any]], window: WindowStats, window_s: float) -> list[Finding]:
-        """Count this batch's out-of-range values, then check ``window`` (the current tumbling window)."""
+    def update(
+        self,
+        events: list[dict[str, Any]],
+        window: WindowStats,
+        window_s: float,
+        columns: FeatureColumns | None = None,
+    ) -> list[Finding]:
+        """Count this batch's out-of-range values, then check ``window`` (the current tumbling window).
+
+        ``columns`` are the batch's feature values when the caller has them already.
+        """
         if self.window_start != window.start:
             self.window_start = window.start
             self.out_of_range = {}
             self.fired = set()
+        columns = columns or FeatureColumns(events)
         for name, (lo, hi) in self._ranges.items():
-            low = high = 0
-            for e in events:
-                features = e.get("features")
-                value = features.get(name) if features else None
-                if is_numeric(value):
-                    if value < lo:
-                        low += 1
-                    elif value > hi:
-                        high += 1
+            column = columns.get(name)
+            low, high = int((column < lo).sum()), int((column > hi).sum())  # NaN counts as neither
             if low or high:
                 counts = self.out_of_range.setdefault(name, [0, 0])
                 counts[0] += low
@@ -258,13 +261,6 @@ class DataQualityRule:
             event_time,
             {"wrong_type": stats.wrong_type, "observed_rate": rate, "baseline_rate": 0.0},
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_ranges"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._ranges = self._reference_ranges()
 
     def to_dict(self) -> dict[str, Any]:
         """The per-window state (the reference is kept separately)."""

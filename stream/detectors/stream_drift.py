@@ -75,9 +75,8 @@ class StreamDriftRule:
         # ADWIN's bound assumes values in [0, 1] and Page-Hinkley's threshold is
         # in the signal's units: both see values in standard deviations of the
         # warm-up instead, so one setting fits latencies, amounts and ages alike.
-        # 0/1 signals (errors) are already on the right scale.
         if standardize is None:
-            standardize = method in ("adwin", "page_hinkley") and signal != "error_rate"
+            standardize = method in ("adwin", "page_hinkley")
         self.standardize = standardize
         self.scale: tuple[float, float] | None = None
         self.warmup_values: list[float] = []
@@ -95,18 +94,9 @@ class StreamDriftRule:
         for x, ts in zip(values, timestamps, strict=True):
             x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
             before = self.mean
-            if self.standardize:
-                if self.scale is None:
-                    self.warmup_values.append(x)
-                    self.seen += 1
-                    self.count_since_change += 1
-                    self.mean += (x - self.mean) / self.count_since_change
-                    if len(self.warmup_values) >= self.warmup:
-                        mu = sum(self.warmup_values) / len(self.warmup_values)
-                        var = sum((v - mu) ** 2 for v in self.warmup_values) / max(len(self.warmup_values) - 1, 1)
-                        self.scale = (mu, max(var**0.5, 1e-9))
-                        self.warmup_values = []
-                    continue
+            if self.standardize and self.scale is None:
+                self._learn_scale(x)
+            elif self.scale is not None:
                 detector.update((x - self.scale[0]) / self.scale[1])
             else:
                 detector.update(x)
@@ -133,6 +123,20 @@ class StreamDriftRule:
     def _new_regime_length(self) -> int:
         width = getattr(self.detector, "width", None)
         return int(width) if width else 0
+
+    def _learn_scale(self, x: float) -> None:
+        self.warmup_values.append(x)
+        if len(self.warmup_values) < self.warmup:
+            return
+        values = self.warmup_values
+        if set(values) <= {0.0, 1.0}:
+            # A 0/1 signal (errors) is already on the scale ADWIN expects.
+            self.scale = (0.0, 1.0)
+        else:
+            mu = sum(values) / len(values)
+            var = sum((v - mu) ** 2 for v in values) / (len(values) - 1)
+            self.scale = (mu, max(var**0.5, 1e-9))
+        self.warmup_values = []
 
     def _finding(self, ts: float, before: float, after: float, width: int) -> Finding:
         started = self._time_of(self.seen - width) if width > 0 else None

@@ -157,11 +157,6 @@ class CategoricalStats:
         """Share of events without a value."""
         return self.missing / self.count if self.count else None
 
-    def frequencies(self) -> dict[str, float]:
-        """Share of each category among present values."""
-        present = self.count - self.missing
-        return {k: v / present for k, v in self.counts.items()} if present else {}
-
     def summary(self, top_k: int = 10) -> dict[str, Any]:
         """Readable figures with the ``top_k`` most frequent categories."""
         present = self.count - self.missing
@@ -209,6 +204,29 @@ def _category(value: Any) -> str:
 def is_numeric(value: Any) -> bool:
     """Whether ``value`` is a number (booleans are categories here)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class FeatureColumns:
+    """Each feature's numbers across one batch, extracted once and shared by the detectors.
+
+    >>> cols = FeatureColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
+    >>> cols.get("a").tolist()
+    [1.0, nan, nan]
+    """
+
+    __slots__ = ("_cache", "rows")
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.rows = [e.get("features") for e in events]
+        self._cache: dict[str, np.ndarray] = {}
+
+    def get(self, name: str) -> np.ndarray:
+        """The feature's values; NaN where it is missing or not a number."""
+        column = self._cache.get(name)
+        if column is None:
+            values = (v if is_numeric(v := row.get(name) if row else None) else math.nan for row in self.rows)
+            column = self._cache[name] = np.fromiter(values, np.float64, len(self.rows))
+        return column
 
 
 FeatureStats = NumericStats | CategoricalStats

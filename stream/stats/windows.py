@@ -343,7 +343,8 @@ class EventTimeWindows:
             pane.update(batch, self.feature_names)
         self.events += len(placed)
         self._expire()
-        return placed
+        # The same list when nothing came too late, so callers can share work on it.
+        return events if len(placed) == len(events) else placed
 
     def _expire(self) -> None:
         wm = self.watermark
@@ -358,6 +359,10 @@ class EventTimeWindows:
             del self.panes[start]
 
     def _merged(self, start: float, end: float) -> WindowStats:
+        """The window [start, end); read it, do not change it (it may be a pane itself)."""
+        if end - start == self.pane_s and start in self.panes:
+            # The usual tumbling window is one pane: no copy on every batch.
+            return self.panes[start]
         out = WindowStats(start, end, self.max_features, self.max_categories)
         for pane_start in sorted(self.panes):
             if start <= pane_start < end:
@@ -366,7 +371,7 @@ class EventTimeWindows:
         return out
 
     def tumbling(self, at: float | None = None) -> WindowStats:
-        """The tumbling window holding event time ``at`` (default: the watermark)."""
+        """The tumbling window holding event time ``at`` (default: the watermark); read-only."""
         at = self.watermark if at is None else at
         if at is None:
             return WindowStats(0.0, self.tumbling_s)
