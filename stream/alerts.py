@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from typing import Any
 
 from stream.detectors.base import Finding
@@ -31,6 +30,19 @@ def fingerprint(model: str, model_version: str, signal: str, detector: str) -> s
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def alert_id(fingerprint: str, status: str, event_time: float) -> str:
+    """Id of one published alert, derived from what it says, not drawn at random.
+
+    A worker that replays records after a crash or a rebalance raises the same
+    alert at the same event time again; with the same id, consumers drop the copy.
+
+    >>> alert_id("f", "firing", 10.0) == alert_id("f", "firing", 10.0) != alert_id("f", "resolved", 10.0)
+    True
+    """
+    text = f"{fingerprint}\x1f{status}\x1f{event_time!r}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 def build_alert(
     finding: Finding,
     model: str,
@@ -40,10 +52,11 @@ def build_alert(
     now: float | None = None,
 ) -> dict[str, Any]:
     """The alert message for ``finding`` about one model version."""
+    fp = fingerprint(model, model_version, finding.signal, finding.detector)
     return {
         "schema_version": SCHEMA_VERSION,
-        "alert_id": uuid.uuid4().hex,
-        "fingerprint": fingerprint(model, model_version, finding.signal, finding.detector),
+        "alert_id": alert_id(fp, status, finding.event_time),
+        "fingerprint": fp,
         "status": status,
         "severity": finding.severity,
         "kind": finding.kind,
@@ -160,7 +173,7 @@ class AlertLifecycle:
         self.retrain_requests.append(
             {
                 "schema_version": SCHEMA_VERSION,
-                "request_id": uuid.uuid4().hex,
+                "request_id": alert_id(state["alert"]["alert_id"], "retrain", finding.event_time),
                 "model": self.model,
                 "model_version": self.model_version,
                 "reason": finding.kind,
@@ -188,7 +201,7 @@ class AlertLifecycle:
         quiet = event_time - state["last_seen"]
         return {
             **firing,
-            "alert_id": uuid.uuid4().hex,
+            "alert_id": alert_id(firing["fingerprint"], "resolved", event_time),
             "status": "resolved",
             "message": (
                 f"{self.model} {self.model_version}: resolved: {firing['signal']}/{firing['detector']} "
@@ -201,9 +214,9 @@ class AlertLifecycle:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready state."""
-        return {"active": self.active}
+        """JSON-ready state, detached from the live one (a saved state must not change afterwards)."""
+        return {"active": {fp: dict(state) for fp, state in self.active.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
-        self.active = dict(state["active"])
+        self.active = {fp: dict(entry) for fp, entry in state["active"].items()}

@@ -39,6 +39,7 @@ class WorkerCounters:
     events: int = 0
     dead_letters: int = 0
     alerts: int = 0
+    replayed: int = 0
     started_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class WorkerCounters:
             "events": self.events,
             "dead_letters": self.dead_letters,
             "alerts": self.alerts,
+            "replayed": self.replayed,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -150,23 +152,68 @@ class MonitorApp:
     ) -> ModelMonitor | None:
         """Run ``change(monitor, data)`` on the model's state, save it and publish what it raised.
 
-        One poisoned record must not stop the worker or leave the model's state
-        half-updated: on an exception the cached state is dropped (the table still
-        holds the last saved one) and the record is dead-lettered with the reason.
+        A record whose offset the saved state already covers is a replay (the
+        worker crashed or lost the partition after saving, before committing)
+        and is skipped. One poisoned input must not stop the worker or leave the
+        model's state half-updated: the state is rebuilt from the last saved one,
+        a batch is redone event by event, and only what raises is dead-lettered,
+        with the exception's type. Returns None when nothing was applied.
         """
+        source = f"{message.topic}:{message.partition}"
         try:
             monitor = self.monitor_for(model)
+        except Exception as exc:
+            log.exception("state of model %s cannot be loaded", model)
+            await self._dead_letter_failure(exc, value, key, message)
+            return None
+        if monitor.already_applied(source, message.offset):
+            self.counters.replayed += 1
+            self.metrics.replayed.inc()
+            return None
+        try:
             alerts = change(monitor, data)
-            self.save(monitor)
         except Exception as exc:
             self._monitors.pop(model, None)
             log.exception("processing failed for model %s", model)
-            reason = f"processing failed: {type(exc).__name__}: {exc}"
-            await self.dead_letter(Reject(reason, "processing_error", value or b""), key, message)
-            return None
+            if not isinstance(data, list) or len(data) < 2:
+                await self._dead_letter_failure(exc, value, key, message)
+                return None
+            monitor, alerts = await self._apply_one_by_one(model, change, data, key=key, message=message)
+        monitor.mark_applied(source, message.offset)
+        self.save(monitor)
         await self.publish_alerts(alerts)
         await self.publish_retrain_requests(monitor)
         return monitor
+
+    async def _apply_one_by_one(
+        self,
+        model: str,
+        change: Callable[[ModelMonitor, Any], list[dict[str, Any]]],
+        items: list[Any],
+        *,
+        key: bytes | None,
+        message: Any,
+    ) -> tuple[ModelMonitor, list[dict[str, Any]]]:
+        # The slow path, taken only after a batch raised: a snapshot after every
+        # good item, so a bad one is undone without undoing the good ones.
+        monitor = self.monitor_for(model)
+        good = _snapshot(monitor)
+        alerts: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                raised = change(monitor, [item])
+            except Exception as exc:
+                monitor = ModelMonitor.from_dict(model, self.settings, orjson.loads(good), self.monitors)
+                await self._dead_letter_failure(exc, _encode(item), key, message)
+                continue
+            alerts += raised
+            good = _snapshot(monitor)
+        self._monitors[model] = monitor
+        return monitor, alerts
+
+    async def _dead_letter_failure(self, exc: Exception, value: bytes | None, key: bytes | None, message: Any) -> None:
+        reason = f"processing failed: {type(exc).__name__}: {exc}"
+        await self.dead_letter(Reject(reason, "processing_error", value or b""), key, message)
 
     async def dead_letter(self, reject: Reject, key: bytes | None, message: Any) -> None:
         """Write one rejected input, with where it came from, to the dead-letter topic."""
@@ -291,6 +338,14 @@ class MonitorApp:
         app = self.app
         recovery = app.tables.recovery
         return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+
+def _snapshot(monitor: ModelMonitor) -> bytes:
+    return orjson.dumps(monitor.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _encode(item: Any) -> bytes:
+    return orjson.dumps(item, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str)
 
 
 def load_monitors(settings: Settings) -> MonitorConfig:

@@ -114,9 +114,12 @@ class EmbeddedBroker:
         startup_timeout_s: float = 15.0,
         stop_grace_s: float = 3.0,
         log_path: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        # Clients are told to reconnect here; differs from ``port`` behind a proxy.
+        self.advertised_port = advertised_port
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self.log_path = log_path
@@ -147,6 +150,7 @@ class EmbeddedBroker:
             os.close(fd)
             self.log_path = Path(name)
         listener = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(
@@ -156,7 +160,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     listener,
                     "--advertised-listener-url",
-                    listener,
+                    advertised,
                     "--storage-engine",
                     "memory://tansu/",
                     "--cluster-id",

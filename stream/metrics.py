@@ -40,6 +40,11 @@ class WorkerMetrics:
             ["error_type"],
             registry=self.registry,
         )
+        self.replayed = Counter(
+            f"{PREFIX}_records_replayed",
+            "Input records seen again after a crash or rebalance and skipped: their effect was already saved.",
+            registry=self.registry,
+        )
         self.alerts = Counter(
             f"{PREFIX}_alerts",
             "Alerts published, by model, kind and severity.",

@@ -285,6 +285,25 @@ class ModelMonitor:
         # Predictions are kept for joining once the model has shown it gets labels.
         self.expects_labels = settings.join_predictions == "always"
         self.labels: dict[str, int] = {}
+        # The last input record applied, per "topic:partition", saved with the
+        # state it produced: a record replayed after a crash or a rebalance
+        # (at-least-once delivery) is recognised and not counted twice.
+        self.offsets: dict[str, int] = {}
+
+    def already_applied(self, source: str, offset: int) -> bool:
+        """Whether the record at ``offset`` of ``source`` is already in this state.
+
+        >>> from stream.config import Settings
+        >>> mon = ModelMonitor("m", Settings())
+        >>> mon.mark_applied("events:0", 41)
+        >>> mon.already_applied("events:0", 41), mon.already_applied("events:0", 42)
+        (True, False)
+        """
+        return offset <= self.offsets.get(source, -1)
+
+    def mark_applied(self, source: str, offset: int) -> None:
+        """Record that the record at ``offset`` of ``source`` is in this state."""
+        self.offsets[source] = offset
 
     def process(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update every version's windows and detectors; return alert messages."""
@@ -346,6 +365,7 @@ class ModelMonitor:
             "seq": self.seq,
             "expects_labels": self.expects_labels,
             "labels": dict(self.labels),
+            "offsets": dict(self.offsets),
             "versions": {version: v.to_dict() for version, v in self.versions.items()},
         }
 
@@ -358,6 +378,7 @@ class ModelMonitor:
         out.seq = state["seq"]
         out.expects_labels = out.expects_labels or state["expects_labels"]
         out.labels = dict(state["labels"])
+        out.offsets = dict(state.get("offsets", {}))
         for version, vstate in state["versions"].items():
             vm = VersionMonitor(model, version, settings, out.config)
             vm.load_state(vstate)

@@ -27,7 +27,8 @@ Signals: ``latency_ms``, ``error_rate`` (1 for a failed request, else 0),
 ``tokens_out``, ``features.NAME`` and ``features.*`` (every numeric
 feature). Detectors: ``zscore`` and ``iqr`` (anomalies, counted per window),
 ``adwin``, ``page_hinkley`` and ``kswin`` (river's drift detectors on the
-event stream). Reference drift and data quality watch every feature always; the
+event stream), or your own class named ``"package.module:Class"`` (see
+:func:`build_rule` for what it must provide). Reference drift and data quality watch every feature always; the
 multivariate rule (``[defaults.multivariate] detectors = ["mahalanobis"]``,
 on by default, ``[]`` turns it off) watches the numeric features together.
 A mistake stops the worker with a message naming the setting's path.
@@ -36,6 +37,7 @@ A mistake stops the worker with a message naming the setting's path.
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import tomllib
 from dataclasses import dataclass, field
@@ -100,6 +102,8 @@ def build_rule(signal: str, name: str, params: dict[str, Any], window_s: float, 
     """One detector instance; a bad parameter raises :class:`ConfigError` naming ``path``."""
     params = dict(params)
     unit = "ms" if signal == "latency_ms" else ""
+    if ":" in name:
+        return _build_custom_rule(signal, name, params, window_s, path)
     try:
         if name in ANOMALY_RULES:
             cls = ANOMALY_RULES[name]
@@ -114,6 +118,27 @@ def build_rule(signal: str, name: str, params: dict[str, Any], window_s: float, 
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     raise ConfigError(f"{path}: unknown detector {name!r}; known: {', '.join([*ANOMALY_RULES, *DRIFT_RULES])}")
+
+
+def _build_custom_rule(signal: str, name: str, params: dict[str, Any], window_s: float, path: str) -> Any:
+    """A detector of the user's own, ``"package.module:Class"``.
+
+    The class is built as ``Class(signal, window_s=..., **params)`` and must
+    have ``update(values, times) -> list[Finding]``, ``to_dict()`` and
+    ``load_state(state)``, like the built-in rules.
+    """
+    module_name, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{path}: cannot load detector {name!r} ({exc})") from None
+    missing = [m for m in ("update", "to_dict", "load_state") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ConfigError(f"{path}: detector {name!r} lacks {', '.join(missing)}")
+    try:
+        return cls(signal, window_s=window_s, **params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _known_parameters(name: str) -> list[str]:

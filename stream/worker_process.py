@@ -140,6 +140,20 @@ class WorkerProcess:
                 process.wait()
         return process.returncode
 
+    def kill(self) -> int | None:
+        """SIGKILL at once, as a crash or the OOM killer would; returns the exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id while it runs."""
+        return self.process.pid if self.process is not None else None
+
     def __enter__(self) -> WorkerProcess:
         return self.start()
 

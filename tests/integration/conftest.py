@@ -70,3 +70,18 @@ def isolated_settings(broker: EmbeddedBroker, **overrides) -> Isolated:
 @pytest.fixture
 def isolated(broker) -> Isolated:
     return isolated_settings(broker)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.integration.faults import FAULT_ROWS
+
+    if not FAULT_ROWS:
+        return
+    tr = terminalreporter
+    tr.section("faults inflicted")
+    tr.write_line("| fault | what the test did | produced | counted | duplicates | dead letters | result |")
+    tr.write_line("|---|---|---|---|---|---|---|")
+    for r in FAULT_ROWS:
+        tr.write_line(
+            f"| {r.fault} | {r.action} | {r.produced} | {r.counted} | {r.duplicates} | {r.dead_letters} | {r.result} |"
+        )

@@ -127,3 +127,39 @@ def test_multivariate_rule_on_by_default_and_can_be_turned_off(tmp_path):
         load(tmp_path, "[models.m.multivariate]\ndetectors = ['halfspacetrees']")
     with pytest.raises(ConfigError, match=r"models\.m\.multivariate\.mahalanobis\.qantile"):
         load(tmp_path, "[models.m.multivariate]\ndetectors = ['mahalanobis']\nmahalanobis = { qantile = 0.9 }")
+
+
+def test_a_detector_of_ones_own_is_loaded_by_module_and_class(tmp_path):
+    config = load(
+        tmp_path,
+        """
+[defaults.signals.latency_ms]
+detectors = ["zscore", "tests.poison_detector:PoisonRule"]
+"tests.poison_detector:PoisonRule" = { poison = 5.0 }
+""",
+    )
+    mon = ModelMonitor("m", Settings(), config)
+    mon.process([{"model_version": "1", "timestamp": 1.0 + i, "latency_ms": 1.0 + i, "error": None} for i in range(3)])
+    rule = mon.versions["1"].rules("latency_ms")["tests.poison_detector:PoisonRule"]
+    assert rule.seen == 3 and rule.poison == 5.0
+
+
+@pytest.mark.parametrize(
+    ("name", "complaint"),
+    [
+        ("tests.no_such_module:Rule", "cannot load detector"),
+        ("tests.poison_detector:NoSuchClass", "cannot load detector"),
+        ("stream.config:Settings", "lacks update, to_dict, load_state"),
+    ],
+)
+def test_a_detector_that_cannot_be_loaded_names_the_setting(tmp_path, name, complaint):
+    text = f'[defaults.signals.latency_ms]\ndetectors = ["{name}"]\n'
+    with pytest.raises(ConfigError, match=rf"defaults\.signals\.latency_ms\.{name}: .*{complaint}"):
+        load(tmp_path, text)
+
+
+def test_a_detector_of_ones_own_with_a_wrong_parameter_names_the_setting(tmp_path):
+    text = '[defaults.signals.latency_ms]\ndetectors = ["tests.poison_detector:PoisonRule"]\n'
+    text += '"tests.poison_detector:PoisonRule" = { dose = 1 }\n'
+    with pytest.raises(ConfigError, match=r"PoisonRule: .*dose"):
+        load(tmp_path, text)

@@ -1,0 +1,34 @@
+"""A user-written detector that raises on one value: the poisoned record of the reliability tests.
+
+Loaded by name from a monitor file (``"tests.poison_detector:PoisonRule"``),
+the way an operator plugs in a detector of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PoisonRule:
+    """Counts the values it sees; raises ``ValueError`` on ``poison``."""
+
+    def __init__(self, signal: str, window_s: float = 60.0, poison: float = 666.0) -> None:
+        self.signal = signal
+        self.poison = poison
+        self.seen = 0
+
+    def update(self, values: list[float], times: list[float]) -> list[Any]:
+        """Count ``values``; raise part-way through when the poison is among them."""
+        for value in values:
+            if value == self.poison:
+                raise ValueError(f"poisoned value {value} on {self.signal}")
+            self.seen += 1
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {"seen": self.seen}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.seen = state["seen"]
