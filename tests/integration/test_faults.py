@@ -9,6 +9,7 @@ the fault table printed after the run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import urllib.error
@@ -17,6 +18,7 @@ import urllib.request
 import numpy as np
 
 from stream.client import make_event
+from stream.follow import read_all
 
 from .conftest import isolated_settings
 from .faults import FaultRow, report
@@ -109,5 +111,61 @@ def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
             )
         )
         assert health["dead_letters"] == 0
+    finally:
+        worker.stop()
+
+
+POISON_MONITORS = """
+[defaults.signals.latency_ms]
+detectors = ["zscore", "tests.poison_detector:PoisonRule"]
+"""
+
+
+def test_a_record_that_makes_a_detector_raise_is_dead_lettered_and_undone(broker, tmp_path):
+    iso = isolated_settings(broker)
+    monitors = tmp_path / "monitors.toml"
+    monitors.write_text(POISON_MONITORS)
+    t0 = time.time() - 60
+    events = model_events("poisoned", 600, t0, 7)
+    poison_at = (50, 130, 599)
+    for i in poison_at:
+        events[i]["latency_ms"] = 666.0  # PoisonRule raises ValueError on this value
+    worker = iso.worker(env_extra={"STREAM_MONITOR_MONITORS_FILE": str(monitors)})
+    worker.start()
+    try:
+        # Envelopes of 100 for the first 500, then one record per event.
+        asyncio.run(publish(iso, events[:500], batch_size=100))
+        asyncio.run(publish(iso, events[500:], batch_size=1))
+        expected = {"poisoned": len(events) - len(poison_at)}
+        seen = wait_for_counts(worker, expected)
+        assert seen == expected
+        stats = get_json(f"{worker.url}/models/poisoned/stats?window=hopping")["versions"]["1"]
+        # The window update ran before the detector raised; the saved state must not show it.
+        assert stats["window"]["count"] == expected["poisoned"]
+        assert stats["window"]["latency_ms"]["max"] < 666.0
+        letters = [
+            json.loads(r.value)
+            for r in asyncio.run(read_all(broker.bootstrap_servers, iso.settings.topics.deadletter, expect=3))
+        ]
+        assert len(letters) == len(poison_at)
+        assert all(letter["error_type"] == "processing_error" for letter in letters)
+        assert all("ValueError: poisoned value 666.0" in letter["reason"] for letter in letters)
+        # An event rejected out of a batch is written alone; a one-event record as it came.
+        values = [json.loads(base64.b64decode(letter["value_b64"])) for letter in letters]
+        rejected = sorted(v["events"][0]["event_id"] if "events" in v else v["event_id"] for v in values)
+        assert rejected == sorted(events[i]["event_id"] for i in poison_at)
+        health = worker.health()
+        assert health["dead_letters"] == len(poison_at)
+        report(
+            FaultRow(
+                "detector raises on one event",
+                "a plugged-in detector raises on latency 666: twice inside envelopes of 100, once alone",
+                len(events),
+                seen["poisoned"],
+                0,
+                len(letters),
+                "only the 3 poisoned events dead-lettered with ValueError; window count excludes them",
+            )
+        )
     finally:
         worker.stop()
