@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from aiokafka.partitioner import murmur2
 
 from stream.client import make_event
 from stream.follow import read_all
@@ -169,3 +172,95 @@ def test_a_record_that_makes_a_detector_raise_is_dead_lettered_and_undone(broker
         )
     finally:
         worker.stop()
+
+
+def in_background(coro_fn, *args) -> threading.Thread:
+    thread = threading.Thread(target=lambda: asyncio.run(coro_fn(*args)), daemon=True)
+    thread.start()
+    return thread
+
+
+async def publish_paced(iso, events: list[dict], batch_size: int, chunks: int, pause_s: float) -> None:
+    """Publish ``events`` in ``chunks`` parts with a pause between them: records keep arriving for a while."""
+    step = -(-len(events) // chunks)
+    for start in range(0, len(events), step):
+        await publish(iso, events[start : start + step], batch_size=batch_size)
+        await asyncio.sleep(pause_s)
+
+
+def models_on_every_partition(partitions: int, per_partition: int = 2) -> list[str]:
+    """Model names whose keys land ``per_partition`` times on each partition (Kafka's murmur2 partitioner)."""
+    counts = [0] * partitions
+    out = []
+    for i in range(1000):
+        name = f"m{i}"
+        p = (murmur2(name.encode()) & 0x7FFFFFFF) % partitions
+        if counts[p] < per_partition:
+            counts[p] += 1
+            out.append(name)
+        if len(out) == partitions * per_partition:
+            return out
+    raise AssertionError("no spread found")
+
+
+def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
+    iso = isolated_settings(broker)
+    models = models_on_every_partition(iso.settings.partitions)
+    per_model = 3000
+    t0 = time.time() - 60
+    # Every model has a latency incident from the end of phase 2b into phase 3.
+    streams = {m: model_events(m, per_model, t0, 20 + k, spike=range(1500, 1540)) for k, m in enumerate(models)}
+    bounds = ((0, 1000), (1000, 1300), (1300, 1520), (1520, per_model))
+    phase = [[e for m in models for e in streams[m][lo:hi]] for lo, hi in bounds]
+    a = iso.worker()
+    b = iso.worker()
+    a.start()
+    try:
+        asyncio.run(publish(iso, phase[0], batch_size=20))
+        wait_for_events(a, len(phase[0]))
+        # B joins while phase 2a trickles in: partitions and their state move to it.
+        producing = in_background(publish_paced, iso, phase[1], 20, 20, 0.5)
+        b.start(ready_timeout_s=120)
+        producing.join()
+        asyncio.run(publish(iso, phase[2], batch_size=20))
+        wait_for_counts(a, {m: 1520 for m in models})
+        took_over = b.health()["events"]
+        assert took_over > 0, "the second worker was given no partition"
+        # B leaves while phase 3 is being produced: its partitions go back to A.
+        producing = in_background(publish_paced, iso, phase[3], 20, 10, 0.3)
+        assert b.stop() == 0
+        producing.join()
+        seen = wait_for_counts(a, {m: per_model for m in models})
+        assert seen == {m: per_model for m in models}
+        alerts = [
+            json.loads(r.value)
+            for r in asyncio.run(read_all(broker.bootstrap_servers, iso.settings.topics.alerts, timeout_s=5))
+        ]
+        firing: dict[str, set[str]] = {}
+        copies = 0
+        for alert in alerts:
+            if alert["status"] != "firing":
+                continue
+            ids = firing.setdefault(alert["fingerprint"], set())
+            copies += alert["alert_id"] in ids
+            ids.add(alert["alert_id"])
+        latency = {a["model"] for a in alerts if a["signal"] == "latency_ms" and a["status"] == "firing"}
+        assert latency == set(models), "an incident's alert was lost"
+        # The incident went on after the move, within the cooldown: folded by the
+        # state that moved, never fired a second time.
+        assert all(len(ids) == 1 for ids in firing.values()), firing
+        report(
+            FaultRow(
+                "rebalance: worker joins, then leaves",
+                f"{len(models)} models over 4 partitions; B joined during phase 2 (took {took_over} events), left during phase 3; "
+                "latency incident across the moves",
+                len(models) * per_model,
+                sum(seen.values()),
+                sum(seen.values()) - len(models) * per_model,
+                a.health()["dead_letters"],
+                f"exact; {len(firing)} alert series, each fired once; {copies} republished copies (same id)",
+            )
+        )
+    finally:
+        b.stop()
+        a.stop()
