@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 
 import numpy as np
-
 from aiokafka.partitioner import murmur2
 
 from stream.client import make_event
@@ -252,8 +251,8 @@ def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
         report(
             FaultRow(
                 "rebalance: worker joins, then leaves",
-                f"{len(models)} models over 4 partitions; B joined during phase 2 (took {took_over} events), left during phase 3; "
-                "latency incident across the moves",
+                f"{len(models)} models over 4 partitions; B joined during phase 2 (took {took_over} events), "
+                "left during phase 3; latency incident across the moves",
                 len(models) * per_model,
                 sum(seen.values()),
                 sum(seen.values()) - len(models) * per_model,
