@@ -40,6 +40,7 @@ class WorkerCounters:
     dead_letters: int = 0
     alerts: int = 0
     replayed: int = 0
+    duplicate_batches: int = 0
     started_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,6 +52,7 @@ class WorkerCounters:
             "dead_letters": self.dead_letters,
             "alerts": self.alerts,
             "replayed": self.replayed,
+            "duplicate_batches": self.duplicate_batches,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -149,15 +151,17 @@ class MonitorApp:
         key: bytes | None,
         value: bytes | None,
         message: Any,
+        batch_id: str | None = None,
     ) -> ModelMonitor | None:
         """Run ``change(monitor, data)`` on the model's state, save it and publish what it raised.
 
         A record whose offset the saved state already covers is a replay (the
         worker crashed or lost the partition after saving, before committing)
-        and is skipped. One poisoned input must not stop the worker or leave the
-        model's state half-updated: the state is rebuilt from the last saved one,
-        a batch is redone event by event, and only what raises is dead-lettered,
-        with the exception's type. Returns None when nothing was applied.
+        and is skipped; so is an envelope whose ``batch_id`` was applied already
+        (the SDK sent it again after losing the acknowledgement). One poisoned
+        input must not stop the worker or leave the model's state half-updated:
+        the state is rebuilt from the last saved one, a batch is redone event by
+        event, and only what raises is dead-lettered, with the exception's type. Returns None when nothing was applied.
         """
         source = f"{message.topic}:{message.partition}"
         try:
@@ -170,6 +174,10 @@ class MonitorApp:
             self.counters.replayed += 1
             self.metrics.replayed.inc()
             return None
+        if monitor.seen_batch(batch_id):
+            self.counters.duplicate_batches += 1
+            self.metrics.duplicate_batches.inc()
+            return None
         try:
             alerts = change(monitor, data)
         except Exception as exc:
@@ -180,6 +188,7 @@ class MonitorApp:
                 return None
             monitor, alerts = await self._apply_one_by_one(model, change, data, key=key, message=message)
         monitor.mark_applied(source, message.offset)
+        monitor.remember_batch(batch_id)
         self.save(monitor)
         await self.publish_alerts(alerts)
         await self.publish_retrain_requests(monitor)

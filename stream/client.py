@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -86,13 +86,30 @@ class ClientStats:
         return self.recorded - self.sent - self.dropped
 
 
+@dataclass(slots=True)
+class Batch:
+    """Events of one model sent as one envelope; a retry keeps the ``batch_id``."""
+
+    model: str
+    events: list[dict[str, Any]]
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def envelope(self) -> bytes:
+        """The record value: the envelope with its batch id."""
+        return orjson.dumps({"schema_version": SCHEMA_VERSION, "batch_id": self.batch_id, "events": self.events})
+
+
 class EventBuffer:
-    """A bounded, thread-safe buffer of events grouped by model.
+    """A bounded, thread-safe buffer of events grouped by model, with batches to send again.
+
+    A batch whose send failed goes back whole, under its id, and is taken again
+    before any newer event of its model: if Kafka did store it and only the
+    acknowledgement was lost, the worker recognises the copy by its id.
 
     >>> buf = EventBuffer(max_events=2)
     >>> buf.add({"model": "a"}), buf.add({"model": "a"}), buf.add({"model": "b"})
     (True, True, False)
-    >>> [(model, len(batch)) for model, batch in buf.take(batch_size=10)]
+    >>> [(b.model, len(b.events)) for b in buf.take(batch_size=10)]
     [('a', 2)]
     """
 
@@ -101,6 +118,7 @@ class EventBuffer:
             raise ValueError("max_events must be at least 1")
         self.max_events = max_events
         self._by_model: dict[str, deque[dict[str, Any]]] = {}
+        self._retry: dict[str, Batch] = {}
         self._size = 0
         self._lock = threading.Lock()
 
@@ -119,26 +137,28 @@ class EventBuffer:
             self._size += 1
             return True
 
-    def put_back(self, model: str, events: list[dict[str, Any]]) -> int:
-        """Return unsent events to the front; returns how many did not fit."""
+    def retry(self, batch: Batch) -> int:
+        """Keep a failed batch to send again, as far as it fits; returns how many events did not."""
         with self._lock:
             room = max(self.max_events - self._size, 0)
-            keep = events[:room]
-            queue = self._by_model.setdefault(model, deque())
-            queue.extendleft(reversed(keep))
-            self._size += len(keep)
-            return len(events) - len(keep)
+            kept = batch.events[:room]
+            if kept:
+                self._retry[batch.model] = Batch(batch.model, kept, batch.batch_id)
+                self._size += len(kept)
+            return len(batch.events) - len(kept)
 
-    def take(self, batch_size: int) -> list[tuple[str, list[dict[str, Any]]]]:
-        """Remove up to ``batch_size`` events per model, as (model, events) batches."""
-        out = []
+    def take(self, batch_size: int) -> list[Batch]:
+        """Batches to send: failed ones first, then up to ``batch_size`` new events per other model."""
         with self._lock:
+            out = list(self._retry.values())
+            self._retry.clear()
+            waiting = {b.model for b in out}
             for model, queue in self._by_model.items():
-                if not queue:
+                if not queue or model in waiting:
                     continue
                 n = min(batch_size, len(queue))
-                out.append((model, [queue.popleft() for _ in range(n)]))
-                self._size -= n
+                out.append(Batch(model, [queue.popleft() for _ in range(n)]))
+            self._size -= sum(len(b.events) for b in out)
             for model in [m for m, q in self._by_model.items() if not q]:
                 del self._by_model[model]
         return out
@@ -242,30 +262,29 @@ class MonitorClient:
             if not batches:
                 return
             pending = []
-            for model, events in batches:
-                value = orjson.dumps({"schema_version": SCHEMA_VERSION, "events": events})
+            for batch in batches:
                 try:
-                    future = await producer.send(self.topic, value=value, key=model.encode())
+                    future = await producer.send(self.topic, value=batch.envelope(), key=batch.model.encode())
                 except (KafkaError, OSError) as exc:
-                    self._failed(model, events, exc)
+                    self._failed(batch, exc)
                     continue
-                pending.append((model, events, future))
-            for model, events, future in pending:
+                pending.append((batch, future))
+            for batch, future in pending:
                 try:
                     await future
                 except (KafkaError, OSError) as exc:
-                    self._failed(model, events, exc)
+                    self._failed(batch, exc)
                     continue
-                self.stats.sent += len(events)
+                self.stats.sent += len(batch.events)
                 self.stats.records_sent += 1
             if len(self._buffer) < self.batch_size:
                 return
 
-    def _failed(self, model: str, events: list[dict[str, Any]], exc: BaseException) -> None:
+    def _failed(self, batch: Batch, exc: BaseException) -> None:
         self.stats.send_failures += 1
-        lost = self._buffer.put_back(model, events)
+        lost = self._buffer.retry(batch)
         self.stats.dropped += lost
-        log.warning("stream-monitor SDK: send failed (%s); %d events re-queued", exc, len(events) - lost)
+        log.warning("stream-monitor SDK: send failed (%s); %d events to send again", exc, len(batch.events) - lost)
 
     async def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything recorded so far is sent; False on timeout."""

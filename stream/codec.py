@@ -41,6 +41,8 @@ class DecodedRecord:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    # The envelope's batch id, which a retried envelope keeps (None for single events).
+    batch_id: str | None = None
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any] | None, Reject | None]:
@@ -84,6 +86,7 @@ def decode_record(key: bytes | None, value: bytes | None) -> DecodedRecord:
         except SchemaError as exc:
             out.rejects.append(Reject(str(exc), "invalid_schema", raw))
             return out
+        out.batch_id = message.get("batch_id")
         for index, event in enumerate(message["events"]):
             _accept(out, event, model_key, index)
     else:

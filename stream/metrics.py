@@ -45,6 +45,11 @@ class WorkerMetrics:
             "Input records seen again after a crash or rebalance and skipped: their effect was already saved.",
             registry=self.registry,
         )
+        self.duplicate_batches = Counter(
+            f"{PREFIX}_envelopes_duplicate",
+            "Envelopes received again under a batch id already applied (a sender's retry) and skipped.",
+            registry=self.registry,
+        )
         self.alerts = Counter(
             f"{PREFIX}_alerts",
             "Alerts published, by model, kind and severity.",

@@ -25,6 +25,11 @@ from stream.profile import ReferenceProfile, find_profile
 from stream.stats import EventTimeWindows, WindowStats
 from stream.stats.features import FeatureColumns, is_numeric
 
+# Envelope ids remembered per model. The SDK sends a failed envelope again
+# before any newer one of the same model, so a handful would do; 64 ids cost
+# about 2 KB of state.
+RECENT_BATCHES = 64
+
 
 class VersionMonitor:
     """Windows, reference profile and detectors of one model version."""
@@ -289,6 +294,27 @@ class ModelMonitor:
         # state it produced: a record replayed after a crash or a rebalance
         # (at-least-once delivery) is recognised and not counted twice.
         self.offsets: dict[str, int] = {}
+        # Ids of the last envelopes applied: an envelope the SDK sent again after
+        # a lost acknowledgement arrives at a new offset but with the same id.
+        self.recent_batches: list[str] = []
+
+    def seen_batch(self, batch_id: str | None) -> bool:
+        """Whether the envelope ``batch_id`` is among the last ones applied.
+
+        >>> from stream.config import Settings
+        >>> mon = ModelMonitor("m", Settings())
+        >>> mon.remember_batch("b1")
+        >>> mon.seen_batch("b1"), mon.seen_batch("b2"), mon.seen_batch(None)
+        (True, False, False)
+        """
+        return batch_id is not None and batch_id in self.recent_batches
+
+    def remember_batch(self, batch_id: str | None) -> None:
+        """Remember an applied envelope's id; the oldest is forgotten past ``RECENT_BATCHES``."""
+        if batch_id is None:
+            return
+        self.recent_batches.append(batch_id)
+        del self.recent_batches[:-RECENT_BATCHES]
 
     def already_applied(self, source: str, offset: int) -> bool:
         """Whether the record at ``offset`` of ``source`` is already in this state.
@@ -366,6 +392,7 @@ class ModelMonitor:
             "expects_labels": self.expects_labels,
             "labels": dict(self.labels),
             "offsets": dict(self.offsets),
+            "recent_batches": list(self.recent_batches),
             "versions": {version: v.to_dict() for version, v in self.versions.items()},
         }
 
@@ -379,6 +406,7 @@ class ModelMonitor:
         out.expects_labels = out.expects_labels or state["expects_labels"]
         out.labels = dict(state["labels"])
         out.offsets = dict(state.get("offsets", {}))
+        out.recent_batches = list(state.get("recent_batches", []))
         for version, vstate in state["versions"].items():
             vm = VersionMonitor(model, version, settings, out.config)
             vm.load_state(vstate)

@@ -26,7 +26,9 @@ def register(mon: MonitorApp) -> None:
                 continue
             events = decoded.events
             model = events[0]["model"]
-            monitor = await mon.apply(model, mon.process_events, events, key=key, value=value, message=message)
+            monitor = await mon.apply(
+                model, mon.process_events, events, key=key, value=value, message=message, batch_id=decoded.batch_id
+            )
             if monitor is not None:
                 mon.report_state(monitor)
                 mon.counters.events += len(events)

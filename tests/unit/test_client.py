@@ -3,10 +3,12 @@
 import asyncio
 import time
 
+import orjson
 import pytest
 
 from stream.broker import free_port
-from stream.client import EventBuffer, MonitorClient, SyncMonitorClient, make_event
+from stream.client import Batch, EventBuffer, MonitorClient, SyncMonitorClient, make_event
+from stream.codec import decode_record
 from stream.schemas import validate
 
 
@@ -19,18 +21,45 @@ def test_make_event_is_schema_valid():
 def test_buffer_is_bounded_and_groups_by_model():
     buf = EventBuffer(max_events=3)
     assert [buf.add({"model": m}) for m in "aabb"] == [True, True, True, False]
-    batches = dict(buf.take(batch_size=1))
+    batches = {b.model: b.events for b in buf.take(batch_size=1)}
     assert {k: len(v) for k, v in batches.items()} == {"a": 1, "b": 1}
     assert len(buf) == 1
 
 
-def test_put_back_restores_order_and_reports_what_did_not_fit():
+def test_a_failed_batch_is_sent_again_whole_under_its_id_before_newer_events():
+    buf = EventBuffer(max_events=4)
+    for i in range(3):
+        buf.add({"model": "a", "i": i})
+    buf.add({"model": "b", "i": 0})
+    first = {b.model: b for b in buf.take(batch_size=2)}
+    buf.add({"model": "a", "i": 3})
+    assert buf.retry(first["a"]) == 0
+    again = buf.take(batch_size=10)
+    # The retried batch alone for model a: its id unchanged, newer events wait.
+    assert [(b.model, b.batch_id, [e["i"] for e in b.events]) for b in again] == [("a", first["a"].batch_id, [0, 1])]
+    [rest] = buf.take(batch_size=10)
+    assert [e["i"] for e in rest.events] == [2, 3] and rest.batch_id != first["a"].batch_id
+    assert len(buf) == 0
+
+
+def test_a_failed_batch_that_does_not_fit_any_more_reports_the_loss():
     buf = EventBuffer(max_events=3)
+    buf.add({"model": "a", "i": 0})
+    buf.add({"model": "a", "i": 1})
+    [batch] = buf.take(batch_size=2)
     buf.add({"model": "a", "i": 2})
-    lost = buf.put_back("a", [{"model": "a", "i": 0}, {"model": "a", "i": 1}, {"model": "a", "i": 9}])
-    assert lost == 1
-    [(_model, events)] = buf.take(batch_size=10)
-    assert [e["i"] for e in events] == [0, 1, 2]
+    buf.add({"model": "a", "i": 3})
+    assert buf.retry(batch) == 1
+    [again] = buf.take(batch_size=10)
+    assert [e["i"] for e in again.events] == [0] and again.batch_id == batch.batch_id
+
+
+def test_envelopes_carry_their_batch_id_and_are_schema_valid():
+    batch = Batch("m", [make_event("m", "1", 3.0, 1)])
+    envelope = orjson.loads(batch.envelope())
+    validate("inference-envelope", envelope)
+    decoded = decode_record(b"m", batch.envelope())
+    assert decoded.batch_id == batch.batch_id == envelope["batch_id"] and len(decoded.events) == 1
 
 
 async def test_record_is_fast_and_counts_drops_while_kafka_is_down():
