@@ -59,7 +59,7 @@ connect_timeout_option = click.option(
     "--connect-timeout",
     "connect_timeout_s",
     type=float,
-    help="Seconds to keep trying to reach Kafka before giving up (30).",
+    help="Seconds to keep trying to reach Kafka before giving up (env STREAM_MONITOR_CONNECT_TIMEOUT_S; 120).",
 )
 
 

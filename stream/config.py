@@ -96,7 +96,7 @@ class Settings:
     retrain_after_s: float = 900.0
     drift_alpha: float = 0.001
     drift_min_psi: float = 0.1
-    connect_timeout_s: float = 30.0
+    connect_timeout_s: float = 120.0
     group_timeout_s: float = 10.0
     shutdown_grace_s: float = 10.0
     # Send every changelog record in its own record batch. Needed on Tansu,

@@ -10,6 +10,7 @@ the wrong count stops the worker with the fix spelled out.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -60,8 +61,10 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
-    """A started admin client, retrying with backoff until ``timeout_s``."""
+async def _admin(
+    bootstrap: str, timeout_s: float, on_retry: Callable[[str], None] | None = None
+) -> AIOKafkaAdminClient:
+    """A started admin client, retrying with backoff until ``timeout_s``; ``on_retry`` hears each wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     delay = 0.2
@@ -80,17 +83,29 @@ async def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
                 f"cannot reach Kafka at {bootstrap} after {timeout_s:g} s ({last}); "
                 "start one with `stream-monitor broker` or pass --broker kafka://HOST:PORT"
             )
-        await asyncio.sleep(min(delay, deadline - now))
+        wait = min(delay, deadline - now)
+        if on_retry is not None:
+            on_retry(
+                f"waiting for Kafka at {bootstrap} ({last}); next try in {wait:.1f} s, "
+                f"giving up in {deadline - now:.0f} s"
+            )
+        await asyncio.sleep(wait)
         delay = min(delay * 2, 5.0)
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> dict[str, str]:
+async def ensure_topics(
+    bootstrap: str,
+    specs: list[TopicSpec],
+    timeout_s: float = 30.0,
+    on_retry: Callable[[str], None] | None = None,
+) -> dict[str, str]:
     """Create missing topics and check existing ones; return name -> 'created'|'exists'.
 
-    Raises :class:`TopicMismatch` naming the topic, both partition counts and
-    the fix, and :class:`BrokerUnreachable` when no broker answers.
+    Waits for the broker with backoff up to ``timeout_s`` (``on_retry`` hears
+    each wait). Raises :class:`TopicMismatch` naming the topic, both partition
+    counts and the fix, and :class:`BrokerUnreachable` when no broker answers.
     """
-    admin = await _admin(bootstrap, timeout_s)
+    admin = await _admin(bootstrap, timeout_s, on_retry)
     try:
         # Ask only about topics that exist: describing a missing topic makes
         # Tansu create it with its default partition count.
@@ -133,6 +148,7 @@ async def cluster_id(bootstrap: str, timeout_s: float = 30.0) -> str | None:
         await admin.close()
 
 
-def ensure_topics_sync(settings: Settings) -> dict[str, str]:
+def ensure_topics_sync(settings: Settings, on_retry: Callable[[str], None] | None = None) -> dict[str, str]:
     """:func:`ensure_topics` for every required topic, from synchronous code."""
-    return asyncio.run(ensure_topics(settings.bootstrap_servers, required_topics(settings), settings.connect_timeout_s))
+    specs = required_topics(settings)
+    return asyncio.run(ensure_topics(settings.bootstrap_servers, specs, settings.connect_timeout_s, on_retry))

@@ -50,6 +50,12 @@ class BoundedWorker(faust.Worker):
         os._exit(EXIT_SHUTDOWN_TIMEOUT)
 
 
+def _say(line: str) -> None:
+    # Before Faust starts there is no logging set up; operators read stderr.
+    sys.stderr.write(f"stream-monitor worker: {line}\n")
+    sys.stderr.flush()
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
     """Create every topic, then run the worker until it is stopped.
 
@@ -62,14 +68,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
     # aiokafka logs each failed connection attempt; ensure_topics reports once.
     client_log.setLevel(logging.CRITICAL)
     try:
-        ensure_topics_sync(settings)
+        ensure_topics_sync(settings, on_retry=_say)
         cluster = asyncio.run(cluster_id(settings.bootstrap_servers, settings.connect_timeout_s))
     finally:
         client_log.setLevel(level)
     if cluster in TANSU_CLUSTER_IDS and not settings.single_record_batches:
-        sys.stderr.write(
-            f"stream-monitor worker: broker is Tansu (cluster id {cluster!r}); sending one changelog record "
-            "per batch so table recovery sees every record\n"
+        _say(
+            f"broker is Tansu (cluster id {cluster!r}); sending one changelog record "
+            "per batch so table recovery sees every record"
         )
         settings = replace(settings, single_record_batches=True)
     monitor_app = create_app(settings)

@@ -15,15 +15,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from stream.client import make_event
+from stream.broker import EmbeddedBroker, free_port
+from stream.client import MonitorClient, make_event
 from stream.follow import read_all
 
 from .conftest import isolated_settings
-from .faults import FaultRow, report
+from .faults import FaultRow, TcpProxy, report
 from .helpers import publish, wait_for_events
 
 
@@ -263,3 +265,117 @@ def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
     finally:
         b.stop()
         a.stop()
+
+
+def wait_for_log(worker, text: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in worker.log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged; log:\n{worker.log_tail()}")
+        time.sleep(0.2)
+
+
+def test_a_worker_started_before_the_broker_waits_and_then_proceeds():
+    late = EmbeddedBroker(port=free_port())
+    iso = isolated_settings(late)
+    worker = iso.worker()
+    started: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            worker.start(ready_timeout_s=120)
+            started.append(None)
+        except BaseException as exc:
+            started.append(exc)
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    try:
+        wait_for_log(worker, f"waiting for Kafka at {late.bootstrap_servers}")
+        time.sleep(3)
+        assert worker.running, worker.log_tail()
+        late.start()
+        thread.join(150)
+        assert started == [None]
+        events = model_events("late", 500, time.time() - 30, 3)
+        asyncio.run(publish(iso, events, batch_size=50))
+        assert wait_for_counts(worker, {"late": 500}) == {"late": 500}
+        report(
+            FaultRow(
+                "broker not up at worker start",
+                "worker started against a closed port; broker started 3 s after the first 'waiting for Kafka' line",
+                500,
+                500,
+                0,
+                worker.health()["dead_letters"],
+                "worker waited with backoff, then ran; exact",
+            )
+        )
+    finally:
+        worker.stop()
+        thread.join(5)
+        late.stop()
+
+
+async def test_the_broker_going_away_mid_run_costs_no_event_and_no_restart():
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port).start()
+    # The broker tells every client to connect through the proxy: cutting the
+    # proxy is the broker going away for the worker and the SDK at once.
+    own = EmbeddedBroker(port=broker_port, advertised_port=proxy.port).start()
+    try:
+        iso = isolated_settings(SimpleNamespace(url=f"kafka://127.0.0.1:{proxy.port}"))
+        worker = iso.worker()
+        await asyncio.to_thread(worker.start)
+        t0 = time.time() - 60
+        events = model_events("steady", 3000, t0, 5)
+        before, during, after = events[:1000], events[1000:2000], events[2000:]
+        client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=50, send_timeout_s=5)
+        await client.start()
+        try:
+            for event in before:
+                assert client.record_event(event)
+            assert await client.flush(30)
+            await asyncio.to_thread(wait_for_counts, worker, {"steady": 1000}, 60.0, 0.0)
+            pid = worker.pid
+
+            proxy.cut()
+            slowest = 0.0
+            for event in during:
+                t = time.perf_counter()
+                assert client.record_event(event), "the SDK dropped an event during the outage"
+                slowest = max(slowest, time.perf_counter() - t)
+                await asyncio.sleep(0.005)  # requests keep coming for about 10 s
+            await asyncio.sleep(5)
+            assert client.stats.buffered > 0 and client.stats.dropped == 0
+            assert worker.running and worker.pid == pid, worker.log_tail()
+            outage_failures = client.stats.send_failures
+
+            proxy.restore()
+            for event in after:
+                assert client.record_event(event)
+            assert await client.flush(90), client.stats
+        finally:
+            await client.close()
+        seen = await asyncio.to_thread(wait_for_counts, worker, {"steady": 3000}, 150.0)
+        health = worker.health()
+        assert seen == {"steady": 3000}
+        assert worker.pid == pid
+        assert slowest < 0.05, f"record() blocked the caller for {slowest:.3f} s"
+        report(
+            FaultRow(
+                "broker unreachable mid-run",
+                f"all connections cut for ~{len(during) * 0.005 + 5:.0f} s while the SDK kept recording "
+                f"({outage_failures} failed sends retried; slowest record() {slowest * 1000:.2f} ms)",
+                3000,
+                seen["steady"],
+                seen["steady"] - 3000,
+                health["dead_letters"],
+                f"same worker process reconnected; exact; {health['duplicate_batches']} retried envelopes skipped, "
+                f"{health['replayed']} replayed records skipped",
+            )
+        )
+        worker.stop()
+    finally:
+        proxy.stop()
+        own.stop()
