@@ -18,7 +18,7 @@ from typing import Any
 import faust
 import orjson
 
-from stream.codec import Reject
+from stream.codec import Reject, TimeBounds
 from stream.config import Settings
 from stream.deadletter import dead_letter
 from stream.labels import LabelJoiner
@@ -64,6 +64,7 @@ class MonitorApp:
         self.settings = settings
         self.monitors = load_monitors(settings)
         self.counters = WorkerCounters()
+        self.time_bounds = TimeBounds(settings.max_future_s, settings.earliest_timestamp)
         os.makedirs(settings.data_path, exist_ok=True)
         self.metrics = WorkerMetrics()
         self.app = faust.App(

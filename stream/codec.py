@@ -17,6 +17,7 @@ alone (with its index), so one broken event does not cost its neighbours.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,33 @@ class Reject:
     error_type: str
     value: bytes
     event_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """Plausible event times: not before ``earliest``, not more than ``max_future_s`` ahead of ``now``.
+
+    >>> bounds = TimeBounds(max_future_s=300.0, earliest=946_684_800.0)
+    >>> bounds.problem(1_795_392_000.0, now=1_795_392_100.0) is None
+    True
+    >>> print(bounds.problem(1_795_392_000_000.0, now=1_795_392_100.0))
+    timestamp 1795392000000.0 is 1793596607900 s ahead of the worker's clock (limit 300 s); milliseconds instead of seconds?
+    """
+
+    max_future_s: float
+    earliest: float
+
+    def problem(self, timestamp: float, now: float) -> str | None:
+        """Why ``timestamp`` is implausible at ``now``, or None."""
+        if timestamp > now + self.max_future_s:
+            hint = "; milliseconds instead of seconds?" if timestamp > now * 100 else ""
+            return (
+                f"timestamp {timestamp!r} is {timestamp - now:.0f} s ahead of the worker's clock "
+                f"(limit {self.max_future_s:g} s){hint}"
+            )
+        if timestamp < self.earliest:
+            return f"timestamp {timestamp!r} is before {self.earliest:.0f} (Unix epoch seconds expected)"
+        return None
 
 
 @dataclass(slots=True)
@@ -64,13 +92,15 @@ def _key_text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
-def decode_record(key: bytes | None, value: bytes | None) -> DecodedRecord:
+def decode_record(key: bytes | None, value: bytes | None, bounds: TimeBounds | None = None) -> DecodedRecord:
     """Decode and validate one inference-events record.
 
     The record key must be the model name: it decides the partition, and so
     the worker that keeps the model's state. Events naming another model
     are rejected with ``key_mismatch`` instead of silently splitting state.
+    With ``bounds``, events outside them are rejected as ``invalid_timestamp``.
     """
+    now = time.time()
     out = DecodedRecord()
     raw = value or b""
     message, reject = _parse(raw)
@@ -88,14 +118,20 @@ def decode_record(key: bytes | None, value: bytes | None) -> DecodedRecord:
             return out
         out.batch_id = message.get("batch_id")
         for index, event in enumerate(message["events"]):
-            _accept(out, event, model_key, index)
+            _accept(out, event, model_key, index, bounds, now)
     else:
-        _accept(out, message, model_key, None, raw)
+        _accept(out, message, model_key, None, bounds, now, raw)
     return out
 
 
 def _accept(
-    out: DecodedRecord, event: dict[str, Any], model_key: str | None, index: int | None, raw: bytes = b""
+    out: DecodedRecord,
+    event: dict[str, Any],
+    model_key: str | None,
+    index: int | None,
+    bounds: TimeBounds | None,
+    now: float,
+    raw: bytes = b"",
 ) -> None:
     """Keep a valid event; reject an invalid one alone (an envelope's event re-encoded)."""
     try:
@@ -109,6 +145,8 @@ def _accept(
             "publish with the model name as the key (stream.client does)"
         )
         error_type = "key_mismatch"
+    if reason is None and bounds is not None:
+        reason, error_type = bounds.problem(event["timestamp"], now), "invalid_timestamp"
     if reason is None:
         out.events.append(event)
         return
@@ -116,7 +154,9 @@ def _accept(
     out.rejects.append(Reject(reason, error_type, raw if index is None else orjson.dumps(event), index))
 
 
-def decode_label(key: bytes | None, value: bytes | None) -> tuple[dict[str, Any] | None, Reject | None]:
+def decode_label(
+    key: bytes | None, value: bytes | None, bounds: TimeBounds | None = None
+) -> tuple[dict[str, Any] | None, Reject | None]:
     """Decode and validate one inference-labels record: the label, or why not.
 
     >>> label, reject = decode_label(b"m", b'{"schema_version": 1, "request_id": "r", '
@@ -139,4 +179,7 @@ def decode_label(key: bytes | None, value: bytes | None) -> tuple[dict[str, Any]
     if message["model"] != model_key:
         reason = f"record key {model_key!r} is not the label's model {message['model']!r}; key labels by model"
         return None, Reject(reason, "key_mismatch", raw)
+    problem = None if bounds is None else bounds.problem(message["timestamp"], time.time())
+    if problem is not None:
+        return None, Reject(problem, "invalid_timestamp", raw)
     return message, None

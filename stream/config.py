@@ -6,6 +6,7 @@ stops the program with a :class:`ConfigError` that names the setting.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -74,6 +75,11 @@ class Settings:
     hopping_s: float = 600.0
     hop_s: float = 60.0
     lateness_s: float = 30.0
+    # Event timestamps beyond the worker's clock by more than this, or before
+    # earliest_timestamp (2000-01-01), are dead-lettered: one event stamped in
+    # the far future would close every window of its model.
+    max_future_s: float = 300.0
+    earliest_timestamp: float = 946_684_800.0
     reference_events: int = 1000
     profile_dir: str = ""
     # TOML file of detectors per model and signal (see stream.monitors); empty: built-in defaults.
@@ -158,6 +164,9 @@ class Settings:
         if self.join_predictions not in ("auto", "always", "never"):
             raise ConfigError(f"join_predictions: {self.join_predictions!r} must be auto, always or never")
         _positive("label_ttl_s", self.label_ttl_s)
+        _positive("max_future_s", self.max_future_s)
+        if self.earliest_timestamp < 0:
+            raise ConfigError(f"earliest_timestamp: {self.earliest_timestamp!r} must not be negative")
         _positive("retrain_after_s", self.retrain_after_s)
         _positive("performance_window", self.performance_window, integer=True)
         _positive("performance_margin", self.performance_margin)
@@ -220,9 +229,12 @@ def _convert(name: str, var: str, raw: str, type_name: Any) -> Any:
         raise ConfigError(f"{name} ({var}): {raw!r} is not a yes/no value")
     kind = {"int": int, "float": float, "str": str}.get(str(type_name), str)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} ({var}): {raw!r} is not a {kind.__name__}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} ({var}): {raw!r} is not a finite number")
+    return value
 
 
 def _positive(name: str, value: Any, integer: bool = False) -> None:

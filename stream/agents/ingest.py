@@ -19,7 +19,7 @@ def register(mon: MonitorApp) -> None:
             key, value, message = event.key, event.value, event.message
             mon.counters.records += 1
             mon.metrics.records.inc()
-            decoded = decode_record(key, value)
+            decoded = decode_record(key, value, mon.time_bounds)
             for reject in decoded.rejects:
                 await mon.dead_letter(reject, key, message)
             if not decoded.events:

@@ -20,7 +20,7 @@ def register(mon: MonitorApp) -> None:
     async def labels(stream):
         async for event in stream.events():
             key, value, message = event.key, event.value, event.message
-            label, problem = decode_label(key, value)
+            label, problem = decode_label(key, value, mon.time_bounds)
             if problem is not None:
                 await mon.dead_letter(problem, key, message)
                 continue

@@ -1,9 +1,11 @@
 """Decoding records: single events, envelopes, and every way they go wrong."""
 
+import time
+
 import orjson
 import pytest
 
-from stream.codec import decode_record
+from stream.codec import TimeBounds, decode_label, decode_record
 
 
 def event(i=0, model="m", **changes):
@@ -77,3 +79,35 @@ def test_record_without_key_is_rejected():
 def test_none_value_is_rejected_not_crashing():
     out = decode_record(b"m", None)
     assert out.rejects[0].error_type == "invalid_json"
+
+
+BOUNDS = TimeBounds(max_future_s=300.0, earliest=946_684_800.0)
+
+
+def test_events_stamped_far_ahead_or_before_2000_are_rejected_alone_with_the_reason():
+    now = time.time()
+    good = event(0, timestamp=now)
+    ahead = event(1, timestamp=now + 3600)
+    millis = event(2, timestamp=now * 1000)
+    ancient = event(3, timestamp=12.0)
+    out = decode_record(b"m", orjson.dumps({"schema_version": 1, "events": [good, ahead, millis, ancient]}), BOUNDS)
+    assert [e["event_id"] for e in out.events] == ["e0"]
+    assert [(r.event_index, r.error_type) for r in out.rejects] == [
+        (1, "invalid_timestamp"),
+        (2, "invalid_timestamp"),
+        (3, "invalid_timestamp"),
+    ]
+    assert "ahead of the worker's clock" in out.rejects[0].reason
+    assert "milliseconds instead of seconds" in out.rejects[1].reason
+    assert "before 946684800" in out.rejects[2].reason
+    # A little clock skew is fine; without bounds nothing is checked.
+    assert decode_record(b"m", orjson.dumps(event(4, timestamp=now + 200)), BOUNDS).events
+    assert decode_record(b"m", orjson.dumps(ancient)).events
+
+
+def test_labels_with_implausible_timestamps_are_rejected():
+    label = {"schema_version": 1, "request_id": "r", "model": "m", "label": 1, "timestamp": time.time() + 10**6}
+    accepted, reject = decode_label(b"m", orjson.dumps(label), BOUNDS)
+    assert accepted is None and reject.error_type == "invalid_timestamp"
+    label["timestamp"] = time.time()
+    assert decode_label(b"m", orjson.dumps(label), BOUNDS)[0] == label
