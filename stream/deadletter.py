@@ -12,6 +12,9 @@ from stream.codec import Reject
 from stream.schemas import SCHEMA_VERSION
 
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+# Kafka refuses records over about 1 MB by default; a dead letter of a record
+# near that size, in base64, would not fit and must not stop the worker.
+MAX_VALUE_BYTES = 256 * 1024
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -31,16 +34,20 @@ def dead_letter(reject: Reject, *, topic: str, partition: int, offset: int, key:
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "key_b64": _b64(key),
+        "key_b64": _b64(None if key is None else key[:4096]),
     }
     if reject.event_index is not None:
         source["event_index"] = reject.event_index
-    return {
+    value = reject.value or b""
+    letter = {
         "schema_version": SCHEMA_VERSION,
-        "reason": reject.reason,
+        "reason": reject.reason[:4096],
         "error_type": reject.error_type,
         "source": source,
-        "value_b64": _b64(reject.value) or "",
+        "value_b64": _b64(value[:MAX_VALUE_BYTES]),
         "timestamp": time.time(),
         "worker": WORKER_NAME,
     }
+    if len(value) > MAX_VALUE_BYTES:
+        letter["value_bytes"] = len(value)
+    return letter

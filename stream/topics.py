@@ -68,6 +68,7 @@ async def _admin(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     delay = 0.2
+    next_report = 0.0
     last: Exception | None = None
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
@@ -84,10 +85,10 @@ async def _admin(
                 "start one with `stream-monitor broker` or pass --broker kafka://HOST:PORT"
             )
         wait = min(delay, deadline - now)
-        if on_retry is not None:
+        if on_retry is not None and now >= next_report:
+            next_report = now + 10.0  # a line every 10 s, not one per try
             on_retry(
-                f"waiting for Kafka at {bootstrap} ({last}); next try in {wait:.1f} s, "
-                f"giving up in {deadline - now:.0f} s"
+                f"waiting for Kafka at {bootstrap} ({last}); trying again with backoff for {deadline - now:.0f} s more"
             )
         await asyncio.sleep(wait)
         delay = min(delay * 2, 5.0)

@@ -195,10 +195,16 @@ class CategoricalStats:
         return out
 
 
+# Longer category values are cut: a text field sent as a feature must not
+# carry whole documents into the state (it is written to Kafka with every record).
+MAX_CATEGORY_CHARS = 120
+
+
 def _category(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    text = str(value)
+    return text if len(text) <= MAX_CATEGORY_CHARS else text[: MAX_CATEGORY_CHARS - 1] + "…"
 
 
 def is_numeric(value: Any) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.features import CategoricalStats, FeatureSet, NumericStats, is_numeric
+from stream.stats.features import OTHER, CategoricalStats, FeatureSet, NumericStats, is_numeric
 
 
 def window_start(timestamp: float, size_s: float) -> float:
@@ -91,8 +91,12 @@ class WindowStats:
         kinds = Counter(e["error"] for e in events if e.get("error"))
         if kinds:
             self.errors += sum(kinds.values())
+            known = self.error_kinds
             for kind, c in kinds.items():
-                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + c
+                # Bounded like categories: error texts with request ids in them are all distinct.
+                if kind not in known and len(known) >= self.prediction_classes.max_categories:
+                    kind = OTHER
+                known[kind] = known.get(kind, 0) + c
         self.latency.update_many(np.fromiter((e["latency_ms"] for e in events), np.float64, n))
         self.confidence.update_many(_column(events, "confidence", n))
         self.tokens_in.update_many(_column(events, "tokens_in", n))

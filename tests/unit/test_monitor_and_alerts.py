@@ -196,3 +196,12 @@ def test_applied_offsets_survive_the_round_trip_per_partition():
     assert not again.already_applied("events:0", 11)
     assert not again.already_applied("events:1", 0)
     assert again.already_applied("labels:2", 3) and not again.already_applied("labels:2", 4)
+
+
+def test_dead_letter_of_a_huge_record_keeps_its_start_and_says_how_long_it_was():
+    raw = b"x" * 1_000_000
+    letter = dead_letter(Reject("too odd " * 2000, "invalid_schema", raw), topic="t", partition=0, offset=1, key=b"k")
+    validate("dead-letter", letter)
+    assert letter["value_bytes"] == 1_000_000
+    assert base64.b64decode(letter["value_b64"]) == raw[: 256 * 1024]
+    assert len(orjson.dumps(letter)) < 400_000 and len(letter["reason"]) == 4096

@@ -3,9 +3,11 @@
 import random
 
 import numpy as np
+import orjson
 import pytest
 
 from stream.stats import CategoricalStats, EventTimeWindows, FeatureSet, RunningMoments, WindowStats
+from stream.stats.features import MAX_CATEGORY_CHARS
 
 
 def test_moments_match_numpy_and_merge_exactly():
@@ -177,3 +179,17 @@ def test_every_pane_tracks_the_same_capped_feature_set():
     assert w.untracked_features == 2 and w.untracked_names == ["c", "d"]
     assert set(w.hopping().features.features) == {"a", "b"}
     assert set(w.panes[60.0].features.features) == {"b"}
+
+
+def test_long_category_values_and_many_error_kinds_stay_bounded():
+    w = WindowStats(0.0, 60.0, max_categories=3)
+    events = [
+        {"timestamp": 1.0, "latency_ms": 1.0, "error": f"timeout for request {i}", "features": {"text": "x" * 100_000}}
+        for i in range(10)
+    ]
+    w.update(events)
+    state = w.to_dict()
+    assert len(orjson.dumps(state)) < 20_000
+    assert sum(w.error_kinds.values()) == 10 and len(w.error_kinds) == 4  # 3 kinds and the rest as other
+    [category] = w.features.features["text"].counts
+    assert len(category) == MAX_CATEGORY_CHARS and category.endswith("…")
