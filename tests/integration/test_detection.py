@@ -105,11 +105,11 @@ async def test_accuracy_drop_in_labels_raises_a_performance_alert(detection):
                 "request_id": f"req-{i}",
                 "model": "clf",
                 "label": truth,
-                "timestamp": t0 + 3600 + i,
+                "timestamp": time.time(),  # labels arrive after their predictions
             }
             await producer.send(iso.settings.topics.labels, key=b"clf", value=orjson.dumps(label))
         # One label twice, one label for nothing, one malformed label.
-        dup = {"schema_version": 1, "request_id": "req-0", "model": "clf", "label": 0, "timestamp": t0 + 9000}
+        dup = {"schema_version": 1, "request_id": "req-0", "model": "clf", "label": 0, "timestamp": time.time()}
         await producer.send(iso.settings.topics.labels, key=b"clf", value=orjson.dumps(dup))
         await producer.send_and_wait(iso.settings.topics.labels, key=b"clf", value=b'{"schema_version": 1}')
     finally:
