@@ -1,4 +1,5 @@
-"""The worker's web pages: a bearer token when configured, 4xx (never 500) for bad requests."""
+"""The worker's web pages: loopback only by default, a bearer token when configured, 4xx (never 500) for bad
+requests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 
 from stream.client import make_event
@@ -47,6 +49,13 @@ def test_pages_need_the_token(guarded, path):
     assert status == 401 and b"bearer token" in body
     assert call(guarded.url + path, token="wrong")[0] == 401
     assert call(guarded.url + path, token=TOKEN)[0] == 200
+
+
+def test_web_server_listens_on_loopback_only_by_default(guarded):
+    sockets = [c for c in psutil.Process(guarded.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    web = [c for c in sockets if c.laddr.port == guarded.web_port]
+    assert web, f"no listening socket on port {guarded.web_port}: {sockets}"
+    assert {c.laddr.ip for c in web} == {"127.0.0.1"}
 
 
 def test_health_stays_open_for_probes(guarded):
