@@ -37,12 +37,30 @@ class BoundedWorker(faust.Worker):
         self.grace_s = grace_s
         self._watchdog: threading.Timer | None = None
 
+    def install_signal_handlers(self) -> None:
+        """Faust's handlers, plus a watchdog armed from the signal itself.
+
+        Faust handles signals in the event loop; when a detector blocks the
+        loop, that handler never runs. A Python-level handler does: it runs in
+        the main thread between bytecodes, even inside a blocking sleep, while
+        asyncio's wake-up descriptor still carries the signal to Faust.
+        """
+        super().install_signal_handlers()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self._arm_watchdog()
+
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self._arm_watchdog()
+        super()._schedule_shutdown(signal)
+
+    def _arm_watchdog(self) -> None:
         if self._watchdog is None:
             self._watchdog = threading.Timer(self.grace_s, self._force_exit)
             self._watchdog.daemon = True
             self._watchdog.start()
-        super()._schedule_shutdown(signal)
 
     def _force_exit(self) -> None:
         sys.stderr.write(f"stream-monitor worker: shutdown took longer than {self.grace_s:g} s; exiting now\n")

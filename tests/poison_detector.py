@@ -1,4 +1,4 @@
-"""A user-written detector that raises on one value: the poisoned record of the reliability tests.
+"""User-written detectors that fail on one value: the poisoned records of the reliability tests.
 
 Loaded by name from a monitor file (``"tests.poison_detector:PoisonRule"``),
 the way an operator plugs in a detector of their own.
@@ -6,6 +6,7 @@ the way an operator plugs in a detector of their own.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -32,3 +33,14 @@ class PoisonRule:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
         self.seen = state["seen"]
+
+
+class HangingRule(PoisonRule):
+    """Blocks the worker (a synchronous sleep) on ``poison``, as a detector stuck on a lock or a socket would."""
+
+    def update(self, values: list[float], times: list[float]) -> list[Any]:
+        """Count ``values``; sleep for an hour when the poison is among them."""
+        if self.poison in values:
+            time.sleep(3600)
+        self.seen += len(values)
+        return []

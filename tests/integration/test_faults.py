@@ -379,3 +379,46 @@ async def test_the_broker_going_away_mid_run_costs_no_event_and_no_restart():
     finally:
         proxy.stop()
         own.stop()
+
+
+HANGING_MONITORS = """
+[defaults.signals.latency_ms]
+detectors = ["tests.poison_detector:HangingRule"]
+"""
+
+
+def test_a_worker_stuck_in_a_detector_still_exits_within_the_grace_period(broker, tmp_path):
+    iso = isolated_settings(broker)
+    monitors = tmp_path / "monitors.toml"
+    monitors.write_text(HANGING_MONITORS)
+    events = model_events("stuck", 20, time.time() - 10, 9)
+    events[-1]["latency_ms"] = 666.0  # HangingRule blocks the event loop on this value
+    grace_s = 3.0
+    worker = iso.worker(
+        env_extra={"STREAM_MONITOR_MONITORS_FILE": str(monitors), "STREAM_MONITOR_SHUTDOWN_GRACE_S": str(grace_s)}
+    )
+    worker.start()
+    asyncio.run(publish(iso, events[:-1], batch_size=1))
+    wait_for_events(worker, len(events) - 1)
+    asyncio.run(publish(iso, events[-1:], batch_size=1))
+    deadline = time.monotonic() + 30
+    while worker.health() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the web server stops answering once the loop is blocked
+    assert worker.health() is None, "the hanging detector never blocked the worker"
+    started = time.monotonic()
+    code = worker.stop(grace_s=30.0)
+    took = time.monotonic() - started
+    report(
+        FaultRow(
+            "detector hangs (event loop blocked)",
+            f"a plugged-in detector sleeps an hour on one event; SIGTERM with a {grace_s:g} s grace period",
+            len(events),
+            len(events) - 1,
+            0,
+            0,
+            f"worker exited with code {code} after {took:.1f} s (SIGKILL would have come at 30 s)",
+        )
+    )
+    assert code == 3, f"exit code {code}: the watchdog did not end the process"
+    assert took < grace_s + 5
+    assert "shutdown took longer than 3 s" in worker.log_tail()
