@@ -21,6 +21,7 @@ import orjson
 from stream.codec import Reject, TimeBounds
 from stream.config import Settings
 from stream.deadletter import dead_letter
+from stream.exporter import ModelSeriesCollector
 from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
@@ -67,6 +68,11 @@ class MonitorApp:
         self.time_bounds = TimeBounds(settings.max_future_s, settings.earliest_timestamp)
         os.makedirs(settings.data_path, exist_ok=True)
         self.metrics = WorkerMetrics()
+        # The last offset read per input partition, for the lag on /metrics.
+        self.read_offsets: dict[tuple[str, int], int] = {}
+        self.metrics.registry.register(
+            ModelSeriesCollector(self._exported_models, self._lag, settings.metrics_max_models)
+        )
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker,
@@ -165,6 +171,8 @@ class MonitorApp:
         event, and only what raises is dead-lettered, with the exception's type. Returns None when nothing was applied.
         """
         source = f"{message.topic}:{message.partition}"
+        self.read_offsets[(message.topic, message.partition)] = message.offset
+        started = time.perf_counter()
         try:
             monitor = self.monitor_for(model)
         except Exception as exc:
@@ -191,6 +199,7 @@ class MonitorApp:
         monitor.mark_applied(source, message.offset)
         monitor.remember_batch(batch_id)
         self.save(monitor)
+        self.metrics.processing.observe(time.perf_counter() - started)
         await self.publish_alerts(alerts)
         await self.publish_retrain_requests(monitor)
         return monitor
@@ -260,6 +269,25 @@ class MonitorApp:
         }
         models = (key.decode() for key in list(self.model_state.keys()))
         return [model for model in models if self.partition_of(model) in actives]
+
+    def _exported_models(self) -> list[ModelMonitor]:
+        if not self.ready:
+            return []
+        return [self.monitor_for(model) for model in self.local_models()]
+
+    def _lag(self) -> list[tuple[str, int, int]]:
+        consumer = self.app.consumer if self.ready else None
+        inputs = (self.settings.topics.events, self.settings.topics.labels)
+        out = []
+        for tp in sorted(consumer.assignment() if consumer else ()):
+            if tp.topic not in inputs:
+                continue
+            highwater = consumer.highwater(tp)
+            read = self.read_offsets.get((tp.topic, tp.partition))
+            if highwater is None or highwater < 0:
+                continue
+            out.append((tp.topic, tp.partition, max(0, highwater - (read + 1 if read is not None else 0))))
+        return out
 
     async def publish_retrain_requests(self, monitor: ModelMonitor) -> None:
         """Publish the model's pending retraining requests, keyed by model."""

@@ -102,6 +102,9 @@ class Settings:
     retrain_after_s: float = 900.0
     drift_alpha: float = 0.001
     drift_min_psi: float = 0.1
+    # Per-model series on /metrics for at most this many models per worker;
+    # beyond it, one warning and a count, so Prometheus is not flooded.
+    metrics_max_models: int = 200
     connect_timeout_s: float = 120.0
     group_timeout_s: float = 10.0
     shutdown_grace_s: float = 10.0
@@ -182,6 +185,7 @@ class Settings:
         _positive("connect_timeout_s", self.connect_timeout_s)
         _positive("group_timeout_s", self.group_timeout_s)
         _positive("shutdown_grace_s", self.shutdown_grace_s)
+        _positive("metrics_max_models", self.metrics_max_models, integer=True)
         return self
 
     @classmethod

@@ -105,6 +105,10 @@ class IQRRule:
             evidence=count.evidence("max_iqr_distance"),
         )
 
+    def scores(self) -> dict[str, float]:
+        """The current window's outlier share and worst score, for dashboards."""
+        return self.count.scores()
+
     def to_dict(self) -> dict[str, Any]:
         """State (river quantiles pickled, base64)."""
         return {

@@ -173,6 +173,10 @@ class MahalanobisRule:
             evidence={**count.evidence("max_distance_squared"), "unusual_features": self.worst},
         )
 
+    def scores(self) -> dict[str, float]:
+        """The current window's outlier share and worst score, for dashboards."""
+        return self.count.scores()
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (the streaming quantile pickled, base64)."""
         return {

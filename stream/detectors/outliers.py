@@ -101,6 +101,10 @@ class WindowOutlierCount:
             "change_started_at": self.first_outlier_at,
         }
 
+    def scores(self) -> dict[str, float]:
+        """``outlier_ratio`` and ``max_score`` of the current window."""
+        return {"outlier_ratio": self.share, "max_score": self.max_score}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
         return {name: getattr(self, name) for name in self.__slots__}

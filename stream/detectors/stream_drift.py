@@ -167,6 +167,19 @@ class StreamDriftRule:
                 return ts
         return None
 
+    def scores(self) -> dict[str, float]:
+        """``shift_sd``: the mean since the last change, in standard deviations from the warm-up mean.
+
+        >>> rule = StreamDriftRule("x", "adwin", warmup=4)
+        >>> _ = rule.update([1.0, 3.0, 1.0, 3.0, 4.0], [0, 1, 2, 3, 4])   # warm-up mean 2, sd 1.15
+        >>> round(rule.scores()["shift_sd"], 2)   # the mean of all five, 2.4, is 0.35 sd above it
+        0.35
+        """
+        if self.scale is None or self.scale == (0.0, 1.0):
+            return {}  # not learnt yet, or a 0/1 signal: its rate is exported as such
+        mu, sd = self.scale
+        return {"shift_sd": (self.mean - mu) / sd}
+
     def to_dict(self) -> dict[str, Any]:
         """State as JSON-ready values (the river detector pickled, base64)."""
         return {

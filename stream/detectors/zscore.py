@@ -168,6 +168,10 @@ class ZScoreRule:
             evidence=count.evidence("max_abs_z"),
         )
 
+    def scores(self) -> dict[str, float]:
+        """The current window's outlier share and worst score, for dashboards."""
+        return self.count.scores()
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready learned state (the parameters come from configuration)."""
         return {"seen": self.seen, "mean": self.mean, "var": self.var, "window": self.count.to_dict()}

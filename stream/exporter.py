@@ -1,0 +1,141 @@
+"""Per-model series for Prometheus, read from the models' state at scrape time.
+
+Counting happens as records are processed (:mod:`stream.metrics`); what a
+window or a detector currently says is read only when Prometheus asks, so the
+hot path pays nothing for it. At most ``metrics_max_models`` models per worker
+get series; the rest are counted in ``stream_monitor_metrics_models_dropped``
+and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from stream.metrics import PREFIX
+from stream.monitor import ModelMonitor, VersionMonitor
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+VERSION = ["model", "model_version"]
+DETECTOR = [*VERSION, "signal", "detector"]
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+class ModelSeriesCollector:
+    """A prometheus-client collector over the models a worker owns.
+
+    ``models`` returns the monitors to export (called at every scrape);
+    ``lag`` returns ``(topic, partition, records behind)`` for each assigned
+    partition.
+    """
+
+    def __init__(
+        self,
+        models: Callable[[], Iterable[ModelMonitor]],
+        lag: Callable[[], Iterable[tuple[str, int, int]]],
+        max_models: int,
+    ) -> None:
+        self._models = models
+        self._lag = lag
+        self.max_models = max_models
+        self._warned = False
+
+    def describe(self) -> list[Metric]:
+        # Empty: the registry must not call collect() at registration, before the app runs.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every per-model, per-detector and per-partition series, as they are now."""
+        g = {
+            "events": _gauge("window_events", "Events in the current tumbling window.", VERSION),
+            "latency": _gauge(
+                "window_latency_seconds", "Latency quantiles of the current tumbling window.", [*VERSION, "quantile"]
+            ),
+            "errors": _gauge("window_error_ratio", "Share of failed requests in the current tumbling window.", VERSION),
+            "throughput": _gauge(
+                "window_throughput_events_per_second", "Events per second of the current tumbling window.", VERSION
+            ),
+            "anomaly": _gauge(
+                "anomaly_outlier_ratio", "Share of outliers in the current window, per anomaly detector.", DETECTOR
+            ),
+            "anomaly_score": _gauge(
+                "anomaly_max_score", "The worst outlier score in the current window, per anomaly detector.", DETECTOR
+            ),
+            "shift": _gauge(
+                "drift_shift_sd",
+                "Mean since the last detected change, in warm-up standard deviations from the warm-up mean.",
+                DETECTOR,
+            ),
+            "psi": _gauge(
+                "drift_psi",
+                "Population stability index of the current window against the reference.",
+                [*VERSION, "signal"],
+            ),
+            "performance": _gauge(
+                "performance", "Rolling performance over the latest labels, by metric.", [*VERSION, "metric"]
+            ),
+        }
+        models = sorted(self._models(), key=lambda m: m.model)
+        dropped = max(0, len(models) - self.max_models)
+        if dropped and not self._warned:
+            self._warned = True
+            log.warning(
+                "more than metrics_max_models=%d models on this worker: %d get no per-model series on /metrics",
+                self.max_models,
+                dropped,
+            )
+        for monitor in models[: self.max_models]:
+            for version, vm in monitor.versions.items():
+                _export_version(g, [monitor.model, version], vm)
+        yield from g.values()
+        gone = _gauge("metrics_models_dropped", "Models beyond metrics_max_models, without per-model series.", [])
+        gone.add_metric([], dropped)
+        yield gone
+        lag = _gauge(
+            "consumer_lag_records", "Records not yet processed, per assigned input partition.", ["topic", "partition"]
+        )
+        for topic, partition, behind in self._lag():
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+
+
+def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
+    window = vm.windows.tumbling()
+    g["events"].add_metric(labels, window.count)
+    if window.count:
+        g["errors"].add_metric(labels, window.errors / window.count)
+        g["throughput"].add_metric(labels, window.count / vm.settings.window_s)
+        for quantile, _ in QUANTILES:
+            value = window.latency.sketch.quantile(float(quantile))
+            if value is not None and math.isfinite(value):
+                g["latency"].add_metric([*labels, quantile], value / 1000.0)
+    for signal, rules in vm.signal_rules.items():
+        for name, rule in rules.items():
+            _export_scores(g, [*labels, signal, name], getattr(rule, "scores", None))
+    if vm.multivariate is not None:
+        _export_scores(g, [*labels, "features", vm.multivariate.name], vm.multivariate.scores)
+    if vm.drift is not None and window.count >= vm.drift.min_events:
+        for score in vm.drift.scores(window):
+            g["psi"].add_metric([*labels, score["feature"]], score["psi"])
+    for metric, value in (vm.performance.summary().get("metrics") or {}).items():
+        if isinstance(value, int | float) and math.isfinite(value):
+            g["performance"].add_metric([*labels, metric], value)
+
+
+def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any] | None) -> None:
+    if scores is None:  # a detector of the user's own without scores()
+        return
+    found = scores()
+    for key, family in (("outlier_ratio", "anomaly"), ("max_score", "anomaly_score"), ("shift_sd", "shift")):
+        value = found.get(key)
+        if value is not None and math.isfinite(value):
+            g[family].add_metric(labels, value)

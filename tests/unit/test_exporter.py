@@ -1,0 +1,67 @@
+"""The per-model Prometheus series, read from monitors at scrape time, and the cap on models."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.client import make_event
+from stream.config import Settings
+from stream.exporter import ModelSeriesCollector
+from stream.monitor import ModelMonitor
+
+SETTINGS = Settings(zscore_warmup=50, reference_events=100)
+
+
+def monitor(model: str, latency: float = 20.0, errors_every: int = 0) -> ModelMonitor:
+    mon = ModelMonitor(model, SETTINGS)
+    events = [
+        make_event(
+            model,
+            "1",
+            latency + i % 3,
+            0,
+            timestamp=1_000.0 + i * 0.01,
+            error="timeout" if errors_every and i % errors_every == 0 else None,
+            features={"x": float(i % 10)},
+        )
+        for i in range(400)
+    ]
+    mon.process(events)
+    return mon
+
+
+def samples(collector: ModelSeriesCollector) -> dict[tuple[str, tuple], float]:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_window_series_per_model_version_in_base_units():
+    found = samples(ModelSeriesCollector(lambda: [monitor("a", errors_every=4)], lambda: [("ev", 0, 7)], 10))
+    labels = (("model", "a"), ("model_version", "1"))
+    assert found[("stream_monitor_window_events", labels)] == 400
+    assert found[("stream_monitor_window_error_ratio", labels)] == 0.25
+    assert 0.019 < found[("stream_monitor_window_latency_seconds", (*labels, ("quantile", "0.99")))] < 0.0225
+    psi = [k for k in found if k[0] == "stream_monitor_drift_psi"]
+    assert ("signal", "features.x") in [label for _, ls in psi for label in ls]
+    assert found[("stream_monitor_consumer_lag_records", (("partition", "0"), ("topic", "ev")))] == 7
+
+
+def test_models_beyond_the_cap_get_no_series_and_one_warning(caplog):
+    models = [monitor(name) for name in ("c", "a", "b")]
+    collector = ModelSeriesCollector(lambda: models, lambda: [], max_models=2)
+    with caplog.at_level(logging.WARNING, logger="stream.exporter"):
+        first = samples(collector)
+        samples(collector)
+    exported = {dict(ls)["model"] for name, ls in first if name == "stream_monitor_window_events"}
+    assert exported == {"a", "b"}
+    assert first[("stream_monitor_metrics_models_dropped", ())] == 1
+    assert len([r for r in caplog.records if "metrics_max_models=2" in r.getMessage()]) == 1
