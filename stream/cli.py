@@ -273,6 +273,79 @@ def alerts(broker: str | None, follow: bool, as_json: bool, from_beginning: bool
 
 
 @cli.command()
+@broker_option
+@app_id_option
+@click.option("--routes", "routes_file", type=click.Path(dir_okay=False), help="TOML file of [[routes]] tables.")
+@click.option("--webhook", multiple=True, help="URL to POST each alert to as JSON (repeatable).")
+@click.option("--alertmanager", multiple=True, help="Alertmanager API URL, e.g. http://am:9093/api/v2/alerts.")
+@click.option("--model", "models", multiple=True, help="Only these models (glob patterns; repeatable).")
+@click.option("--kind", "kinds", multiple=True, help="Only these alert kinds (repeatable).")
+@click.option("--min-severity", default="info", show_default=True, help="info, warning or critical.")
+@click.option("--attempts", type=int, default=5, show_default=True, help="Tries per alert and route.")
+@click.option("--from-beginning", is_flag=True, help="Route the alerts kept so far too (default: only new ones).")
+@click.option("--topic", default=None, help="Alerts topic (monitor-alerts).")
+@one_line_errors
+def route(
+    broker: str | None,
+    app_id: str | None,
+    routes_file: str | None,
+    webhook: tuple[str, ...],
+    alertmanager: tuple[str, ...],
+    models: tuple[str, ...],
+    kinds: tuple[str, ...],
+    min_severity: str,
+    attempts: int,
+    from_beginning: bool,
+    topic: str | None,
+) -> None:
+    """Forward alerts to HTTP webhooks and Alertmanager, with retries.
+
+    Alerts that cannot be delivered go to the dead-letter topic with the
+    route and the receiver's last answer. Runs until Ctrl-C or SIGTERM.
+    """
+    from stream.route import RetryPolicy, Router, load_routes, route_from
+
+    _quiet_client_logs()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = settings_from(broker=broker, app_id=app_id, topic_alerts=topic)
+    routes = load_routes(routes_file) if routes_file else []
+    filters = {"models": list(models), "kinds": list(kinds), "min_severity": min_severity}
+    for i, url in enumerate(webhook):
+        routes.append(route_from({"url": url, "format": "json", **filters}, f"--webhook[{i}]"))
+    for i, url in enumerate(alertmanager):
+        routes.append(route_from({"url": url, "format": "alertmanager", **filters}, f"--alertmanager[{i}]"))
+    if not routes:
+        raise ConfigError("route: give --routes FILE, --webhook URL or --alertmanager URL")
+    if attempts < 1:
+        raise ConfigError(f"attempts: {attempts} must be at least 1")
+
+    def said(r: Any, alert: dict[str, Any], outcome: Any) -> None:
+        state = "delivered" if outcome.ok else "UNDELIVERABLE"
+        click.echo(
+            f"{state} {alert.get('model')} {alert.get('kind')} {alert.get('status')} -> {r.name} "
+            f"({outcome.last}, {outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        router = Router(
+            settings, routes, from_beginning=from_beginning, policy=RetryPolicy(attempts=attempts), on_delivery=said
+        )
+        click.echo(f"routing alerts from {settings.topics.alerts} to {len(routes)} route(s)", err=True)
+        stats = await router.run(stop)
+        click.echo(
+            f"routed {stats.alerts} alerts: {stats.delivered} deliveries, {stats.retries} retries, "
+            f"{stats.undeliverable} undeliverable, {stats.filtered} matched no route",
+            err=True,
+        )
+
+    asyncio.run(main())
+
+
+@cli.command()
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
 @click.option("--rate", type=float, default=300.0, show_default=True, help="Events per second.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed.")
