@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class MonitorApp:
         self.metrics = WorkerMetrics()
         # The last offset read per input partition, for the lag on /metrics.
         self.read_offsets: dict[tuple[str, int], int] = {}
+        # The alerts this worker published lately, for the status page.
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=100)
         self.metrics.registry.register(
             ModelSeriesCollector(self._exported_models, self._lag, settings.metrics_max_models)
         )
@@ -300,6 +303,7 @@ class MonitorApp:
         for alert in alerts:
             await self.alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
             self.counters.alerts += 1
+            self.recent_alerts.append(alert)
             self.metrics.alerts.labels(model=alert["model"], kind=alert["kind"], severity=alert["severity"]).inc()
             log.warning("ALERT %s", alert["message"])
 

@@ -13,20 +13,65 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import faust
 from aiohttp import ClientError, ClientTimeout
 
+from stream.status import model_status
+
 if TYPE_CHECKING:
     from stream.app import MonitorApp
 
 VIEWS = ("tumbling", "hopping")
+STATIC = {"page.js": "text/javascript", "page.css": "text/css"}
+RECENT_ALERTS = 50
 
 
 def register(mon: MonitorApp) -> None:
     """Attach the worker's pages to ``mon``'s Faust app."""
     app = mon.app
+
+    page = resources.files("stream") / "page"
+
+    # The page and its files hold no data and are open; the data they fetch needs the token.
+    @app.page("/")
+    async def index(web, request):
+        return web.html((page / "index.html").read_text())
+
+    @app.page("/static/{name}")
+    async def static(web, request, name: str):
+        if name not in STATIC:
+            return web.json({"error": f"no static file {name!r}"}, status=404)
+        return web.text((page / name).read_text(), content_type=STATIC[name])
+
+    @app.page("/api/status")
+    async def status(web, request):
+        if (denied := refused(web, request)) is not None:
+            return denied
+        models = {m: model_status(mon.monitor_for(m)) for m in mon.local_models()}
+        alerts = {a["alert_id"]: a for a in mon.recent_alerts}
+        for entry in models.values():
+            for version in entry["versions"]:
+                for alert in version["firing"]:
+                    alerts.setdefault(alert["alert_id"], alert)
+        if request.query.get("scope") != "local":
+            answers = await asyncio.gather(*(_fetch_local(mon, url, "/api/status") for url in _other_workers(mon)))
+            for answer in answers:
+                for entry in answer.get("models", []):
+                    models.setdefault(entry["model"], entry)
+                for alert in answer.get("alerts", []):
+                    alerts.setdefault(alert["alert_id"], alert)
+        recent = sorted(alerts.values(), key=lambda a: (a["event_time"], a["timestamp"]), reverse=True)
+        return web.json(
+            {
+                "generated_at": time.time(),
+                "models": [models[m] for m in sorted(models)],
+                "alerts": recent[:RECENT_ALERTS],
+            }
+        )
 
     @app.page("/health")
     async def health(web, request):
@@ -64,8 +109,8 @@ def register(mon: MonitorApp) -> None:
             return denied
         found: dict[str, Any] = {m: mon.monitor_for(m).overview() for m in mon.local_models()}
         if request.query.get("scope") != "local":
-            for answer in await asyncio.gather(*(_fetch_local_models(mon, url) for url in _other_workers(mon))):
-                for entry in answer:
+            for answer in await asyncio.gather(*(_fetch_local(mon, url, "/models") for url in _other_workers(mon))):
+                for entry in answer.get("models", []):
                     found.setdefault(entry["model"], entry)
         return web.json({"models": [found[m] for m in sorted(found)]})
 
@@ -108,9 +153,14 @@ def _other_workers(mon: MonitorApp) -> list[str]:
     return [str(url).rstrip("/") for url in hosts if str(url).rstrip("/") != me]
 
 
-async def _fetch_local_models(mon: MonitorApp, url: str) -> list[dict[str, Any]]:
+async def _fetch_local(mon: MonitorApp, url: str, path: str) -> dict[str, Any]:
+    """Another worker's answer for its own models only; empty when it cannot be asked."""
+    timeout = ClientTimeout(total=3)
     try:
-        async with mon.app.http_client.get(f"{url}/models?scope=local", timeout=ClientTimeout(total=3)) as response:
-            return (await response.json())["models"]
-    except (ClientError, TimeoutError, ValueError, KeyError):
-        return []
+        async with mon.app.http_client.get(
+            f"{url}{path}?scope=local", timeout=timeout, headers=bearer(mon.settings.web_token)
+        ) as response:
+            answer = await response.json()
+            return answer if isinstance(answer, dict) else {}
+    except (ClientError, TimeoutError, ValueError):
+        return {}

@@ -43,7 +43,7 @@ def guarded(broker):
     worker.stop()
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/models", "/models/web-model/stats"])
+@pytest.mark.parametrize("path", ["/metrics", "/models", "/models/web-model/stats", "/api/status"])
 def test_pages_need_the_token(guarded, path):
     status, body = call(guarded.url + path)
     assert status == 401 and b"bearer token" in body
@@ -70,6 +70,8 @@ def test_health_stays_open_for_probes(guarded):
         ("/models/nobody/stats", "GET", 404),
         ("/models/web-model/stats", "POST", 405),
         ("/no/such/page", "GET", 404),
+        ("/static/..%2fweb.py", "GET", 404),
+        ("/static/secrets.txt", "GET", 404),
         ("/models/%ff%fe/stats", "GET", 404),
     ],
 )

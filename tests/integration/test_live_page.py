@@ -1,0 +1,105 @@
+"""The live status page in headless Chromium during an injected incident.
+
+Chromium comes from Debian's ``chromium`` package; the test installs it with
+apt-get when it is missing and skips, saying why, only where that cannot be
+done. The screenshot is saved as ``artifacts/live-page.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from stream.client import make_event
+
+from .conftest import isolated_settings
+from .helpers import publish, wait_for_events
+
+ARTIFACTS = Path(__file__).parents[2] / "artifacts"
+# Without the background-networking flags Chromium keeps trying hosts this closed network refuses.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=5000",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("Chromium is not installed and apt-get cannot install it here (not root, or no apt-get)")
+    print("\ninstalling Debian's chromium for the browser test (apt-get)...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0 or not shutil.which("chromium"):
+        pytest.skip(f"apt-get could not install chromium: {result.stderr[-500:]}")
+    return shutil.which("chromium")
+
+
+def browse(chromium: str, url: str, profile: Path, *args: str) -> str:
+    result = subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", *args, url], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_live_page_shows_the_incident_and_the_charts(broker, chromium, tmp_path):
+    iso = isolated_settings(broker, zscore_warmup=100)
+    worker = iso.worker().start()
+    try:
+        t0 = time.time() - 200
+        normal = [
+            make_event("checkout-ranker", "4", 20.0 + i % 5, i % 2, timestamp=t0 + i * 0.1, features={"x": i % 9})
+            for i in range(1900)
+        ]
+        spike = [
+            make_event("checkout-ranker", "4", 900.0 + i, 0, timestamp=t0 + 190 + i * 0.01, features={"x": 1})
+            for i in range(20)
+        ]
+        quiet = [make_event("quiet-model", "1", 15.0, 0, timestamp=t0 + i * 0.5) for i in range(300)]
+        asyncio.run(publish(iso, normal + spike + quiet))
+        wait_for_events(worker, len(normal) + len(spike) + len(quiet))
+        time.sleep(0.5)
+        dom = browse(chromium, worker.url + "/", tmp_path / "profile", "--dump-dom")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "live-page.png"
+        shot.unlink(missing_ok=True)
+        browse(chromium, worker.url + "/", tmp_path / "profile", "--window-size=1280,900", f"--screenshot={shot}")
+    finally:
+        worker.stop()
+
+    assert 'data-loaded="true"' in dom, "the page's script never rendered the status"
+    assert '<div class="card critical" data-model="checkout-ranker" data-health="critical">' in dom
+    assert '<div class="card ok" data-model="quiet-model" data-health="ok">' in dom
+    assert "2 models: 1 ok, 0 warning, 1 critical" in dom
+    rows = re.findall(r'<tr class="alert".*?</tr>', dom, flags=re.S)
+    latency = [r for r in rows if "latency_ms (zscore)" in r]
+    assert latency and "critical" in latency[0] and "firing" in latency[0]
+    card = dom[dom.index('data-model="checkout-ranker"') :]
+    for name in ("latency", "errors", "drift"):
+        svg = re.search(rf'<svg class="chart chart-{name}".*?</svg>', card, flags=re.S)
+        assert svg, f"no {name} chart"
+        points = re.findall(r'points="([^"]+)"', svg.group(0))
+        assert points and len(points[0].split()) >= 3, f"{name} chart has no line over the last windows"
+    assert shot.stat().st_size > 10_000, "the screenshot is empty"
