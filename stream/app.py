@@ -91,6 +91,9 @@ class MonitorApp:
             broker_rebalance_timeout=settings.group_timeout_s,
             broker_heartbeat_interval=1.0,
             web_enabled=True,
+            # Faust's own table and routing pages would bypass the bearer token.
+            web_tables_enabled=False,
+            web_router_enabled=False,
             web_bind=settings.web_host,
             web_port=settings.web_port,
             web_host=settings.web_host,
