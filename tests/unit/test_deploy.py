@@ -5,8 +5,10 @@ from pathlib import Path
 
 import orjson
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import Settings, parse_broker_url
+from stream.exporter import ModelSeriesCollector
 from stream.metrics import PREFIX, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,18 +47,108 @@ def test_prometheus_scrapes_the_worker_port():
     assert job["dns_sd_configs"][0]["port"] == port
 
 
-def test_dashboards_use_only_exported_metric_names():
+def exported_names() -> set[str]:
+    """Every series name a worker exports, counters and the per-model collector included."""
     metrics = WorkerMetrics()
     metrics.events.labels(model="m").inc()
     metrics.dead_letters.labels(error_type="invalid_json").inc()
     metrics.alerts.labels(model="m", kind="anomaly", severity="warning").inc()
-    exported = set(re.findall(rf"^({PREFIX}_\w+?)(?:{{| )", metrics.render().decode(), re.M))
-    dashboards = list((ROOT / "deploy/grafana/dashboards").glob("*.json"))
-    assert dashboards
-    for path in dashboards:
+    metrics.processing.observe(0.01)
+    collector = ModelSeriesCollector(lambda: [], lambda: [("events", 0, 3)], max_models=10)
+    metrics.registry.register(collector)
+    names = set()
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        names |= {sample.name for sample in family.samples}
+        if family.type == "gauge":
+            names.add(family.name)  # per-model gauges have no samples without models
+    return names
+
+
+DASHBOARDS = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "text", "row", "barchart", "state-timeline"}
+
+
+def grafana_problems(dashboard: dict, datasource_uids: set[str]) -> list[str]:
+    """What Grafana would refuse or misdraw: missing required fields, bad grid, unknown data sources or variables."""
+    problems = []
+    for field, kind in (("uid", str), ("title", str), ("schemaVersion", int), ("panels", list)):
+        if not isinstance(dashboard.get(field), kind):
+            problems.append(f"{field} missing or not {kind.__name__}")
+    if len(dashboard.get("uid", "")) > 40:
+        problems.append("uid longer than 40 characters")
+    variables = dashboard.get("templating", {}).get("list", [])
+    defined = {v.get("name") for v in variables}
+    for v in variables:
+        if not v.get("name") or v.get("type") not in {"query", "custom", "constant", "datasource", "interval"}:
+            problems.append(f"variable {v.get('name')!r}: name and a known type needed")
+        if v.get("type") == "query" and not (v.get("query") and v.get("datasource", {}).get("uid") in datasource_uids):
+            problems.append(f"variable {v.get('name')!r}: a query on a provisioned data source needed")
+    ids, cells = set(), set()
+    for panel in dashboard.get("panels", []):
+        name = f"panel {panel.get('id')} ({panel.get('title')!r})"
+        if not isinstance(panel.get("id"), int) or panel["id"] in ids:
+            problems.append(f"{name}: id must be a unique integer")
+        ids.add(panel.get("id"))
+        if panel.get("type") not in PANEL_TYPES or not panel.get("title"):
+            problems.append(f"{name}: a known type and a title needed")
+        grid = panel.get("gridPos", {})
+        if not all(isinstance(grid.get(k), int) for k in "hwxy") or grid["w"] < 1 or grid["h"] < 1:
+            problems.append(f"{name}: gridPos needs integer h, w, x, y")
+            continue
+        if grid["x"] < 0 or grid["x"] + grid["w"] > 24:
+            problems.append(f"{name}: wider than Grafana's 24 columns")
+        columns, rows = range(grid["x"], grid["x"] + grid["w"]), range(grid["y"], grid["y"] + grid["h"])
+        mine = {(x, y) for x in columns for y in rows}
+        if mine & cells:
+            problems.append(f"{name}: overlaps another panel")
+        cells |= mine
+        if panel.get("datasource", {}).get("uid") not in datasource_uids:
+            problems.append(f"{name}: data source is not the provisioned one")
+        refs = [t.get("refId") for t in panel.get("targets", [])]
+        if not refs or len(set(refs)) != len(refs) or not all(t.get("expr") for t in panel["targets"]):
+            problems.append(f"{name}: targets need an expr and unique refIds")
+    exprs = [t.get("expr", "") for p in dashboard.get("panels", []) for t in p.get("targets", [])]
+    exprs += [a.get("expr", "") for a in dashboard.get("annotations", {}).get("list", [])]
+    for used in {v for e in exprs for v in re.findall(r"\$(\w+)", e)} - defined:
+        problems.append(f"variable ${used} used but not defined")
+    return problems
+
+
+def test_dashboards_have_what_grafana_requires():
+    provisioned = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uids = {d["uid"] for d in provisioned["datasources"]}
+    assert {p.name for p in DASHBOARDS} >= {"overview.json", "model.json"}
+    for path in DASHBOARDS:
+        assert grafana_problems(orjson.loads(path.read_bytes()), uids) == [], path.name
+
+
+def test_the_validator_catches_what_grafana_would_refuse():
+    good = orjson.loads((ROOT / "deploy/grafana/dashboards/model.json").read_bytes())
+    broken = orjson.loads(orjson.dumps(good))
+    broken["panels"][1]["gridPos"] = dict(broken["panels"][0]["gridPos"])
+    broken["panels"][2]["id"] = broken["panels"][3]["id"]
+    broken["panels"][4]["targets"][0]["expr"] += " * on() group_left() $nowhere"
+    del broken["schemaVersion"]
+    problems = "\n".join(grafana_problems(broken, {"prometheus"}))
+    for expected in ("overlaps another panel", "unique integer", "$nowhere used but not defined", "schemaVersion"):
+        assert expected in problems
+
+
+def test_model_dashboard_picks_the_model_by_variable_and_marks_alerts():
+    model = orjson.loads((ROOT / "deploy/grafana/dashboards/model.json").read_bytes())
+    assert [v["name"] for v in model["templating"]["list"]] == ["model", "version"]
+    assert all('model="$model"' in t["expr"] for p in model["panels"] for t in p["targets"])
+    [annotation] = model["annotations"]["list"]
+    assert "stream_monitor_alerts_total" in annotation["expr"]
+
+
+def test_dashboards_use_only_exported_metric_names():
+    exported = exported_names()
+    for path in DASHBOARDS:
         dashboard = orjson.loads(path.read_bytes())
-        assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
-        for panel in dashboard["panels"]:
-            for target in panel["targets"]:
-                used = set(re.findall(rf"{PREFIX}_\w+", target["expr"]))
-                assert used and used <= exported, f"{path.name}: {used - exported}"
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
+        exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]]
+        for expr in exprs:
+            used = set(re.findall(rf"{PREFIX}_\w+", expr))
+            assert used and used <= exported, f"{path.name}: {used - exported}"
