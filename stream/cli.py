@@ -274,6 +274,63 @@ def alerts(broker: str | None, follow: bool, as_json: bool, from_beginning: bool
 
 @cli.command()
 @broker_option
+@click.option("--output", "-o", default="alerts.png", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--model", "models", multiple=True, help="Only these models (glob patterns; repeatable).")
+@click.option("--hours", type=float, default=None, help="Only alerts of the last N hours of event time.")
+@click.option("--topic", default=None, help="Alerts topic (monitor-alerts).")
+@one_line_errors
+def report(broker: str | None, output: str, models: tuple[str, ...], hours: float | None, topic: str | None) -> None:
+    """Draw the alerts kept on the alerts topic as a PNG timeline, for postmortems."""
+    import fnmatch
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from stream.follow import TopicReader
+    from stream.report import plot_timeline
+
+    _quiet_client_logs()
+    settings = settings_from(broker=broker, topic_alerts=topic)
+    console = Console(stderr=True)
+    since = time.time() - hours * 3600 if hours else None
+
+    async def read() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        with console.status("reading alerts…") as status:
+            async with TopicReader(settings.bootstrap_servers, settings.topics.alerts, from_beginning=True) as reader:
+                async for n, record in _numbered(reader.records(timeout_s=2.0)):
+                    status.update(f"reading alerts… {n} read, {len(found)} kept")
+                    try:
+                        alert = orjson.loads(record.value)
+                        if not isinstance(alert, dict):
+                            continue
+                        if models and not any(fnmatch.fnmatchcase(str(alert.get("model")), m) for m in models):
+                            continue
+                        if since is not None and alert["event_time"] < since:
+                            continue
+                        found.append(alert)
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+        return found
+
+    alerts = asyncio.run(read())
+    try:
+        spans = plot_timeline(alerts, Path(output), title=f"alerts on {settings.topics.alerts}")
+    except KeyError as exc:
+        raise ConfigError(f"an alert lacks {exc}; is {settings.topics.alerts} an alerts topic?") from None
+    click.echo(f"wrote {output}: {len(spans)} alert periods from {len(alerts)} alerts")
+
+
+async def _numbered(records: Any) -> Any:
+    n = 0
+    async for record in records:
+        n += 1
+        yield n, record
+
+
+@cli.command()
+@broker_option
 @app_id_option
 @click.option("--routes", "routes_file", type=click.Path(dir_okay=False), help="TOML file of [[routes]] tables.")
 @click.option("--webhook", multiple=True, help="URL to POST each alert to as JSON (repeatable).")

@@ -61,3 +61,28 @@ def test_without_follow_prints_kept_alerts_as_json_and_exits(broker):
     assert result.returncode == 0, result.stderr
     messages = sorted(orjson.loads(line)["message"] for line in result.stdout.splitlines())
     assert messages == ["alert 0", "alert 1", "alert 2"]
+
+
+def test_report_draws_the_alert_timeline_as_a_png(broker, tmp_path):
+    iso = isolated_settings(broker)
+    asyncio.run(ensure_topics(broker.bootstrap_servers, required_topics(iso.settings)))
+    t0 = time.time() - 3600
+    base = example_alert("slow")
+    series = [
+        {**base, "status": "firing", "event_time": t0},
+        {**base, "status": "firing", "event_time": t0 + 600, "evidence": {"repeats": 3}},
+        {**base, "status": "resolved", "event_time": t0 + 900},
+        {**base, "fingerprint": "other", "model": "recommender", "status": "firing", "event_time": t0 + 1200},
+        {**base, "fingerprint": "old", "status": "firing", "event_time": t0 - 86_400},
+    ]
+    for alert in series:
+        asyncio.run(publish_alert(iso, alert))
+    output = tmp_path / "timeline.png"
+    command = [sys.executable, "-m", "stream.cli", "report", "--broker", iso.settings.broker, "--hours", "2"]
+    env = {**os.environ, **iso.env}
+    result = subprocess.run([*command, "-o", str(output)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {output}: 2 alert periods from 4 alerts" in result.stdout
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 10_000
+    only = subprocess.run([*command, "-o", str(output), "--model", "recom*"], capture_output=True, text=True, env=env)
+    assert "1 alert periods from 1 alerts" in only.stdout
