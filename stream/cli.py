@@ -449,25 +449,12 @@ def demo(duration: float, rate: float, seed: int, broker: str | None, window_s: 
 def stats(model: str | None, url: str, window: str, as_json: bool, token: str | None) -> None:
     """Show MODEL's window statistics, or list the models when MODEL is left out."""
     import json
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
     from stream.stats_view import print_stats, render_models
 
-    base = url.rstrip("/")
     path = f"/models/{urllib.parse.quote(model, safe='')}/stats?window={window}" if model else "/models"
-    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            data = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        with contextlib.suppress(ValueError, KeyError):
-            detail = json.loads(detail)["error"]
-        raise LookupError(f"{base}{path}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise LookupError(f"no worker answers at {base} ({exc}); pass --url http://HOST:PORT") from None
+    data = _get_json(url, path, token)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     elif model:
@@ -476,6 +463,62 @@ def stats(model: str | None, url: str, window: str, as_json: bool, token: str | 
         from rich.console import Console
 
         Console().print(render_models(data["models"]))
+
+
+def _get_json(url: str, path: str, token: str | None) -> Any:
+    """GET a worker's JSON page; an unreachable worker or an HTTP error is a one-line LookupError."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    base = url.rstrip("/")
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, KeyError):
+            detail = json.loads(detail)["error"]
+        raise LookupError(f"{base}{path}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise LookupError(f"no worker answers at {base} ({exc}); pass --url http://HOST:PORT") from None
+
+
+@cli.command()
+@click.option(
+    "--url",
+    envvar="STREAM_MONITOR_URL",
+    default="http://127.0.0.1:6066",
+    show_default=True,
+    help="A worker's web address (it gathers every worker's models). Env STREAM_MONITOR_URL.",
+)
+@click.option("--token", envvar="STREAM_MONITOR_WEB_TOKEN", help="Bearer token, if the worker requires one.")
+@click.option("--logdir", default="runs/stream-monitor", show_default=True, help="TensorBoard log directory.")
+@click.option("--interval", type=float, default=15.0, show_default=True, help="Seconds between polls.")
+@click.option("--once", is_flag=True, help="Write what is there now and exit.")
+@one_line_errors
+def tensorboard(url: str, token: str | None, logdir: str, interval: float, once: bool) -> None:
+    """Write every model's closed windows as TensorBoard scalars (one run per model version)."""
+    import time
+
+    from stream.tensorboard import TensorBoardExport
+
+    try:
+        export = TensorBoardExport(logdir)
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        while True:
+            written = export.write(_get_json(url, "/api/status", token))
+            click.echo(f"{written} scalars written to {logdir} ({len(export.writers)} runs)", err=True)
+            if once:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        export.close()
 
 
 @cli.group()

@@ -38,6 +38,7 @@ def window_point(window: WindowStats, vm: VersionMonitor, size_s: float) -> dict
     sketch = window.latency.sketch
     point: dict[str, Any] = {
         "start": window.start,
+        "size_s": size_s,
         "count": count,
         "p50": _finite(sketch.quantile(0.5)) if count else None,
         "p95": _finite(sketch.quantile(0.95)) if count else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -13,6 +15,7 @@ from stream.follow import read_all
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
+from .test_faults import wait_for_counts
 
 
 def scrape(worker) -> dict[tuple[str, tuple], float]:
@@ -75,3 +78,43 @@ async def test_scrape_shows_model_series_and_the_alert_counter_going_up(scraped)
     assert ratio > 0
     assert value(after, "stream_monitor_anomaly_max_score", signal="latency_ms", detector="zscore", **version) > 4
     assert value(after, "stream_monitor_metrics_models_dropped") == 0
+
+
+def tensorboard_scalars(logdir) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(run, tag) -> [(step, value)] read back from the event files (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for path in logdir.rglob("events.out.tfevents.*"):
+        run = str(path.parent.relative_to(logdir))
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault((run, value.tag), []).append((event.step, value.simple_value))
+    return out
+
+
+async def test_tensorboard_export_writes_each_closed_window_once(scraped, tmp_path):
+    iso, worker = scraped
+    t0 = (time.time() // 60) * 60 - 300  # five whole minutes ago: four closed windows, then the open one
+    events = [make_event("tb-model", "2", 30.0, 0, timestamp=t0 + i * 0.2) for i in range(1400)]
+    await publish(iso, events)
+    wait_for_counts(worker, {"tb-model": len(events)})
+    logdir = tmp_path / "runs"
+    command = [sys.executable, "-m", "stream.cli", "tensorboard", "--url", worker.url, "--logdir", str(logdir)]
+    command.append("--once")
+    for _ in range(2):  # the second pass finds nothing new
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    scalars = tensorboard_scalars(logdir)
+    counts = scalars[("tb-model/2", "health/events")]
+    assert [step for step, _ in counts] == [int(t0 + 60 * k) for k in range(4)]
+    assert [value for _, value in counts] == [300.0] * 4
+    p95 = scalars[("tb-model/2", "latency/p95_ms")]
+    assert all(abs(value - 30.0) < 0.5 for _, value in p95)
