@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from stream.alerts import format_alert
@@ -65,8 +66,11 @@ def _view(state: DemoState, worker_url: str) -> Group:
     models = Table(title="traffic", expand=True)
     models.add_column("model")
     models.add_column("events sent", justify="right")
+    models.add_column("events/s", justify="right")
+    models.add_column("alerts", justify="right")
+    alerts_by_model = Counter(a["model"] for a in state.alerts if a["status"] == "firing")
     for model, count in sorted(state.sent_by_model.items()):
-        models.add_row(model, f"{count:,}")
+        models.add_row(model, f"{count:,}", f"{count / max(elapsed, 1e-9):,.0f}", str(alerts_by_model[model]))
     incidents = Table(title="scripted incidents", expand=True)
     for column in ("incident", "model", "when", "state", "caught"):
         incidents.add_column(column)
@@ -80,8 +84,9 @@ def _view(state: DemoState, worker_url: str) -> Group:
             "yes" if caught else "-",
         )
     recent = "\n".join(format_alert(a) for a in state.alerts[-6:]) or "(no alerts yet)"
-    header = f"stream-monitor demo: {elapsed:5.1f} / {state.duration_s:g} s   worker {worker_url}/health   Ctrl-C stops"
-    return Group(header, models, incidents, Panel(recent, title=f"alerts ({len(state.alerts)})"))
+    header = f"stream-monitor demo: {elapsed:5.1f} / {state.duration_s:g} s   live page {worker_url}/   Ctrl-C stops"
+    progress = ProgressBar(total=state.duration_s, completed=min(elapsed, state.duration_s))
+    return Group(header, progress, models, incidents, Panel(recent, title=f"alerts ({len(state.alerts)})"))
 
 
 async def _run(
