@@ -68,7 +68,7 @@ class MonitorApp:
         self.counters = WorkerCounters()
         self.time_bounds = TimeBounds(settings.max_future_s, settings.earliest_timestamp)
         os.makedirs(settings.data_path, exist_ok=True)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(max_models=settings.metrics_max_models)
         # The last offset read per input partition, for the lag on /metrics.
         self.read_offsets: dict[tuple[str, int], int] = {}
         # The alerts this worker published lately, for the status page.
@@ -247,11 +247,16 @@ class MonitorApp:
         self.counters.dead_letters += 1
         self.metrics.dead_letters.labels(error_type=reject.error_type).inc()
 
+    def count_events(self, model: str, n: int) -> None:
+        """Count ``n`` events applied to ``model`` in the health counters and on /metrics."""
+        self.counters.events += n
+        self.metrics.events.labels(model=self.metrics.model_label(model)).inc(n)
+
     def report_state(self, monitor: ModelMonitor) -> None:
         """Export the model's feature-cap overflow and too-late counts; log the overflow once."""
         for version, v in monitor.versions.items():
             windows = v.windows
-            labels = {"model": monitor.model, "model_version": version}
+            labels = {"model": self.metrics.model_label(monitor.model), "model_version": version}
             if windows.too_late:
                 self.metrics.late_events.labels(**labels).set(windows.too_late)
             if not windows.untracked_features:
@@ -307,7 +312,8 @@ class MonitorApp:
             await self.alerts_topic.send(key=alert["fingerprint"].encode(), value=orjson.dumps(alert))
             self.counters.alerts += 1
             self.recent_alerts.append(alert)
-            self.metrics.alerts.labels(model=alert["model"], kind=alert["kind"], severity=alert["severity"]).inc()
+            model = self.metrics.model_label(alert["model"])
+            self.metrics.alerts.labels(model=model, kind=alert["kind"], severity=alert["severity"]).inc()
             log.warning("ALERT %s", alert["message"])
 
     def process_events(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

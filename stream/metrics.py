@@ -7,13 +7,55 @@ processed; the per-model window and detector series are read at scrape time
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "stream_monitor"
 
+log = logging.getLogger(__name__)
+
 # A *_created sample beside every counter doubles the series for no use on dashboards.
 disable_created_metrics()
+
+
+OTHER_MODELS = "_other"
+
+
+class ModelLabelCap:
+    """The ``model`` label for a model: itself for the first ``max_models`` seen, then ``_other``.
+
+    Producers choose model names; without a cap a stream of new names would
+    grow Prometheus's series without end.
+
+    >>> cap = ModelLabelCap(max_models=2)
+    >>> [cap("a"), cap("b"), cap("c"), cap("a"), cap("d")]
+    ['a', 'b', '_other', 'a', '_other']
+    >>> cap.overflow
+    2
+    """
+
+    def __init__(self, max_models: int) -> None:
+        self.max_models = max_models
+        self.known: set[str] = set()
+        self.overflow = 0
+
+    def __call__(self, model: str) -> str:
+        if model in self.known:
+            return model
+        if len(self.known) < self.max_models:
+            self.known.add(model)
+            return model
+        if not self.overflow:
+            log.warning(
+                "more than metrics_max_models=%d models: counters of model %r and later new ones go to model=%r",
+                self.max_models,
+                model,
+                OTHER_MODELS,
+            )
+        self.overflow += 1
+        return OTHER_MODELS
 
 
 class WorkerMetrics:
@@ -27,8 +69,9 @@ class WorkerMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, max_models: int = 200) -> None:
         self.registry = registry or CollectorRegistry()
+        self.model_label = ModelLabelCap(max_models)
         self.records = Counter(
             f"{PREFIX}_records", "Input records read from the inference events topic.", registry=self.registry
         )

@@ -31,5 +31,4 @@ def register(mon: MonitorApp) -> None:
             )
             if monitor is not None:
                 mon.report_state(monitor)
-                mon.counters.events += len(events)
-                mon.metrics.events.labels(model=model).inc(len(events))
+                mon.count_events(model, len(events))

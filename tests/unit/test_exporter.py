@@ -65,3 +65,17 @@ def test_models_beyond_the_cap_get_no_series_and_one_warning(caplog):
     assert exported == {"a", "b"}
     assert first[("stream_monitor_metrics_models_dropped", ())] == 1
     assert len([r for r in caplog.records if "metrics_max_models=2" in r.getMessage()]) == 1
+
+
+def test_counters_beyond_the_model_cap_go_to_other(caplog):
+    from stream.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(max_models=2)
+    with caplog.at_level(logging.WARNING, logger="stream.metrics"):
+        for model in ("a", "b", "c", "d", "a"):
+            metrics.events.labels(model=metrics.model_label(model)).inc()
+    text = metrics.render().decode()
+    assert 'stream_monitor_events_processed_total{model="a"} 2.0' in text
+    assert 'stream_monitor_events_processed_total{model="_other"} 2.0' in text
+    assert 'model="c"' not in text
+    assert len([r for r in caplog.records if "metrics_max_models=2" in r.getMessage()]) == 1
