@@ -26,37 +26,59 @@ def health(active: list[dict[str, Any]]) -> str:
     return max((a["severity"] for a in active), key=lambda s: SEVERITY_ORDER.get(s, 0))
 
 
-def _finite(value: float | None, scale: float = 1.0) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return value * scale
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
-def window_point(window: WindowStats, vm: VersionMonitor, size_s: float) -> dict[str, Any]:
+class DriftCache:
+    """Worst-drift results of windows already scored, reused while the window has not changed.
+
+    Scoring a window against the reference costs about half a millisecond per
+    input; a closed window never changes, so a page that redraws every few
+    seconds scores only the window that is still filling.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[tuple[str, str, float], tuple[int, float | None, str | None]] = {}
+
+    def worst(self, vm: VersionMonitor, window: WindowStats) -> tuple[float | None, str | None]:
+        """The highest PSI of ``window`` against the reference and the input it belongs to."""
+        if vm.drift is None or window.count < vm.drift.min_events:
+            return None, None
+        key = (vm.model, vm.version, window.start)
+        cached = self.entries.get(key)
+        if cached is not None and cached[0] == window.count:
+            return cached[1], cached[2]
+        scores = vm.drift.scores(window)
+        top = max(scores, key=lambda s: s["psi"]) if scores else None
+        result = (_finite(top["psi"]), top["feature"]) if top else (None, None)
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[key] = (window.count, *result)
+        return result
+
+
+def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: DriftCache) -> dict[str, Any]:
     """One window's figures for the charts: latency quantiles (ms), error rate, throughput, worst drift (PSI)."""
     count = window.count
-    sketch = window.latency.sketch
-    point: dict[str, Any] = {
+    p50, p95, p99 = window.latency.sketch.quantile_many((0.5, 0.95, 0.99)).tolist() if count else (None,) * 3
+    psi_max, psi_top = drift.worst(vm, window)
+    return {
         "start": window.start,
         "size_s": size_s,
         "count": count,
-        "p50": _finite(sketch.quantile(0.5)) if count else None,
-        "p95": _finite(sketch.quantile(0.95)) if count else None,
-        "p99": _finite(sketch.quantile(0.99)) if count else None,
+        "p50": _finite(p50),
+        "p95": _finite(p95),
+        "p99": _finite(p99),
         "error_rate": window.errors / count if count else None,
         "throughput_per_s": count / size_s,
-        "psi_max": None,
-        "psi_top": None,
+        "psi_max": psi_max,
+        "psi_top": psi_top,
     }
-    if vm.drift is not None and count >= vm.drift.min_events:
-        scores = vm.drift.scores(window)
-        if scores:
-            top = max(scores, key=lambda s: s["psi"])
-            point["psi_max"], point["psi_top"] = _finite(top["psi"]), top["feature"]
-    return point
 
 
-def version_status(vm: VersionMonitor, max_points: int = 10) -> dict[str, Any]:
+def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) -> dict[str, Any]:
     """One model version: health, the current window, the last windows as series, its firing alerts."""
     active = [state["alert"] for state in (*vm.lifecycle.active.values(), *vm.performance_lifecycle.active.values())]
     panes = sorted(vm.windows.panes.items())[-max_points:]
@@ -66,16 +88,16 @@ def version_status(vm: VersionMonitor, max_points: int = 10) -> dict[str, Any]:
         "health": health(active),
         "events": vm.events,
         "last_event_time": vm.windows.watermark,
-        "current": window_point(current, vm, vm.settings.window_s),
-        "series": [window_point(pane, vm, vm.windows.pane_s) for _, pane in panes],
+        "current": window_point(current, vm, vm.settings.window_s, drift),
+        "series": [window_point(pane, vm, vm.windows.pane_s, drift) for _, pane in panes],
         "firing": sorted(active, key=lambda a: a["event_time"], reverse=True),
         "performance": vm.performance.summary().get("metrics") or {},
     }
 
 
-def model_status(monitor: ModelMonitor) -> dict[str, Any]:
+def model_status(monitor: ModelMonitor, drift: DriftCache) -> dict[str, Any]:
     """Every version of a model, worst health first in ``health``."""
-    versions = [version_status(vm) for vm in monitor.versions.values()]
+    versions = [version_status(vm, drift) for vm in monitor.versions.values()]
     return {
         "model": monitor.model,
         "health": health([{"severity": v["health"]} for v in versions if v["health"] != "ok"]),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 from aiohttp import ClientError, ClientTimeout
 
-from stream.status import model_status
+from stream.status import DriftCache, model_status
 
 if TYPE_CHECKING:
     from stream.app import MonitorApp
@@ -35,6 +35,7 @@ def register(mon: MonitorApp) -> None:
     app = mon.app
 
     page = resources.files("stream") / "page"
+    drift_cache = DriftCache()
 
     # The page and its files hold no data and are open; the data they fetch needs the token.
     @app.page("/")
@@ -51,7 +52,7 @@ def register(mon: MonitorApp) -> None:
     async def status(web, request):
         if (denied := refused(web, request)) is not None:
             return denied
-        models = {m: model_status(mon.monitor_for(m)) for m in mon.local_models()}
+        models = {m: model_status(mon.monitor_for(m), drift_cache) for m in mon.local_models()}
         alerts = {a["alert_id"]: a for a in mon.recent_alerts}
         for entry in models.values():
             for version in entry["versions"]:

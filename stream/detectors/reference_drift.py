@@ -29,6 +29,7 @@ from stream.stats.features import OTHER
 
 _EPS = 1e-4
 DECILES = np.linspace(0.1, 0.9, 9)
+WASSERSTEIN_GRID = np.linspace(0.005, 0.995, 100)
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -50,18 +51,16 @@ def numeric_drift(ref: NumericStats, win: NumericStats) -> dict[str, float] | No
     n_ref, n_win = ref.sketch.count, win.sketch.count
     if not n_ref or not n_win:
         return None
-    ref_values, _ = ref.sketch.cdf_table()
-    win_values, _ = win.sketch.cdf_table()
-    grid = np.union1d(ref_values, win_values)
-    d = float(np.max(np.abs(ref.sketch.cdf(grid) - win.sketch.cdf(grid))))
+    ref_table, win_table = ref.sketch.table(), win.sketch.table()
+    grid = np.union1d(ref_table.values, win_table.values)
+    d = float(np.max(np.abs(ref_table.cdf(grid) - win_table.cdf(grid))))
     n_eff = n_ref * n_win / (n_ref + n_win)
     p_value = float(special.kolmogorov(d * math.sqrt(n_eff))) if d > 0 else 1.0
-    edges = np.array([ref.sketch.quantile(float(q)) for q in DECILES])
-    ref_bins = np.diff(np.concatenate([[0.0], ref.sketch.cdf(edges), [1.0]]))
-    win_bins = np.diff(np.concatenate([[0.0], win.sketch.cdf(edges), [1.0]]))
-    us = np.linspace(0.005, 0.995, 100)
-    q_ref = np.array([ref.sketch.quantile(float(u)) for u in us])
-    q_win = np.array([win.sketch.quantile(float(u)) for u in us])
+    edges = ref_table.quantiles(DECILES)
+    ref_bins = np.diff(np.concatenate([[0.0], ref_table.cdf(edges), [1.0]]))
+    win_bins = np.diff(np.concatenate([[0.0], win_table.cdf(edges), [1.0]]))
+    q_ref = ref_table.quantiles(WASSERSTEIN_GRID)
+    q_win = win_table.quantiles(WASSERSTEIN_GRID)
     scale = ref.moments.std or (abs(ref.moments.mean) or 1.0)
     return {
         "ks": d,

@@ -141,20 +141,34 @@ class QuantileSketch:
                 return self._value(k)
         return self._value(max(self.positive)) if self.positive else 0.0
 
+    def table(self) -> SketchTable:
+        """The buckets in value order with running counts: answers many quantiles and CDF values in one sort."""
+        keys_neg = np.array(sorted(self.negative, reverse=True), dtype=np.float64)
+        keys_pos = np.array(sorted(self.positive), dtype=np.float64)
+        gamma = math.exp(self.log_gamma)
+        parts = [-2.0 * gamma**keys_neg / (gamma + 1.0)]
+        counts = [np.array([self.negative[k] for k in sorted(self.negative, reverse=True)], dtype=np.float64)]
+        if self.zeros:
+            parts.append(np.zeros(1))
+            counts.append(np.array([self.zeros], dtype=np.float64))
+        parts.append(2.0 * gamma**keys_pos / (gamma + 1.0))
+        counts.append(np.array([self.positive[k] for k in sorted(self.positive)], dtype=np.float64))
+        return SketchTable(np.concatenate(parts), np.cumsum(np.concatenate(counts)), self.count)
+
+    def quantile_many(self, qs: Iterable[float] | np.ndarray) -> np.ndarray:
+        """:meth:`quantile` of each of ``qs`` at once; NaN when empty.
+
+        >>> s = QuantileSketch()
+        >>> s.update_many([1.0, 2.0, 3.0, 4.0, 100.0])
+        >>> s.quantile_many([0.0, 0.5, 1.0]).tolist() == [s.quantile(q) for q in (0.0, 0.5, 1.0)]
+        True
+        """
+        return self.table().quantiles(qs)
+
     def cdf_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Bucket values in increasing order and the share of values at or below each."""
-        keys_neg = sorted(self.negative, reverse=True)
-        keys_pos = sorted(self.positive)
-        values = (
-            [-self._value(k) for k in keys_neg] + ([0.0] if self.zeros else []) + [self._value(k) for k in keys_pos]
-        )
-        counts = (
-            [self.negative[k] for k in keys_neg]
-            + ([self.zeros] if self.zeros else [])
-            + [self.positive[k] for k in keys_pos]
-        )
-        cum = np.cumsum(np.asarray(counts, dtype=np.float64))
-        return np.asarray(values, dtype=np.float64), cum / max(self.count, 1)
+        table = self.table()
+        return table.values, table.running / max(self.count, 1)
 
     def cdf(self, xs: Iterable[float] | np.ndarray) -> np.ndarray:
         """Share of values at or below each of ``xs`` (within the sketch's resolution).
@@ -164,12 +178,7 @@ class QuantileSketch:
         >>> s.cdf([0.5, 2.0, 10.0]).tolist()
         [0.0, 0.5, 1.0]
         """
-        values, cum = self.cdf_table()
-        xs = np.asarray(xs, dtype=np.float64)
-        if values.size == 0:
-            return np.zeros_like(xs)
-        idx = np.searchsorted(values, xs, side="right") - 1
-        return np.where(idx >= 0, cum[np.clip(idx, 0, None)], 0.0)
+        return self.table().cdf(xs)
 
     def quantiles(self, qs: Iterable[float]) -> dict[str, float | None]:
         """Several quantiles by name, for example ``{"p50": ..., "p99": ...}``."""
@@ -194,3 +203,32 @@ class QuantileSketch:
         out.positive = {int(k): v for k, v in state["positive"].items()}
         out.negative = {int(k): v for k, v in state["negative"].items()}
         return out
+
+
+class SketchTable:
+    """A sketch's bucket values in increasing order with running counts, for vectorised reads."""
+
+    __slots__ = ("count", "running", "values")
+
+    def __init__(self, values: np.ndarray, running: np.ndarray, count: int) -> None:
+        self.values = values
+        self.running = running
+        self.count = count
+
+    def quantiles(self, qs: Iterable[float] | np.ndarray) -> np.ndarray:
+        """The value at each quantile of ``qs``, as :meth:`QuantileSketch.quantile` answers it."""
+        qs = np.asarray(qs, dtype=np.float64)
+        if self.count == 0 or self.values.size == 0:
+            return np.full(qs.shape, np.nan)
+        if np.any((qs < 0) | (qs > 1)):
+            raise ValueError("q must be between 0 and 1")
+        idx = np.searchsorted(self.running, qs * (self.count - 1), side="right")
+        return self.values[np.minimum(idx, self.values.size - 1)]
+
+    def cdf(self, xs: Iterable[float] | np.ndarray) -> np.ndarray:
+        """Share of values at or below each of ``xs``."""
+        xs = np.asarray(xs, dtype=np.float64)
+        if self.values.size == 0:
+            return np.zeros_like(xs)
+        idx = np.searchsorted(self.values, xs, side="right") - 1
+        return np.where(idx >= 0, self.running[np.clip(idx, 0, None)] / max(self.count, 1), 0.0)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.stats.sketch import QuantileSketch
 
@@ -84,3 +86,13 @@ def test_memory_is_bounded_by_max_buckets():
 def test_merge_refuses_different_accuracy():
     with pytest.raises(ValueError):
         QuantileSketch(0.01).merge(QuantileSketch(0.02))
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300),
+    st.lists(st.floats(0, 1), min_size=1, max_size=20),
+)
+def test_quantile_many_agrees_with_quantile(values, qs):
+    sketch = QuantileSketch()
+    sketch.update_many(values)
+    assert sketch.quantile_many(qs).tolist() == pytest.approx([sketch.quantile(q) for q in qs], rel=1e-12)
