@@ -122,7 +122,11 @@ FINDERS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bool] | None
     ("payment_card", re.compile(r"(?<![\d.,])\d(?:[ -]?\d){12,18}(?![\d]|[.,]\d)"), _card),
     ("ip_address", re.compile(r"\b(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\b"), _ip),
     ("ip_address", re.compile(r"(?<![:\w])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![:\w])"), _ip),
-    ("phone", re.compile(r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![.\d])"), _phone),
+    (
+        "phone",
+        re.compile(r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![.\d])"),
+        _phone,
+    ),
     ("phone", re.compile(r"(?<!\w)\(\d{3}\) ?\d{3}-\d{4}\b"), _phone),
 ]
 
