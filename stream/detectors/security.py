@@ -1,0 +1,325 @@
+"""Security findings: private data in LLM outputs, and clients that burst, probe or repeat themselves.
+
+``PrivateDataRule`` scans ``output_text`` (and counts hits in ``input_text``)
+with :mod:`stream.privacy.pii`; evidence carries kinds, fields and redacted
+excerpts, never a value. ``ClientAbuseRule`` keeps a small state per
+``client_id``: its request count per window against its own baseline, its
+share of low-confidence answers against the model's, and how many of its
+inputs repeat one another. Client state is bounded: idle clients are dropped,
+and beyond ``max_clients`` new clients are counted as untracked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from stream.detectors.base import Finding
+from stream.privacy.pii import find_pii, iter_text_fields
+from stream.stats.windows import window_start
+
+# Kinds whose leak is an incident by itself; e-mail, phone and IP addresses are warnings.
+CRITICAL_KINDS = {"payment_card", "iban", "cn_resident_id", "api_key", "private_key"}
+
+
+def _window(start: float, size_s: float) -> dict[str, Any]:
+    return {"type": "tumbling", "start": start, "end": start + size_s, "size_s": size_s}
+
+
+class PrivateDataRule:
+    """A finding per window when model outputs carry personal or secret data.
+
+    >>> rule = PrivateDataRule(window_s=60)
+    >>> ev = lambda t, text: {"timestamp": t, "output_text": text}
+    >>> rule.update([ev(1.0, "hello"), ev(2.0, "your card 4111 1111 1111 1111 is on file")])[0].evidence["kinds"]
+    {'payment_card': 1}
+    >>> rule.update([ev(3.0, "again 4111111111111111")])   # once per window
+    []
+    """
+
+    name = "private_data"
+
+    def __init__(self, window_s: float = 60.0, max_excerpts: int = 3) -> None:
+        self.window_s = window_s
+        self.max_excerpts = max_excerpts
+        self.window_start: float | None = None
+        self.fired = False
+        self.input_hits = 0
+        self.scanned = 0
+
+    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+        """Scan the text fields of ``events`` (already decrypted); at most one finding per window."""
+        out: list[Finding] = []
+        hits: list[tuple[str, Any, float]] = []
+        for event in events:
+            start = window_start(event["timestamp"], self.window_s)
+            if self.window_start is None or start > self.window_start:
+                self.window_start, self.fired, self.input_hits = start, False, 0
+            for field, text in iter_text_fields(event):
+                self.scanned += 1
+                found = find_pii(text)
+                if field == "input_text":
+                    self.input_hits += len(found)
+                else:
+                    hits += [(field, hit, event["timestamp"]) for hit in found]
+        if hits and not self.fired and self.window_start is not None:
+            self.fired = True
+            kinds = Counter(hit.kind for _, hit, _ in hits)
+            worst = "critical" if CRITICAL_KINDS & set(kinds) else "warning"
+            names = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in kinds.most_common())
+            out.append(
+                Finding(
+                    signal="output_text",
+                    detector=self.name,
+                    kind="security",
+                    severity=worst,
+                    value=float(len(hits)),
+                    threshold=0.0,
+                    baseline={"expected_hits": 0},
+                    message=f"model output carries private data: {names} this window (values withheld).",
+                    event_time=hits[-1][2],
+                    window=_window(self.window_start, self.window_s),
+                    evidence={
+                        "kinds": dict(kinds),
+                        "fields": sorted({f for f, _, _ in hits}),
+                        "excerpts": [{"kind": h.kind, "field": f, "excerpt": h.excerpt} for f, h, _ in hits][
+                            : self.max_excerpts
+                        ],
+                        "input_hits_this_window": self.input_hits,
+                    },
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {
+            "window_start": self.window_start,
+            "fired": self.fired,
+            "input_hits": self.input_hits,
+            "scanned": self.scanned,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.window_start, self.fired = state["window_start"], state["fired"]
+        self.input_hits, self.scanned = state["input_hits"], state["scanned"]
+
+
+def input_fingerprint(event: dict[str, Any]) -> str:
+    """A short hash of what a request asked: features rounded to 3 significant digits, and the prompt.
+
+    Near-duplicates (the same input with tiny numeric changes) share it.
+
+    >>> a = {"features": {"x": 1.00001, "c": "a"}, "input_text": " Hi "}
+    >>> b = {"features": {"x": 1.00002, "c": "a"}, "input_text": "hi"}
+    >>> input_fingerprint(a) == input_fingerprint(b)
+    True
+    """
+    features = event.get("features") or {}
+    rounded = {k: _rounded(v) for k, v in features.items()}
+    text = event.get("input_text")
+    key = orjson.dumps([rounded, text.strip().lower() if isinstance(text, str) else None], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(key, digest_size=6).hexdigest()
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(f"{value:.3g}")
+    return value
+
+
+class ClientAbuseRule:
+    """Per-client bursts, probing (low-confidence share) and near-duplicate inputs, per window.
+
+    >>> rule = ClientAbuseRule(window_s=60, warmup_windows=2, min_burst=20)
+    >>> ev = lambda t, client, x: {"timestamp": t, "client_id": client, "confidence": 0.9, "features": {"x": x}}
+    >>> quiet = [ev(w * 60.0 + i, c, float(i)) for w in range(3) for c in ("a", "b") for i in range(10)]
+    >>> rule.update(quiet)
+    []
+    >>> burst = [ev(180.0 + i * 0.1, "b", float(i)) for i in range(200)]
+    >>> [(f.evidence["client_id"], f.evidence["reason"]) for f in rule.update(burst)]
+    [('b', 'burst')]
+    """
+
+    name = "client_abuse"
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        *,
+        burst_factor: float = 5.0,
+        min_burst: int = 100,
+        warmup_windows: int = 3,
+        low_confidence: float = 0.5,
+        probe_factor: float = 3.0,
+        min_probe: int = 30,
+        duplicate_share: float = 0.5,
+        min_duplicates: int = 30,
+        max_clients: int = 100,
+        idle_s: float = 3600.0,
+        recent_inputs: int = 32,
+    ) -> None:
+        self.window_s = window_s
+        self.burst_factor = burst_factor
+        self.min_burst = min_burst
+        self.warmup_windows = warmup_windows
+        self.low_confidence = low_confidence
+        self.probe_factor = probe_factor
+        self.min_probe = min_probe
+        self.duplicate_share = duplicate_share
+        self.min_duplicates = min_duplicates
+        self.max_clients = max_clients
+        self.idle_s = idle_s
+        self.recent_inputs = recent_inputs
+        self.clients: dict[str, dict[str, Any]] = {}
+        self.untracked_events = 0
+        # The model's own share of low-confidence answers, over every client.
+        self.model_low = 0.0
+        self.model_seen = 0
+
+    def _client(self, client_id: str, ts: float) -> dict[str, Any] | None:
+        state = self.clients.get(client_id)
+        if state is not None:
+            return state
+        if len(self.clients) >= self.max_clients:
+            for cid in [c for c, s in self.clients.items() if ts - s["last_seen"] > self.idle_s]:
+                del self.clients[cid]
+        if len(self.clients) >= self.max_clients:
+            self.untracked_events += 1
+            return None
+        state = self.clients[client_id] = {
+            "last_seen": ts,
+            "window_start": window_start(ts, self.window_s),
+            "count": 0,
+            "low": 0,
+            "dups": 0,
+            "recent": [],
+            "baseline": 0.0,
+            "windows": 0,
+            "fired": [],
+        }
+        return state
+
+    def _roll(self, state: dict[str, Any], start: float) -> None:
+        # A new window: the finished one's count feeds the client's baseline (missed windows count as 0).
+        skipped = max(0, round((start - state["window_start"]) / self.window_s) - 1)
+        for count in [state["count"]] + [0] * min(skipped, 10):
+            state["windows"] += 1
+            weight = 1.0 / min(state["windows"], 10)
+            state["baseline"] += weight * (count - state["baseline"])
+        state.update(window_start=start, count=0, low=0, dups=0, recent=[], fired=[])
+
+    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+        """Count each event against its client; return findings for clients that crossed a line."""
+        out: list[Finding] = []
+        for event in events:
+            confidence = event.get("confidence")
+            low = isinstance(confidence, int | float) and confidence < self.low_confidence
+            if isinstance(confidence, int | float):
+                self.model_seen += 1
+                self.model_low += (float(low) - self.model_low) / min(self.model_seen, 5000)
+            client_id = event.get("client_id")
+            if not isinstance(client_id, str):
+                continue
+            ts = event["timestamp"]
+            state = self._client(client_id, ts)
+            if state is None:
+                continue
+            start = window_start(ts, self.window_s)
+            if start > state["window_start"]:
+                self._roll(state, start)
+            state["last_seen"] = max(state["last_seen"], ts)
+            state["count"] += 1
+            state["low"] += int(low)
+            fingerprint = input_fingerprint(event)
+            if fingerprint in state["recent"]:
+                state["dups"] += 1
+            else:
+                state["recent"] = [*state["recent"][-(self.recent_inputs - 1) :], fingerprint]
+            out += self._check(client_id, state, ts)
+        return out
+
+    def _check(self, client_id: str, state: dict[str, Any], ts: float) -> list[Finding]:
+        count, fired = state["count"], state["fired"]
+        found = []
+        if "burst" not in fired and state["windows"] >= self.warmup_windows:
+            limit = max(self.min_burst, self.burst_factor * state["baseline"])
+            if count > limit:
+                usual = state["baseline"]
+                message = (
+                    f"client {client_id} sent {count} requests this window, {count / max(usual, 1):.0f}x its "
+                    f"usual {usual:.0f} (burst limit {limit:.0f})"
+                )
+                found.append(("burst", count, limit, {"requests_per_window": round(usual, 1)}, message))
+        if "probing" not in fired and state["low"] >= self.min_probe:
+            share, base = state["low"] / count, self.model_low
+            if share > self.probe_factor * max(base, 0.01):
+                found.append(
+                    (
+                        "probing",
+                        share,
+                        self.probe_factor * max(base, 0.01),
+                        {"low_confidence_share": round(base, 4)},
+                        f"client {client_id}: {share:.0%} of its {count} requests got low-confidence answers "
+                        f"(model-wide {base:.0%}); probing or extraction?",
+                    )
+                )
+        if "duplicates" not in fired and state["dups"] >= self.min_duplicates:
+            share = state["dups"] / count
+            if share >= self.duplicate_share:
+                found.append(
+                    (
+                        "duplicates",
+                        share,
+                        self.duplicate_share,
+                        {"duplicate_share": 0.0},
+                        f"client {client_id}: {state['dups']} of its {count} requests this window repeat an earlier "
+                        "input (near-duplicates)",
+                    )
+                )
+        out = []
+        for reason, value, threshold, baseline, message in found:
+            fired.append(reason)
+            out.append(
+                Finding(
+                    signal=f"client.{reason}",
+                    detector=self.name,
+                    kind="security",
+                    severity="warning",
+                    value=float(value),
+                    threshold=float(threshold),
+                    baseline=baseline,
+                    message=message + ".",
+                    event_time=ts,
+                    window=_window(state["window_start"], self.window_s),
+                    evidence={
+                        "client_id": client_id,
+                        "reason": reason,
+                        "requests": count,
+                        "low_confidence": state["low"],
+                        "duplicates": state["dups"],
+                        "tracked_clients": len(self.clients),
+                        "untracked_events": self.untracked_events,
+                    },
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {
+            "clients": self.clients,
+            "untracked_events": self.untracked_events,
+            "model_low": self.model_low,
+            "model_seen": self.model_seen,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.clients = {k: dict(v) for k, v in state["clients"].items()}
+        self.untracked_events = state["untracked_events"]
+        self.model_low, self.model_seen = state["model_low"], state["model_seen"]
