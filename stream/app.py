@@ -90,6 +90,7 @@ class MonitorApp:
             broker_session_timeout=settings.group_timeout_s,
             broker_rebalance_timeout=settings.group_timeout_s,
             broker_heartbeat_interval=1.0,
+            broker_credentials=settings.faust_credentials(),
             web_enabled=True,
             # Faust's own table and routing pages would bypass the bearer token.
             web_tables_enabled=False,

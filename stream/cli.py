@@ -214,8 +214,13 @@ def simulate(broker: str | None, duration: float, rate: float, seed: int | None,
     async def main() -> None:
         from stream.topics import ensure_topics, required_topics
 
-        await ensure_topics(settings.bootstrap_servers, required_topics(settings)[:4], settings.connect_timeout_s)
-        client = MonitorClient(settings.broker, topic=settings.topics.events)
+        await ensure_topics(
+            settings.bootstrap_servers,
+            required_topics(settings)[:4],
+            settings.connect_timeout_s,
+            kafka_options=settings.kafka_options(),
+        )
+        client = MonitorClient(settings.broker, topic=settings.topics.events, kafka_options=settings.kafka_options())
         await client.start()
         with Progress() as progress:
             task = progress.add_task("simulating", total=duration)
@@ -257,7 +262,10 @@ def alerts(broker: str | None, follow: bool, as_json: bool, from_beginning: bool
     async def main() -> None:
         start_at_beginning = from_beginning or not follow
         async with TopicReader(
-            settings.bootstrap_servers, settings.topics.alerts, from_beginning=start_at_beginning
+            settings.bootstrap_servers,
+            settings.topics.alerts,
+            from_beginning=start_at_beginning,
+            kafka_options=settings.kafka_options(),
         ) as reader:
             async for record in reader.records(timeout_s=None if follow else 2.0):
                 if as_json:
@@ -298,7 +306,12 @@ def report(broker: str | None, output: str, models: tuple[str, ...], hours: floa
     async def read() -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         with console.status("reading alerts…") as status:
-            async with TopicReader(settings.bootstrap_servers, settings.topics.alerts, from_beginning=True) as reader:
+            async with TopicReader(
+                settings.bootstrap_servers,
+                settings.topics.alerts,
+                from_beginning=True,
+                kafka_options=settings.kafka_options(),
+            ) as reader:
                 async for n, record in _numbered(reader.records(timeout_s=2.0)):
                     status.update(f"reading alerts… {n} read, {len(found)} kept")
                     try:

@@ -36,6 +36,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream.config import parse_broker_url
+from stream.privacy.protect import FieldProtection
+from stream.resources import ResourceSampler
 from stream.schemas import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -176,8 +178,16 @@ class MonitorClient:
         linger_s: float = 0.1,
         max_buffer: int = 100_000,
         send_timeout_s: float = 10.0,
+        kafka_options: dict[str, Any] | None = None,
+        protection: FieldProtection | None = None,
+        resources: ResourceSampler | bool = False,
     ) -> None:
+        """``kafka_options``: TLS/SASL for the producer (``Settings.kafka_options()``); ``protection``: fields
+        to drop, hash, redact or encrypt before sending; ``resources``: attach host resource samples."""
         self.bootstrap_servers = parse_broker_url(broker)
+        self.kafka_options = kafka_options or {}
+        self.protection = protection
+        self.sampler = ResourceSampler() if resources is True else (resources or None)
         self.topic = topic
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -203,6 +213,10 @@ class MonitorClient:
     def record_event(self, event: dict[str, Any]) -> bool:
         """Record a ready-made event dict; False if it was dropped."""
         self.stats.recorded += 1
+        if self.sampler is not None and "resources" not in event:
+            event = {**event, "resources": self.sampler.sample()}
+        if self.protection is not None:
+            event = self.protection.apply(event)
         if self._buffer.add(event):
             if len(self._buffer) >= self.batch_size:
                 self._poke()
@@ -230,6 +244,7 @@ class MonitorClient:
                 linger_ms=5,
                 max_request_size=8 * 1024 * 1024,
                 request_timeout_ms=int(self.send_timeout_s * 1000),
+                **self.kafka_options,
             )
             try:
                 await producer.start()

@@ -113,6 +113,24 @@ class Settings:
     # batch plus one, so table recovery would miss the rest of that batch.
     # Workers turn it on by themselves when they detect Tansu.
     single_record_batches: bool = False
+    # Kafka security, for every connection of workers, the SDK and the CLI:
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL mechanism PLAIN,
+    # SCRAM-SHA-256 or SCRAM-SHA-512; CA, client certificate and key files.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    # AES-GCM key (URL-safe base64, 32 bytes) to read LLM text the SDK encrypted.
+    text_key: str = field(default="", repr=False)
+    # HMAC key (URL-safe base64, 32 bytes) for the fields marked sensitive below.
+    hash_key: str = field(default="", repr=False)
+    # Comma-separated fields (client_id, features.NAME, ...) whose raw values must
+    # never reach an alert, a log line, a metric or a dead-letter reason: the
+    # worker replaces them with keyed hashes as it decodes each event.
+    sensitive_fields: str = ""
     # Faust's working folder; tables live in memory and in changelogs, so by
     # default it goes to the temp folder rather than the current directory.
     data_dir: str = ""
@@ -129,6 +147,55 @@ class Settings:
     def data_path(self) -> str:
         """Faust's data folder for this app id."""
         return self.data_dir or os.path.join(tempfile.gettempdir(), "stream-monitor", self.app_id)
+
+    @property
+    def sensitive(self) -> tuple[str, ...]:
+        """The fields marked sensitive, as a tuple."""
+        return tuple(f.strip() for f in self.sensitive_fields.split(",") if f.strip())
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Security options for aiokafka clients (producer, consumer, admin), from these settings.
+
+        >>> Settings().kafka_options()
+        {'security_protocol': 'PLAINTEXT'}
+        """
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if "SSL" in self.security_protocol:
+            options["ssl_context"] = self.ssl_context()
+        if self.security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return options
+
+    def faust_credentials(self) -> Any:
+        """The same security for Faust's ``broker_credentials`` (None for PLAINTEXT).
+
+        >>> Settings().faust_credentials() is None
+        True
+        """
+        import faust
+
+        protocol = self.security_protocol
+        if protocol == "PLAINTEXT":
+            return None
+        context = self.ssl_context() if protocol.endswith("SSL") else None
+        if protocol == "SSL":
+            return faust.SSLCredentials(context)
+        return faust.SASLCredentials(
+            username=self.sasl_username, password=self.sasl_password, ssl_context=context, mechanism=self.sasl_mechanism
+        )
+
+    def ssl_context(self) -> Any:
+        """The TLS context for Kafka connections: system CAs or ``ssl_cafile``, and a client certificate if set."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.ssl_cafile or None)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile or None)
+        return context
 
     @property
     def bootstrap_servers(self) -> str:
@@ -186,6 +253,25 @@ class Settings:
         _positive("group_timeout_s", self.group_timeout_s)
         _positive("shutdown_grace_s", self.shutdown_grace_s)
         _positive("metrics_max_models", self.metrics_max_models, integer=True)
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if self.security_protocol not in protocols:
+            raise ConfigError(f"security_protocol: {self.security_protocol!r} is not one of {', '.join(protocols)}")
+        mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        if self.sasl_mechanism not in mechanisms:
+            raise ConfigError(f"sasl_mechanism: {self.sasl_mechanism!r} is not one of {', '.join(mechanisms)}")
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ConfigError("sasl_username: SASL needs sasl_username and sasl_password")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name}: {path!r} is not a file")
+        for name in ("text_key", "hash_key"):
+            if getattr(self, name):
+                from stream.privacy.protect import key_from_text
+
+                key_from_text(getattr(self, name), name)
+        if self.sensitive_fields and not self.hash_key:
+            raise ConfigError("hash_key: sensitive_fields are hashed with hash_key, which is not set")
         return self
 
     @classmethod

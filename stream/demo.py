@@ -113,9 +113,9 @@ async def _run(
             console.print(f"[bold red]ALERT[/] {format_alert(alert)}", highlight=False)
 
     collector = asyncio.create_task(collect_alerts())
-    client = MonitorClient(settings.broker, topic=settings.topics.events)
+    client = MonitorClient(settings.broker, topic=settings.topics.events, kafka_options=settings.kafka_options())
     await client.start()
-    raw = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    raw = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **settings.kafka_options())
     await raw.start()
 
     def send(event: dict[str, Any]) -> None:

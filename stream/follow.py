@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -16,7 +17,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 class TopicReader:
     """Every partition of one topic, from the beginning or from now on."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, from_beginning: bool = False) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        from_beginning: bool = False,
+        kafka_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.kafka_options = kafka_options or {}
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.from_beginning = from_beginning
@@ -24,7 +33,9 @@ class TopicReader:
 
     async def start(self) -> None:
         """Connect, assign every partition and seek to the start point."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None, **self.kafka_options
+        )
         await consumer.start()
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:

@@ -268,8 +268,9 @@ class Router:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
+            **self.settings.kafka_options(),
         )
-        producer = AIOKafkaProducer(bootstrap_servers=servers)
+        producer = AIOKafkaProducer(bootstrap_servers=servers, **self.settings.kafka_options())
         await consumer.start()
         await producer.start()
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -62,7 +63,10 @@ def required_topics(settings: Settings) -> list[TopicSpec]:
 
 
 async def _admin(
-    bootstrap: str, timeout_s: float, on_retry: Callable[[str], None] | None = None
+    bootstrap: str,
+    timeout_s: float,
+    on_retry: Callable[[str], None] | None = None,
+    kafka_options: dict[str, Any] | None = None,
 ) -> AIOKafkaAdminClient:
     """A started admin client, retrying with backoff until ``timeout_s``; ``on_retry`` hears each wait."""
     loop = asyncio.get_running_loop()
@@ -71,7 +75,7 @@ async def _admin(
     next_report = 0.0
     last: Exception | None = None
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(kafka_options or {}))
         try:
             await admin.start()
             return admin
@@ -99,6 +103,7 @@ async def ensure_topics(
     specs: list[TopicSpec],
     timeout_s: float = 30.0,
     on_retry: Callable[[str], None] | None = None,
+    kafka_options: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Create missing topics and check existing ones; return name -> 'created'|'exists'.
 
@@ -106,7 +111,7 @@ async def ensure_topics(
     each wait). Raises :class:`TopicMismatch` naming the topic, both partition
     counts and the fix, and :class:`BrokerUnreachable` when no broker answers.
     """
-    admin = await _admin(bootstrap, timeout_s, on_retry)
+    admin = await _admin(bootstrap, timeout_s, on_retry, kafka_options)
     try:
         # Ask only about topics that exist: describing a missing topic makes
         # Tansu create it with its default partition count.
@@ -140,9 +145,11 @@ async def ensure_topics(
         await admin.close()
 
 
-async def cluster_id(bootstrap: str, timeout_s: float = 30.0) -> str | None:
+async def cluster_id(
+    bootstrap: str, timeout_s: float = 30.0, kafka_options: dict[str, Any] | None = None
+) -> str | None:
     """The cluster id the broker reports."""
-    admin = await _admin(bootstrap, timeout_s)
+    admin = await _admin(bootstrap, timeout_s, kafka_options=kafka_options)
     try:
         return (await admin.describe_cluster()).get("cluster_id")
     finally:
@@ -152,4 +159,6 @@ async def cluster_id(bootstrap: str, timeout_s: float = 30.0) -> str | None:
 def ensure_topics_sync(settings: Settings, on_retry: Callable[[str], None] | None = None) -> dict[str, str]:
     """:func:`ensure_topics` for every required topic, from synchronous code."""
     specs = required_topics(settings)
-    return asyncio.run(ensure_topics(settings.bootstrap_servers, specs, settings.connect_timeout_s, on_retry))
+    return asyncio.run(
+        ensure_topics(settings.bootstrap_servers, specs, settings.connect_timeout_s, on_retry, settings.kafka_options())
+    )

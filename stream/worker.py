@@ -87,7 +87,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
     client_log.setLevel(logging.CRITICAL)
     try:
         ensure_topics_sync(settings, on_retry=_say)
-        cluster = asyncio.run(cluster_id(settings.bootstrap_servers, settings.connect_timeout_s))
+        cluster = asyncio.run(
+            cluster_id(settings.bootstrap_servers, settings.connect_timeout_s, settings.kafka_options())
+        )
     finally:
         client_log.setLevel(level)
     if cluster in TANSU_CLUSTER_IDS and not settings.single_record_batches:
