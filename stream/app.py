@@ -27,6 +27,7 @@ from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
 from stream.monitors import MonitorConfig
+from stream.privacy.protect import EventPrivacy
 from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class MonitorApp:
         self.monitors = load_monitors(settings)
         self.counters = WorkerCounters()
         self.time_bounds = TimeBounds(settings.max_future_s, settings.earliest_timestamp)
+        self.privacy = EventPrivacy(settings)
         os.makedirs(settings.data_path, exist_ok=True)
         self.metrics = WorkerMetrics(max_models=settings.metrics_max_models)
         # The last offset read per input partition, for the lag on /metrics.
@@ -319,6 +321,7 @@ class MonitorApp:
 
     def process_events(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update the model's windows and detectors, and keep its predictions for their labels."""
+        events = self.privacy.prepare(events, monitor.model)
         return monitor.process(events) + self.join_predictions(monitor, events)
 
     def join_predictions(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,6 +20,8 @@ from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
+from stream.detectors.resources import ResourceRule
+from stream.detectors.security import ClientAbuseRule, PrivateDataRule
 from stream.monitors import ModelMonitors, MonitorConfig, build_rule
 from stream.profile import ReferenceProfile, find_profile
 from stream.stats import EventTimeWindows, WindowStats
@@ -35,6 +37,7 @@ class VersionMonitor:
     """Windows, reference profile and detectors of one model version."""
 
     __slots__ = (
+        "clients",
         "config",
         "drift",
         "events",
@@ -43,9 +46,11 @@ class VersionMonitor:
         "multivariate",
         "performance",
         "performance_lifecycle",
+        "private_data",
         "quality",
         "reference",
         "reference_builder",
+        "resources",
         "settings",
         "signal_rules",
         "version",
@@ -81,6 +86,10 @@ class VersionMonitor:
         # predictions), so their alerts fold and resolve separately.
         self.performance_lifecycle = self._lifecycle()
         self.events = 0
+        # Security and resources: what every version is watched for, without configuration.
+        self.private_data = PrivateDataRule(settings.window_s)
+        self.clients = ClientAbuseRule(settings.window_s)
+        self.resources = ResourceRule(settings.window_s)
         self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None
         self.reference: ReferenceProfile | None = None
@@ -171,6 +180,7 @@ class VersionMonitor:
         for signal, values, times in self._signals(events, columns):
             for rule in self.rules(signal).values():
                 findings += rule.update(values, times)
+        findings += self.private_data.update(events) + self.clients.update(events) + self.resources.update(events)
         watermark = self.windows.watermark
         assert watermark is not None
         if self.quality is not None and placed:
@@ -237,6 +247,9 @@ class VersionMonitor:
                 for signal, rules in self.signal_rules.items()
             },
             "lifecycle": self.lifecycle.to_dict(),
+            "private_data": self.private_data.to_dict(),
+            "clients": self.clients.to_dict(),
+            "resources": self.resources.to_dict(),
             "performance": self.performance.to_dict(),
             "performance_lifecycle": self.performance_lifecycle.to_dict(),
         }
@@ -263,6 +276,9 @@ class VersionMonitor:
                 if name in rules:
                     rules[name].load_state(rule_state)
         self.lifecycle.load_state(state["lifecycle"])
+        for name in ("private_data", "clients", "resources"):
+            if name in state:  # states saved before these rules existed have none
+                getattr(self, name).load_state(state[name])
         self.performance = PerformanceMonitor.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
 

@@ -153,6 +153,41 @@ def _replace(event: dict[str, Any], name: str, change: Any) -> None:
         holder[key] = change(holder[key])
 
 
+class EventPrivacy:
+    """What a worker does to events before anything looks at them: sensitive fields hashed, text decrypted.
+
+    >>> from stream.config import Settings
+    >>> key = base64.urlsafe_b64encode(b"k" * 32).decode()
+    >>> privacy = EventPrivacy(Settings(sensitive_fields="client_id,features.email", hash_key=key))
+    >>> ev = privacy.prepare([{"client_id": "acme", "features": {"email": "a@b.io", "x": 1}}], "m")[0]
+    >>> ev["client_id"].startswith("h:"), ev["features"]["email"].startswith("h:"), ev["features"]["x"]
+    (True, True, 1)
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.sensitive = settings.sensitive
+        self.hash_key = key_from_text(settings.hash_key, "hash_key") if settings.hash_key else b""
+        self.text = TextReader(key_from_text(settings.text_key, "text_key") if settings.text_key else None)
+
+    def _hash(self, value: Any) -> str:
+        # Already hashed at the source (the SDK's hash_fields) with the same key: keep it.
+        return value if str(value).startswith(HASH_PREFIX) else keyed_hash(value, self.hash_key)
+
+    def prepare(self, events: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+        """``events`` with sensitive values hashed and encrypted text readable (or removed)."""
+        if self.sensitive:
+            hashed = []
+            for event in events:
+                event = dict(event)
+                if isinstance(event.get("features"), dict):
+                    event["features"] = dict(event["features"])
+                for name in self.sensitive:
+                    _replace(event, name, self._hash)
+                hashed.append(event)
+            events = hashed
+        return self.text.readable(events, model)
+
+
 class TextReader:
     """The worker's side: LLM text in clear, decrypted with the key it holds, or None.
 

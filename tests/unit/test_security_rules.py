@@ -1,0 +1,95 @@
+"""Security and resource detectors: who bursts, probes or repeats; leaks found before the limit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.detectors.resources import ResourceRule
+from stream.detectors.security import ClientAbuseRule, PrivateDataRule
+
+
+def client_events(client, start, n, spacing, confidence=0.9, x=None):
+    return [
+        {
+            "timestamp": start + i * spacing,
+            "client_id": client,
+            "confidence": confidence,
+            "features": {"x": float(i if x is None else x)},
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_burst_against_the_clients_own_baseline_names_the_client():
+    rule = ClientAbuseRule(window_s=60, min_burst=50)
+    quiet = []
+    for w in range(5):
+        quiet += client_events("steady", w * 60, 30, 2.0) + client_events("bursty", w * 60, 20, 3.0)
+    assert rule.update(sorted(quiet, key=lambda e: e["timestamp"])) == []
+    found = rule.update(client_events("bursty", 300, 400, 0.1) + client_events("steady", 300, 30, 2.0))
+    assert [(f.kind, f.evidence["client_id"], f.evidence["reason"]) for f in found] == [("security", "bursty", "burst")]
+    assert "bursty" in found[0].message and found[0].baseline["requests_per_window"] == 20
+
+
+def test_a_busy_client_at_its_usual_rate_is_not_a_burst():
+    rule = ClientAbuseRule(window_s=60, min_burst=50)
+    events = []
+    for w in range(10):
+        events += client_events("big", w * 60, 500, 0.1)
+    assert rule.update(events) == []
+
+
+def test_probing_and_near_duplicates():
+    rule = ClientAbuseRule(window_s=60, min_probe=20, min_duplicates=20)
+    normal = client_events("normal", 0, 400, 0.1, confidence=0.9)
+    probe = client_events("prober", 0, 60, 0.5, confidence=0.2)
+    repeat = client_events("repeater", 0, 60, 0.5, x=3.14159)
+    found = rule.update(sorted(normal + probe + repeat, key=lambda e: e["timestamp"]))
+    assert {(f.evidence["client_id"], f.evidence["reason"]) for f in found} == {
+        ("prober", "probing"),
+        ("repeater", "duplicates"),
+    }
+
+
+def test_client_state_is_bounded():
+    rule = ClientAbuseRule(window_s=60, max_clients=10, idle_s=100)
+    rule.update([{"timestamp": float(i), "client_id": f"c{i}"} for i in range(25)])
+    assert len(rule.clients) == 10 and rule.untracked_events == 15
+    rule.update([{"timestamp": 1000.0, "client_id": "late"}])  # the idle ones make room
+    assert "late" in rule.clients and len(rule.clients) == 1
+
+
+def test_private_data_alert_never_holds_the_value():
+    rule = PrivateDataRule(window_s=60)
+    found = rule.update([{"timestamp": 1.0, "output_text": "your IBAN is DE89370400440532013000, ok?"}])
+    assert found[0].severity == "critical" and found[0].evidence["kinds"] == {"iban": 1}
+    assert "DE89370400440532013000" not in repr(found[0])
+
+
+def memory_events(start_s, end_s, mb, limit=2048.0, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        {"timestamp": float(t), "resources": {"memory_mb": mb(t) + rng.normal(0, noise), "memory_limit_mb": limit}}
+        for t in range(start_s, end_s)
+    ]
+
+
+def test_a_slow_leak_is_caught_well_before_the_limit():
+    rule = ResourceRule(window_s=60)
+    leak = memory_events(0, 3600, lambda t: 800 + t * 0.2, noise=5.0)  # +12 MB/min, 1.7 h to the limit
+    for i in range(0, len(leak), 50):
+        found = rule.update(leak[i : i + 50])
+        if found:
+            break
+    [finding] = found
+    assert finding.detector == "memory_leak" and finding.kind == "resource"
+    used = leak[i + 49]["resources"]["memory_mb"]
+    # Found when the line reaches the limit within the hour: still far below the 90 % threshold alert.
+    assert used < 0.7 * 2048 and 30 <= finding.evidence["minutes_to_limit"] <= 60
+
+
+def test_steady_noisy_memory_gives_nothing_and_the_limit_does():
+    rule = ResourceRule(window_s=60)
+    assert rule.update(memory_events(0, 3600, lambda t: 900 + 50 * np.sin(t / 300), noise=10.0)) == []
+    found = rule.update(memory_events(3600, 3700, lambda t: 1900.0))
+    assert found[0].detector == "memory_limit" and found[0].severity == "critical"
