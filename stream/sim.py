@@ -2,7 +2,10 @@
 
 Incidents are placed at fractions of the run so a short demo and a long soak
 see the same story: a latency spike on the fraud scorer, an error burst on
-the LLM endpoint, and a feature shift on the recommender.
+the LLM endpoint, a feature shift on the recommender, a card number leaking
+through the LLM's answers, one client replaying the same fraud-scorer input
+(an extraction attempt), and the recommender's memory running up to its
+limit.
 """
 
 from __future__ import annotations
@@ -60,7 +63,34 @@ DEFAULT_INCIDENTS = (
         1.01,
         "recommender traffic shifts to users about 15 years older",
     ),
+    Incident(
+        "pii_leak",
+        "support-llm",
+        "output_text",
+        0.20,
+        0.40,
+        "support-llm answers quote a customer's payment card number",
+    ),
+    Incident(
+        "replayed_inputs",
+        "fraud-scorer",
+        "client.duplicates",
+        0.15,
+        0.30,
+        "client-99 sends the same transaction again and again with tiny changes",
+    ),
+    Incident(
+        "memory_pressure",
+        "recommender",
+        "resources.memory_mb",
+        0.70,
+        1.01,
+        "recommender's memory climbs to 95% of its 4 GB limit",
+    ),
 )
+
+MEMORY_LIMIT_MB = 4096.0
+LEAKED_CARD = "4111 1111 1111 1111"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +157,23 @@ class TrafficSimulator:
             "latency_ms": round(latency, 3),
             "client_id": f"client-{rng.randrange(20):02d}",
             "request_id": f"req-{rng.getrandbits(48):012x}",
+            "resources": self._resources(profile, progress, "memory_pressure" in active),
         }
         if error:
             event["error"] = error
         if profile.name == "fraud-scorer":
-            amount = math.exp(rng.gauss(3.5, 1.0))
-            risk = rng.random()
+            replay = "replayed_inputs" in active and rng.random() < 0.3
+            amount = 129.99 + rng.random() * 1e-4 if replay else math.exp(rng.gauss(3.5, 1.0))
+            risk = 0.42 if replay else rng.random()
+            if replay:
+                event["client_id"] = "client-99"
             score = 1.0 / (1.0 + math.exp(-(risk * 6 - 5 + amount / 500)))
             event["prediction"] = None if error else int(score > 0.5)
             event["confidence"] = round(max(score, 1 - score), 4)
             event["features"] = {
                 "amount": round(amount, 2),
-                "country": rng.choice(("DE", "FR", "US", "GB", "NL")),
-                "card_present": rng.random() < 0.6,
+                "country": "DE" if replay else rng.choice(("DE", "FR", "US", "GB", "NL")),
+                "card_present": not replay and rng.random() < 0.6,
                 "merchant_risk": None if rng.random() < 0.02 else round(risk, 4),
             }
         elif profile.name == "recommender":
@@ -155,7 +189,24 @@ class TrafficSimulator:
             event["prediction"] = None
             event["tokens_in"] = tokens_in
             event["tokens_out"] = 0 if error else rng.randrange(30, 400)
+            event["input_text"] = rng.choice(("Where is my order?", "How do I reset my password?", "Cancel my plan"))
+            leak = "pii_leak" in active and rng.random() < 0.2
+            event["output_text"] = (
+                f"I found the order paid with card {LEAKED_CARD}; it ships tomorrow."
+                if leak
+                else "Thanks for reaching out! Your request is being handled."
+            )
         return event
+
+    def _resources(self, profile: ModelProfile, progress: float, pressure: bool) -> dict[str, float]:
+        share = 0.55 + 0.02 * math.sin(progress * 20)
+        if pressure:
+            share = 0.95
+        return {
+            "cpu_percent": round(min(100.0, max(0.0, self.rng.gauss(40.0, 8.0))), 1),
+            "memory_mb": round(MEMORY_LIMIT_MB * share + self.rng.gauss(0.0, 10.0), 1),
+            "memory_limit_mb": MEMORY_LIMIT_MB,
+        }
 
 
 @dataclass(slots=True)

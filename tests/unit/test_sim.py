@@ -43,12 +43,22 @@ def test_same_seed_same_traffic():
 def test_incidents_are_scripted_on_known_models():
     names = {m.name for m in MODELS}
     assert {i.model for i in DEFAULT_INCIDENTS} <= names
-    assert {i.name for i in DEFAULT_INCIDENTS} == {"latency_spike", "error_burst", "feature_shift"}
+    assert {i.name for i in DEFAULT_INCIDENTS} == {
+        "latency_spike",
+        "error_burst",
+        "feature_shift",
+        "pii_leak",
+        "replayed_inputs",
+        "memory_pressure",
+    }
     assert len(malformed_records()) == 3
 
 
 def test_incident_signals_are_signals_the_worker_watches():
     from stream.monitors import FIXED_SIGNALS
 
+    # Security and resource rules watch these without configuration.
+    built_in = {"output_text", "client.duplicates", "client.burst", "client.probing", "resources.memory_mb"}
     for incident in DEFAULT_INCIDENTS:
-        assert incident.signal in FIXED_SIGNALS or incident.signal.startswith("features."), incident
+        signal = incident.signal
+        assert signal in FIXED_SIGNALS or signal in built_in or signal.startswith("features."), incident
