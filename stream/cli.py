@@ -534,6 +534,16 @@ def tensorboard(url: str, token: str | None, logdir: str, interval: float, once:
         export.close()
 
 
+@cli.command()
+def keygen() -> None:
+    """Print a new random 256-bit key, for STREAM_MONITOR_TEXT_KEY or STREAM_MONITOR_HASH_KEY."""
+    import base64
+
+    from stream.privacy.protect import generate_key
+
+    click.echo(base64.urlsafe_b64encode(generate_key()).decode())
+
+
 @cli.group()
 def profile() -> None:
     """Reference profiles: the baseline drift and data quality are judged against."""

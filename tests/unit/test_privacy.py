@@ -86,3 +86,13 @@ def test_worker_hashes_sensitive_fields_consistently_with_the_sdk():
     from_sdk = FieldProtection(hash_fields=["client_id"], hash_key=hash_key).apply({"model": "m", "client_id": "acme"})
     raw = {"model": "m", "client_id": "acme"}
     assert privacy.prepare([raw], "m")[0]["client_id"] == privacy.prepare([from_sdk], "m")[0]["client_id"]
+
+
+def test_keygen_prints_a_key_the_settings_accept():
+    from click.testing import CliRunner
+
+    from stream.cli import cli
+
+    key = CliRunner().invoke(cli, ["keygen"]).output.strip()
+    settings = Settings.from_env({"STREAM_MONITOR_TEXT_KEY": key, "STREAM_MONITOR_HASH_KEY": key})
+    assert settings.text_key == key
