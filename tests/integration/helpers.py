@@ -8,9 +8,11 @@ from typing import Any
 from stream.client import MonitorClient
 
 
-async def publish(iso: Any, events: list[dict[str, Any]], batch_size: int = 100) -> None:
+async def publish(iso: Any, events: list[dict[str, Any]], batch_size: int = 100, protection: Any = None) -> None:
     """Send ``events`` through the SDK to the isolated events topic; all must be acknowledged."""
-    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, batch_size=batch_size)
+    client = MonitorClient(
+        iso.settings.broker, topic=iso.settings.topics.events, batch_size=batch_size, protection=protection
+    )
     await client.start()
     for event in events:
         assert client.record_event(event)

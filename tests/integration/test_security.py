@@ -11,12 +11,13 @@ import urllib.request
 import orjson
 import pytest
 
-from stream.client import MonitorClient, make_event
+from stream.client import make_event
 from stream.follow import read_all
 from stream.privacy.protect import FieldProtection, generate_key
 from stream.schemas import validate
 
 from .conftest import isolated_settings
+from .helpers import publish
 
 TEXT_KEY = generate_key()
 HASH_KEY = generate_key()
@@ -37,15 +38,6 @@ def secured(broker):
     worker.start()
     yield iso, worker
     worker.stop()
-
-
-async def send(iso, events, protection=None):
-    client = MonitorClient(iso.settings.broker, topic=iso.settings.topics.events, protection=protection)
-    await client.start()
-    for event in events:
-        assert client.record_event(event)
-    await client.close()
-    assert client.stats.sent == len(events)
 
 
 async def alerts_until(iso, model, predicate, timeout_s=30.0):
@@ -80,7 +72,7 @@ async def test_a_bursting_client_is_named_and_a_normal_one_is_not(secured):
                 for i in range(n)
             ]
     events.sort(key=lambda e: e["timestamp"])
-    await send(iso, events)
+    await publish(iso, events)
     found = await alerts_until(iso, "ranker", lambda a: any(x["detector"] == "client_abuse" for x in a))
     abuse = [a for _, a in found if a["detector"] == "client_abuse"]
     for alert in abuse:
@@ -110,7 +102,7 @@ async def test_a_card_number_in_an_encrypted_llm_output_gives_an_alert_without_t
         )
         for i in range(50)
     ]
-    await send(iso, events, protection=protection)
+    await publish(iso, events, protection=protection)
     found = await alerts_until(iso, "support-llm", lambda a: any(x["detector"] == "private_data" for x in a))
     [(raw, alert)] = [(raw, a) for raw, a in found if a["detector"] == "private_data"]
     validate("alert", alert)
@@ -140,7 +132,7 @@ async def test_a_memory_leak_gives_a_resource_alert_before_the_limit(secured):
         )
         for i in range(540)
     ]
-    await send(iso, events)
+    await publish(iso, events)
     found = await alerts_until(iso, "leaky", lambda a: any(x["kind"] == "resource" for x in a))
     resource = [a for _, a in found if a["kind"] == "resource"]
     assert [a["detector"] for a in resource] == ["memory_leak"]
@@ -160,7 +152,7 @@ async def test_values_of_sensitive_fields_never_come_out(secured):
     events = [crm(t0 + i * 0.05, EMAILS[i % 5], 30 + i % 9) for i in range(1200)]
     # A new, unseen address late in the stream: data quality reports unseen categories.
     events += [crm(t0 + 60 + i * 0.05, "new@example.net", 31) for i in range(300)]
-    await send(iso, events)
+    await publish(iso, events)
     stats = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
