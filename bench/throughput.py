@@ -1,0 +1,344 @@
+"""Throughput, alert latency and memory of the worker: ``python -m bench.throughput [--events N] [--json]``.
+
+Starts the embedded broker, loads the same N events (default 1,000,000; 10
+models, 10 numeric features, confidence and prediction each) twice, as SDK
+envelopes and one event per record, and measures in one run:
+
+- ``events_per_s``: a worker with the default monitor set on the envelopes;
+- ``single_record_events_per_s``: the same worker on one event per record;
+- ``naive_faust_events_per_s``: a plain per-event Faust agent doing the same
+  statistics and detectors (:mod:`bench.naive_faust`);
+- ``raw_decode_events_per_s``: an aiokafka consumer that only decodes the
+  envelopes with orjson (the ceiling for this machine);
+- ``alert_latency_p50_ms`` / ``_p99_ms``: from producing the event that
+  completes an incident to receiving its alert, at half ``events_per_s``;
+- ``rss_mb``: the worker's resident memory after the envelope run, and
+  ``rss_mb_1000_models`` after 1,000 models with 10 features each.
+
+Throughput counts from a worker's first processed event to its last, so
+start-up and group joining are left out; a phase that would take longer
+than ``--budget-s`` (60) is stopped there and its rate is over the events it
+processed by then. Prints a table with the targets of
+the throughput issue, or with ``--json`` one object with exactly those keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from stream.broker import EmbeddedBroker, free_port
+from stream.client import Batch, MonitorClient
+from stream.topics import TopicSpec, ensure_topics
+from stream.worker_process import WorkerProcess
+
+MODELS = 10
+FEATURES = 10
+ENVELOPE = 500
+PARTITIONS = 4
+KEYS = (
+    "events_per_s",
+    "single_record_events_per_s",
+    "naive_faust_events_per_s",
+    "raw_decode_events_per_s",
+    "alert_latency_p50_ms",
+    "alert_latency_p99_ms",
+    "rss_mb",
+    "rss_mb_1000_models",
+)
+
+
+def make_events(n: int, models: int, features: int, t0: float, span_s: float, seed: int = 0) -> list[dict]:
+    """``n`` events over ``models`` models, event times spread over ``span_s`` from ``t0``."""
+    rng = np.random.default_rng(seed)
+    latency = rng.lognormal(3.0, 0.25, n)
+    values = rng.normal(0.0, 1.0, (n, features)).round(4)
+    confidence = rng.uniform(0.5, 1.0, n).round(4)
+    names = [f"model-{i:04d}" for i in range(models)]
+    feature_names = [f"f{j}" for j in range(features)]
+    out = []
+    for i in range(n):
+        out.append(
+            {
+                "schema_version": 1,
+                "event_id": f"e{i}",
+                "timestamp": t0 + i * span_s / n,
+                "model": names[i % models],
+                "model_version": "1",
+                "latency_ms": float(latency[i]),
+                "prediction": i % 2,
+                "confidence": float(confidence[i]),
+                "features": dict(zip(feature_names, values[i].tolist(), strict=True)),
+            }
+        )
+    return out
+
+
+def as_envelopes(events: list[dict], size: int) -> list[tuple[bytes, bytes]]:
+    """SDK envelopes of up to ``size`` events of one model, in event order."""
+    by_model: dict[str, list[dict]] = {}
+    records = []
+    for event in events:
+        batch = by_model.setdefault(event["model"], [])
+        batch.append(event)
+        if len(batch) == size:
+            records.append((event["model"].encode(), Batch(event["model"], batch).envelope()))
+            by_model[event["model"]] = []
+    records += [(m.encode(), Batch(m, b).envelope()) for m, b in by_model.items() if b]
+    return records
+
+
+async def produce(servers: str, topic: str, records: list[tuple[bytes, bytes]], progress: Progress, label: str) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, linger_ms=20, max_batch_size=1 << 20, max_request_size=8 << 20
+    )
+    await producer.start()
+    task = progress.add_task(f"loading {label}", total=len(records))
+    try:
+        pending = []
+        for i, (key, value) in enumerate(records):
+            pending.append(await producer.send(topic, key=key, value=value))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending = []
+                progress.update(task, completed=i + 1)
+        await asyncio.gather(*pending)
+        progress.update(task, completed=len(records))
+    finally:
+        await producer.stop()
+
+
+async def raw_decode(servers: str, topic: str, expected_events: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, time.perf_counter()
+        while seen < expected_events:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    message = orjson.loads(record.value)
+                    seen += len(message["events"]) if "events" in message else 1
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def topics_env(events_topic: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "STREAM_MONITOR_TOPIC_EVENTS": events_topic,
+        "STREAM_MONITOR_TOPIC_LABELS": f"labels-{suffix}",
+        "STREAM_MONITOR_TOPIC_ALERTS": f"alerts-{suffix}",
+        "STREAM_MONITOR_TOPIC_DEADLETTER": f"deadletter-{suffix}",
+        "STREAM_MONITOR_TOPIC_RETRAIN": f"retrain-{suffix}",
+        "STREAM_MONITOR_PARTITIONS": str(PARTITIONS),
+    }
+
+
+def run_worker(
+    broker: EmbeddedBroker, env: dict[str, str], expected: int, progress: Progress, label: str, budget_s: float
+):
+    """Events per second of one worker over ``expected`` events (or what it did in ``budget_s``), and its RSS (MB)."""
+    worker = WorkerProcess(broker.url, app_id=f"bench-{uuid.uuid4().hex[:8]}", env=env)
+    worker.start()
+    task = progress.add_task(f"processing {label}", total=expected)
+    first_at = first_count = None
+    try:
+        while True:
+            health = worker.health() or {}
+            count = health.get("events", 0)
+            if count and first_at is None:
+                first_at, first_count = time.perf_counter(), count
+            progress.update(task, completed=count)
+            elapsed = time.perf_counter() - first_at if first_at is not None else 0.0
+            if count >= expected or elapsed > budget_s:
+                rss = psutil.Process(worker.pid).memory_info().rss / 2**20
+                return (count - first_count) / max(elapsed, 1e-9), rss, env["STREAM_MONITOR_TOPIC_ALERTS"]
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+
+
+def run_naive(broker: EmbeddedBroker, topic: str, expected: int, progress: Progress, budget_s: float) -> float:
+    result = Path(tempfile.mkdtemp()) / "naive.json"
+    env = {
+        **os.environ,
+        "NAIVE_BROKER": broker.url,
+        "NAIVE_TOPIC": topic,
+        "NAIVE_EVENTS": str(expected),
+        "NAIVE_RESULT": str(result),
+        "NAIVE_WEB_PORT": str(free_port()),
+    }
+    task = progress.add_task("naive Faust agent", total=None)
+    command = [sys.executable, "-m", "bench.naive_faust"]
+    log = result.with_suffix(".log").open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = None
+    try:
+        while process.poll() is None:
+            if deadline is None and result.exists():
+                deadline = time.monotonic() + budget_s  # the budget counts from the first event
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        progress.update(task, total=1, completed=1)
+        log.close()
+    if not result.exists():
+        raise RuntimeError(
+            f"the naive agent processed nothing; its log: {result.with_suffix('.log').read_text()[-2000:]}"
+        )
+    data = json.loads(result.read_text())
+    return data["events"] / data["seconds"]
+
+
+async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, progress: Progress) -> list[float]:
+    """Alert delays (ms) for latency incidents on each model while ``rate`` events/s flow through a worker."""
+    topic = f"latency-{uuid.uuid4().hex[:8]}"
+    env = topics_env(topic)
+    await ensure_topics(broker.bootstrap_servers, [TopicSpec(topic, PARTITIONS, "")])
+    worker = WorkerProcess(broker.url, app_id=f"bench-{uuid.uuid4().hex[:8]}", env=env)
+    await asyncio.get_running_loop().run_in_executor(None, worker.start)
+    alerts_topic = env["STREAM_MONITOR_TOPIC_ALERTS"]
+    delays: list[float] = []
+    consumer = AIOKafkaConsumer(alerts_topic, bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+
+    async def collect() -> None:
+        async for record in consumer:
+            alert = orjson.loads(record.value)
+            if alert["detector"] == "zscore" and alert["status"] == "firing":
+                delays.append((time.time() - alert["event_time"]) * 1000)
+
+    collector = asyncio.create_task(collect())
+    client = MonitorClient(broker.url, topic=topic, batch_size=ENVELOPE, linger_s=0.02)
+    await client.start()
+    rng = np.random.default_rng(1)
+    task = progress.add_task(f"alert latency at {rate:,.0f} events/s", total=duration_s)
+    started = time.monotonic()
+    tick = 0.02
+    sent = 0
+    try:
+        while (elapsed := time.monotonic() - started) < duration_s:
+            due = int(elapsed * rate) - sent
+            now = time.time()
+            # After a warm-up, each model in turn gets 0.3 s of 30x latencies.
+            phase, slot = elapsed - duration_s * 0.4, duration_s * 0.5 / MODELS
+            spiking = int(phase // slot) if phase >= 0 and phase % slot < 0.3 else None
+            for i in range(max(due, 0)):
+                index = (sent + i) % MODELS
+                latency = float(rng.lognormal(3.0, 0.25)) * (30.0 if spiking == index else 1.0)
+                features = {f"f{j}": float(rng.normal()) for j in range(FEATURES)}
+                client.record(f"model-{index:04d}", "1", latency, 0, timestamp=now, confidence=0.9, features=features)
+            sent += max(due, 0)
+            progress.update(task, completed=elapsed)
+            await asyncio.sleep(tick)
+        await client.close()
+        await asyncio.sleep(3.0)
+    finally:
+        collector.cancel()
+        await consumer.stop()
+        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+    return delays
+
+
+def measure(n: int, budget_s: float) -> dict[str, float | None]:
+    console = Console(stderr=True)
+    result: dict[str, float | None] = {}
+    with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
+        servers = broker.bootstrap_servers
+        events = make_events(n, MODELS, FEATURES, time.time() - 700, 600.0)
+        envelope_topic, single_topic = f"env-{uuid.uuid4().hex[:8]}", f"single-{uuid.uuid4().hex[:8]}"
+        specs = [TopicSpec(envelope_topic, PARTITIONS, ""), TopicSpec(single_topic, PARTITIONS, "")]
+        asyncio.run(ensure_topics(servers, specs))
+        asyncio.run(produce(servers, envelope_topic, as_envelopes(events, ENVELOPE), progress, "envelopes"))
+        singles = [(e["model"].encode(), orjson.dumps(e)) for e in events]
+        asyncio.run(produce(servers, single_topic, singles, progress, "single-event records"))
+        del events, singles
+        result["raw_decode_events_per_s"] = asyncio.run(raw_decode(servers, envelope_topic, n))
+        result["events_per_s"], result["rss_mb"], _ = run_worker(
+            broker, topics_env(envelope_topic), n, progress, "envelopes", budget_s
+        )
+        result["single_record_events_per_s"], _, _ = run_worker(
+            broker, topics_env(single_topic), n, progress, "single-event records", budget_s
+        )
+        result["naive_faust_events_per_s"] = run_naive(broker, single_topic, n, progress, budget_s)
+        delays = asyncio.run(alert_latency(broker, result["events_per_s"] / 2, 30.0, progress))
+        # None (null in --json) when no alert came back at all.
+        result["alert_latency_p50_ms"] = float(np.percentile(delays, 50)) if delays else None
+        result["alert_latency_p99_ms"] = float(np.percentile(delays, 99)) if delays else None
+        many_topic = f"many-{uuid.uuid4().hex[:8]}"
+        asyncio.run(ensure_topics(servers, [TopicSpec(many_topic, PARTITIONS, "")]))
+        many = make_events(100_000, 1000, FEATURES, time.time() - 700, 600.0, seed=2)
+        asyncio.run(produce(servers, many_topic, as_envelopes(many, 100), progress, "1,000 models"))
+        _, result["rss_mb_1000_models"], _ = run_worker(
+            broker, topics_env(many_topic), len(many), progress, "1,000 models", 10 * budget_s
+        )
+    return {key: result[key] for key in KEYS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true", help="print one JSON object with exactly the figures")
+    parser.add_argument(
+        "--budget-s", type=float, default=60.0, help="longest a throughput phase runs; its rate is over what it did"
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    result = measure(args.events, args.budget_s)
+    if args.json:
+        print(json.dumps(result))
+        return
+    r = result
+    fast = r["events_per_s"] >= 100_000 and r["events_per_s"] >= 0.5 * r["raw_decode_events_per_s"]
+    targets = {
+        "events_per_s": (">= 100,000 and >= 0.5 x raw decode", fast),
+        "single_record_events_per_s": (
+            ">= 3 x naive",
+            r["single_record_events_per_s"] >= 3 * r["naive_faust_events_per_s"],
+        ),
+        "alert_latency_p99_ms": (
+            "<= 1000",
+            r["alert_latency_p99_ms"] is not None and r["alert_latency_p99_ms"] <= 1000,
+        ),
+        "rss_mb_1000_models": ("<= 300", r["rss_mb_1000_models"] <= 300),
+    }
+    table = Table(title=f"stream-monitor throughput, {args.events:,} events ({time.perf_counter() - started:.0f} s)")
+    for column in ("figure", "value", "target", "met"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for key, value in r.items():
+        target, met = targets.get(key, ("", None))
+        shown = "no alert" if value is None else f"{value:,.1f}"
+        table.add_row(key, shown, target, "" if met is None else ("yes" if met else "NO"))
+    table.add_row("events / raw decode", f"{r['events_per_s'] / r['raw_decode_events_per_s']:.2f}", "", "")
+    ratio = r["single_record_events_per_s"] / r["naive_faust_events_per_s"]
+    table.add_row("single record / naive", f"{ratio:.2f}", "", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
