@@ -75,9 +75,7 @@ class MonitorApp:
         self.read_offsets: dict[tuple[str, int], int] = {}
         # The alerts this worker published lately, for the status page.
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=100)
-        self.metrics.registry.register(
-            ModelSeriesCollector(self._exported_models, self._lag, settings.metrics_max_models)
-        )
+        self.metrics.registry.register(ModelSeriesCollector(self._exported_models, self._lag, self.metrics.model_label))
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker,

@@ -261,12 +261,7 @@ def alerts(broker: str | None, follow: bool, as_json: bool, from_beginning: bool
 
     async def main() -> None:
         start_at_beginning = from_beginning or not follow
-        async with TopicReader(
-            settings.bootstrap_servers,
-            settings.topics.alerts,
-            from_beginning=start_at_beginning,
-            kafka_options=settings.kafka_options(),
-        ) as reader:
+        async with TopicReader.alerts(settings, from_beginning=start_at_beginning) as reader:
             async for record in reader.records(timeout_s=None if follow else 2.0):
                 if as_json:
                     click.echo(record.value.decode())
@@ -306,14 +301,11 @@ def report(broker: str | None, output: str, models: tuple[str, ...], hours: floa
     async def read() -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         with console.status("reading alerts…") as status:
-            async with TopicReader(
-                settings.bootstrap_servers,
-                settings.topics.alerts,
-                from_beginning=True,
-                kafka_options=settings.kafka_options(),
-            ) as reader:
-                async for n, record in _numbered(reader.records(timeout_s=2.0)):
-                    status.update(f"reading alerts… {n} read, {len(found)} kept")
+            async with TopicReader.alerts(settings, from_beginning=True) as reader:
+                seen = 0
+                async for record in reader.records(timeout_s=2.0):
+                    seen += 1
+                    status.update(f"reading alerts… {seen} read, {len(found)} kept")
                     try:
                         alert = orjson.loads(record.value)
                         if not isinstance(alert, dict):
@@ -333,13 +325,6 @@ def report(broker: str | None, output: str, models: tuple[str, ...], hours: floa
     except KeyError as exc:
         raise ConfigError(f"an alert lacks {exc}; is {settings.topics.alerts} an alerts topic?") from None
     click.echo(f"wrote {output}: {len(spans)} alert periods from {len(alerts)} alerts")
-
-
-async def _numbered(records: Any) -> Any:
-    n = 0
-    async for record in records:
-        n += 1
-        yield n, record
 
 
 @cli.command()

@@ -103,7 +103,7 @@ async def _run(
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
 
-    reader = TopicReader(settings.bootstrap_servers, settings.topics.alerts)
+    reader = TopicReader.alerts(settings)
     await reader.start()
 
     async def collect_alerts() -> None:

@@ -9,17 +9,15 @@ and logged once.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from stream.metrics import PREFIX
+from stream.metrics import OTHER_MODELS, PREFIX, ModelLabelCap
 from stream.monitor import ModelMonitor, VersionMonitor
-
-log = logging.getLogger(__name__)
+from stream.status import window_figures
 
 QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
 VERSION = ["model", "model_version"]
@@ -42,12 +40,11 @@ class ModelSeriesCollector:
         self,
         models: Callable[[], Iterable[ModelMonitor]],
         lag: Callable[[], Iterable[tuple[str, int, int]]],
-        max_models: int,
+        model_label: ModelLabelCap,
     ) -> None:
         self._models = models
         self._lag = lag
-        self.max_models = max_models
-        self._warned = False
+        self.model_label = model_label
 
     def describe(self) -> list[Metric]:
         # Empty: the registry must not call collect() at registration, before the app runs.
@@ -84,16 +81,11 @@ class ModelSeriesCollector:
                 "performance", "Rolling performance over the latest labels, by metric.", [*VERSION, "metric"]
             ),
         }
+        # The same cap as the counters' model label: a model counted under _other gets no series either.
         models = sorted(self._models(), key=lambda m: m.model)
-        dropped = max(0, len(models) - self.max_models)
-        if dropped and not self._warned:
-            self._warned = True
-            log.warning(
-                "more than metrics_max_models=%d models on this worker: %d get no per-model series on /metrics",
-                self.max_models,
-                dropped,
-            )
-        for monitor in models[: self.max_models]:
+        exported = [m for m in models if self.model_label(m.model) != OTHER_MODELS]
+        dropped = len(models) - len(exported)
+        for monitor in exported:
             for version, vm in monitor.versions.items():
                 _export_version(g, [monitor.model, version], vm)
         yield from g.values()
@@ -110,14 +102,14 @@ class ModelSeriesCollector:
 
 def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
     window = vm.windows.tumbling()
+    figures = window_figures(window, vm.settings.window_s)
     g["events"].add_metric(labels, window.count)
     if window.count:
-        g["errors"].add_metric(labels, window.errors / window.count)
-        g["throughput"].add_metric(labels, window.count / vm.settings.window_s)
-        for quantile, _ in QUANTILES:
-            value = window.latency.sketch.quantile(float(quantile))
-            if value is not None and math.isfinite(value):
-                g["latency"].add_metric([*labels, quantile], value / 1000.0)
+        g["errors"].add_metric(labels, figures["error_rate"])
+        g["throughput"].add_metric(labels, figures["throughput_per_s"])
+        for quantile, key in QUANTILES:
+            if figures[key] is not None:
+                g["latency"].add_metric([*labels, quantile], figures[key] / 1000.0)
     for signal, rules in vm.signal_rules.items():
         for name, rule in rules.items():
             _export_scores(g, [*labels, signal, name], getattr(rule, "scores", None))

@@ -13,6 +13,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from stream.config import Settings
+
 
 class TopicReader:
     """Every partition of one topic, from the beginning or from now on."""
@@ -30,6 +32,16 @@ class TopicReader:
         self.topic = topic
         self.from_beginning = from_beginning
         self.consumer: AIOKafkaConsumer | None = None
+
+    @classmethod
+    def alerts(cls, settings: Settings, *, from_beginning: bool = False) -> TopicReader:
+        """A reader of the alerts topic with the settings' broker and its TLS/SASL options."""
+        return cls(
+            settings.bootstrap_servers,
+            settings.topics.alerts,
+            from_beginning=from_beginning,
+            kafka_options=settings.kafka_options(),
+        )
 
     async def start(self) -> None:
         """Connect, assign every partition and seek to the start point."""

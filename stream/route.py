@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from stream.codec import Reject
 from stream.config import ConfigError, Settings
 from stream.deadletter import dead_letter
+from stream.schemas import SchemaError, validate
 
 log = logging.getLogger(__name__)
 
@@ -291,20 +292,21 @@ class Router:
         self.stats.alerts += 1
         try:
             alert = orjson.loads(record.value)
-            if not isinstance(alert, dict) or "model" not in alert:
-                raise ValueError("not an alert object")
-        except ValueError as exc:
+        except orjson.JSONDecodeError as exc:
             self.stats.bad_records += 1
-            await self._dead_letter(producer, record, Reject(f"not an alert: {exc}", "invalid_json", record.value))
+            await self._dead_letter(producer, record, Reject(f"not JSON: {exc}", "invalid_json", record.value))
+            return
+        try:
+            validate("alert", alert)  # the contract: every field a route's format reads is there
+        except SchemaError as exc:
+            self.stats.bad_records += 1
+            await self._dead_letter(producer, record, Reject(str(exc), "invalid_schema", record.value))
             return
         matching = [r for r in self.routes if r.matches(alert)]
         if not matching:
             self.stats.filtered += 1
         for route in matching:
-            try:
-                outcome = await deliver(session, route, alert, self.policy)
-            except KeyError as exc:  # an alert without a field the format needs
-                outcome = Delivery(False, 0, f"alert lacks {exc}")
+            outcome = await deliver(session, route, alert, self.policy)
             self.stats.retries += max(0, outcome.attempts - 1)
             if self.on_delivery is not None:
                 self.on_delivery(route, alert, outcome)

@@ -59,11 +59,19 @@ class DriftCache:
         return result
 
 
-def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: DriftCache) -> dict[str, Any]:
-    """One window's figures for the charts: latency quantiles (ms), error rate, throughput, worst drift (PSI)."""
+def window_figures(window: WindowStats, size_s: float) -> dict[str, Any]:
+    """A window's health at a glance: events, latency quantiles (ms), error rate, throughput.
+
+    >>> from stream.stats import WindowStats
+    >>> w = WindowStats(0.0, 60.0)
+    >>> w.update([{"timestamp": t, "latency_ms": 10.0 * t} for t in (1.0, 2.0, 3.0)] + [{"timestamp": 4.0,
+    ...           "latency_ms": 40.0, "error": "timeout"}])
+    >>> f = window_figures(w, 60.0)
+    >>> f["count"], f["error_rate"], round(f["p50"]), f["throughput_per_s"] * 60
+    (4, 0.25, 20, 4.0)
+    """
     count = window.count
-    p50, p95, p99 = window.latency.sketch.quantile_many((0.5, 0.95, 0.99)).tolist() if count else (None,) * 3
-    psi_max, psi_top = drift.worst(vm, window)
+    p50, p95, p99 = window.latency.sketch.table().quantiles((0.5, 0.95, 0.99)).tolist() if count else (None,) * 3
     return {
         "start": window.start,
         "size_s": size_s,
@@ -73,9 +81,13 @@ def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: 
         "p99": _finite(p99),
         "error_rate": window.errors / count if count else None,
         "throughput_per_s": count / size_s,
-        "psi_max": psi_max,
-        "psi_top": psi_top,
     }
+
+
+def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: DriftCache) -> dict[str, Any]:
+    """One window's figures for the charts, with its worst drift (PSI) and the input it belongs to."""
+    psi_max, psi_top = drift.worst(vm, window)
+    return {**window_figures(window, size_s), "psi_max": psi_max, "psi_top": psi_top}
 
 
 def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) -> dict[str, Any]:

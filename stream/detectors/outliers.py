@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.detectors.base import tumbling_window
 from stream.stats.windows import window_start
 
 
@@ -82,12 +83,7 @@ class WindowOutlierCount:
     def window(self) -> dict[str, Any]:
         """The alert's ``window`` field."""
         assert self.window_start is not None
-        return {
-            "type": "tumbling",
-            "start": self.window_start,
-            "end": self.window_start + self.window_s,
-            "size_s": self.window_s,
-        }
+        return tumbling_window(self.window_start, self.window_s)
 
     def evidence(self, score_name: str) -> dict[str, Any]:
         """What the window saw, for the alert's evidence."""

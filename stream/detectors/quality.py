@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.features import OTHER, FeatureColumns
 
@@ -146,12 +146,7 @@ class DataQualityRule:
             baseline=baseline,
             message=message,
             event_time=event_time,
-            window={
-                "type": "tumbling",
-                "start": window.start,
-                "end": window.start + window_s,
-                "size_s": window_s,
-            },
+            window=tumbling_window(window.start, window_s),
             evidence={"feature": feature, "window_count": window.count, **evidence},
         )
 

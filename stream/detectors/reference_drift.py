@@ -23,7 +23,7 @@ import numpy as np
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.features import OTHER
 
@@ -181,7 +181,7 @@ class ReferenceDriftRule:
                 baseline={"events": self.reference.count, "alpha": self.alpha, "tests": len(ranking)},
                 message=message,
                 event_time=event_time,
-                window={"type": "tumbling", "start": window.start, "end": window.start + window_s, "size_s": window_s},
+                window=tumbling_window(window.start, window_s),
                 evidence={"drifted": len(drifted), "ranking": [_round(s) for s in ranking[:10]]},
             )
         ]

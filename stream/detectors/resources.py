@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, tumbling_window
 from stream.stats.windows import window_start
 
 
@@ -79,8 +79,8 @@ class ResourceRule:
     def update(self, events: list[dict[str, Any]]) -> list[Finding]:
         """Add the resources of ``events``; return findings (each at most once per window)."""
         out: list[Finding] = []
-        for event in events:
-            resources = event.get("resources")
+        for event in [e for e in events if "resources" in e]:
+            resources = event["resources"]
             if not isinstance(resources, dict):
                 continue
             ts = event["timestamp"]
@@ -123,10 +123,10 @@ class ResourceRule:
     ) -> Finding:
         assert self.window_start is not None
         self.fired.append(detector)
-        end = self.window_start + self.window_s
-        window = {"type": "tumbling", "start": self.window_start, "end": end, "size_s": self.window_s}
-        kind = "resource"
-        return Finding(signal, detector, kind, severity, value, threshold, baseline, message, ts, window, evidence)
+        window = tumbling_window(self.window_start, self.window_s)
+        return Finding(
+            signal, detector, "resource", severity, value, threshold, baseline, message, ts, window, evidence
+        )
 
     def _memory(self, ts: float, memory: float) -> list[Finding]:
         out = []

@@ -17,16 +17,12 @@ from typing import Any
 
 import orjson
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, tumbling_window
 from stream.privacy.pii import find_pii, iter_text_fields
 from stream.stats.windows import window_start
 
 # Kinds whose leak is an incident by itself; e-mail, phone and IP addresses are warnings.
 CRITICAL_KINDS = {"payment_card", "iban", "cn_resident_id", "api_key", "private_key"}
-
-
-def _window(start: float, size_s: float) -> dict[str, Any]:
-    return {"type": "tumbling", "start": start, "end": start + size_s, "size_s": size_s}
 
 
 class PrivateDataRule:
@@ -48,18 +44,16 @@ class PrivateDataRule:
         self.window_start: float | None = None
         self.fired = False
         self.input_hits = 0
-        self.scanned = 0
 
     def update(self, events: list[dict[str, Any]]) -> list[Finding]:
         """Scan the text fields of ``events`` (already decrypted); at most one finding per window."""
         out: list[Finding] = []
         hits: list[tuple[str, Any, float]] = []
-        for event in events:
+        for event in [e for e in events if "output_text" in e or "input_text" in e]:
             start = window_start(event["timestamp"], self.window_s)
             if self.window_start is None or start > self.window_start:
                 self.window_start, self.fired, self.input_hits = start, False, 0
             for field, text in iter_text_fields(event):
-                self.scanned += 1
                 found = find_pii(text)
                 if field == "input_text":
                     self.input_hits += len(found)
@@ -81,7 +75,7 @@ class PrivateDataRule:
                     baseline={"expected_hits": 0},
                     message=f"model output carries private data: {names} this window (values withheld).",
                     event_time=hits[-1][2],
-                    window=_window(self.window_start, self.window_s),
+                    window=tumbling_window(self.window_start, self.window_s),
                     evidence={
                         "kinds": dict(kinds),
                         "fields": sorted({f for f, _, _ in hits}),
@@ -96,17 +90,12 @@ class PrivateDataRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
-        return {
-            "window_start": self.window_start,
-            "fired": self.fired,
-            "input_hits": self.input_hits,
-            "scanned": self.scanned,
-        }
+        return {"window_start": self.window_start, "fired": self.fired, "input_hits": self.input_hits}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
         self.window_start, self.fired = state["window_start"], state["fired"]
-        self.input_hits, self.scanned = state["input_hits"], state["scanned"]
+        self.input_hits = state["input_hits"]
 
 
 def input_fingerprint(event: dict[str, Any]) -> str:
@@ -213,18 +202,25 @@ class ClientAbuseRule:
             state["baseline"] += weight * (count - state["baseline"])
         state.update(window_start=start, count=0, low=0, dups=0, recent=[], fired=[])
 
+    def _learn_model_low(self, events: list[dict[str, Any]]) -> None:
+        # The model's share of low-confidence answers, over the last few thousand, one batch at a time.
+        lows = [c < self.low_confidence for e in events if isinstance(c := e.get("confidence"), int | float)]
+        if lows:
+            self.model_seen += len(lows)
+            weight = min(1.0, len(lows) / min(self.model_seen, 5000))
+            self.model_low += weight * (sum(lows) / len(lows) - self.model_low)
+
     def update(self, events: list[dict[str, Any]]) -> list[Finding]:
         """Count each event against its client; return findings for clients that crossed a line."""
+        callers = [e for e in events if isinstance(e.get("client_id"), str)]
+        if not callers:
+            return []  # a model whose callers are not named: nothing to track
+        self._learn_model_low(events)
         out: list[Finding] = []
-        for event in events:
+        for event in callers:
+            client_id = event["client_id"]
             confidence = event.get("confidence")
             low = isinstance(confidence, int | float) and confidence < self.low_confidence
-            if isinstance(confidence, int | float):
-                self.model_seen += 1
-                self.model_low += (float(low) - self.model_low) / min(self.model_seen, 5000)
-            client_id = event.get("client_id")
-            if not isinstance(client_id, str):
-                continue
             ts = event["timestamp"]
             state = self._client(client_id, ts)
             if state is None:
@@ -295,7 +291,7 @@ class ClientAbuseRule:
                     baseline=baseline,
                     message=message + ".",
                     event_time=ts,
-                    window=_window(state["window_start"], self.window_s),
+                    window=tumbling_window(state["window_start"], self.window_s),
                     evidence={
                         "client_id": client_id,
                         "reason": reason,

@@ -125,13 +125,17 @@ class FieldProtection:
         for name in self.drop:
             _pop(out, name)
         for name in self.hash_fields:
-            _replace(out, name, lambda v: keyed_hash(v, self.hash_key))
+            _replace(out, name, self._hash)
         for name in self.redact:
             _replace(out, name, lambda v: mask_all(v) if isinstance(v, str) else "[REDACTED]")
         if self.encrypt:
             for name in TEXT_FIELDS:
                 _replace(out, name, lambda v: encrypt_text(v, self.text_key, out["model"]) if isinstance(v, str) else v)
         return out
+
+    def _hash(self, value: Any) -> str:
+        # A value hashed already (by the SDK, then again by the worker) keeps its hash: same key, same value.
+        return value if isinstance(value, str) and value.startswith(HASH_PREFIX) else keyed_hash(value, self.hash_key)
 
 
 def _container(event: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str]:
@@ -165,26 +169,17 @@ class EventPrivacy:
     """
 
     def __init__(self, settings: Any) -> None:
-        self.sensitive = settings.sensitive
-        self.hash_key = key_from_text(settings.hash_key, "hash_key") if settings.hash_key else b""
+        self.hashing = (
+            FieldProtection(hash_fields=settings.sensitive, hash_key=key_from_text(settings.hash_key, "hash_key"))
+            if settings.sensitive
+            else None
+        )
         self.text = TextReader(key_from_text(settings.text_key, "text_key") if settings.text_key else None)
-
-    def _hash(self, value: Any) -> str:
-        # Already hashed at the source (the SDK's hash_fields) with the same key: keep it.
-        return value if str(value).startswith(HASH_PREFIX) else keyed_hash(value, self.hash_key)
 
     def prepare(self, events: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
         """``events`` with sensitive values hashed and encrypted text readable (or removed)."""
-        if self.sensitive:
-            hashed = []
-            for event in events:
-                event = dict(event)
-                if isinstance(event.get("features"), dict):
-                    event["features"] = dict(event["features"])
-                for name in self.sensitive:
-                    _replace(event, name, self._hash)
-                hashed.append(event)
-            events = hashed
+        if self.hashing is not None:
+            events = [self.hashing.apply(event) for event in events]
         return self.text.readable(events, model)
 
 
@@ -202,20 +197,18 @@ class TextReader:
 
     def readable(self, events: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
         """``events`` with their text fields in clear; encrypted ones this worker cannot read removed."""
+        if not any("input_text" in e or "output_text" in e for e in events):
+            return events  # most models carry no text: one pass, no copies
         out = []
         for event in events:
-            if not any(isinstance(event.get(f), str) and event[f].startswith(ENCRYPTED_PREFIX) for f in TEXT_FIELDS):
-                out.append(event)
-                continue
-            clear = dict(event)
-            for name in TEXT_FIELDS:
-                value = event.get(name)
-                if not (isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX)):
-                    continue
-                clear[name] = self._decrypt(value, model)
-                if clear[name] is None:
-                    del clear[name]
-            out.append(clear)
+            sealed = [n for n in TEXT_FIELDS if isinstance(v := event.get(n), str) and v.startswith(ENCRYPTED_PREFIX)]
+            if sealed:
+                event = dict(event)
+                for name in sealed:
+                    clear = self._decrypt(event.pop(name), model)
+                    if clear is not None:
+                        event[name] = clear
+            out.append(event)
         return out
 
     def _decrypt(self, value: str, model: str) -> str | None:

@@ -143,32 +143,17 @@ class QuantileSketch:
 
     def table(self) -> SketchTable:
         """The buckets in value order with running counts: answers many quantiles and CDF values in one sort."""
-        keys_neg = np.array(sorted(self.negative, reverse=True), dtype=np.float64)
-        keys_pos = np.array(sorted(self.positive), dtype=np.float64)
         gamma = math.exp(self.log_gamma)
-        parts = [-2.0 * gamma**keys_neg / (gamma + 1.0)]
-        counts = [np.array([self.negative[k] for k in sorted(self.negative, reverse=True)], dtype=np.float64)]
+        neg = sorted(self.negative.items(), reverse=True)
+        pos = sorted(self.positive.items())
+        keys = np.array([k for k, _ in neg] + [k for k, _ in pos], dtype=np.float64)
+        values = 2.0 * gamma**keys / (gamma + 1.0)
+        values[: len(neg)] *= -1.0
+        counts = [c for _, c in neg] + [c for _, c in pos]
         if self.zeros:
-            parts.append(np.zeros(1))
-            counts.append(np.array([self.zeros], dtype=np.float64))
-        parts.append(2.0 * gamma**keys_pos / (gamma + 1.0))
-        counts.append(np.array([self.positive[k] for k in sorted(self.positive)], dtype=np.float64))
-        return SketchTable(np.concatenate(parts), np.cumsum(np.concatenate(counts)), self.count)
-
-    def quantile_many(self, qs: Iterable[float] | np.ndarray) -> np.ndarray:
-        """:meth:`quantile` of each of ``qs`` at once; NaN when empty.
-
-        >>> s = QuantileSketch()
-        >>> s.update_many([1.0, 2.0, 3.0, 4.0, 100.0])
-        >>> s.quantile_many([0.0, 0.5, 1.0]).tolist() == [s.quantile(q) for q in (0.0, 0.5, 1.0)]
-        True
-        """
-        return self.table().quantiles(qs)
-
-    def cdf_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """Bucket values in increasing order and the share of values at or below each."""
-        table = self.table()
-        return table.values, table.running / max(self.count, 1)
+            values = np.insert(values, len(neg), 0.0)
+            counts.insert(len(neg), self.zeros)
+        return SketchTable(values, np.cumsum(np.asarray(counts, dtype=np.float64)), self.count)
 
     def cdf(self, xs: Iterable[float] | np.ndarray) -> np.ndarray:
         """Share of values at or below each of ``xs`` (within the sketch's resolution).
@@ -182,7 +167,9 @@ class QuantileSketch:
 
     def quantiles(self, qs: Iterable[float]) -> dict[str, float | None]:
         """Several quantiles by name, for example ``{"p50": ..., "p99": ...}``."""
-        return {f"p{round(q * 100, 1):g}": self.quantile(q) for q in qs}
+        qs = list(qs)
+        values = self.table().quantiles(qs).tolist() if self.count else [None] * len(qs)
+        return {f"p{round(q * 100, 1):g}": v for q, v in zip(qs, values, strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (bucket keys as strings)."""
@@ -206,7 +193,16 @@ class QuantileSketch:
 
 
 class SketchTable:
-    """A sketch's bucket values in increasing order with running counts, for vectorised reads."""
+    """A sketch's bucket values in increasing order with running counts, for vectorised reads.
+
+    >>> s = QuantileSketch()
+    >>> s.update_many([-3.0, 0.0, 1.0, 2.0, 100.0])
+    >>> t = s.table()
+    >>> t.quantiles([0.0, 0.5, 1.0]).tolist() == [s.quantile(q) for q in (0.0, 0.5, 1.0)]
+    True
+    >>> t.cdf([0.0, 50.0]).tolist()
+    [0.4, 0.8]
+    """
 
     __slots__ = ("count", "running", "values")
 

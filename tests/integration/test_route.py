@@ -95,7 +95,7 @@ min_severity = "critical"
     drift = {
         **EXAMPLE,
         "alert_id": "a-drift",
-        "fingerprint": "f-drift",
+        "fingerprint": "d" * 32,  # a valid fingerprint (hex)
         "kind": "drift",
         "severity": "warning",
         "status": "resolved",

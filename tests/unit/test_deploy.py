@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import Settings, parse_broker_url
 from stream.exporter import ModelSeriesCollector
-from stream.metrics import PREFIX, WorkerMetrics
+from stream.metrics import PREFIX, ModelLabelCap, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.kafka.yml").read_text())
@@ -54,7 +54,7 @@ def exported_names() -> set[str]:
     metrics.dead_letters.labels(error_type="invalid_json").inc()
     metrics.alerts.labels(model="m", kind="anomaly", severity="warning").inc()
     metrics.processing.observe(0.01)
-    collector = ModelSeriesCollector(lambda: [], lambda: [("events", 0, 3)], max_models=10)
+    collector = ModelSeriesCollector(lambda: [], lambda: [("events", 0, 3)], ModelLabelCap(10))
     metrics.registry.register(collector)
     names = set()
     for family in text_string_to_metric_families(metrics.render().decode()):

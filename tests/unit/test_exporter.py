@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.client import make_event
 from stream.config import Settings
 from stream.exporter import ModelSeriesCollector
+from stream.metrics import ModelLabelCap
 from stream.monitor import ModelMonitor
 
 SETTINGS = Settings(zscore_warmup=50, reference_events=100)
@@ -45,7 +46,9 @@ def samples(collector: ModelSeriesCollector) -> dict[tuple[str, tuple], float]:
 
 
 def test_window_series_per_model_version_in_base_units():
-    found = samples(ModelSeriesCollector(lambda: [monitor("a", errors_every=4)], lambda: [("ev", 0, 7)], 10))
+    found = samples(
+        ModelSeriesCollector(lambda: [monitor("a", errors_every=4)], lambda: [("ev", 0, 7)], ModelLabelCap(10))
+    )
     labels = (("model", "a"), ("model_version", "1"))
     assert found[("stream_monitor_window_events", labels)] == 400
     assert found[("stream_monitor_window_error_ratio", labels)] == 0.25
@@ -57,8 +60,8 @@ def test_window_series_per_model_version_in_base_units():
 
 def test_models_beyond_the_cap_get_no_series_and_one_warning(caplog):
     models = [monitor(name) for name in ("c", "a", "b")]
-    collector = ModelSeriesCollector(lambda: models, lambda: [], max_models=2)
-    with caplog.at_level(logging.WARNING, logger="stream.exporter"):
+    collector = ModelSeriesCollector(lambda: models, lambda: [], ModelLabelCap(max_models=2))
+    with caplog.at_level(logging.WARNING, logger="stream.metrics"):
         first = samples(collector)
         samples(collector)
     exported = {dict(ls)["model"] for name, ls in first if name == "stream_monitor_window_events"}

@@ -92,7 +92,7 @@ def test_merge_refuses_different_accuracy():
     st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300),
     st.lists(st.floats(0, 1), min_size=1, max_size=20),
 )
-def test_quantile_many_agrees_with_quantile(values, qs):
+def test_table_quantiles_agree_with_quantile(values, qs):
     sketch = QuantileSketch()
     sketch.update_many(values)
-    assert sketch.quantile_many(qs).tolist() == pytest.approx([sketch.quantile(q) for q in qs], rel=1e-12)
+    assert sketch.table().quantiles(qs).tolist() == pytest.approx([sketch.quantile(q) for q in qs], rel=1e-12)
