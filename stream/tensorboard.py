@@ -9,8 +9,10 @@ extra (tensorboardX).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Tag in TensorBoard -> key of a window point in /api/status.
@@ -66,8 +68,31 @@ def new_scalars(status: dict[str, Any], written: dict[str, int]) -> Iterator[Sca
                 written[run] = step
 
 
+def read_scalars(logdir: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """``(run, tag) -> [(step, value)]`` from every event file under ``logdir`` (TFRecord framing, Event protos)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    root = Path(logdir)
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for path in sorted(root.rglob("events.out.tfevents.*")):
+        run = path.parent.relative_to(root).as_posix()
+        data = path.read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault((run, value.tag), []).append((event.step, value.simple_value))
+    return out
+
+
 class TensorBoardExport:
-    """Writes :class:`Scalar` values into one event file per run under ``logdir``."""
+    """Writes :class:`Scalar` values into one event file per run under ``logdir``.
+
+    It starts from the last step each run already holds there, so a restarted
+    export does not write the same windows again.
+    """
 
     def __init__(self, logdir: str) -> None:
         try:
@@ -80,6 +105,8 @@ class TensorBoardExport:
         self.logdir = logdir
         self.writers: dict[str, Any] = {}
         self.written: dict[str, int] = {}
+        for (run, _), points in read_scalars(logdir).items():
+            self.written[run] = max(self.written.get(run, -1), *(step for step, _ in points))
 
     def write(self, status: dict[str, Any]) -> int:
         """Write the windows closed since the last call; returns how many scalars were written."""

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.client import make_event
 from stream.follow import read_all
+from stream.tensorboard import read_scalars
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
@@ -80,26 +81,6 @@ async def test_scrape_shows_model_series_and_the_alert_counter_going_up(scraped)
     assert value(after, "stream_monitor_metrics_models_dropped") == 0
 
 
-def tensorboard_scalars(logdir) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(run, tag) -> [(step, value)] read back from the event files (TFRecord framing, Event protos)."""
-    import struct
-
-    from tensorboardX.proto.event_pb2 import Event
-
-    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for path in logdir.rglob("events.out.tfevents.*"):
-        run = str(path.parent.relative_to(logdir))
-        data = path.read_bytes()
-        at = 0
-        while at < len(data):
-            (length,) = struct.unpack("<Q", data[at : at + 8])
-            event = Event.FromString(data[at + 12 : at + 12 + length])
-            at += 12 + length + 4
-            for value in event.summary.value:
-                out.setdefault((run, value.tag), []).append((event.step, value.simple_value))
-    return out
-
-
 async def test_tensorboard_export_writes_each_closed_window_once(scraped, tmp_path):
     iso, worker = scraped
     t0 = (time.time() // 60) * 60 - 300  # five whole minutes ago: four closed windows, then the open one
@@ -109,10 +90,11 @@ async def test_tensorboard_export_writes_each_closed_window_once(scraped, tmp_pa
     logdir = tmp_path / "runs"
     command = [sys.executable, "-m", "stream.cli", "tensorboard", "--url", worker.url, "--logdir", str(logdir)]
     command.append("--once")
-    for _ in range(2):  # the second pass finds nothing new
+    for _ in range(2):  # a second process, a second later (its own event file), finds nothing new
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-    scalars = tensorboard_scalars(logdir)
+        time.sleep(1.1)
+    scalars = read_scalars(logdir)
     counts = scalars[("tb-model/2", "health/events")]
     assert [step for step, _ in counts] == [int(t0 + 60 * k) for k in range(4)]
     assert [value for _, value in counts] == [300.0] * 4
