@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from typing import Any
 import faust
 import orjson
 
-from stream.codec import Reject, TimeBounds
+from stream.checkpoint import HeldRecords, decode_state, encode_state
+from stream.codec import Reject, TimeBounds, decode_label, decode_record
 from stream.config import Settings
 from stream.deadletter import dead_letter
 from stream.exporter import ModelSeriesCollector
@@ -44,6 +45,7 @@ class WorkerCounters:
     alerts: int = 0
     replayed: int = 0
     duplicate_batches: int = 0
+    checkpoints: int = 0
     started_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -56,6 +58,7 @@ class WorkerCounters:
             "alerts": self.alerts,
             "replayed": self.replayed,
             "duplicate_batches": self.duplicate_batches,
+            "checkpoints": self.checkpoints,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -112,130 +115,234 @@ class MonitorApp:
         # Keys are the model name as raw bytes, exactly the record key: Faust routes
         # a query by hashing the serialized key, and a JSON-quoted key would hash
         # to another partition than the one the producer chose.
+        # Values are compressed JSON written by the worker itself (see stream.checkpoint).
         self.model_state = self.app.Table(
-            MODEL_STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes
+            MODEL_STATE_TABLE,
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
         )
         # Predictions waiting for their labels (and labels for their predictions).
         # Entries are written while handling the model's own records, so they
         # live in the model's partition like everything else about it.
         self.label_join = self.app.Table(LABEL_JOIN_TABLE, default=None, partitions=settings.partitions, key_type=bytes)
-        self.joiner = LabelJoiner(self.label_join, settings.label_ttl_s)
+        self.join_store = PartitionStore(self.label_join)
+        self.joiner = LabelJoiner(self.join_store, settings.label_ttl_s)
         self._expired: dict[str, dict[str, int]] = {}
-        self._monitors: dict[str, ModelMonitor] = {}
+        # Live states, least recently used first, with the table bytes each was loaded from or saved as.
+        self._monitors: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
+        self.held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
         self._warned_caps: set[tuple[str, str]] = set()
         # Imported here: the agent and page modules register themselves on this app.
-        from stream.agents import ingest, labels, web
+        from stream.agents import checkpoints, ingest, labels, web
 
         ingest.register(self)
         labels.register(self)
+        checkpoints.register(self)
         web.register(self)
 
     def monitor_for(self, model: str) -> ModelMonitor:
         """The model's live state, rebuilt from the table when the cache is stale.
 
-        The cached object is only trusted while its sequence number matches
-        the table's; after a rebalance or a restart the table wins.
+        The cached object is trusted while the table still holds the very
+        bytes it was loaded from or last saved as; after a rebalance or a
+        restart the table wins.
         """
         stored = self.model_state.get(model.encode())
         cached = self._monitors.get(model)
-        if cached is not None and stored is not None and cached.seq == stored["seq"]:
-            return cached
+        if cached is not None and cached[1] is stored:
+            self._monitors.move_to_end(model)
+            return cached[0]
         if stored is None:
             monitor = ModelMonitor(model, self.settings, self.monitors)
         else:
-            monitor = ModelMonitor.from_dict(model, self.settings, stored, self.monitors)
-        self._monitors[model] = monitor
+            monitor = ModelMonitor.from_dict(model, self.settings, decode_state(stored), self.monitors)
+        self._cache(model, monitor, stored)
         return monitor
 
-    def save(self, monitor: ModelMonitor) -> None:
-        """Write the model's state back to its changelog-backed table entry.
+    def _cache(self, model: str, monitor: ModelMonitor, stored: bytes | None) -> None:
+        self._monitors[model] = (monitor, stored)
+        self._monitors.move_to_end(model)
+        excess = len(self._monitors) - self.settings.state_cache_models
+        if excess > 0:
+            # Least recently used first; a model with unsaved changes stays until its checkpoint.
+            for name in [m for m in self._monitors if m not in self.held.models][:excess]:
+                del self._monitors[name]
 
-        The sequence number counts the writes, so a cached monitor whose number
-        differs from the table's is stale.
+    def save(self, model: str, partition: int, monitor: ModelMonitor) -> None:
+        """Write the model's state, with the offsets it covers, to its table entry and changelog.
+
+        The sequence number counts the checkpoints.
         """
         monitor.seq += 1
-        self.model_state[monitor.model.encode()] = monitor.to_dict()
+        key = model.encode()
+        blob = encode_state(monitor.to_dict())
+        # Written directly rather than with table[key] = ...: Faust would take the
+        # partition from the current event, and a checkpoint runs outside any event.
+        self.model_state.data[key] = blob
+        self.model_state.send_changelog(partition, key, blob)
+        self._cache(model, monitor, blob)
 
-    async def apply(
-        self,
-        model: str,
-        change: Callable[[ModelMonitor, Any], list[dict[str, Any]]],
-        data: Any,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        message: Any,
-        batch_id: str | None = None,
-    ) -> ModelMonitor | None:
-        """Run ``change(monitor, data)`` on the model's state, save it and publish what it raised.
+    def checkpoint(self, force: bool = False) -> int:
+        """Save every model changed since the last checkpoint, when one is due; release its records.
 
-        A record whose offset the saved state already covers is a replay (the
-        worker crashed or lost the partition after saving, before committing)
-        and is skipped; so is an envelope whose ``batch_id`` was applied already
-        (the SDK sent it again after losing the acknowledgement). One poisoned
-        input must not stop the worker or leave the model's state half-updated:
-        the state is rebuilt from the last saved one, a batch is redone event by
-        event, and only what raises is dead-lettered, with the exception's type. Returns None when nothing was applied.
+        Returns how many models were saved.
         """
-        source = f"{message.topic}:{message.partition}"
-        self.read_offsets[(message.topic, message.partition)] = message.offset
+        if not self.held.changed or not (force or self.held.due()):
+            return 0
+        taken = self.held.take()
+        for model, held in taken.items():
+            cached = self._monitors.get(model)
+            if cached is not None:
+                self.save(model, held.partition, cached[0])
+            self.held.release(held.records)
+        self.counters.checkpoints += 1
+        return len(taken)
+
+    def forget_state(self) -> None:
+        """Drop the cached states and what they held (partitions revoked: the table is the truth)."""
+        dropped = self.held.drop()
+        if dropped:
+            log.warning("%d input records not yet checkpointed are left for the partitions' next owner", dropped)
+        self._monitors.clear()
+
+    async def ingest(self, records: list[Any]) -> None:
+        """Apply a batch of inference-events records, each model's records in one go."""
+        by_model: dict[str, list[RecordInput]] = {}
+        for record in records:
+            decoded = decode_record(record.key, record.value, self.time_bounds)
+            for reject in decoded.rejects:
+                await self.dead_letter(reject, record.key, record.message)
+            if decoded.events:
+                model = decoded.events[0]["model"]
+                by_model.setdefault(model, []).append(RecordInput(record, decoded.events, decoded.batch_id))
+        for model, inputs in by_model.items():
+            monitor, events = await self.apply(model, self.process_events, inputs)
+            if monitor is not None:
+                self.report_state(monitor)
+                self.count_events(model, events)
+        # Counted once handled, so a health check that sees them counted sees their effects too.
+        self.counters.records += len(records)
+        self.metrics.records.inc(len(records))
+        self.checkpoint()
+
+    async def ingest_label(self, record: Any) -> None:
+        """Apply one inference-labels record."""
+        label, problem = decode_label(record.key, record.value, self.time_bounds)
+        if problem is not None:
+            await self.dead_letter(problem, record.key, record.message)
+            return
+        assert label is not None
+        _, applied = await self.apply(label["model"], self.join_labels, [RecordInput(record, [label], None)])
+        self.counters.labels += applied
+        self.checkpoint()
+
+    def input_of(self, record: Any) -> RecordInput | None:
+        """A held record decoded again, to be re-applied (what it rejected was dead-lettered already)."""
+        if record.message.topic == self.settings.topics.labels:
+            label, _ = decode_label(record.key, record.value, self.time_bounds)
+            return None if label is None else RecordInput(record, [label], None)
+        decoded = decode_record(record.key, record.value, self.time_bounds)
+        return RecordInput(record, decoded.events, decoded.batch_id) if decoded.events else None
+
+    def change_for(self, record: Any) -> Change:
+        """What applies a record of this record's topic to a model's state."""
+        return self.join_labels if record.message.topic == self.settings.topics.labels else self.process_events
+
+    async def apply(self, model: str, change: Change, inputs: list[RecordInput]) -> tuple[ModelMonitor | None, int]:
+        """Run ``change(monitor, items)`` on the model's state with the items of ``inputs``; publish its alerts.
+
+        A record whose offset the state already covers is a replay (the
+        worker crashed or lost the partition before its checkpoint) and is
+        skipped; so is an envelope whose ``batch_id`` was applied already
+        (the SDK sent it again after losing the acknowledgement). Applied
+        records are held until the model's next checkpoint. One poisoned
+        item must not stop the worker or leave the state half-updated: see
+        :meth:`_recover`. Returns the monitor (None when nothing was applied)
+        and how many items were applied.
+        """
         started = time.perf_counter()
+        # Join entries live in the model's partition, like everything else about it.
+        self.join_store.partition = inputs[0].record.message.partition
         try:
             monitor = self.monitor_for(model)
         except Exception as exc:
             log.exception("state of model %s cannot be loaded", model)
-            await self._dead_letter_failure(exc, value, key, message)
-            return None
-        if monitor.already_applied(source, message.offset):
-            self.counters.replayed += 1
-            self.metrics.replayed.inc()
-            return None
-        if monitor.seen_batch(batch_id):
-            self.counters.duplicate_batches += 1
-            self.metrics.duplicate_batches.inc()
-            return None
+            for inp in inputs:
+                await self._dead_letter_failure(exc, inp.record.value, inp.record.key, inp.record.message)
+            return None, 0
+        fresh = []
+        for inp in inputs:
+            message = inp.record.message
+            self.read_offsets[(message.topic, message.partition)] = message.offset
+            if monitor.already_applied(f"{message.topic}:{message.partition}", message.offset):
+                self.counters.replayed += 1
+                self.metrics.replayed.inc()
+            elif monitor.seen_batch(inp.batch_id):
+                self.counters.duplicate_batches += 1
+                self.metrics.duplicate_batches.inc()
+            else:
+                _mark_applied(monitor, inp)
+                fresh.append(inp)
+        if not fresh:
+            return None, 0
         try:
-            alerts = change(monitor, data)
-        except Exception as exc:
-            self._monitors.pop(model, None)
+            alerts = change(monitor, [item for inp in fresh for item in inp.items])
+            applied = sum(len(inp.items) for inp in fresh)
+        except Exception:
             log.exception("processing failed for model %s", model)
-            if not isinstance(data, list) or len(data) < 2:
-                await self._dead_letter_failure(exc, value, key, message)
-                return None
-            monitor, alerts = await self._apply_one_by_one(model, change, data, key=key, message=message)
-        monitor.mark_applied(source, message.offset)
-        monitor.remember_batch(batch_id)
-        self.save(monitor)
+            monitor, alerts, applied = await self._recover(model, change, fresh)
+        for inp in fresh:
+            self.held.hold(model, inp.record.message.partition, inp.record)
         self.metrics.processing.observe(time.perf_counter() - started)
         await self.publish_alerts(alerts)
         await self.publish_retrain_requests(monitor)
-        return monitor
+        return monitor, applied
 
-    async def _apply_one_by_one(
-        self,
-        model: str,
-        change: Callable[[ModelMonitor, Any], list[dict[str, Any]]],
-        items: list[Any],
-        *,
-        key: bytes | None,
-        message: Any,
-    ) -> tuple[ModelMonitor, list[dict[str, Any]]]:
-        # The slow path, taken only after a batch raised: a snapshot after every
-        # good item, so a bad one is undone without undoing the good ones.
+    async def _recover(
+        self, model: str, change: Change, fresh: list[RecordInput]
+    ) -> tuple[ModelMonitor, list[dict[str, Any]], int]:
+        # The slow path, taken only after a batch raised. The live state may be
+        # half-updated, so it is rebuilt from the last checkpoint, and the records
+        # applied since then are applied again (they went through before; their
+        # alerts are out already). Then the new records go one at a time, and
+        # item by item within a record that raises, with a snapshot after each
+        # good step, so only what raises is undone and dead-lettered.
+        self._monitors.pop(model, None)
         monitor = self.monitor_for(model)
+        for record in self.held.records_of(model):
+            replay = self.input_of(record)
+            if replay is not None:
+                _mark_applied(monitor, replay)
+                self.change_for(record)(monitor, replay.items)
         good = _snapshot(monitor)
         alerts: list[dict[str, Any]] = []
-        for item in items:
+        applied = 0
+        for inp in fresh:
+            _mark_applied(monitor, inp)
             try:
-                raised = change(monitor, [item])
-            except Exception as exc:
-                monitor = ModelMonitor.from_dict(model, self.settings, orjson.loads(good), self.monitors)
-                await self._dead_letter_failure(exc, _encode(item), key, message)
+                alerts += change(monitor, inp.items)
+                applied += len(inp.items)
+                good = _snapshot(monitor)
                 continue
-            alerts += raised
-            good = _snapshot(monitor)
-        self._monitors[model] = monitor
-        return monitor, alerts
+            except Exception:
+                monitor = self._restore(model, good)
+                _mark_applied(monitor, inp)
+            for item in inp.items:
+                try:
+                    alerts += change(monitor, [item])
+                except Exception as exc:
+                    monitor = self._restore(model, good)
+                    await self._dead_letter_failure(exc, _encode(item), inp.record.key, inp.record.message)
+                    continue
+                applied += 1
+                good = _snapshot(monitor)
+        self._cache(model, monitor, self.model_state.get(model.encode()))
+        return monitor, alerts, applied
+
+    def _restore(self, model: str, snapshot: bytes) -> ModelMonitor:
+        return ModelMonitor.from_dict(model, self.settings, orjson.loads(snapshot), self.monitors)
 
     async def _dead_letter_failure(self, exc: Exception, value: bytes | None, key: bytes | None, message: Any) -> None:
         reason = f"processing failed: {type(exc).__name__}: {exc}"
@@ -279,13 +386,17 @@ class MonitorApp:
         actives = {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.topics.events
         }
-        models = (key.decode() for key in list(self.model_state.keys()))
+        # Models seen since the last checkpoint are not in the table yet.
+        models = dict.fromkeys([key.decode() for key in list(self.model_state.keys())] + list(self._monitors))
         return [model for model in models if self.partition_of(model) in actives]
 
     def _exported_models(self) -> list[ModelMonitor]:
         if not self.ready:
             return []
-        return [self.monitor_for(model) for model in self.local_models()]
+        # Only models within the metrics cap: the others get no series, and loading
+        # them all would push the busy ones out of the state cache.
+        known = self.metrics.model_label.known
+        return [self.monitor_for(model) for model in self.local_models() if model in known]
 
     def _lag(self) -> list[tuple[str, int, int]]:
         consumer = self.app.consumer if self.ready else None
@@ -343,18 +454,24 @@ class MonitorApp:
                 )
         return alerts
 
-    def join_label(self, monitor: ModelMonitor, label: dict[str, Any]) -> list[dict[str, Any]]:
-        """Match one label event with its prediction; return performance alerts."""
+    def join_labels(self, monitor: ModelMonitor, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Match label events with their predictions; return performance alerts."""
         self._apply_expired(monitor)
-        if self.settings.join_predictions == "never":
-            monitor.count_labels("ignored")
-            return []
-        monitor.expects_labels = True
-        outcome, joined = self.joiner.on_label(monitor.model, label["request_id"], label["label"], label["timestamp"])
-        monitor.count_labels(outcome)
-        if joined is None:
-            return []
-        return monitor.process_label(joined.model_version, joined.label, joined.prediction, joined.label_time)
+        alerts: list[dict[str, Any]] = []
+        for label in labels:
+            if self.settings.join_predictions == "never":
+                monitor.count_labels("ignored")
+                continue
+            monitor.expects_labels = True
+            outcome, joined = self.joiner.on_label(
+                monitor.model, label["request_id"], label["label"], label["timestamp"]
+            )
+            monitor.count_labels(outcome)
+            if joined is not None:
+                alerts += monitor.process_label(
+                    joined.model_version, joined.label, joined.prediction, joined.label_time
+                )
+        return alerts
 
     def expire_join_entries(self) -> int:
         """Drop join entries past their TTL from the partitions this worker owns."""
@@ -383,7 +500,7 @@ class MonitorApp:
 
     def has_model(self, model: str) -> bool:
         """Whether this worker holds state for ``model``."""
-        return self.model_state.get(model.encode()) is not None
+        return model in self._monitors or self.model_state.get(model.encode()) is not None
 
     @property
     def ready(self) -> bool:
@@ -393,8 +510,55 @@ class MonitorApp:
         return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
 
+Change = Callable[[ModelMonitor, list[Any]], list[dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class RecordInput:
+    """One input record (a Faust event) and the items it brings: events, or one label."""
+
+    record: Any
+    items: list[Any]
+    batch_id: str | None
+
+
+def _mark_applied(monitor: ModelMonitor, inp: RecordInput) -> None:
+    message = inp.record.message
+    monitor.mark_applied(f"{message.topic}:{message.partition}", message.offset)
+    monitor.remember_batch(inp.batch_id)
+
+
+class PartitionStore(MutableMapping):
+    """A Faust table written in a partition chosen by the caller, not by the current event.
+
+    The ingest agent applies several records of several partitions at once,
+    so "the current event" is no guide to where a model's entries belong.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.partition = 0
+
+    def __getitem__(self, key: bytes) -> Any:
+        return self.table.data[key]
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(self.partition, key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.table.data[key]
+        self.table.send_changelog(self.partition, key, None)
+
+    def __iter__(self):
+        return iter(self.table.data)
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+
 def _snapshot(monitor: ModelMonitor) -> bytes:
-    return orjson.dumps(monitor.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(monitor.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 def _encode(item: Any) -> bytes:

@@ -105,6 +105,20 @@ class Settings:
     # Per-model series on /metrics for at most this many models per worker;
     # beyond it, one warning and a count, so Prometheus is not flooded.
     metrics_max_models: int = 200
+    # A model's state goes to its changelog at most once per interval (and
+    # its input records are committed only then), not once per record; a
+    # crash replays at most this much, and the offsets saved in the state
+    # keep the replay from counting twice.
+    checkpoint_interval_s: float = 1.0
+    # ... or sooner, once this many input records wait for a checkpoint.
+    checkpoint_max_records: int = 20_000
+    # The ingest agent takes up to this many records at a time, waiting at
+    # most ingest_wait_s for them, and applies each model's share in one go.
+    ingest_batch_records: int = 500
+    ingest_wait_s: float = 0.02
+    # Models whose live state stays in memory; the others are rebuilt from
+    # the table (compressed bytes) when their next record comes.
+    state_cache_models: int = 200
     connect_timeout_s: float = 120.0
     group_timeout_s: float = 10.0
     shutdown_grace_s: float = 10.0
@@ -253,6 +267,11 @@ class Settings:
         _positive("group_timeout_s", self.group_timeout_s)
         _positive("shutdown_grace_s", self.shutdown_grace_s)
         _positive("metrics_max_models", self.metrics_max_models, integer=True)
+        _positive("checkpoint_interval_s", self.checkpoint_interval_s)
+        _positive("checkpoint_max_records", self.checkpoint_max_records, integer=True)
+        _positive("ingest_batch_records", self.ingest_batch_records, integer=True)
+        _positive("ingest_wait_s", self.ingest_wait_s)
+        _positive("state_cache_models", self.state_cache_models, integer=True)
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
         if self.security_protocol not in protocols:
             raise ConfigError(f"security_protocol: {self.security_protocol!r} is not one of {', '.join(protocols)}")

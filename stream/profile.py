@@ -92,7 +92,7 @@ class ReferenceProfile:
     def save(self, path: Path) -> None:
         """Write the profile as JSON."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+        path.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
 
     @classmethod
     def load(cls, path: Path) -> ReferenceProfile:

@@ -9,6 +9,7 @@ the process exits anyway, with a log line saying so.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -105,4 +106,18 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
         grace_s=settings.shutdown_grace_s,
         redirect_stdouts=False,
     )
+    collect_garbage_less_often()
     worker.execute_from_commandline()
+
+
+def collect_garbage_less_often() -> None:
+    """Run Python's cyclic garbage collector less often than its default.
+
+    Every record decodes into thousands of short-lived objects, and with the
+    default threshold (700 allocations) the collector ran so often, walking
+    the young objects each time, that it cost about a third of decoding.
+    Objects alive at start-up are frozen out of its sight altogether.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from stream.codec import decode_label
-
 if TYPE_CHECKING:
     from stream.app import MonitorApp
 
@@ -18,15 +16,8 @@ def register(mon: MonitorApp) -> None:
 
     @mon.app.agent(mon.labels_topic, name="labels")
     async def labels(stream):
-        async for event in stream.events():
-            key, value, message = event.key, event.value, event.message
-            label, problem = decode_label(key, value, mon.time_bounds)
-            if problem is not None:
-                await mon.dead_letter(problem, key, message)
-                continue
-            assert label is not None
-            if await mon.apply(label["model"], mon.join_label, label, key=key, value=value, message=message):
-                mon.counters.labels += 1
+        async for record in stream.events():
+            await mon.ingest_label(record)
 
     @mon.app.timer(interval=60.0)
     async def expire_join_entries():

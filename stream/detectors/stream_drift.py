@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from river import drift
 
 from stream.detectors.base import Finding
@@ -57,7 +58,8 @@ class StreamDriftRule:
         elif method == "kswin":
             # river's defaults (alpha 0.005 on 30 of 100 values) test every event: about a dozen
             # false alarms per 10,000. A lower alpha on larger samples keeps a 1-sd shift in reach.
-            for key, value in (("alpha", 1e-5), ("window_size", 500), ("stat_size", 150)):
+            # A fixed seed: KSWIN samples at random, and a replay after a crash should decide as the first run did.
+            for key, value in (("alpha", 1e-5), ("window_size", 500), ("stat_size", 150), ("seed", 7)):
                 params.setdefault(key, value)
         elif method == "page_hinkley":
             # In standard deviations (see below); river's own defaults alarm every few thousand events.
@@ -88,26 +90,41 @@ class StreamDriftRule:
         self.recent: deque[float] = deque(maxlen=64)
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
-        """Feed values with their event timestamps; return a finding per detected change."""
-        findings = []
-        detector = self.detector
-        for x, ts in zip(values, timestamps, strict=True):
-            x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
-            before = self.mean
-            if self.standardize and self.scale is None:
-                self._learn_scale(x)
-            elif self.scale is not None:
-                detector.update((x - self.scale[0]) / self.scale[1])
-            else:
-                detector.update(x)
-            self.seen += 1
-            if self.seen % TIME_STRIDE == 0:
-                self.times.append((self.seen, ts))
-            self.recent.append(x)
-            self.count_since_change += 1
-            self.mean += (x - self.mean) / self.count_since_change
-            if not detector.drift_detected or self.seen < self.warmup:
+        """Feed values with their event timestamps; return a finding per detected change.
+
+        Only the river detector sees values one at a time; the running mean,
+        the recent values and the time marks are kept up per stretch of values
+        between two detections.
+        """
+        # Plain floats: numpy scalars must not leak into the JSON state.
+        xs = np.asarray(values, dtype=np.float64).tolist()
+        ts = np.asarray(timestamps, dtype=np.float64).tolist()
+        if len(xs) != len(ts):
+            raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        findings: list[Finding] = []
+        i = 0
+        while i < len(xs) and self.standardize and self.scale is None:
+            # Still learning the scale: these values only teach it.
+            self._learn_scale(xs[i])
+            self._account(xs, ts, i, i + 1)
+            i += 1
+        if i == len(xs):
+            return findings
+        if self.scale is not None:
+            mu, sd = self.scale
+            inputs = ((np.asarray(xs[i:]) - mu) / sd).tolist()
+        else:
+            inputs = xs[i:]
+        detector, update = self.detector, self.detector.update
+        start = i
+        for j, z in enumerate(inputs, i):
+            update(z)
+            if not detector.drift_detected or self.seen + (j - start + 1) < self.warmup:
                 continue
+            self._account(xs, ts, start, j)
+            before = self.mean
+            self._account(xs, ts, j, j + 1)
+            start = j + 1
             width = self._new_regime_length()
             # The detector's own estimate still mixes old values right after the cut;
             # the last few values tell which way the signal moved.
@@ -117,8 +134,24 @@ class StreamDriftRule:
             rising = after > before
             if (self.direction == "up" and not rising) or (self.direction == "down" and rising):
                 continue
-            findings.append(self._finding(ts, before, after, width))
+            findings.append(self._finding(ts[j], before, after, width))
+        self._account(xs, ts, start, len(xs))
         return findings
+
+    def _account(self, xs: list[float], ts: list[float], a: int, b: int) -> None:
+        """Count ``xs[a:b]`` in the event number, time marks, recent values and running mean."""
+        m = b - a
+        if m <= 0:
+            return
+        seen = self.seen
+        first_mark = (seen // TIME_STRIDE + 1) * TIME_STRIDE
+        for number in range(first_mark, seen + m + 1, TIME_STRIDE):
+            self.times.append((number, ts[a + number - seen - 1]))
+        self.seen = seen + m
+        self.recent.extend(xs[max(a, b - self.recent.maxlen) : b])
+        total = self.count_since_change + m
+        self.mean += (sum(xs[a:b]) - m * self.mean) / total
+        self.count_since_change = total
 
     def _new_regime_length(self) -> int:
         width = getattr(self.detector, "width", None)
@@ -187,7 +220,7 @@ class StreamDriftRule:
             "seen": self.seen,
             "mean": self.mean,
             "count_since_change": self.count_since_change,
-            "times": [list(mark) for mark in self.times],
+            "times": list(self.times),
             "scale": self.scale,
             "recent": list(self.recent),
             "warmup_values": self.warmup_values,

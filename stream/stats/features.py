@@ -212,6 +212,26 @@ def is_numeric(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_PLAIN_NUMBERS = frozenset({float, int, type(None)})
+
+
+def numeric_column(values: list[Any]) -> tuple[np.ndarray, int]:
+    """Values as float64 (NaN where missing or not a number) and how many were of a wrong type.
+
+    Booleans and strings are wrong types here, not numbers:
+
+    >>> column, wrong = numeric_column([1, 2.5, None, True, "3"])
+    >>> column.tolist(), wrong
+    ([1.0, 2.5, nan, nan, nan], 2)
+    """
+    if _PLAIN_NUMBERS.issuperset(map(type, values)):
+        # The usual case, converted in one call (numpy turns None into NaN).
+        return np.array(values, dtype=np.float64), 0
+    column = np.fromiter((v if is_numeric(v) else math.nan for v in values), np.float64, len(values))
+    wrong = sum(1 for v in values if v is not None and not is_numeric(v))
+    return column, wrong
+
+
 class FeatureColumns:
     """Each feature's numbers across one batch, extracted once and shared by the detectors.
 
@@ -230,8 +250,7 @@ class FeatureColumns:
         """The feature's values; NaN where it is missing or not a number."""
         column = self._cache.get(name)
         if column is None:
-            values = (v if is_numeric(v := row.get(name) if row else None) else math.nan for row in self.rows)
-            column = self._cache[name] = np.fromiter(values, np.float64, len(self.rows))
+            column = self._cache[name] = numeric_column([row.get(name) if row else None for row in self.rows])[0]
         return column
 
 
@@ -272,7 +291,6 @@ class FeatureSet:
         ``allowed``, when given, is the set of feature names to track; it
         lets every window of a model track the same capped set.
         """
-        n = len(rows)
         names: dict[str, None] = {}
         for row in rows:
             if row:
@@ -298,16 +316,7 @@ class FeatureSet:
                 self.features[name] = stats
             column = [row.get(name) if row else None for row in rows]
             if isinstance(stats, NumericStats):
-                numbers = np.empty(n, dtype=np.float64)
-                wrong = 0
-                for i, value in enumerate(column):
-                    if value is None:
-                        numbers[i] = math.nan
-                    elif is_numeric(value):
-                        numbers[i] = value
-                    else:
-                        numbers[i] = math.nan
-                        wrong += 1
+                numbers, wrong = numeric_column(column)
                 stats.update_many(numbers)
                 # A wrong-typed value is counted as wrong, not as missing.
                 stats.missing -= wrong

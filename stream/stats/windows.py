@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.features import OTHER, CategoricalStats, FeatureSet, NumericStats, is_numeric
+from stream.stats.features import OTHER, CategoricalStats, FeatureSet, NumericStats, numeric_column
 
 
 def window_start(timestamp: float, size_s: float) -> float:
@@ -211,7 +211,7 @@ class WindowStats:
 
 
 def _column(events: list[dict[str, Any]], name: str, n: int) -> np.ndarray:
-    return np.fromiter((v if is_numeric(v := e.get(name)) else math.nan for e in events), np.float64, n)
+    return numeric_column([e.get(name) for e in events])[0]
 
 
 def _brief(stats: NumericStats) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ import random
 import orjson
 import pytest
 
+from stream.checkpoint import decode_state, encode_state
 from stream.config import Settings
 from stream.detectors.quality import DataQualityRule
 from stream.monitor import ModelMonitor
@@ -110,7 +111,7 @@ def test_monitor_learns_reference_from_first_events_then_alerts(tmp_path):
     assert [a["detector"] for a in alerts] == ["missing_rate"]
     validate("alert", alerts[0])
     # The reference survives a round trip through the table's JSON.
-    back = ModelMonitor.from_dict("m", settings, orjson.loads(orjson.dumps(mon.to_dict())))
+    back = ModelMonitor.from_dict("m", settings, decode_state(encode_state(mon.to_dict())))
     assert back.versions["1"].reference.events == 500
 
 
