@@ -119,6 +119,44 @@ def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
         worker.stop()
 
 
+def test_records_stay_uncommitted_until_their_model_state_is_checkpointed(broker):
+    # With checkpoints an hour apart, the first worker never saves a state, while
+    # Faust's own commit timer (every 2.8 s) runs many times. Had any record been
+    # committed before its state was saved, the restarted worker would skip it.
+    iso = isolated_settings(broker)
+    models = {"delta": 1500, "epsilon": 1500}
+    t0 = time.time() - 60
+    events = [e for seed, (m, n) in enumerate(models.items()) for e in model_events(m, n, t0, seed)]
+    worker = iso.worker({"STREAM_MONITOR_CHECKPOINT_INTERVAL_S": "3600"})
+    worker.start()
+    try:
+        asyncio.run(publish(iso, events, batch_size=50))
+        assert wait_for_counts(worker, models, settle_s=6.0) == models
+        first = worker.health()
+        assert first["checkpoints"] == 0
+        assert worker.kill() == -9
+    finally:
+        worker.stop()
+    worker = iso.worker()
+    worker.start(ready_timeout_s=120)
+    try:
+        assert wait_for_counts(worker, models) == models
+        health = worker.health()
+        # Every record was read again (none committed), applied once, and saved at the next checkpoint.
+        assert health["records"] == first["records"] == len(events) // 50
+        assert health["replayed"] == 0
+        wait_until(lambda: worker.health()["checkpoints"] > 0, 10)
+    finally:
+        worker.stop()
+
+
+def wait_until(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 POISON_MONITORS = """
 [defaults.signals.latency_ms]
 detectors = ["zscore", "tests.poison_detector:PoisonRule"]
