@@ -44,7 +44,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from stream.broker import EmbeddedBroker, free_port
-from stream.client import Batch, MonitorClient
+from stream.client import Batch
 from stream.topics import TopicSpec, ensure_topics
 from stream.worker_process import WorkerProcess
 
@@ -179,6 +179,51 @@ def run_worker(
         worker.stop()
 
 
+def run_group(broker: EmbeddedBroker, env: dict[str, str], expected: int, workers: int, budget_s: float) -> float:
+    """Events per second of ``workers`` worker processes in one group, together, over the same records."""
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    group = [WorkerProcess(broker.url, app_id=app_id, env=env) for _ in range(workers)]
+    try:
+        for worker in group:
+            worker.start()
+        # Wait until the group settled: every partition assigned once, across the workers.
+        deadline = time.monotonic() + 60
+        while sum(len((w.health() or {}).get("assigned", [])) for w in group) < PARTITIONS:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not share the partitions within 60 s")
+            time.sleep(0.1)
+        first_at = first_count = None
+        while True:
+            count = sum((w.health() or {}).get("events", 0) for w in group)
+            if count and first_at is None:
+                first_at, first_count = time.perf_counter(), count
+            elapsed = time.perf_counter() - first_at if first_at is not None else 0.0
+            if count >= expected or elapsed > budget_s:
+                return (count - first_count) / max(elapsed, 1e-9)
+            time.sleep(0.05)
+    finally:
+        for worker in group:
+            worker.stop()
+
+
+def scale_out(n: int, budget_s: float) -> dict[str, float]:
+    """Envelope throughput of one worker, then of two in one group, on the same events."""
+    console = Console(stderr=True)
+    out = {}
+    with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
+        servers = broker.bootstrap_servers
+        events = make_events(n, MODELS, FEATURES, time.time() - 700, 600.0)
+        topic = f"env-{uuid.uuid4().hex[:8]}"
+        asyncio.run(ensure_topics(servers, [TopicSpec(topic, PARTITIONS, "")]))
+        asyncio.run(produce(servers, topic, as_envelopes(events, ENVELOPE), progress, "envelopes"))
+        del events
+        for workers in (1, 2):
+            task = progress.add_task(f"{workers} worker(s) in one group", total=None)
+            out[f"events_per_s_{workers}_workers"] = run_group(broker, topics_env(topic), n, workers, budget_s)
+            progress.update(task, total=1, completed=1)
+    return out
+
+
 def run_naive(broker: EmbeddedBroker, topic: str, expected: int, progress: Progress, budget_s: float) -> float:
     result = Path(tempfile.mkdtemp()) / "naive.json"
     env = {
@@ -224,7 +269,9 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
     await asyncio.get_running_loop().run_in_executor(None, worker.start)
     alerts_topic = env["STREAM_MONITOR_TOPIC_ALERTS"]
     delays: list[float] = []
-    consumer = AIOKafkaConsumer(alerts_topic, bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        alerts_topic, bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest", fetch_max_wait_ms=10
+    )
     await consumer.start()
 
     async def collect() -> None:
@@ -234,32 +281,46 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
                 delays.append((time.time() - alert["event_time"]) * 1000)
 
     collector = asyncio.create_task(collect())
-    client = MonitorClient(broker.url, topic=topic, batch_size=ENVELOPE, linger_s=0.02)
-    await client.start()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    # Events made beforehand and sent as SDK envelopes, one per model per tick:
+    # building events one by one in Python would make this process, not the
+    # worker, the slow part at tens of thousands of events/s.
     rng = np.random.default_rng(1)
+    latencies = rng.lognormal(3.0, 0.25, 100_000).tolist()
+    names = [f"model-{i:04d}" for i in range(MODELS)]
+    templates = [[e for e in make_events(2_000, 1, FEATURES, 0.0, 1.0, seed=i)] for i in range(MODELS)]
+    for i, events in enumerate(templates):
+        for e in events:
+            e["model"] = names[i]
     task = progress.add_task(f"alert latency at {rate:,.0f} events/s", total=duration_s)
     started = time.monotonic()
     tick = 0.02
     sent = 0
     try:
         while (elapsed := time.monotonic() - started) < duration_s:
-            due = int(elapsed * rate) - sent
+            due = max(int(elapsed * rate) - sent, 0)
             now = time.time()
             # After a warm-up, each model in turn gets 0.3 s of 30x latencies.
             phase, slot = elapsed - duration_s * 0.4, duration_s * 0.5 / MODELS
             spiking = int(phase // slot) if phase >= 0 and phase % slot < 0.3 else None
-            for i in range(max(due, 0)):
-                index = (sent + i) % MODELS
-                latency = float(rng.lognormal(3.0, 0.25)) * (30.0 if spiking == index else 1.0)
-                features = {f"f{j}": float(rng.normal()) for j in range(FEATURES)}
-                client.record(f"model-{index:04d}", "1", latency, 0, timestamp=now, confidence=0.9, features=features)
-            sent += max(due, 0)
+            per_model = -(-due // MODELS)
+            for index in range(MODELS):
+                events = templates[index][: min(per_model, len(templates[index]))]
+                factor = 30.0 if spiking == index else 1.0
+                for k, e in enumerate(events):
+                    e["timestamp"] = now
+                    e["latency_ms"] = latencies[(sent + k) % len(latencies)] * factor
+                if events:
+                    await producer.send(topic, key=names[index].encode(), value=Batch(names[index], events).envelope())
+            sent += per_model * MODELS
             progress.update(task, completed=elapsed)
             await asyncio.sleep(tick)
-        await client.close()
+        await producer.flush()
         await asyncio.sleep(3.0)
     finally:
         collector.cancel()
+        await producer.stop()
         await consumer.stop()
         await asyncio.get_running_loop().run_in_executor(None, worker.stop)
     return delays
@@ -307,8 +368,25 @@ def main() -> None:
     parser.add_argument(
         "--budget-s", type=float, default=60.0, help="longest a throughput phase runs; its rate is over what it did"
     )
+    parser.add_argument(
+        "--scale-out", action="store_true", help="instead: one worker, then two in one group, on the same envelopes"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.scale_out:
+        figures = scale_out(args.events, args.budget_s)
+        if args.json:
+            print(json.dumps(figures))
+            return
+        table = Table(title=f"scale-out, {args.events:,} events in envelopes ({time.perf_counter() - started:.0f} s)")
+        table.add_column("workers")
+        table.add_column("events/s", justify="right")
+        for key, value in figures.items():
+            table.add_row(key.split("_")[3], f"{value:,.0f}")
+        ratio = figures["events_per_s_2_workers"] / figures["events_per_s_1_workers"]
+        table.add_row("2 / 1", f"{ratio:.2f}")
+        Console().print(table)
+        return
     result = measure(args.events, args.budget_s)
     if args.json:
         print(json.dumps(result))
