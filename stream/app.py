@@ -7,6 +7,7 @@ the worker command runs the one it returns. All topics are created by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -32,6 +33,11 @@ from stream.privacy.protect import EventPrivacy
 from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
 
 log = logging.getLogger(__name__)
+
+# Work between two chances for the event loop to run (see MonitorApp.ingest): about
+# STEP_S seconds, as many events as that takes lately, within these bounds.
+STEP_S = 0.02
+STEP_EVENTS = (50, 5_000)
 
 
 @dataclass(slots=True)
@@ -133,6 +139,9 @@ class MonitorApp:
         # Live states, least recently used first, with the table bytes each was loaded from or saved as.
         self._monitors: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
         self.held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
+        self._step_events = STEP_EVENTS[1]
+        # The models of the checkpoint under way, until each is saved.
+        self._saving: dict[str, Any] = {}
         self._warned_caps: set[tuple[str, str]] = set()
         # Imported here: the agent and page modules register themselves on this app.
         from stream.agents import checkpoints, ingest, labels, web
@@ -167,7 +176,8 @@ class MonitorApp:
         excess = len(self._monitors) - self.settings.state_cache_models
         if excess > 0:
             # Least recently used first; a model with unsaved changes stays until its checkpoint.
-            for name in [m for m in self._monitors if m not in self.held.models][:excess]:
+            busy = self.held.models.keys() | self._saving.keys()
+            for name in [m for m in self._monitors if m not in busy][:excess]:
                 del self._monitors[name]
 
     def save(self, model: str, partition: int, monitor: ModelMonitor) -> None:
@@ -184,19 +194,31 @@ class MonitorApp:
         self.model_state.send_changelog(partition, key, blob)
         self._cache(model, monitor, blob)
 
-    def checkpoint(self, force: bool = False) -> int:
+    async def checkpoint(self, force: bool = False) -> int:
         """Save every model changed since the last checkpoint, when one is due; release its records.
 
-        Returns how many models were saved.
+        Lets the event loop run every 50 ms or so: with hundreds of busy
+        models a checkpoint takes seconds. What the agents apply meanwhile is
+        held for the next checkpoint. Returns how many models were saved.
         """
         if not self.held.changed or not (force or self.held.due()):
             return 0
-        taken = self.held.take()
-        for model, held in taken.items():
-            cached = self._monitors.get(model)
-            if cached is not None:
+        taken = self._saving = self.held.take()
+        paused = time.perf_counter()
+        try:
+            for model, held in taken.items():
+                # The cache never evicts a model being saved; only losing the
+                # partitions empties it, and then the records are the next owner's.
+                cached = self._monitors.get(model)
+                if cached is None:
+                    continue
                 self.save(model, held.partition, cached[0])
-            self.held.release(held.records)
+                self.held.release(held.records)
+                if time.perf_counter() - paused > 0.05:
+                    await asyncio.sleep(0)
+                    paused = time.perf_counter()
+        finally:
+            self._saving = {}
         self.counters.checkpoints += 1
         return len(taken)
 
@@ -208,8 +230,15 @@ class MonitorApp:
         self._monitors.clear()
 
     async def ingest(self, records: list[Any]) -> None:
-        """Apply a batch of inference-events records, each model's records in one go."""
+        """Apply a batch of inference-events records, each model's records together.
+
+        The work is done in steps of about ``STEP_S`` seconds, letting the
+        event loop run between them: a batch of big envelopes would otherwise
+        hold it for seconds, and with it health checks, scrapes and the
+        heartbeats that keep the worker in its group.
+        """
         by_model: dict[str, list[RecordInput]] = {}
+        decoded_since_pause = 0
         for record in records:
             decoded = decode_record(record.key, record.value, self.time_bounds)
             for reject in decoded.rejects:
@@ -217,15 +246,26 @@ class MonitorApp:
             if decoded.events:
                 model = decoded.events[0]["model"]
                 by_model.setdefault(model, []).append(RecordInput(record, decoded.events, decoded.batch_id))
+            decoded_since_pause += len(decoded.events) + len(decoded.rejects)
+            if decoded_since_pause >= STEP_EVENTS[1]:
+                decoded_since_pause = 0
+                await asyncio.sleep(0)
         for model, inputs in by_model.items():
-            monitor, events = await self.apply(model, self.process_events, inputs)
-            if monitor is not None:
-                self.report_state(monitor)
-                self.count_events(model, events)
+            for step in _steps(inputs, self._step_events):
+                started = time.perf_counter()
+                monitor, events = await self.apply(model, self.process_events, step)
+                if monitor is not None:
+                    self.report_state(monitor)
+                    self.count_events(model, events)
+                if events:
+                    # Events with long texts to scan cost a hundred times what plain ones do.
+                    per_event = (time.perf_counter() - started) / events
+                    self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
+                await asyncio.sleep(0)
         # Counted once handled, so a health check that sees them counted sees their effects too.
         self.counters.records += len(records)
         self.metrics.records.inc(len(records))
-        self.checkpoint()
+        await self.checkpoint()
 
     async def ingest_label(self, record: Any) -> None:
         """Apply one inference-labels record."""
@@ -236,7 +276,7 @@ class MonitorApp:
         assert label is not None
         _, applied = await self.apply(label["model"], self.join_labels, [RecordInput(record, [label], None)])
         self.counters.labels += applied
-        self.checkpoint()
+        await self.checkpoint()
 
     def input_of(self, record: Any) -> RecordInput | None:
         """A held record decoded again, to be re-applied (what it rejected was dead-lettered already)."""
@@ -520,6 +560,24 @@ class RecordInput:
     record: Any
     items: list[Any]
     batch_id: str | None
+
+
+def _steps(inputs: list[RecordInput], events: int) -> list[list[RecordInput]]:
+    """``inputs`` in order, in runs of about ``events`` events (a bigger record makes a run alone).
+
+    >>> runs = _steps([RecordInput(None, [0] * n, None) for n in (3, 3, 5, 1)], events=6)
+    >>> [[len(i.items) for i in run] for run in runs]
+    [[3, 3], [5, 1]]
+    """
+    runs: list[list[RecordInput]] = [[]]
+    size = 0
+    for inp in inputs:
+        if runs[-1] and size + len(inp.items) > events:
+            runs.append([])
+            size = 0
+        runs[-1].append(inp)
+        size += len(inp.items)
+    return runs
 
 
 def _mark_applied(monitor: ModelMonitor, inp: RecordInput) -> None:

@@ -31,6 +31,8 @@ from stream.stats.features import FeatureColumns, is_numeric
 # before any newer one of the same model, so a handful would do; 64 ids cost
 # about 2 KB of state.
 RECENT_BATCHES = 64
+# A batch is split at most this many times at window boundaries (see VersionMonitor.process).
+MAX_WINDOW_CUTS = 64
 
 
 class VersionMonitor:
@@ -171,7 +173,25 @@ class VersionMonitor:
         return out
 
     def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Update windows and detectors with one version's events; return alerts."""
+        """Update windows and detectors with one version's events; return alerts.
+
+        A batch that runs over several tumbling windows is taken one window
+        at a time, so that each window is checked as it fills, whatever the
+        batch size (a worker catching up takes thousands of events at once).
+        """
+        if len(events) > 1:
+            stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
+            windows = np.floor(stamps / self.settings.window_s)
+            cuts = np.flatnonzero(windows[1:] != windows[:-1]) + 1
+            # Events badly out of order would cut the batch into crumbs; those go in one piece.
+            if 0 < cuts.size <= MAX_WINDOW_CUTS:
+                alerts: list[dict[str, Any]] = []
+                for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True):
+                    alerts += self._process(events[start:end])
+                return alerts
+        return self._process(events)
+
+    def _process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         placed = self.windows.update(events)
         self.events += len(events)
         columns = FeatureColumns(events)
@@ -183,15 +203,20 @@ class VersionMonitor:
         findings += self.private_data.update(events) + self.clients.update(events) + self.resources.update(events)
         watermark = self.windows.watermark
         assert watermark is not None
-        if self.quality is not None and placed:
+        checked, checked_columns = placed, placed_columns
+        if self.reference_builder is not None:
+            # A batch may complete the reference and go on past it: the rest is checked against it.
+            used = self._learn_reference(events)
+            checked = _after(placed, events, used) if self.quality is not None else []
+            if checked is not placed:
+                checked_columns = FeatureColumns(checked)
+        if self.quality is not None and checked:
             window = self.windows.tumbling()
-            findings += self.quality.update(placed, window, self.settings.window_s, placed_columns)
+            findings += self.quality.update(checked, window, self.settings.window_s, checked_columns)
             if self.drift is not None:
                 findings += self.drift.check(window, self.settings.window_s, watermark)
             if self.multivariate is not None:
-                findings += self.multivariate.update(placed, placed_columns)
-        elif self.reference_builder is not None:
-            self._learn_reference(events)
+                findings += self.multivariate.update(checked, checked_columns)
         return self.lifecycle.observe(findings, watermark)
 
     def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
@@ -199,7 +224,8 @@ class VersionMonitor:
         findings = self.performance.update(label, prediction, label_time)
         return self.performance_lifecycle.observe(findings, label_time)
 
-    def _learn_reference(self, events: list[dict[str, Any]]) -> None:
+    def _learn_reference(self, events: list[dict[str, Any]]) -> int:
+        """Learn the reference from the first events; return how many of ``events`` it took."""
         builder = self.reference_builder
         assert builder is not None
         room = self.settings.reference_events - builder.count
@@ -208,6 +234,7 @@ class VersionMonitor:
             if builder.first_event_time is not None and builder.last_event_time is not None:
                 builder.start, builder.end = builder.first_event_time, builder.last_event_time
             self._set_reference(ReferenceProfile(self.model, self.version, "first_events", time.time(), builder))
+        return min(room, len(events))
 
     def summary(self, view: str = "tumbling") -> dict[str, Any]:
         """The version's statistics in the ``tumbling`` or ``hopping`` view."""
@@ -281,6 +308,14 @@ class VersionMonitor:
                 getattr(self, name).load_state(state[name])
         self.performance = PerformanceMonitor.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
+
+
+def _after(placed: list[dict[str, Any]], events: list[dict[str, Any]], used: int) -> list[dict[str, Any]]:
+    """The placed events among ``events[used:]``, in order."""
+    if placed is events:
+        return events[used:]
+    rest = {id(e) for e in events[used:]}
+    return [e for e in placed if id(e) in rest]
 
 
 class ModelMonitor:

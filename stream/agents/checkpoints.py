@@ -21,7 +21,7 @@ def register(mon: MonitorApp) -> None:
 
     @mon.app.timer(interval=mon.settings.checkpoint_interval_s / 4)
     async def checkpoint_states():
-        mon.checkpoint()
+        await mon.checkpoint()
 
     @mon.app.on_partitions_revoked.connect
     async def on_partitions_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 import base64
 
+import numpy as np
 import orjson
 import pytest
 
@@ -206,3 +207,37 @@ def test_dead_letter_of_a_huge_record_keeps_its_start_and_says_how_long_it_was()
     assert letter["value_bytes"] == 1_000_000
     assert base64.b64decode(letter["value_b64"]) == raw[: 256 * 1024]
     assert len(orjson.dumps(letter)) < 400_000 and len(letter["reason"]) == 4096
+
+
+def test_alerts_do_not_depend_on_how_events_are_batched():
+    # A worker catching up applies thousands of events at once; a quiet one, a few.
+    # Each tumbling window must still be checked on its own, so both raise the same alerts.
+    from stream.client import make_event
+
+    def events(rng, t0):
+        out = []
+        for i in range(2200):
+            shifted = i >= 1000
+            x = rng.normal(0, 1, 3)
+            out.append(
+                make_event(
+                    "shifty",
+                    "1",
+                    20.0 * float(np.exp(rng.normal(0, 0.1))),
+                    0,
+                    timestamp=t0 + (i / 100 if not shifted else 20 + (i - 1000) / 30),
+                    features={"a": float(x[0]), "b": float(x[1] + (1.5 if shifted else 0.0)), "c": float(x[2])},
+                )
+            )
+        return out
+
+    outcomes = {}
+    for size in (2200, 10):
+        evs = events(np.random.default_rng(1), 1_700_000_000.0)
+        mon = ModelMonitor("shifty", Settings(window_s=10.0, zscore_warmup=100, retrain_after_s=20))
+        alerts = []
+        for i in range(0, len(evs), size):
+            alerts += mon.process(evs[i : i + size])
+        outcomes[size] = sorted((a["detector"], a["status"], a["window"]["start"]) for a in alerts)
+    assert ("reference_drift", "firing", 1_700_000_020.0) in outcomes[10]
+    assert outcomes[2200] == outcomes[10]
