@@ -31,6 +31,7 @@ from stream.monitor import ModelMonitor
 from stream.monitors import MonitorConfig
 from stream.privacy.protect import EventPrivacy
 from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
+from stream.transport import use_short_fetch_wait
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class MonitorApp:
             canonical_url=settings.advertised_url,
             **({"producer_max_batch_size": 1} if settings.single_record_batches else {}),
         )
+        use_short_fetch_wait(self.app)
         raw = {"key_type": bytes, "value_type": bytes}
         raw_codec = {"key_serializer": "raw", "value_serializer": "raw"}
         topics = settings.topics
