@@ -23,6 +23,7 @@ from aiokafka.partitioner import murmur2
 from stream.broker import EmbeddedBroker, free_port
 from stream.client import MonitorClient, make_event
 from stream.follow import read_all
+from stream.topics import ensure_topics_sync
 
 from .conftest import isolated_settings
 from .faults import FaultRow, TcpProxy, report
@@ -82,14 +83,17 @@ def wait_for_counts(worker, expected: dict[str, int], timeout_s: float = 120.0, 
 
 def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
     iso = isolated_settings(broker)
-    models = {"alpha": 4000, "beta": 4000, "gamma": 4000}
+    models = {"alpha": 12000, "beta": 12000, "gamma": 12000}
     t0 = time.time() - 60
     events = [e for seed, (m, n) in enumerate(models.items()) for e in model_events(m, n, t0, seed)]
+    # Produced before the worker starts, so that it dies a quarter of the way
+    # through a backlog however fast it reads (small envelopes: hundreds of
+    # records in flight when it dies).
+    ensure_topics_sync(iso.settings)
+    asyncio.run(publish(iso, events, batch_size=10))
     worker = iso.worker()
     worker.start()
     try:
-        # Small envelopes: hundreds of records in flight when the worker dies.
-        asyncio.run(publish(iso, events, batch_size=10))
         before = wait_for_events(worker, 3000)
         assert before["events"] < len(events), "the worker finished before the kill; produce more"
         assert worker.kill() == -9
