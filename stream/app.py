@@ -336,7 +336,7 @@ class MonitorApp:
             log.exception("processing failed for model %s", model)
             monitor, alerts, applied = await self._recover(model, change, fresh)
         for inp in fresh:
-            self.held.hold(model, inp.record.message.partition, inp.record)
+            self.held.hold(model, inp.record.message.partition, inp.record, frozenset(inp.skipped))
         self.metrics.processing.observe(time.perf_counter() - started)
         await self.publish_alerts(alerts)
         await self.publish_retrain_requests(monitor)
@@ -353,11 +353,27 @@ class MonitorApp:
         # good step, so only what raises is undone and dead-lettered.
         self._monitors.pop(model, None)
         monitor = self.monitor_for(model)
-        for record in self.held.records_of(model):
+        # Consecutive held records of one kind go in one call, without what was dead-lettered.
+        replays: list[tuple[Change, list[Any]]] = []
+        for record, skipped in self.held.records_of(model):
             replay = self.input_of(record)
-            if replay is not None:
-                _mark_applied(monitor, replay)
-                self.change_for(record)(monitor, replay.items)
+            if replay is None:
+                continue
+            _mark_applied(monitor, replay)
+            items = [item for i, item in enumerate(replay.items) if i not in skipped]
+            redo = self.change_for(record)
+            if replays and replays[-1][0] == redo:
+                replays[-1][1].extend(items)
+            else:
+                replays.append((redo, items))
+        try:
+            for redo, items in replays:
+                redo(monitor, items)
+        except Exception:
+            # They went through before: a detector that decides otherwise the second time is broken.
+            log.exception("re-applying model %s's records since its checkpoint failed; they are not counted", model)
+            self._monitors.pop(model, None)
+            monitor = self.monitor_for(model)
         good = _snapshot(monitor)
         alerts: list[dict[str, Any]] = []
         applied = 0
@@ -371,11 +387,12 @@ class MonitorApp:
             except Exception:
                 monitor = self._restore(model, good)
                 _mark_applied(monitor, inp)
-            for item in inp.items:
+            for index, item in enumerate(inp.items):
                 try:
                     alerts += change(monitor, [item])
                 except Exception as exc:
                     monitor = self._restore(model, good)
+                    inp.skipped.add(index)
                     await self._dead_letter_failure(exc, _encode(item), inp.record.key, inp.record.message)
                     continue
                 applied += 1
@@ -562,6 +579,8 @@ class RecordInput:
     record: Any
     items: list[Any]
     batch_id: str | None
+    # Items that raised and were dead-lettered instead of applied.
+    skipped: set[int] = field(default_factory=set)
 
 
 def _steps(inputs: list[RecordInput], events: int) -> list[list[RecordInput]]:

@@ -44,10 +44,15 @@ def decode_state(blob: bytes) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class HeldModel:
-    """One model's input records since its last checkpoint, and its partition."""
+    """One model's input records since its last checkpoint, and its partition.
+
+    ``skipped`` holds, per record, the items that raised and were dead-lettered
+    instead of applied, so that re-applying the record leaves them out.
+    """
 
     partition: int
     records: list[Any] = field(default_factory=list)
+    skipped: list[frozenset[int]] = field(default_factory=list)
 
 
 class HeldRecords:
@@ -88,17 +93,19 @@ class HeldRecords:
         if model not in self.models:
             self.models[model] = HeldModel(partition)
 
-    def hold(self, model: str, partition: int, record: Any) -> None:
-        """Keep ``record`` uncommitted until ``model``'s next checkpoint."""
+    def hold(self, model: str, partition: int, record: Any, skipped: frozenset[int] = frozenset()) -> None:
+        """Keep ``record`` uncommitted until ``model``'s next checkpoint (``skipped``: its items not applied)."""
         record.message.incref()
         self.mark(model, partition)
-        self.models[model].records.append(record)
+        held = self.models[model]
+        held.records.append(record)
+        held.skipped.append(skipped)
         self.count += 1
 
-    def records_of(self, model: str) -> list[Any]:
-        """The records of ``model`` applied since its last checkpoint, oldest first."""
+    def records_of(self, model: str) -> list[tuple[Any, frozenset[int]]]:
+        """The records of ``model`` applied since its last checkpoint, oldest first, with their skipped items."""
         held = self.models.get(model)
-        return list(held.records) if held else []
+        return list(zip(held.records, held.skipped, strict=True)) if held else []
 
     def due(self) -> bool:
         """Whether a checkpoint is due: the interval passed, or too many records wait."""
