@@ -142,6 +142,7 @@ class MonitorApp:
         self._monitors: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
         self.held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
         self._step_events = STEP_EVENTS[1]
+        self.checkpoint_clock: asyncio.Future[None] | None = None
         # The models of the checkpoint under way, until each is saved.
         self._saving: dict[str, Any] = {}
         self._warned_caps: set[tuple[str, str]] = set()
