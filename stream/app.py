@@ -240,6 +240,10 @@ class MonitorApp:
         hold it for seconds, and with it health checks, scrapes and the
         heartbeats that keep the worker in its group.
         """
+        # Records fetched before a rebalance may reach the agent after it: those of
+        # partitions now owned by another worker are its to apply, from its own state.
+        owned = self.app.consumer.assignment()
+        records = [record for record in records if record.message.tp in owned]
         by_model: dict[str, list[RecordInput]] = {}
         decoded_since_pause = 0
         for record in records:

@@ -7,6 +7,7 @@ then cost about what envelopes cost.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,4 +21,13 @@ def register(mon: MonitorApp) -> None:
     @mon.app.agent(mon.events_topic, name="ingest")
     async def ingest(stream):
         async for records in stream.take_events(settings.ingest_batch_records, within=settings.ingest_wait_s):
-            await mon.ingest(records)
+            # When the worker stops, Faust cancels the agent and then acknowledges the
+            # whole batch. So the batch is finished and its states saved first:
+            # nothing may be committed that no saved state covers.
+            applying = asyncio.ensure_future(mon.ingest(records))
+            try:
+                await asyncio.shield(applying)
+            except asyncio.CancelledError:
+                await applying
+                await mon.checkpoint(force=True)
+                raise
