@@ -20,7 +20,7 @@ from typing import Any
 import faust
 import orjson
 
-from stream.checkpoint import HeldRecords, decode_state, encode_state
+from stream.checkpoint import ChangelogWrites, HeldRecords, decode_state, encode_state
 from stream.codec import Reject, TimeBounds, decode_label, decode_record
 from stream.config import Settings
 from stream.deadletter import dead_letter
@@ -135,7 +135,9 @@ class MonitorApp:
         # Entries are written while handling the model's own records, so they
         # live in the model's partition like everything else about it.
         self.label_join = self.app.Table(LABEL_JOIN_TABLE, default=None, partitions=settings.partitions, key_type=bytes)
-        self.join_store = PartitionStore(self.label_join)
+        # Every changelog write, until the next checkpoint confirms it.
+        self.writes = ChangelogWrites()
+        self.join_store = PartitionStore(self.label_join, self.writes)
         self.joiner = LabelJoiner(self.join_store, settings.label_ttl_s)
         self._expired: dict[str, dict[str, int]] = {}
         # Live states, least recently used first, with the table bytes each was loaded from or saved as.
@@ -145,6 +147,12 @@ class MonitorApp:
         self.checkpoint_clock: asyncio.Future[None] | None = None
         # The models of the checkpoint under way, until each is saved.
         self._saving: dict[str, Any] = {}
+        # One checkpoint at a time, and none while a poisoned batch is undone.
+        self._checkpointing = asyncio.Lock()
+        # Counts the revocations: a checkpoint that outlives one must not save or release.
+        self._generation = 0
+        # Models whose live state a poisoned batch may have half-updated, until it is undone.
+        self._undoing: set[str] = set()
         self._warned_caps: set[tuple[str, str]] = set()
         # Imported here: the agent and page modules register themselves on this app.
         from stream.agents import checkpoints, ingest, labels, web
@@ -191,42 +199,60 @@ class MonitorApp:
         monitor.seq += 1
         key = model.encode()
         blob = encode_state(monitor.to_dict())
-        # Written directly rather than with table[key] = ...: Faust would take the
-        # partition from the current event, and a checkpoint runs outside any event.
-        self.model_state.data[key] = blob
-        self.model_state.send_changelog(partition, key, blob)
+        self.writes.write(self.model_state, partition, key, blob)
         self._cache(model, monitor, blob)
 
     async def checkpoint(self, force: bool = False) -> int:
         """Save every model changed since the last checkpoint, when one is due; release its records.
 
-        Lets the event loop run every 50 ms or so: with hundreds of busy
-        models a checkpoint takes seconds. What the agents apply meanwhile is
-        held for the next checkpoint. Returns how many models were saved.
+        Records are released only once the broker has confirmed every state
+        write (and label-join write) made so far. Lets the event loop run
+        every 50 ms or so: with hundreds of busy models a checkpoint takes
+        seconds. What the agents apply meanwhile is held for the next
+        checkpoint. A failed checkpoint holds its records again for the next
+        one. Returns how many models were saved.
         """
-        if not self.held.changed or not (force or self.held.due()):
+        if self._checkpointing.locked() and not force:
             return 0
-        taken = self._saving = self.held.take()
-        paused = time.perf_counter()
-        try:
-            for model, held in taken.items():
-                # The cache never evicts a model being saved; only losing the
-                # partitions empties it, and then the records are the next owner's.
-                cached = self._monitors.get(model)
-                if cached is None:
-                    continue
-                self.save(model, held.partition, cached[0])
+        async with self._checkpointing:
+            if not self.held.changed or not (force or self.held.due()):
+                return 0
+            generation = self._generation
+            taken = self._saving = self.held.take()
+            paused = time.perf_counter()
+            try:
+                # The cache never evicts a model with held records, so each is there.
+                monitors = {model: self._monitors[model][0] for model in taken}
+                for model, held in list(taken.items()):
+                    if model in self._undoing:
+                        # Saved once the poisoned batch is undone, at the next checkpoint.
+                        self.held.restore({model: taken.pop(model)})
+                        continue
+                    self.save(model, held.partition, monitors[model])
+                    if time.perf_counter() - paused > 0.05:
+                        await asyncio.sleep(0)
+                        paused = time.perf_counter()
+                        if generation != self._generation:
+                            return 0
+                await self.writes.confirm()
+            except Exception:
+                log.exception("checkpoint failed; its %d models' records stay uncommitted until the next", len(taken))
+                if generation == self._generation:
+                    self.held.restore(taken)
+                return 0
+            finally:
+                self._saving = {}
+            # Partitions revoked meanwhile: the records are their next owner's to apply again.
+            if generation != self._generation:
+                return 0
+            for held in taken.values():
                 self.held.release(held.records)
-                if time.perf_counter() - paused > 0.05:
-                    await asyncio.sleep(0)
-                    paused = time.perf_counter()
-        finally:
-            self._saving = {}
-        self.counters.checkpoints += 1
-        return len(taken)
+            self.counters.checkpoints += 1
+            return len(taken)
 
     def forget_state(self) -> None:
         """Drop the cached states and what they held (partitions revoked: the table is the truth)."""
+        self._generation += 1
         dropped = self.held.drop()
         if dropped:
             log.warning("%d input records not yet checkpointed are left for the partitions' next owner", dropped)
@@ -356,6 +382,16 @@ class MonitorApp:
         # alerts are out already). Then the new records go one at a time, and
         # item by item within a record that raises, with a snapshot after each
         # good step, so only what raises is undone and dead-lettered.
+        self._undoing.add(model)
+        try:
+            async with self._checkpointing:
+                return await self._redo(model, change, fresh)
+        finally:
+            self._undoing.discard(model)
+
+    async def _redo(
+        self, model: str, change: Change, fresh: list[RecordInput]
+    ) -> tuple[ModelMonitor, list[dict[str, Any]], int]:
         self._monitors.pop(model, None)
         monitor = self.monitor_for(model)
         # Consecutive held records of one kind go in one call, without what was dead-lettered.
@@ -544,10 +580,8 @@ class MonitorApp:
         for key, model, outcome in self.joiner.expired():
             if model not in owned:
                 continue
-            partition = self.partition_of(model)
-            self.label_join.data.pop(key, None)
             # A tombstone in the model's own changelog partition, as an agent would write.
-            self.label_join.send_changelog(partition, key, None)
+            self.writes.write(self.label_join, self.partition_of(model), key, None)
             counts = self._expired.setdefault(model, {})
             counts[outcome] = counts.get(outcome, 0) + 1
             expired += 1
@@ -619,20 +653,21 @@ class PartitionStore(MutableMapping):
     so "the current event" is no guide to where a model's entries belong.
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, writes: ChangelogWrites) -> None:
         self.table = table
+        self.writes = writes
         self.partition = 0
 
     def __getitem__(self, key: bytes) -> Any:
         return self.table.data[key]
 
     def __setitem__(self, key: bytes, value: Any) -> None:
-        self.table.data[key] = value
-        self.table.send_changelog(self.partition, key, value)
+        self.writes.write(self.table, self.partition, key, value)
 
     def __delitem__(self, key: bytes) -> None:
-        del self.table.data[key]
-        self.table.send_changelog(self.partition, key, None)
+        if key not in self.table.data:
+            raise KeyError(key)
+        self.writes.write(self.table, self.partition, key, None)
 
     def __iter__(self):
         return iter(self.table.data)

@@ -10,13 +10,20 @@ written with the offsets it covers, and only then are its records released
 for the commit. A crash between two checkpoints loses nothing: the
 uncommitted records are read again, and the offsets inside the restored
 state tell which of them it already holds.
+
+A record is released only once the broker has *confirmed* the state write
+(:class:`ChangelogWrites`): Faust's flush before a commit gives up after
+100 ms, so a commit could otherwise overtake the very write that covers it,
+and a worker leaving the group lost the records between its last two
+checkpoints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +132,72 @@ class HeldRecords:
         for record in records:
             record.ack()
 
+    def restore(self, taken: dict[str, HeldModel]) -> None:
+        """Hold again what :meth:`take` gave out (its checkpoint failed), before what was held since.
+
+        >>> held = HeldRecords(interval_s=1.0, max_records=10)
+        >>> held.mark("m", partition=0)
+        >>> taken = held.take()
+        >>> held.mark("m", partition=0)
+        >>> held.restore(taken)
+        >>> held.changed, held.models["m"] is taken["m"]
+        (1, True)
+        """
+        for model, earlier in taken.items():
+            later = self.models.get(model)
+            if later is not None:
+                earlier.records += later.records
+                earlier.skipped += later.skipped
+                self.count -= len(later.records)
+            self.models[model] = earlier
+            self.count += len(earlier.records)
+
     def drop(self) -> int:
         """Forget everything held without releasing it (partitions lost); returns how many records."""
         dropped = self.count
         self.models, self.count = {}, 0
         return dropped
+
+
+class ChangelogWrites:
+    """Table entries written in a partition the caller names, each remembered until the broker confirms it.
+
+    Faust's ``table[key] = value`` takes the partition from the current event
+    and queues the changelog record with no way to wait for it. A checkpoint
+    must know its writes are stored before the offsets they cover may be
+    committed: :meth:`confirm` waits for that.
+
+    >>> class Table:  # what this class uses of a Faust table
+    ...     data = {}
+    ...     def send_changelog(self, partition, key, value):
+    ...         sent = asyncio.get_event_loop().create_future()
+    ...         sent.set_result((partition, key, value))
+    ...         return sent
+    >>> async def write_two():
+    ...     writes = ChangelogWrites()
+    ...     writes.write(Table(), 3, b"a", b"1")
+    ...     writes.write(Table(), 3, b"b", None)
+    ...     return await writes.confirm()
+    >>> asyncio.run(write_two()), Table.data
+    (2, {b'a': b'1'})
+    """
+
+    def __init__(self) -> None:
+        self.unconfirmed: list[Awaitable[Any]] = []
+
+    def write(self, table: Any, partition: int, key: bytes, value: Any) -> None:
+        """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``."""
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+        self.unconfirmed.append(table.send_changelog(partition, key, value))
+
+    async def confirm(self) -> int:
+        """Wait until the broker has stored every write so far; raise the first failure. Returns how many."""
+        pending, self.unconfirmed = self.unconfirmed, []
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(results)
