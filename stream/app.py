@@ -30,6 +30,7 @@ from stream.metrics import WorkerMetrics
 from stream.monitor import ModelMonitor
 from stream.monitors import MonitorConfig
 from stream.privacy.protect import EventPrivacy
+from stream.sequence import Order
 from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
 from stream.transport import use_short_fetch_wait
 
@@ -53,6 +54,7 @@ class WorkerCounters:
     replayed: int = 0
     duplicate_batches: int = 0
     checkpoints: int = 0
+    refetches: int = 0
     started_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class WorkerCounters:
             "replayed": self.replayed,
             "duplicate_batches": self.duplicate_batches,
             "checkpoints": self.checkpoints,
+            "refetches": self.refetches,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 
@@ -266,10 +269,7 @@ class MonitorApp:
         hold it for seconds, and with it health checks, scrapes and the
         heartbeats that keep the worker in its group.
         """
-        # Records fetched before a rebalance may reach the agent after it: those of
-        # partitions now owned by another worker are its to apply, from its own state.
-        owned = self.app.consumer.assignment()
-        records = [record for record in records if record.message.tp in owned]
+        records = await self.admit(records)
         by_model: dict[str, list[RecordInput]] = {}
         decoded_since_pause = 0
         for record in records:
@@ -300,8 +300,46 @@ class MonitorApp:
         self.metrics.records.inc(len(records))
         await self.checkpoint()
 
+    async def admit(self, records: list[Any]) -> list[Any]:
+        """The records to apply: of partitions this worker owns, in offset order, without holes.
+
+        Records fetched before a rebalance may reach the agent after it: those
+        of partitions now owned by another worker are its to apply, from its
+        own state. At a hole in a partition's offsets (records Faust dropped,
+        see :mod:`stream.sequence`) the partition is read again from the hole.
+        The records left out are marked acknowledged, so that Faust never
+        commits their offsets: they will come again, here or to the next owner.
+        """
+        consumer = self.app.consumer
+        owned = consumer.assignment()
+        admitted = []
+        for record in records:
+            message = record.message
+            verdict = consumer.order.check(message.tp, message.offset) if message.tp in owned else Order.DROP
+            if verdict is Order.APPLY:
+                admitted.append(record)
+            elif verdict is Order.APPLY_AFTER_GAP:
+                admitted.append(record)
+                await consumer.skip_gap(message.tp, consumer.order.gaps[message.tp])
+            else:
+                message.acked = True
+            if verdict is Order.REFETCH:
+                hole = consumer.order.holes[message.tp]
+                log.warning(
+                    "records %d to %d of %s never reached the worker (dropped around a rebalance); reading them again",
+                    hole.start,
+                    hole.end - 1,
+                    message.tp,
+                )
+                self.counters.refetches += 1
+                self.metrics.refetches.inc()
+                await consumer.refetch(message.tp, hole)
+        return admitted
+
     async def ingest_label(self, record: Any) -> None:
         """Apply one inference-labels record."""
+        if not await self.admit([record]):
+            return
         label, problem = decode_label(record.key, record.value, self.time_bounds)
         if problem is not None:
             await self.dead_letter(problem, record.key, record.message)

@@ -92,6 +92,11 @@ class WorkerMetrics:
             "Input records seen again after a crash or rebalance and skipped: their effect was already saved.",
             registry=self.registry,
         )
+        self.refetches = Counter(
+            f"{PREFIX}_partition_refetches",
+            "Holes in an input partition's offsets (records the consumer dropped around a rebalance) read again.",
+            registry=self.registry,
+        )
         self.duplicate_batches = Counter(
             f"{PREFIX}_envelopes_duplicate",
             "Envelopes received again under a batch id already applied (a sender's retry) and skipped.",

@@ -274,6 +274,7 @@ def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
         assert took_over > 0, "the second worker was given no partition"
         # B leaves while phase 3 is being produced: its partitions go back to A.
         producing = in_background(publish_paced, iso, phase[3], 20, 10, 0.3)
+        refetches = b.health()["refetches"]
         assert b.stop() == 0
         producing.join()
         seen = wait_for_counts(a, {m: per_model for m in models})
@@ -304,7 +305,8 @@ def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
                 sum(seen.values()),
                 sum(seen.values()) - len(models) * per_model,
                 a.health()["dead_letters"],
-                f"exact; {len(firing)} alert series, each fired once; {copies} republished copies (same id)",
+                f"exact; {len(firing)} alert series, each fired once; {copies} republished copies (same id); "
+                f"{refetches + a.health()['refetches']} holes left by Faust read again",
             )
         )
     finally:
