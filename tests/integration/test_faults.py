@@ -55,6 +55,19 @@ def model_events(model: str, n: int, t0: float, seed: int, spike: range | None =
     return out
 
 
+def events_of(models: dict[str, int]) -> list[dict]:
+    """So many events of each model, from a minute ago, one model after the other."""
+    t0 = time.time() - 60
+    return [e for seed, (m, n) in enumerate(models.items()) for e in model_events(m, n, t0, seed)]
+
+
+def restarted(iso):
+    """A new worker in the group of the one just killed, once it is ready (recovery can take a while)."""
+    worker = iso.worker()
+    worker.start(ready_timeout_s=120)
+    return worker
+
+
 def counted(worker, models) -> dict[str, int]:
     """Events in each model's statistics, 0 for a model the worker does not know (yet)."""
     out = {}
@@ -84,8 +97,7 @@ def wait_for_counts(worker, expected: dict[str, int], timeout_s: float = 120.0, 
 def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
     iso = isolated_settings(broker)
     models = {"alpha": 12000, "beta": 12000, "gamma": 12000}
-    t0 = time.time() - 60
-    events = [e for seed, (m, n) in enumerate(models.items()) for e in model_events(m, n, t0, seed)]
+    events = events_of(models)
     # Produced before the worker starts, so that it dies a quarter of the way
     # through a backlog however fast it reads (small envelopes: hundreds of
     # records in flight when it dies).
@@ -99,8 +111,7 @@ def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
         assert worker.kill() == -9
     finally:
         worker.stop()
-    worker = iso.worker()
-    worker.start(ready_timeout_s=120)
+    worker = restarted(iso)
     try:
         seen = wait_for_counts(worker, models)
         health = worker.health()
@@ -129,8 +140,7 @@ def test_records_stay_uncommitted_until_their_model_state_is_checkpointed(broker
     # committed before its state was saved, the restarted worker would skip it.
     iso = isolated_settings(broker)
     models = {"delta": 1500, "epsilon": 1500}
-    t0 = time.time() - 60
-    events = [e for seed, (m, n) in enumerate(models.items()) for e in model_events(m, n, t0, seed)]
+    events = events_of(models)
     worker = iso.worker({"STREAM_MONITOR_CHECKPOINT_INTERVAL_S": "3600"})
     worker.start()
     try:
@@ -141,8 +151,7 @@ def test_records_stay_uncommitted_until_their_model_state_is_checkpointed(broker
         assert worker.kill() == -9
     finally:
         worker.stop()
-    worker = iso.worker()
-    worker.start(ready_timeout_s=120)
+    worker = restarted(iso)
     try:
         assert wait_for_counts(worker, models) == models
         health = worker.health()
