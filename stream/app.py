@@ -32,7 +32,7 @@ from stream.monitors import MonitorConfig
 from stream.privacy.protect import EventPrivacy
 from stream.sequence import Order
 from stream.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
-from stream.transport import use_short_fetch_wait
+from stream.transport import use_worker_transport
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class MonitorApp:
             canonical_url=settings.advertised_url,
             **({"producer_max_batch_size": 1} if settings.single_record_batches else {}),
         )
-        use_short_fetch_wait(self.app)
+        use_worker_transport(self.app)
         raw = {"key_type": bytes, "value_type": bytes}
         raw_codec = {"key_serializer": "raw", "value_serializer": "raw"}
         topics = settings.topics

@@ -118,11 +118,11 @@ class Consumer(driver.Consumer):
 
 
 class Transport(driver.Transport):
-    """Faust's aiokafka transport with :class:`Consumer`."""
+    """Faust's aiokafka transport with :class:`Consumer`: the short fetch wait, holes read again."""
 
     Consumer = Consumer
 
 
-def use_short_fetch_wait(app: faust.App) -> None:
-    """Give ``app`` this transport; call it before the app declares any topic."""
+def use_worker_transport(app: faust.App) -> None:
+    """Give ``app`` :class:`Transport`; call it before the app declares any topic."""
     app.transport = Transport(app.conf.broker_consumer, app)
