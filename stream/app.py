@@ -318,8 +318,10 @@ class MonitorApp:
             verdict = consumer.order.check(message.tp, message.offset) if message.tp in owned else Order.DROP
             if verdict is Order.APPLY:
                 admitted.append(record)
+                consumer.taken.add(message)
             elif verdict is Order.APPLY_AFTER_GAP:
                 admitted.append(record)
+                consumer.taken.add(message)
                 await consumer.skip_gap(message.tp, consumer.order.gaps[message.tp])
             else:
                 message.acked = True

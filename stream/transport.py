@@ -14,12 +14,13 @@ an agent; :meth:`Consumer.refetch` reads the partition again from there
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TP
+from faust.types import TP, Message
 
 from stream.sequence import Hole, PartitionOrder
 
@@ -75,6 +76,8 @@ class Consumer(driver.Consumer):
         self._read_offset = ChangelogReadOffsets()
         # Committed offsets of partitions being revoked: Faust forgets them before its last commit.
         self._revoked_committed: dict[TP, int | None] = {}
+        # Input records the ingest agent took in (see ack).
+        self.taken: weakref.WeakSet[Message] = weakref.WeakSet()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -95,6 +98,18 @@ class Consumer(driver.Consumer):
             await super().on_partitions_revoked(revoked)
         finally:
             self._revoked_committed = {}
+
+    def ack(self, message: Message) -> bool:
+        """Count ``message`` as done, for the commit; an input record only if the ingest agent took it in.
+
+        Around a rebalance Faust skips some records on their way to the agent
+        and acknowledges them all the same: their offsets would be committed,
+        and they are read again here from the hole they leave instead.
+        """
+        if not message.topic.endswith("-changelog") and message not in self.taken:
+            message.acked = True
+            return False
+        return super().ack(message)
 
     def _new_offset(self, tp: TP) -> int | None:
         # Faust commits past the record at the committed offset when the one after it

@@ -3,6 +3,7 @@
 import asyncio
 
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from stream.app import MonitorApp
 from stream.config import Settings
@@ -33,3 +34,23 @@ def test_the_worker_consumer_keeps_no_read_offset_for_input_partitions(tmp_path)
     consumer._read_offset.update({events: 42})
     assert consumer._read_offset[events] is None
     assert isinstance(consumer.order, PartitionOrder)
+
+
+def test_an_input_record_the_agent_never_took_in_is_not_counted_for_the_commit(tmp_path):
+    # Faust acknowledges records it skipped itself around a rebalance; their offsets must
+    # not be committed: the worker reads them again from the hole they leave.
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        return mon, mon.app.consumer
+
+    mon, consumer = asyncio.run(build())
+    topic = mon.settings.topics.events
+    # As Faust's conductor does once the agents subscribe.
+    mon.app.topics._acking_topics.add(topic)
+    skipped, taken = (ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"m", b"{}", None) for offset in (7, 8))
+    consumer.taken.add(taken)
+    assert consumer.ack(skipped) is False
+    assert skipped.acked
+    consumer.ack(taken)
+    assert taken.acked
+    assert consumer._acked[TP(topic, 0)] == [8]
