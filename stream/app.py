@@ -269,12 +269,13 @@ class MonitorApp:
         hold it for seconds, and with it health checks, scrapes and the
         heartbeats that keep the worker in its group.
         """
-        records = await self.admit(records)
+        admitted = await self.admit(records)
         by_model: dict[str, list[RecordInput]] = {}
         decoded_since_pause = 0
-        for record in records:
+        for record, first_read in admitted:
             decoded = decode_record(record.key, record.value, self.time_bounds)
-            for reject in decoded.rejects:
+            # A record read again had its rejects dead-lettered the first time.
+            for reject in decoded.rejects if first_read else ():
                 await self.dead_letter(reject, record.key, record.message)
             if decoded.events:
                 model = decoded.events[0]["model"]
@@ -296,12 +297,15 @@ class MonitorApp:
                     self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
                 await asyncio.sleep(0)
         # Counted once handled, so a health check that sees them counted sees their effects too.
-        self.counters.records += len(records)
-        self.metrics.records.inc(len(records))
+        first_reads = sum(first_read for _, first_read in admitted)
+        self.counters.records += first_reads
+        self.metrics.records.inc(first_reads)
         await self.checkpoint()
 
-    async def admit(self, records: list[Any]) -> list[Any]:
-        """The records to apply: of partitions this worker owns, in offset order, without holes.
+    async def admit(self, records: list[Any]) -> list[tuple[Any, bool]]:
+        """The records to apply, each with whether it is read for the first time.
+
+        Only records of partitions this worker owns, in offset order, without holes.
 
         Records fetched before a rebalance may reach the agent after it: those
         of partitions now owned by another worker are its to apply, from its
@@ -316,15 +320,13 @@ class MonitorApp:
         for record in records:
             message = record.message
             verdict = consumer.order.check(message.tp, message.offset) if message.tp in owned else Order.DROP
-            if verdict is Order.APPLY:
-                admitted.append(record)
+            if verdict in (Order.APPLY, Order.APPLY_AGAIN, Order.APPLY_AFTER_GAP):
+                admitted.append((record, verdict is not Order.APPLY_AGAIN))
                 consumer.taken.add(message)
-            elif verdict is Order.APPLY_AFTER_GAP:
-                admitted.append(record)
-                consumer.taken.add(message)
-                await consumer.skip_gap(message.tp, consumer.order.gaps[message.tp])
-            else:
-                message.acked = True
+                if verdict is Order.APPLY_AFTER_GAP:
+                    await consumer.skip_gap(message.tp, consumer.order.gaps[message.tp])
+                continue
+            message.acked = True
             if verdict is Order.REFETCH:
                 hole = consumer.order.holes[message.tp]
                 log.warning(
@@ -340,11 +342,13 @@ class MonitorApp:
 
     async def ingest_label(self, record: Any) -> None:
         """Apply one inference-labels record."""
-        if not await self.admit([record]):
+        admitted = await self.admit([record])
+        if not admitted:
             return
         label, problem = decode_label(record.key, record.value, self.time_bounds)
         if problem is not None:
-            await self.dead_letter(problem, record.key, record.message)
+            if admitted[0][1]:
+                await self.dead_letter(problem, record.key, record.message)
             return
         assert label is not None
         _, applied = await self.apply(label["model"], self.join_labels, [RecordInput(record, [label], None)])

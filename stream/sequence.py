@@ -25,6 +25,8 @@ class Order(Enum):
     """What to do with a record, given the offsets of its partition seen before it."""
 
     APPLY = "apply"
+    # Read before (Faust sought back): apply it, the states skip what they hold; its rejects are out already.
+    APPLY_AGAIN = "apply_again"
     # After a hole, before the partition is read again from it: the record comes again.
     DROP = "drop"
     # The record that shows a hole: drop it, and read the partition again from the hole.
@@ -109,7 +111,7 @@ class PartitionOrder:
                 hole.since = self.clock()
                 return Order.REFETCH
             if offset < hole.start:
-                return Order.APPLY
+                return Order.APPLY_AGAIN
             if offset == hole.start:
                 del self.holes[partition]
                 self.expected[partition] = offset + 1
@@ -128,7 +130,6 @@ class PartitionOrder:
             self.expected[partition] = offset + 1
             return Order.APPLY
         if offset < expected:
-            # Read again (Faust sought back to the committed offset): the states know what they hold.
-            return Order.APPLY
+            return Order.APPLY_AGAIN
         self.holes[partition] = Hole(expected, offset, since=self.clock())
         return Order.REFETCH

@@ -34,7 +34,7 @@ def test_records_read_again_below_the_expected_offset_are_applied_for_the_states
     order = PartitionOrder()
     order.expect("p", 10)
     assert [order.check("p", o) for o in (10, 11, 12)] == [Order.APPLY] * 3
-    assert order.check("p", 10) is Order.APPLY
+    assert order.check("p", 10) is Order.APPLY_AGAIN
     assert order.check("p", 13) is Order.APPLY
 
 
@@ -97,7 +97,7 @@ def test_every_record_is_applied_in_order_however_the_consumer_drops_them(seed):
             dropping -= 1
             continue
         verdict = order.check("p", offset)
-        if verdict in (Order.APPLY, Order.APPLY_AFTER_GAP):
+        if verdict in (Order.APPLY, Order.APPLY_AGAIN, Order.APPLY_AFTER_GAP):
             applied.append(offset)
         elif verdict is Order.REFETCH:
             start = order.holes["p"].start
