@@ -311,8 +311,8 @@ class MonitorApp:
         of partitions now owned by another worker are its to apply, from its
         own state. At a hole in a partition's offsets (records Faust dropped,
         see :mod:`stream.sequence`) the partition is read again from the hole.
-        The records left out are marked acknowledged, so that Faust never
-        commits their offsets: they will come again, here or to the next owner.
+        The consumer never commits the records left out (they are not
+        ``taken``): they will come again, here or to the next owner.
         """
         consumer = self.app.consumer
         owned = consumer.assignment()
@@ -326,7 +326,6 @@ class MonitorApp:
                 if verdict is Order.APPLY_AFTER_GAP:
                     await consumer.skip_gap(message.tp, consumer.order.gaps[message.tp])
                 continue
-            message.acked = True
             if verdict is Order.REFETCH:
                 hole = consumer.order.holes[message.tp]
                 log.warning(
@@ -337,7 +336,7 @@ class MonitorApp:
                 )
                 self.counters.refetches += 1
                 self.metrics.refetches.inc()
-                await consumer.refetch(message.tp, hole)
+                await consumer.seek(message.tp, hole.start)
         return admitted
 
     async def ingest_label(self, record: Any) -> None:
@@ -345,9 +344,10 @@ class MonitorApp:
         admitted = await self.admit([record])
         if not admitted:
             return
+        _, first_read = admitted[0]
         label, problem = decode_label(record.key, record.value, self.time_bounds)
         if problem is not None:
-            if admitted[0][1]:
+            if first_read:
                 await self.dead_letter(problem, record.key, record.message)
             return
         assert label is not None

@@ -122,8 +122,7 @@ class PartitionOrder:
             if hole.reads < READS_TO_CONFIRM_GAP:
                 hole.since = self.clock()
                 return Order.REFETCH
-            del self.holes[partition]
-            self.gaps[partition] = Hole(hole.start, offset, hole.reads)
+            self.gaps[partition] = self.holes.pop(partition)
             self.expected[partition] = offset + 1
             return Order.APPLY_AFTER_GAP
         if expected is None or offset == expected:

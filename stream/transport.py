@@ -8,7 +8,7 @@ worker. With 100 ms they reach it within 25 ms. On a real Kafka cluster a
 shorter wait only means a few more empty fetches per second while idle.
 
 Around a rebalance Faust may fetch records and drop them before they reach
-an agent; :meth:`Consumer.refetch` reads the partition again from there
+an agent; the ingest agent seeks the partition back there
 (see :mod:`stream.sequence`).
 """
 
@@ -37,6 +37,11 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
 
+def is_changelog(topic: str) -> bool:
+    """Whether ``topic`` is a table's changelog (Faust names them so) rather than an input."""
+    return topic.endswith("-changelog")
+
+
 class ChangelogReadOffsets(dict):
     """Faust's last offset read per partition, kept for changelog partitions only.
 
@@ -55,7 +60,7 @@ class ChangelogReadOffsets(dict):
         return None
 
     def __setitem__(self, tp: TP, offset: int | None) -> None:
-        if tp.topic.endswith("-changelog"):
+        if is_changelog(tp.topic):
             super().__setitem__(tp, offset)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -106,7 +111,7 @@ class Consumer(driver.Consumer):
         and acknowledges them all the same: their offsets would be committed,
         and they are read again here from the hole they leave instead.
         """
-        if not message.topic.endswith("-changelog") and message not in self.taken:
+        if not is_changelog(message.topic) and message not in self.taken:
             message.acked = True
             return False
         return super().ack(message)
@@ -122,10 +127,6 @@ class Consumer(driver.Consumer):
         if acked and committed is not None and not self._gap.get(tp) and min(acked) > committed:
             return None
         return super()._new_offset(tp)
-
-    async def refetch(self, tp: TP, hole: Hole) -> None:
-        """Read ``tp`` again from the start of ``hole``."""
-        await self.seek(tp, hole.start)
 
     async def skip_gap(self, tp: TP, gap: Hole) -> None:
         """Let offsets be committed past ``gap``: the log has no record there (transaction markers)."""
