@@ -26,8 +26,10 @@ Signals: ``latency_ms``, ``error_rate`` (1 for a failed request, else 0),
 ``confidence``, ``prediction`` (numeric scores), ``tokens_in``,
 ``tokens_out``, ``features.NAME`` and ``features.*`` (every numeric
 feature). Detectors: ``zscore`` and ``iqr`` (anomalies, counted per window),
-``adwin``, ``page_hinkley`` and ``kswin`` (river's drift detectors on the
-event stream), or your own class named ``"package.module:Class"`` (see
+``level_shift`` (abrupt jumps against the local spread) and ``cusum``
+(sustained shifts against a baseline of the signal's first values), the
+defaults for features, confidence and predictions; ``adwin``,
+``page_hinkley`` and ``kswin`` (river's drift detectors on the event stream), or your own class named ``"package.module:Class"`` (see
 :func:`build_rule` for what it must provide). Reference drift and data quality watch every feature always; the
 multivariate rule (``[defaults.multivariate] detectors = ["mahalanobis"]``,
 on by default, ``[]`` turns it off) watches the numeric features together.
@@ -45,14 +47,18 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import ConfigError
+from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.iqr import IQRRule
+from stream.detectors.level_shift import LevelShiftRule
 from stream.detectors.performance import HIGHER_IS_BETTER
 from stream.detectors.stream_drift import METHODS, StreamDriftRule
 from stream.detectors.zscore import ZScoreRule
 
 FIXED_SIGNALS = ("latency_ms", "error_rate", "confidence", "prediction", "tokens_in", "tokens_out")
 ANOMALY_RULES = {"zscore": ZScoreRule, "iqr": IQRRule}
-DRIFT_RULES = tuple(METHODS)
+# Change detectors of our own, with plain state; river's are in METHODS.
+CHANGE_RULES = {"level_shift": LevelShiftRule, "cusum": PercentileCusumRule}
+DRIFT_RULES = (*CHANGE_RULES, *METHODS)
 PERFORMANCE_KEYS = {"metric": str, "margin": float, "window": int, "pos_label": (int, str, bool)}
 REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
 
@@ -60,9 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "signals": {
         "latency_ms": {"detectors": ["zscore"]},
         "error_rate": {"detectors": ["adwin"], "adwin": {"direction": "up"}},
-        "confidence": {"detectors": ["adwin"]},
-        "prediction": {"detectors": ["adwin"]},
-        "features.*": {"detectors": ["adwin"]},
+        "confidence": {"detectors": ["level_shift", "cusum"]},
+        "prediction": {"detectors": ["level_shift", "cusum"]},
+        "features.*": {"detectors": ["level_shift", "cusum"]},
     },
     "reference_drift": {},
     "performance": {},
@@ -110,6 +116,8 @@ def build_rule(signal: str, name: str, params: dict[str, Any], window_s: float, 
             if name == "zscore":
                 params.setdefault("log_scale", signal == "latency_ms")
             return cls(signal, window_s=window_s, unit=unit, **params)
+        if name in CHANGE_RULES:
+            return CHANGE_RULES[name](signal, window_s=window_s, **params)
         if name in METHODS:
             return StreamDriftRule(signal, name, window_s=window_s, **params)
     except TypeError as exc:
@@ -142,9 +150,11 @@ def _build_custom_rule(signal: str, name: str, params: dict[str, Any], window_s:
 
 
 def _known_parameters(name: str) -> list[str]:
+    extra: list[str] = []
     if name in ANOMALY_RULES:
         fn = ANOMALY_RULES[name].__init__
-        extra: list[str] = []
+    elif name in CHANGE_RULES:
+        fn = CHANGE_RULES[name].__init__
     else:
         fn = METHODS[name].__init__
         extra = ["direction", "warmup", "standardize"]

@@ -1,0 +1,276 @@
+"""Abrupt level shifts, placed to the event, robust to trends and heavy tails.
+
+At every split point the median of the next ``after`` values is compared with
+the median of the ``before`` values ahead of it, in units of the spread
+*inside* the two windows (their pooled median absolute deviation). A jump
+that is large against the local noise fires; a steady trend does not, since
+it widens the windows as much as it separates them, and a random walk moves
+its medians no further than its own jitter. Medians and MADs make the test
+indifferent to single outliers; positive, right-skewed signals (amounts,
+latencies, counts) are compared on a log scale.
+
+Two guards keep it quiet on ordinary data. A window whose values are nearly
+all equal (small integers, a mostly-zero flag) has a MAD of zero, so the
+spread used is never below ``floor`` times the typical spread seen so far,
+and falls back to the standard deviation when the MAD is zero. After a
+change the rule re-baselines: the windows restart after the new level's first
+value, so one shift gives one finding, not one per event.
+
+When the threshold is crossed, the split is moved to the point within half a
+window either side that best cuts the values into two flat pieces (least
+absolute deviation from each piece's median) before it is reported, so
+``change_started_at`` lands on the event where the level changed. The
+decision depends only on the values and their order, never on how they were
+batched.
+
+This is a two-window median test in the family of moving-window change
+detectors (Basseville & Nikiforov 1993, "Detection of Abrupt Changes", ch.
+2; robust scale: Rousseeuw & Croux 1993).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import signal
+
+from stream.detectors.base import Finding
+
+STATE_VERSION = 1
+MAD_TO_SD = 1.4826
+
+
+class LevelShiftRule:
+    """Two-window robust level-shift detector on one per-event signal.
+
+    Parameters:
+        signal: the signal's name, as it appears in findings.
+        before: values in the window before a split point (the baseline).
+        after: values in the window after it; a change is reported at most
+            ``2 * after`` values after it happened.
+        threshold: the shift of the median, in local spreads, that fires.
+        floor: the spread used is at least this share of the typical spread
+            seen so far (guards discrete and nearly constant signals).
+        smoothing: weight of each new spread in the typical spread.
+        log_scale: compare ``log(value)``; ``None`` decides from the first
+            ``warmup`` values (all positive and mean above 1.25 x median).
+        warmup: values seen before the scale is decided and testing starts.
+        window_s: the tumbling window size the finding names.
+
+    >>> rule = LevelShiftRule("features.x", window_s=60)
+    >>> rng = np.random.default_rng(1)
+    >>> calm = rng.normal(10.0, 1.0, 500)
+    >>> rule.update(calm.tolist(), [i * 0.01 for i in range(500)])
+    []
+    >>> jumped = rng.normal(20.0, 1.0, 100)
+    >>> found = rule.update(jumped.tolist(), [5.0 + i * 0.01 for i in range(100)])
+    >>> len(found), found[0].evidence["change_started_at"]
+    (1, 5.0)
+    >>> rule.update(rng.normal(20.0, 1.0, 500).tolist(), [6.0 + i * 0.01 for i in range(500)])
+    []
+    """
+
+    name = "level_shift"
+
+    def __init__(
+        self,
+        signal: str,
+        *,
+        before: int = 20,
+        after: int = 10,
+        threshold: float = 6.0,
+        floor: float = 0.5,
+        smoothing: float = 0.02,
+        log_scale: bool | None = None,
+        warmup: int = 50,
+        window_s: float = 60.0,
+        kind: str = "drift",
+    ) -> None:
+        if before < 3 or after < 3:
+            raise ValueError("before and after must be at least 3")
+        if threshold <= 0 or not 0 < smoothing <= 1 or floor < 0:
+            raise ValueError("threshold must be positive, smoothing in (0, 1], floor >= 0")
+        self.signal = signal
+        self.before = before
+        self.after = after
+        self.threshold = threshold
+        self.floor = floor
+        self.smoothing = smoothing
+        self.log_scale = log_scale
+        self.warmup = max(warmup, before + after)
+        self.window_s = window_s
+        self.kind = kind
+        self.xs = np.empty(0)  # recent values (transformed), oldest first
+        self.ts = np.empty(0)
+        self.cut = 0  # index in xs of the last change (the baseline starts there)
+        self.next_split = 0  # first split point of xs not yet tested
+        self.typical: float | None = None
+        self.seen = 0
+        self.last_ratio = 0.0
+
+    def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
+        """Feed values with their event timestamps; return one finding per change."""
+        xs = np.asarray(values, dtype=np.float64)
+        if len(xs) != len(timestamps):
+            raise ValueError(f"{len(xs)} values but {len(timestamps)} timestamps")
+        self.seen += len(xs)
+        if self.log_scale:
+            xs = np.log(np.maximum(xs, 1e-300))
+        self.xs = np.concatenate([self.xs, xs])
+        self.ts = np.concatenate([self.ts, np.asarray(timestamps, dtype=np.float64)])
+        if self.log_scale is None:
+            if len(self.xs) < self.warmup:
+                return []
+            head = self.xs[: self.warmup]
+            self.log_scale = bool(head.min() > 0 and head.mean() > 1.25 * np.median(head))
+            if self.log_scale:
+                self.xs = np.log(np.maximum(self.xs, 1e-300))
+        findings: list[Finding] = []
+        while (found := self._scan()) is not None:
+            findings.append(found)
+        self._trim()
+        return findings
+
+    def _scan(self) -> Finding | None:
+        """Test every split point that has its full windows; report the first change, if any."""
+        x = self.xs
+        first = max(self.next_split, self.cut + self.before)
+        last = len(x) - self.after  # the last split with a full window after it
+        if last < first:
+            return None
+        ratio, local = self._ratios(x, first, last)
+        typical = self._typical_before(local)
+        scale = np.maximum(local, self.floor * typical)
+        shift = ratio / np.maximum(scale, 1e-12)
+        over = np.flatnonzero(shift > self.threshold)
+        if not over.size:
+            self._advance(local, last + 1)
+            self.last_ratio = float(shift[-1])
+            return None
+        hit = first + int(over[0])
+        # Place the change at the best split near the crossing, which needs the windows of
+        # every candidate split: wait for them rather than guess.
+        lo, hi = max(hit - self.after // 2, self.cut + self.before), hit + self.after - 1
+        if hi > last:
+            self._advance(local[: hit - first], hit)
+            return None
+        at = self._best_split(x, lo, hi)
+        cand_ratio, cand_local = self._ratios(x, at, at)
+        shift_at = float(cand_ratio[0] / max(cand_local[0], self.floor * typical[hit - first], 1e-12))
+        self._advance(local[: hit - first], hit)
+        finding = self._finding(x, at, hi + self.after - 1, max(shift_at, float(shift[hit - first])))
+        self.cut = at
+        self.next_split = at + self.before
+        return finding
+
+    def _best_split(self, x: np.ndarray, lo: int, hi: int) -> int:
+        """The split in lo..hi that best cuts the values around it into two flat pieces (least absolute error)."""
+        span = x[max(lo - self.before, self.cut) : hi + self.after]
+        offset = max(lo - self.before, self.cut)
+        costs = []
+        for s in range(lo, hi + 1):
+            left, right = span[: s - offset], span[s - offset :]
+            costs.append(np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum())
+        return lo + int(np.argmin(costs))
+
+    def _ratios(self, x: np.ndarray, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """|median after - median before| and the pooled local spread, for splits first..last."""
+        b, a = self.before, self.after
+        windows = sliding_window_view(x[first - b : last + a], b + a)
+        left, right = windows[:, :b], windows[:, b:]
+        m_left = np.median(left, axis=1)
+        m_right = np.median(right, axis=1)
+        dev = np.concatenate([np.abs(left - m_left[:, None]), np.abs(right - m_right[:, None])], axis=1)
+        spread = np.median(dev, axis=1) * MAD_TO_SD
+        spread = np.where(spread > 0, spread, windows.std(axis=1))
+        return np.abs(m_right - m_left), spread
+
+    def _typical_after(self, local: np.ndarray) -> np.ndarray:
+        """The exponential average of the spreads, after each of ``local`` is taken in."""
+        start = self.typical if self.typical is not None else float(local[0])
+        w = self.smoothing
+        return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
+
+    def _typical_before(self, local: np.ndarray) -> np.ndarray:
+        """The typical spread in force at each split: the average of the spreads before it."""
+        start = self.typical if self.typical is not None else float(local[0])
+        return np.concatenate([[start], self._typical_after(local)[:-1]])
+
+    def _advance(self, local: np.ndarray, next_split: int) -> None:
+        if local.size:
+            self.typical = float(self._typical_after(local)[-1])
+        self.next_split = next_split
+
+    def _trim(self) -> None:
+        keep_from = max(0, min(self.next_split, self.cut + self.before) - self.before - self.after // 2)
+        keep_from = min(keep_from, max(0, len(self.xs) - self.before - 2 * self.after))
+        if keep_from:
+            self.xs, self.ts = self.xs[keep_from:], self.ts[keep_from:]
+            self.cut = max(self.cut - keep_from, 0)
+            self.next_split -= keep_from
+
+    def _level(self, v: float) -> float:
+        return float(np.exp(v)) if self.log_scale else float(v)
+
+    def _finding(self, x: np.ndarray, at: int, seen_until: int, ratio: float) -> Finding:
+        level_before = self._level(float(np.median(x[max(at - self.before, self.cut) : at])))
+        level_after = self._level(float(np.median(x[at : at + self.after])))
+        started, detected = float(self.ts[at]), float(self.ts[min(seen_until, len(self.ts) - 1)])
+        start = detected - detected % self.window_s
+        change = "rose" if level_after > level_before else "fell"
+        return Finding(
+            signal=self.signal,
+            detector=self.name,
+            kind=self.kind,
+            severity="critical" if ratio >= 2 * self.threshold else "warning",
+            value=round(level_after, 6),
+            threshold=self.threshold,
+            baseline={"median": round(level_before, 6), "events": self.before},
+            message=(
+                f"{self.signal} {change} abruptly from a median of {level_before:.4g} to {level_after:.4g}, "
+                f"{ratio:.1f} times the local spread (threshold {self.threshold:g})"
+                + ("; compared on a log scale." if self.log_scale else ".")
+            ),
+            event_time=detected,
+            window={"type": "stream", "start": start, "end": start + self.window_s, "size_s": self.window_s},
+            evidence={
+                "before": level_before,
+                "after": level_after,
+                "shift_in_spreads": round(ratio, 3),
+                "change_started_at": started,
+                "log_scale": bool(self.log_scale),
+            },
+        )
+
+    def scores(self) -> dict[str, float]:
+        """``shift_sd``: the latest median shift in local spreads (what the threshold is compared with)."""
+        return {"shift_sd": self.last_ratio}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, versioned state."""
+        return {
+            "state_version": STATE_VERSION,
+            "xs": self.xs.tolist(),
+            "ts": self.ts.tolist(),
+            "cut": self.cut,
+            "next_split": self.next_split,
+            "typical": self.typical,
+            "seen": self.seen,
+            "log_scale": self.log_scale,
+            "last_ratio": self.last_ratio,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved; a state of another version is refused."""
+        if state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"level_shift state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        self.xs = np.asarray(state["xs"], dtype=np.float64)
+        self.ts = np.asarray(state["ts"], dtype=np.float64)
+        self.cut, self.next_split = int(state["cut"]), int(state["next_split"])
+        self.typical = None if state["typical"] is None else float(state["typical"])
+        self.seen = int(state["seen"])
+        self.log_scale = None if state["log_scale"] is None else bool(state["log_scale"])
+        self.last_ratio = float(state["last_ratio"])
