@@ -14,7 +14,9 @@ would give.
 ``threshold`` is in block standard deviations and ``min_shift`` is the
 smallest move of the mean percentile worth an alert (0.1: the median moved to
 about the 60th percentile of the baseline); the CUSUM's allowance is half of
-it, so drifts smaller than that never accumulate. The start of a change is
+it, widened by three standard errors of the baseline's own median (a
+baseline of 200 values is itself a sample), so drifts smaller than that never
+accumulate. The start of a change is
 the first block after the CUSUM last stood at zero (the maximum-likelihood
 change time for a mean shift). After an alert the baseline is learnt again
 from the values since that start: one change, one alert.
@@ -89,6 +91,7 @@ class PercentileCusumRule:
         self.kind = kind
         self.baseline: list[float] = []  # sorted once full
         self.sd = 0.0
+        self.baseline_error = 0.0
         self.partial: list[float] = []  # percentiles of the block being filled
         self.partial_start: float | None = None
         self.up = self.down = 0.0
@@ -140,6 +143,8 @@ class PercentileCusumRule:
         means = pit[:usable].reshape(-1, self.block).mean(axis=1)
         independent = float(pit.std()) / self.block**0.5
         self.sd = max(float(means.std(ddof=1)), independent, 1e-9)
+        # The baseline is a sample too: its own median is off by about this much in percentile terms.
+        self.baseline_error = float(pit.std()) / len(pit) ** 0.5
 
     def _percentiles(self, xs: np.ndarray) -> np.ndarray:
         ref = np.asarray(self.baseline)
@@ -150,7 +155,7 @@ class PercentileCusumRule:
     def _test(self, xs: list[float], ts: list[float]) -> tuple[Finding | None, int]:
         """Run the CUSUM over whole blocks of ``xs``; stop at the first change. Returns it and values used."""
         pit = self._percentiles(np.asarray(xs)).tolist()
-        allowance = max(0.5 * self.sd, self.min_shift / 2)
+        allowance = max(0.5 * self.sd, self.min_shift / 2) + 3 * self.baseline_error
         limit = self.threshold * self.sd
         i = 0
         while i < len(pit):
@@ -237,6 +242,7 @@ class PercentileCusumRule:
             "state_version": STATE_VERSION,
             "baseline": list(self.baseline),
             "sd": self.sd,
+            "baseline_error": self.baseline_error,
             "partial": list(self.partial),
             "partial_start": self.partial_start,
             "up": self.up,
@@ -254,6 +260,7 @@ class PercentileCusumRule:
             raise ValueError(f"cusum state version {state.get('state_version')!r}, expected {STATE_VERSION}")
         self.baseline = [float(v) for v in state["baseline"]]
         self.sd = float(state["sd"])
+        self.baseline_error = float(state["baseline_error"])
         self.partial = [float(v) for v in state["partial"]]
         self.partial_start = state["partial_start"]
         self.up, self.down = float(state["up"]), float(state["down"])

@@ -4,13 +4,18 @@ Numbers: the two-sample Kolmogorov-Smirnov statistic and its p-value, the
 population stability index (PSI) over the reference's deciles, the
 Jensen-Shannon distance over the same bins, and the Wasserstein distance in
 reference standard deviations, all read from the mergeable sketches.
-Categories: a chi-square test of the window's counts against the reference
-frequencies, and PSI.
+Categories: a chi-square test of homogeneity of the window's and the
+reference's counts (both are samples), rare categories pooled, and PSI.
 
 A feature drifts when its test is significant after a Bonferroni correction
 over every feature tested (so a model with 200 features is not drowned in
-alerts) *and* its PSI reaches ``min_psi`` (so a huge window does not alarm
-on a trivial shift). One alert per window ranks the drifting features by PSI,
+alerts) *and* its PSI reaches ``min_psi`` and three times the PSI that
+sampling noise alone gives for its bins and sample sizes (so a huge window
+does not alarm on a trivial shift, nor a feature with many categories on
+noise). A window is tested as it grows, at ``min_events`` and each time it has
+doubled; the j-th test of a window is made at level ``alpha / 2**j``
+(j = 1, 2, ...), so the family-wise false-alarm rate per window stays below
+``alpha`` however often it is re-tested. One alert per window ranks the drifting features by PSI,
 so it says which inputs moved and by how much.
 """
 
@@ -28,6 +33,9 @@ from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.features import OTHER
 
 _EPS = 1e-4
+MIN_EXPECTED = 5.0
+# An effect counts only above this multiple of the PSI that sampling noise gives.
+NOISE_MARGIN = 3.0
 DECILES = np.linspace(0.1, 0.9, 9)
 WASSERSTEIN_GRID = np.linspace(0.005, 0.995, 100)
 
@@ -68,13 +76,29 @@ def numeric_drift(ref: NumericStats, win: NumericStats) -> dict[str, float] | No
         "psi": psi(ref_bins, win_bins),
         "js": float(jensenshannon(np.clip(ref_bins, 0, None), np.clip(win_bins, 0, None), base=2)),
         "wasserstein_std": float(np.mean(np.abs(q_ref - q_win)) / scale),
+        "psi_noise": psi_noise(len(DECILES) + 1, n_ref, n_win),
         "reference_mean": ref.moments.mean,
         "window_mean": win.moments.mean,
     }
 
 
-def categorical_drift(ref: CategoricalStats, win: CategoricalStats) -> dict[str, float] | None:
-    """Chi-square and PSI of one categorical feature against its reference."""
+def categorical_drift(ref: CategoricalStats, win: CategoricalStats) -> dict[str, Any] | None:
+    """Chi-square test of homogeneity (window against reference, both samples) and PSI of one categorical feature.
+
+    The reference is a sample too, so its frequencies are not taken as exact:
+    the two count vectors form a 2 x k table, and categories expected fewer
+    than ``MIN_EXPECTED`` times in either sample are pooled so the chi-square
+    approximation holds.
+
+    >>> from stream.stats import CategoricalStats
+    >>> a, b = CategoricalStats(), CategoricalStats()
+    >>> a.update_many(["x"] * 500 + ["y"] * 500); b.update_many(["x"] * 520 + ["y"] * 480)
+    >>> categorical_drift(a, b)["p_value"] > 0.1
+    True
+    >>> b.update_many(["y"] * 800)
+    >>> categorical_drift(a, b)["p_value"] < 1e-6
+    True
+    """
     ref_present = ref.count - ref.missing
     win_present = win.count - win.missing
     if not ref_present or not win_present:
@@ -83,21 +107,52 @@ def categorical_drift(ref: CategoricalStats, win: CategoricalStats) -> dict[str,
     ref_counts = np.array([ref.counts[k] for k in cats] + [ref.counts.get(OTHER, 0)], dtype=np.float64)
     unseen = sum(v for k, v in win.counts.items() if k not in ref.counts or k == OTHER)
     win_counts = np.array([win.counts.get(k, 0) for k in cats] + [unseen], dtype=np.float64)
-    # Half a count of smoothing keeps categories the reference never saw testable.
+    table = np.vstack([ref_counts, win_counts])
+    table = table[:, table.sum(axis=0) > 0]
+    chi2, dof = _homogeneity(table)
     ref_freq = (ref_counts + 0.5) / (ref_counts.sum() + 0.5 * len(ref_counts))
-    expected = ref_freq * win_counts.sum()
-    chi2 = float(np.sum((win_counts - expected) ** 2 / expected))
-    dof = max(len(ref_counts) - 1, 1)
     top_moves = sorted(
-        ((k, win_counts[i] / win_present - ref_freq[i]) for i, k in enumerate([*cats, "(unseen)"])),
+        ((k, win_counts[i] / win_present - ref_counts[i] / ref_present) for i, k in enumerate([*cats, "(unseen)"])),
         key=lambda kv: -abs(kv[1]),
     )[:3]
     return {
         "chi2": chi2,
-        "p_value": float(stats.chi2.sf(chi2, dof)),
+        "p_value": float(stats.chi2.sf(chi2, dof)) if dof else 1.0,
         "psi": psi(ref_freq, win_counts / win_counts.sum()),
+        "psi_noise": psi_noise(dof + 1, ref_present, win_present),
         "top_changes": [{"category": k, "share_change": round(float(v), 4)} for k, v in top_moves],
     }
+
+
+def _homogeneity(table: np.ndarray) -> tuple[float, int]:
+    """Chi-square statistic and degrees of freedom of a 2 x k table, rare columns pooled."""
+    totals = table.sum(axis=1, keepdims=True)
+    share = table.sum(axis=0) / table.sum()
+    expected_min = share * totals.min()
+    rare = expected_min < MIN_EXPECTED
+    if rare.any():
+        pooled = table[:, rare].sum(axis=1, keepdims=True)
+        table = np.hstack([table[:, ~rare], pooled]) if pooled.sum() else table[:, ~rare]
+        if rare.all() or (table.shape[1] > 1 and (table.sum(axis=0) / table.sum() * totals.min())[-1] < MIN_EXPECTED):
+            # The pooled column is still too rare to test on its own: fold it into the smallest other one.
+            if table.shape[1] > 2:
+                last = table[:, -1:]
+                table = table[:, :-1]
+                smallest = int(np.argmin(table.sum(axis=0)))
+                table[:, smallest : smallest + 1] += last
+    if table.shape[1] < 2:
+        return 0.0, 0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    return float(np.sum((table - expected) ** 2 / expected)), table.shape[1] - 1
+
+
+def psi_noise(bins: int, n_ref: int, n_win: int) -> float:
+    """The PSI that sampling noise alone gives two samples of one distribution over ``bins`` bins.
+
+    >>> round(psi_noise(100, 1000, 6000), 3)
+    0.116
+    """
+    return (bins - 1) * (1 / n_ref + 1 / n_win)
 
 
 class ReferenceDriftRule:
@@ -124,6 +179,7 @@ class ReferenceDriftRule:
         self.window_start: float | None = None
         self.fired = False
         self.checked_at = 0
+        self.tests = 0  # tests made in this window; the next spends alpha / 2**(tests + 1)
 
     def _pairs(self, window: WindowStats) -> list[tuple[str, Any, Any]]:
         pairs = [
@@ -134,8 +190,9 @@ class ReferenceDriftRule:
         pairs.append(("prediction_class", self.reference.prediction_classes, window.prediction_classes))
         return [(n, r, w) for n, r, w in pairs if r is not None and r.kind == w.kind]
 
-    def scores(self, window: WindowStats) -> list[dict[str, Any]]:
-        """Drift scores of every comparable signal, most drifted first."""
+    def scores(self, window: WindowStats, alpha: float | None = None) -> list[dict[str, Any]]:
+        """Drift scores of every comparable signal, most drifted first, judged at level ``alpha``."""
+        alpha = self.alpha if alpha is None else alpha
         out = []
         for name, ref, win in self._pairs(window):
             score = numeric_drift(ref, win) if isinstance(ref, NumericStats) else categorical_drift(ref, win)
@@ -144,21 +201,24 @@ class ReferenceDriftRule:
         tested = max(len(out), 1)
         for s in out:
             s["p_adjusted"] = min(1.0, s["p_value"] * tested)
-            s["drifted"] = s["p_adjusted"] < self.alpha and s["psi"] >= self.min_psi
+            s["psi_floor"] = max(self.min_psi, NOISE_MARGIN * s.pop("psi_noise"))
+            s["drifted"] = s["p_adjusted"] < alpha and s["psi"] >= s["psi_floor"]
         out.sort(key=lambda s: (not s["drifted"], -s["psi"]))
         return out
 
     def check(self, window: WindowStats, window_s: float, event_time: float) -> list[Finding]:
         """Test ``window`` (the current tumbling window); at most one finding per window."""
         if self.window_start != window.start:
-            self.window_start, self.fired, self.checked_at = window.start, False, 0
-        # Test at min_events, then each time the window has grown by a quarter (and by
-        # at least min_events): a few dozen tests per window, not one per batch.
-        due = self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
+            self.window_start, self.fired, self.checked_at, self.tests = window.start, False, 0, 0
+        # Test at min_events, then each time the window has doubled; the j-th test spends
+        # alpha / 2**(j+1), so all the tests of a window together stay within alpha.
+        due = 2 * self.checked_at if self.checked_at else self.min_events
         if self.fired or window.count < due:
             return []
         self.checked_at = window.count
-        ranking = self.scores(window)
+        self.tests += 1
+        spent = self.alpha / 2**self.tests
+        ranking = self.scores(window, spent)
         drifted = [s for s in ranking if s["drifted"]]
         if not drifted:
             return []
@@ -177,8 +237,8 @@ class ReferenceDriftRule:
                 kind="drift",
                 severity=severity,
                 value=round(top["psi"], 6),
-                threshold=self.min_psi,
-                baseline={"events": self.reference.count, "alpha": self.alpha, "tests": len(ranking)},
+                threshold=round(top["psi_floor"], 6),
+                baseline={"events": self.reference.count, "alpha": spent, "tests": len(ranking)},
                 message=message,
                 event_time=event_time,
                 window=tumbling_window(window.start, window_s),
@@ -188,11 +248,17 @@ class ReferenceDriftRule:
 
     def to_dict(self) -> dict[str, Any]:
         """Per-window state (the reference is kept separately)."""
-        return {"window_start": self.window_start, "fired": self.fired, "checked_at": self.checked_at}
+        return {
+            "window_start": self.window_start,
+            "fired": self.fired,
+            "checked_at": self.checked_at,
+            "tests": self.tests,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
         self.window_start, self.fired, self.checked_at = state["window_start"], state["fired"], state["checked_at"]
+        self.tests = state.get("tests", 0)  # states saved before alpha spending have none
 
 
 def _round(score: dict[str, Any]) -> dict[str, Any]:
