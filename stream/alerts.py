@@ -18,6 +18,10 @@ from stream.detectors.base import Finding
 from stream.schemas import SCHEMA_VERSION
 
 
+# New changes of one fingerprint published within one cooldown, at most.
+MAX_CHANGES_PER_COOLDOWN = 10
+
+
 def fingerprint(model: str, model_version: str, signal: str, detector: str) -> str:
     """Stable id of one alert series: same inputs, same fingerprint, on any worker.
 
@@ -98,6 +102,9 @@ class AlertLifecycle:
     - Findings of the same fingerprint within ``cooldown_s`` of event time
       after the last published one are folded: counted, not published. After
       the cooldown the next one is published again, with ``evidence.repeats``.
+      A finding whose ``change_started_at`` is after the last published
+      alert reports a new change and is published (up to
+      ``MAX_CHANGES_PER_COOLDOWN`` per cooldown).
     - A firing alert whose detector has been quiet for ``resolve_after_s`` of
       event time, while events kept arriving, publishes ``resolved`` with the
       same fingerprint and severity, so routes that paged also clear.
@@ -142,16 +149,20 @@ class AlertLifecycle:
             if state is not None:
                 state["last_seen"] = finding.event_time
                 self._maybe_request_retraining(state, finding)
-                if finding.event_time - state["last_published"] < self.cooldown_s:
+                if finding.event_time - state["last_published"] < self.cooldown_s and not self._new_change(
+                    state, finding
+                ):
                     state["folded"] += 1
                     continue
             alert = build_alert(finding, self.model, self.model_version)
             if state is not None:
                 alert["evidence"] = {**alert["evidence"], "repeats": state["folded"], "firing_since": state["since"]}
+            in_cooldown = state is not None and finding.event_time - state["last_published"] < self.cooldown_s
             self.active[fp] = {
                 "since": state["since"] if state else finding.event_time,
                 "last_seen": finding.event_time,
-                "last_published": finding.event_time,
+                "last_published": state["last_published"] if in_cooldown else finding.event_time,
+                "changes_in_cooldown": state.get("changes_in_cooldown", 0) + 1 if in_cooldown else 0,
                 "folded": 0,
                 "alert": alert,
                 "retrain_requested": bool(state and state.get("retrain_requested")),
@@ -162,6 +173,20 @@ class AlertLifecycle:
                 out.append(self._resolved(state, event_time))
                 del self.active[fp]
         return out
+
+    def _new_change(self, state: dict[str, Any], finding: Finding) -> bool:
+        """Whether ``finding`` reports a change that began after the last alert published (not a repeat).
+
+        Change detectors that re-baseline report each change once, so such a
+        finding is news even within the cooldown; at most ``MAX_CHANGES_PER_COOLDOWN``
+        of them are published per cooldown, so a flapping signal cannot flood a pager.
+        """
+        started = finding.evidence.get("change_started_at")
+        return (
+            started is not None
+            and started > state["alert"]["event_time"]
+            and state.get("changes_in_cooldown", 0) < MAX_CHANGES_PER_COOLDOWN
+        )
 
     def _maybe_request_retraining(self, state: dict[str, Any], finding: Finding) -> None:
         if finding.kind not in ("drift", "performance") or state.get("retrain_requested"):

@@ -41,7 +41,7 @@ def test_defaults_watch_latency_errors_confidence_and_prediction():
     assert [n for n, _ in config.detectors_for("latency_ms")] == ["zscore"]
     assert config.detectors_for("error_rate") == [("adwin", {"direction": "up"})]
     assert [n for n, _ in config.detectors_for("confidence")] == ["level_shift", "cusum"]
-    assert [n for n, _ in config.detectors_for("prediction")] == ["adwin"]
+    assert [n for n, _ in config.detectors_for("prediction")] == ["level_shift", "cusum"]
 
 
 def test_file_overrides_defaults_and_models(tmp_path):
