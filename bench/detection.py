@@ -1,7 +1,19 @@
-"""Detection quality: ``python -m bench.detection [--reps 10] [--json]``.
+"""Detection quality: ``python -m bench.detection [--part tcpd,stationary,injected,synthetic] [--reps 10] [--json]``.
 
-Replays streams with known change points through the detectors, with their
-default settings, and prints per scenario and detector:
+Four parts, all with the default configuration:
+
+- ``tcpd``: F1 on the six real series with annotated change points that river
+  ships (see ``bench/tcpd.py``), beside reporting no change and the paper's
+  best default method per series;
+- ``stationary``: firing alerts of a whole default model monitor on
+  realistic stationary traffic (``bench/realistic.py``), per detector and
+  signal, over ``--events`` events per seed;
+- ``injected``: events (and 60 s windows) from a realistic injected change
+  to the first alert, and runs that missed it;
+- ``synthetic``: the table below.
+
+The synthetic part replays streams with known change points through single
+detectors, with their default settings, and prints per scenario and detector:
 
 - ``delay_median`` / ``delay_max``: events from the change to the first finding;
 - ``missed``: runs without a finding within ``HORIZON`` events of the change;
@@ -29,7 +41,10 @@ from rich.progress import Progress
 from rich.table import Table
 from river.datasets import synth
 
+from bench import monitored, tcpd
+from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.iqr import IQRRule
+from stream.detectors.level_shift import LevelShiftRule
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.reference_drift import ReferenceDriftRule
@@ -107,12 +122,12 @@ def _correlated(broken: bool):
     return make
 
 
-NUMERIC = ("adwin", "page_hinkley", "kswin", "reference_drift")
+NUMERIC = ("level_shift", "cusum", "adwin", "page_hinkley", "kswin", "reference_drift")
 SCENARIOS = [
     Scenario(
         "stationary (long)",
         _shift(0.0),
-        ("adwin", "page_hinkley", "reference_drift", "zscore", "iqr"),
+        ("level_shift", "cusum", "adwin", "page_hinkley", "reference_drift", "zscore", "iqr"),
         length=200_000,
         change=None,
     ),
@@ -201,6 +216,10 @@ def _ddm(values: np.ndarray) -> list:
 
 def run_detector(name: str, values: np.ndarray) -> list:
     """Findings of detector ``name`` (default settings) on ``values``."""
+    if name == "level_shift":
+        return _stream_rule(LevelShiftRule("x"), values)
+    if name == "cusum":
+        return _stream_rule(PercentileCusumRule("x"), values)
     if name in ("adwin", "page_hinkley", "kswin"):
         return _stream_rule(StreamDriftRule("x", name), values)
     if name == "adwin_errors":
@@ -254,32 +273,80 @@ def evaluate(scenario: Scenario, detector: str, reps: int, seed: int = 0) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=10, help="runs per scenario (KSWIN runs a third as many)")
-    parser.add_argument("--json", action="store_true", help="print one JSON list")
-    args = parser.parse_args()
+def _table(title: str, rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, justify="right" if isinstance(rows[0][column], (int, float)) else "left")
+    for row in rows:
+        table.add_row(*("-" if v is None else ", ".join(v) if isinstance(v, list) else str(v) for v in row.values()))
+    return table
+
+
+def synthetic(reps: int) -> list[dict]:
+    """The synthetic scenarios, per detector."""
     jobs = [(s, d) for s in SCENARIOS for d in s.detectors]
     rows = []
-    started = time.perf_counter()
     with Progress(transient=True) as progress:
         task = progress.add_task("scenarios", total=len(jobs))
         for scenario, detector in jobs:
-            reps = max(1, args.reps // 3) if detector == "kswin" else args.reps
+            n = max(1, reps // 3) if detector == "kswin" else reps
             if scenario.change is None:
-                reps = max(1, args.reps // 5)
+                n = max(1, reps // 5)
             progress.update(task, description=f"{scenario.name}: {detector}")
-            rows.append(evaluate(scenario, detector, reps))
+            rows.append(evaluate(scenario, detector, n))
             progress.advance(task)
+    return rows
+
+
+def stationary(events: int, seeds: int) -> list[dict]:
+    """Firing alerts of a default monitor on realistic stationary traffic, per seed."""
+    rows = []
+    for seed in range(seeds):
+        counts = monitored.stationary(events, seed)
+        rows.append(
+            {
+                "seed": seed,
+                "events": events,
+                "alerts": sum(counts.values()),
+                "per_100k": round(sum(counts.values()) / events * 100_000, 2),
+                "by_detector": [f"{k}: {v}" for k, v in sorted(counts.items())],
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="tcpd,stationary,injected,synthetic", help="comma-separated parts to run")
+    parser.add_argument("--reps", type=int, default=10, help="runs per synthetic scenario (KSWIN a third as many)")
+    parser.add_argument("--events", type=int, default=400_000, help="events per stationary run")
+    parser.add_argument("--seeds", type=int, default=3, help="stationary runs (seeds); injected runs per change")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.part.split(",") if p.strip()]
+    unknown = set(parts) - {"tcpd", "stationary", "injected", "synthetic"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    console = Console(width=max(Console().width, 160))
+    out: dict[str, list[dict]] = {}
+    for part in parts:
+        started = time.perf_counter()
+        if part == "tcpd":
+            rows = tcpd.evaluate()
+            mean = {k: round(statistics.mean(r[k] for r in rows), 3) for k in ("f1", "f1_no_change")}
+            best = round(statistics.mean(r["f1_paper_best_default"] for r in rows), 3)
+            rows.append({**{k: "" for k in rows[0]}, "series": "mean", **mean, "f1_paper_best_default": best})
+        elif part == "stationary":
+            rows = stationary(args.events, args.seeds)
+        elif part == "injected":
+            rows = monitored.injected(args.seeds)
+        else:
+            rows = synthetic(args.reps)
+        out[part] = rows
+        if not args.json:
+            console.print(_table(f"{part} ({time.perf_counter() - started:.0f} s)", rows))
     if args.json:
-        print(json.dumps(rows))
-        return
-    table = Table(title=f"detection quality, default settings ({time.perf_counter() - started:.0f} s)")
-    for column in ("scenario", "detector", "runs", "delay_median", "delay_max", "missed", "fa_per_10k", "onset_error"):
-        table.add_column(column, justify="left" if column in ("scenario", "detector") else "right")
-    for row in rows:
-        table.add_row(*("-" if row[c] is None else str(row[c]) for c in row))
-    Console(width=max(Console().width, 140)).print(table)
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

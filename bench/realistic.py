@@ -15,7 +15,7 @@ import numpy as np
 
 RATE = 100.0  # mean events per second
 DAY_S = 86_400.0
-COUNTRIES = ["DE", "FR", "ES", "IT", "NL"]
+COUNTRIES = ["DE", "FR", "ES", "IT", "NL", "XX"]  # XX appears only when injected
 MERCHANTS = [f"m{i:03d}" for i in range(100)]
 DEVICES = [f"d{i:02d}" for i in range(50)]
 _ZIPF = 1.0 / np.arange(1, 51) ** 1.1
@@ -48,7 +48,7 @@ def events(n: int, seed: int, change: str | None = None, change_at: int = 0) -> 
         stamps = t + np.cumsum(gaps)
         t = float(stamps[-1])
         daily = np.sin(2 * np.pi * (stamps + phase) / DAY_S)
-        # A mean that wanders over seconds to minutes (AR(1) per event, rho 0.999, sd 0.1): below the drift rules' floor.
+        # A mean that wanders over seconds to minutes (AR(1) per event, rho 0.999, sd 0.1): below the drift floors.
         walk = np.empty(m)
         for i in range(m):
             wander = 0.999 * wander + rng.normal(0, 0.1 * (1 - 0.999**2) ** 0.5)
@@ -75,7 +75,7 @@ def events(n: int, seed: int, change: str | None = None, change_at: int = 0) -> 
         batch = []
         for i in range(m):
             features: dict[str, Any] = {
-                "country": (COUNTRIES + ["XX"])[country[i]],
+                "country": COUNTRIES[country[i]],
                 "merchant": MERCHANTS[rng.integers(100)],
                 "device": DEVICES[device[i]],
                 "amount": round(float(amount[i]), 2),

@@ -116,7 +116,7 @@ def change_points(alerts: list[dict[str, Any]], t0: float = 1_600_000_000.0) -> 
 def evaluate(batch: int = 10) -> list[dict[str, Any]]:
     """Per series: F1 of the default monitor, of reporting no change, and the paper's best default method."""
     rows = []
-    for name, (values, annotations) in series().items():
+    for name, (values, annotated) in series().items():
         alerts = detect(values, batch=batch)
         points = change_points(alerts)
         rows.append(
@@ -124,8 +124,8 @@ def evaluate(batch: int = 10) -> list[dict[str, Any]]:
                 "series": name,
                 "points": len(values),
                 "alerts": len(alerts),
-                "f1": round(f1(annotations, points), 3),
-                "f1_no_change": round(f1(annotations, []), 3),
+                "f1": round(f1(annotated, points), 3),
+                "f1_no_change": round(f1(annotated, []), 3),
                 "f1_paper_best_default": PAPER_BEST_DEFAULT[name],
                 "detectors": sorted({a["detector"] for a in alerts}),
             }

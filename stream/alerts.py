@@ -17,7 +17,6 @@ from typing import Any
 from stream.detectors.base import Finding
 from stream.schemas import SCHEMA_VERSION
 
-
 # New changes of one fingerprint published within one cooldown, at most.
 MAX_CHANGES_PER_COOLDOWN = 10
 

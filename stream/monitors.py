@@ -29,7 +29,8 @@ feature). Detectors: ``zscore`` and ``iqr`` (anomalies, counted per window),
 ``level_shift`` (abrupt jumps against the local spread) and ``cusum``
 (sustained shifts against a baseline of the signal's first values), the
 defaults for features, confidence and predictions; ``adwin``,
-``page_hinkley`` and ``kswin`` (river's drift detectors on the event stream), or your own class named ``"package.module:Class"`` (see
+``page_hinkley`` and ``kswin`` (river's drift detectors on the event
+stream), or your own class named ``"package.module:Class"`` (see
 :func:`build_rule` for what it must provide). Reference drift and data quality watch every feature always; the
 multivariate rule (``[defaults.multivariate] detectors = ["mahalanobis"]``,
 on by default, ``[]`` turns it off) watches the numeric features together.

@@ -126,20 +126,18 @@ def categorical_drift(ref: CategoricalStats, win: CategoricalStats) -> dict[str,
 
 def _homogeneity(table: np.ndarray) -> tuple[float, int]:
     """Chi-square statistic and degrees of freedom of a 2 x k table, rare columns pooled."""
-    totals = table.sum(axis=1, keepdims=True)
-    share = table.sum(axis=0) / table.sum()
-    expected_min = share * totals.min()
-    rare = expected_min < MIN_EXPECTED
-    if rare.any():
-        pooled = table[:, rare].sum(axis=1, keepdims=True)
-        table = np.hstack([table[:, ~rare], pooled]) if pooled.sum() else table[:, ~rare]
-        if rare.all() or (table.shape[1] > 1 and (table.sum(axis=0) / table.sum() * totals.min())[-1] < MIN_EXPECTED):
-            # The pooled column is still too rare to test on its own: fold it into the smallest other one.
-            if table.shape[1] > 2:
-                last = table[:, -1:]
-                table = table[:, :-1]
-                smallest = int(np.argmin(table.sum(axis=0)))
-                table[:, smallest : smallest + 1] += last
+    smaller = table.sum(axis=1).min()
+
+    def rare(t: np.ndarray) -> np.ndarray:
+        return t.sum(axis=0) / t.sum() * smaller < MIN_EXPECTED
+
+    low = rare(table)
+    if low.any():
+        table = np.hstack([table[:, ~low], table[:, low].sum(axis=1, keepdims=True)])
+        if table.shape[1] > 2 and rare(table)[-1]:
+            # The pooled column is still too rare to stand alone: it joins the smallest other one.
+            pooled, table = table[:, -1], table[:, :-1].copy()
+            table[:, int(np.argmin(table.sum(axis=0)))] += pooled
     if table.shape[1] < 2:
         return 0.0, 0
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
