@@ -117,6 +117,7 @@ class VersionMonitor:
     def _set_reference(self, profile: ReferenceProfile) -> None:
         self.reference = profile
         self.reference_builder = None
+        self.windows.fix_kinds(profile.stats.features.kinds())
         self.quality = DataQualityRule(profile.stats)
         params = self.config.multivariate
         if params is not None:
@@ -229,7 +230,7 @@ class VersionMonitor:
         builder = self.reference_builder
         assert builder is not None
         room = self.settings.reference_events - builder.count
-        builder.update(events[:room])
+        builder.update(events[:room], kinds=self.windows.feature_kinds)
         if builder.count >= self.settings.reference_events:
             if builder.first_event_time is not None and builder.last_event_time is not None:
                 builder.start, builder.end = builder.first_event_time, builder.last_event_time
@@ -285,6 +286,8 @@ class VersionMonitor:
         """Restore what :meth:`to_dict` saved."""
         self.events = state["events"]
         self.windows = EventTimeWindows.from_dict(state["windows"])
+        if self.reference is not None:
+            self.windows.fix_kinds(self.reference.stats.features.kinds())
         if state["reference"] is not None and (self.reference is None or self.reference.source == "first_events"):
             # A profile file present now wins over a learnt reference.
             self._set_reference(ReferenceProfile.from_dict(state["reference"]))

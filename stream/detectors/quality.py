@@ -1,16 +1,27 @@
 """Data quality against a reference profile: missing-rate jumps, unseen
 categories, out-of-range numbers and wrong types, per feature and window.
 
-Each check fires at most once per feature per tumbling window. Thresholds
-scale with the window's size: a missing-rate jump must exceed both an
-absolute margin and four binomial standard errors of the reference rate, so
-a window of 30 events does not alarm on noise.
+Each check fires at most once per feature per tumbling window. The
+reference is a sample too, so rates are judged against what it allows, not
+what it happened to show: a missing-rate jump must exceed the reference rate
+by an absolute margin *and* be improbable (binomial tail below ``alpha``)
+under the reference rate's upper confidence bound; unseen categories must be
+improbable under the Good-Turing estimate of the reference's missing mass
+(the share of traffic in categories a sample of its size misses: categories
+seen once, over its size), so rare categories a 1,000-event reference never
+met are not "new". ``alpha`` is small because a window is checked as it
+grows.
+
+References: I. J. Good, "The population frequencies of species and the
+estimation of population parameters", Biometrika 40 (1953).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from scipy import stats as scipy_stats
 
 from stream.detectors.base import Finding, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
@@ -45,6 +56,7 @@ class DataQualityRule:
         min_out_of_range_share: float = 0.01,
         min_out_of_range: int = 5,
         range_tolerance: float = 0.1,
+        alpha: float = 1e-6,
     ) -> None:
         self.reference = reference
         self.min_events = min_events
@@ -55,6 +67,7 @@ class DataQualityRule:
         self.min_out_of_range_share = min_out_of_range_share
         self.min_out_of_range = min_out_of_range
         self.range_tolerance = range_tolerance
+        self.alpha = alpha
         self.window_start: float | None = None
         self.out_of_range: dict[str, list[int]] = {}  # feature -> [low, high] counts this window
         self.fired: set[str] = set()
@@ -116,6 +129,10 @@ class DataQualityRule:
                     findings.append(finding)
         return findings
 
+    def _improbable(self, k: int, n: int, p: float) -> bool:
+        """Whether ``k`` or more of ``n`` is below ``alpha`` likely when each has probability ``p``."""
+        return bool(scipy_stats.binom.sf(k - 1, n, min(p, 1.0)) < self.alpha)
+
     def _once(self, key: str) -> bool:
         if key in self.fired:
             return False
@@ -156,8 +173,10 @@ class DataQualityRule:
             return None
         p0 = ref.missing / ref.count
         p = stats.missing / n
-        threshold = p0 + max(self.missing_margin, self.z * math.sqrt(max(p0 * (1 - p0), 1e-12) / n))
-        if p < threshold or not self._once(f"missing:{name}"):
+        threshold = p0 + self.missing_margin
+        if p < threshold or not self._improbable(stats.missing, n, _upper(p0, ref.count, self.z)):
+            return None
+        if not self._once(f"missing:{name}"):
             return None
         severity = "critical" if p >= 0.5 else "warning"
         return self._finding(
@@ -186,7 +205,12 @@ class DataQualityRule:
         if not present or total < self.min_unseen:
             return None
         share = total / present
-        if share < self.min_unseen_share or not self._once(f"unseen:{name}"):
+        singletons = sum(1 for k, v in ref.counts.items() if v == 1 and k != OTHER)
+        ref_present = max(ref.count - ref.missing, 1)
+        missing_mass = _upper((singletons + 1) / ref_present, ref_present, self.z)
+        if share < self.min_unseen_share or not self._improbable(total, present, missing_mass):
+            return None
+        if not self._once(f"unseen:{name}"):
             return None
         top = sorted(unseen.items(), key=lambda kv: -kv[1])[:5]
         return self._finding(
@@ -195,7 +219,7 @@ class DataQualityRule:
             "critical" if share >= 0.1 else "warning",
             share,
             self.min_unseen_share,
-            {"categories": len(ref.counts), "count": ref.count, "unseen_rate": 0.0},
+            {"categories": len(ref.counts), "count": ref.count, "expected_unseen_rate": round(missing_mass, 6)},
             f"feature {name!r} has {len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} never seen in the "
             f"reference in {share:.1%} of {present} values this window "
             f"(most frequent: {', '.join(repr(k) for k, _ in top)}).",
@@ -205,7 +229,7 @@ class DataQualityRule:
             {
                 "unseen": [{"value": k, "count": v} for k, v in top],
                 "observed_rate": share,
-                "baseline_rate": 0.0,
+                "baseline_rate": round(missing_mass, 6),
             },
         )
 
@@ -270,3 +294,12 @@ class DataQualityRule:
         self.window_start = state["window_start"]
         self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
         self.fired = set(state["fired"])
+
+
+def _upper(p: float, n: int, z: float) -> float:
+    """An upper confidence bound of a rate ``p`` estimated from ``n`` values (``z`` standard errors, at least 1/n).
+
+    >>> round(_upper(0.02, 1000, 4.0), 4)
+    0.0377
+    """
+    return p + z * math.sqrt(max(p * (1 - p), 1 / n) / n)

@@ -1,9 +1,11 @@
 """Per-feature statistics: numbers get moments and quantiles, categories counts.
 
-A feature's kind is fixed by the majority of the non-null values in the first
-batch that has any (booleans count as categories). A value of the other kind
-later is counted in ``wrong_type`` rather than mixed in, and a missing or null
-value in ``missing``.
+A feature's kind is fixed once: by the reference profile where there is one,
+else by the majority of the non-null values in the first batch that has any
+(booleans count as categories). The caller keeps the kinds decided and hands
+them to every window, so all windows of a model version agree. A value of the
+other kind is counted in ``wrong_type`` rather than mixed in, and a missing or
+null value in ``missing``.
 """
 
 from __future__ import annotations
@@ -285,11 +287,24 @@ class FeatureSet:
         self.untracked = 0
         self.untracked_names: list[str] = []
 
-    def update(self, rows: list[dict[str, Any] | None], allowed: dict[str, None] | None = None) -> None:
+    def update(
+        self,
+        rows: list[dict[str, Any] | None],
+        allowed: dict[str, None] | None = None,
+        kinds: dict[str, str] | None = None,
+    ) -> None:
         """Add the ``features`` dicts of a batch of events (None: no features).
 
         ``allowed``, when given, is the set of feature names to track; it
-        lets every window of a model track the same capped set.
+        lets every window of a model track the same capped set. ``kinds``
+        (feature -> ``numeric`` or ``categorical``), when given, decides each
+        feature's kind, and a kind decided here is added to it.
+
+        >>> kinds = {"a": "numeric"}
+        >>> fs = FeatureSet()
+        >>> fs.update([{"a": "broken", "b": 2.0}], kinds=kinds)
+        >>> fs.features["a"].wrong_type, kinds
+        (1, {'a': 'numeric', 'b': 'numeric'})
         """
         names: dict[str, None] = {}
         for row in rows:
@@ -309,10 +324,15 @@ class FeatureSet:
                 present = [r[name] for r in rows if r and r.get(name) is not None]
                 if not present:
                     continue
-                # The majority of the first batch decides, so one stray value
-                # cannot turn a numeric feature into a categorical one.
-                numeric = sum(1 for v in present if is_numeric(v))
-                stats = NumericStats() if 2 * numeric >= len(present) else CategoricalStats(self.max_categories)
+                kind = kinds.get(name) if kinds is not None else None
+                if kind is None:
+                    # The majority of the first batch decides, so one stray value
+                    # cannot turn a numeric feature into a categorical one.
+                    numeric = sum(1 for v in present if is_numeric(v))
+                    kind = "numeric" if 2 * numeric >= len(present) else "categorical"
+                    if kinds is not None:
+                        kinds[name] = kind
+                stats = NumericStats() if kind == "numeric" else CategoricalStats(self.max_categories)
                 self.features[name] = stats
             column = [row.get(name) if row else None for row in rows]
             if isinstance(stats, NumericStats):
@@ -341,6 +361,10 @@ class FeatureSet:
             else:
                 out.features[name] = a if a is not None else b  # type: ignore[assignment]
         return out
+
+    def kinds(self) -> dict[str, str]:
+        """Each tracked feature's kind."""
+        return {name: stats.kind for name, stats in self.features.items()}
 
     def summary(self) -> dict[str, Any]:
         """Readable figures per feature."""

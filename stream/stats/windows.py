@@ -73,10 +73,16 @@ class WindowStats:
         self.first_event_time: float | None = None
         self.last_event_time: float | None = None
 
-    def update(self, events: list[dict[str, Any]], tracked: dict[str, None] | None = None) -> None:
+    def update(
+        self,
+        events: list[dict[str, Any]],
+        tracked: dict[str, None] | None = None,
+        kinds: dict[str, str] | None = None,
+    ) -> None:
         """Add a batch of decoded events (all of this window).
 
-        ``tracked`` limits the features counted to those names.
+        ``tracked`` limits the features counted to those names; ``kinds`` fixes
+        their kinds (see :meth:`FeatureSet.update`).
         """
         if not events:
             return
@@ -88,11 +94,11 @@ class WindowStats:
             self.first_event_time = lo
         if self.last_event_time is None or hi > self.last_event_time:
             self.last_event_time = hi
-        kinds = Counter(e["error"] for e in events if e.get("error"))
-        if kinds:
-            self.errors += sum(kinds.values())
+        errors = Counter(e["error"] for e in events if e.get("error"))
+        if errors:
+            self.errors += sum(errors.values())
             known = self.error_kinds
-            for kind, c in kinds.items():
+            for kind, c in errors.items():
                 # Bounded like categories: error texts with request ids in them are all distinct.
                 if kind not in known and len(known) >= self.prediction_classes.max_categories:
                     kind = OTHER
@@ -116,7 +122,7 @@ class WindowStats:
             self.prediction_classes.update_many(classes)
         if scores:
             self.prediction_scores.update_many(np.asarray(scores, dtype=np.float64))
-        self.features.update([e.get("features") for e in events], tracked)
+        self.features.update([e.get("features") for e in events], tracked, kinds)
 
     def merge(self, other: WindowStats) -> WindowStats:
         """One window spanning both (statistics merged exactly)."""
@@ -252,6 +258,7 @@ class EventTimeWindows:
 
     __slots__ = (
         "events",
+        "feature_kinds",
         "feature_names",
         "hop_s",
         "hopping_s",
@@ -298,8 +305,14 @@ class EventTimeWindows:
         self.events = 0
         # The first ``max_features`` feature names seen are tracked, in every pane.
         self.feature_names: dict[str, None] = {}
+        # Each feature's kind, decided once for every pane (see fix_kinds).
+        self.feature_kinds: dict[str, str] = {}
         self.untracked_features = 0
         self.untracked_names: list[str] = []
+
+    def fix_kinds(self, kinds: dict[str, str]) -> None:
+        """Take features' kinds from the reference: from now on a value of the other kind is ``wrong_type``."""
+        self.feature_kinds.update(kinds)
 
     def _track(self, events: list[dict[str, Any]]) -> None:
         names = self.feature_names
@@ -344,7 +357,7 @@ class EventTimeWindows:
             pane = self.panes.get(start)
             if pane is None:
                 pane = self.panes[start] = WindowStats(start, start + pane_s, self.max_features, self.max_categories)
-            pane.update(batch, self.feature_names)
+            pane.update(batch, self.feature_names, self.feature_kinds)
         self.events += len(placed)
         self._expire()
         # The same list when nothing came too late, so callers can share work on it.
@@ -404,6 +417,7 @@ class EventTimeWindows:
             "late": self.late,
             "events": self.events,
             "feature_names": list(self.feature_names),
+            "feature_kinds": dict(self.feature_kinds),
             "untracked_features": self.untracked_features,
             "untracked_names": list(self.untracked_names),
             "panes": [pane.to_dict() for _, pane in sorted(self.panes.items())],
@@ -426,4 +440,9 @@ class EventTimeWindows:
         out.untracked_features = state["untracked_features"]
         out.untracked_names = list(state["untracked_names"])
         out.panes = {p["start"]: WindowStats.from_dict(p) for p in state["panes"]}
+        # States saved before kinds were kept: the panes' own kinds, oldest first.
+        kinds: dict[str, str] = {}
+        for _, pane in sorted(out.panes.items(), reverse=True):
+            kinds.update(pane.features.kinds())
+        out.feature_kinds = state.get("feature_kinds", kinds)
         return out
