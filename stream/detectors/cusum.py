@@ -4,22 +4,24 @@ Each value is replaced by its percentile among a baseline of the signal's
 first ``warmup`` values (its mid-rank, the probability integral transform).
 Whatever the signal's distribution (lognormal amounts, small integers,
 scores in [0, 1]), those percentiles average 0.5 while nothing changes, and
-they are bounded, so one wild value moves them by little. They are averaged
-over blocks of ``block`` values and a two-sided CUSUM (Page 1954) accumulates
-how far the block means sit from 0.5. The block means' spread is measured on
-the baseline, so correlation between neighbouring values widens the limits
-instead of causing alarms; it is never taken below what independent values
-would give.
+they are bounded, so one wild value moves them by little. Two statistics are
+averaged over blocks of ``block`` values: the percentile itself (where the
+values sit: a shift of location) and its distance from 0.5 (how spread out
+they are: a change of variance). A two-sided CUSUM (Page 1954) accumulates
+how far each block mean sits from its baseline. The block means' spread is
+measured on the baseline, so correlation between neighbouring values widens
+the limits instead of causing alarms; it is never taken below what
+independent values would give.
 
 ``threshold`` is in block standard deviations and ``min_shift`` is the
-smallest move of the mean percentile worth an alert (0.1: the median moved to
-about the 60th percentile of the baseline); the CUSUM's allowance is half of
-it, widened by three standard errors of the baseline's own median (a
-baseline of 200 values is itself a sample), so drifts smaller than that never
-accumulate. The start of a change is
-the first block after the CUSUM last stood at zero (the maximum-likelihood
-change time for a mean shift). After an alert the baseline is learnt again
-from the values since that start: one change, one alert.
+smallest move of a block statistic worth an alert (0.1 of the mean
+percentile: the median moved to about the 60th percentile of the baseline);
+the CUSUM's allowance is half of it, widened by three standard errors of the
+baseline's own mean (a baseline of 200 values is itself a sample), so drifts
+smaller than that never accumulate. The start of a change is the first block
+after the CUSUM last stood at zero (the maximum-likelihood change time for a
+mean shift). After an alert the baseline is learnt again from the values
+since that start: one change, one alert.
 
 References: E. S. Page, "Continuous inspection schemes", Biometrika 41
 (1954); D. C. Montgomery, "Introduction to Statistical Quality Control", ch.
@@ -36,20 +38,83 @@ import numpy as np
 
 from stream.detectors.base import Finding
 
-STATE_VERSION = 1
-UNIFORM_SD = 12**-0.5  # standard deviation of a continuous percentile
+STATE_VERSION = 2
+# Each statistic: its name, and what its rising and falling sides mean.
+STATISTICS = {"location": ("up", "down"), "spread": ("wider", "narrower")}
+
+
+class TwoSidedCusum:
+    """Tabular CUSUM of block means around a baseline ``center``, in units of ``sd``.
+
+    >>> c = TwoSidedCusum(center=0.5, sd=0.1, allowance=0.05, limit=1.0)
+    >>> [c.step(0.5, float(t)) for t in range(3)]
+    [None, None, None]
+    >>> [c.step(0.9, float(t)) for t in range(3, 6)]
+    [None, None, 'up']
+    >>> c.start["up"], round(c.mean_since("up"), 2)
+    (3.0, 0.9)
+    """
+
+    def __init__(self, center: float, sd: float, allowance: float, limit: float) -> None:
+        self.center, self.sd, self.allowance, self.limit = center, sd, allowance, limit
+        self.sums = {"up": 0.0, "down": 0.0}
+        self.start: dict[str, float | None] = {"up": None, "down": None}
+        self.total = {"up": 0.0, "down": 0.0}  # sum of block means since each side's start
+        self.blocks = {"up": 0, "down": 0}
+
+    def step(self, value: float, start: float) -> str | None:
+        """Add one block mean (whose first value came at ``start``); return the side past the limit, if any."""
+        z = value - self.center
+        for side, signed in (("up", z), ("down", -z)):
+            if self.sums[side] <= 0:
+                self.start[side], self.total[side], self.blocks[side] = start, 0.0, 0
+            self.sums[side] = max(0.0, self.sums[side] + signed - self.allowance)
+            self.total[side] += value
+            self.blocks[side] += 1
+        for side in ("up", "down"):
+            if self.sums[side] > self.limit:
+                return side
+        return None
+
+    def mean_since(self, side: str) -> float:
+        """The mean of the block means since ``side`` last stood at zero."""
+        return self.total[side] / max(self.blocks[side], 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain state."""
+        return {
+            "center": self.center,
+            "sd": self.sd,
+            "allowance": self.allowance,
+            "limit": self.limit,
+            "sums": dict(self.sums),
+            "start": dict(self.start),
+            "total": dict(self.total),
+            "blocks": dict(self.blocks),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TwoSidedCusum:
+        """Rebuild from :meth:`to_dict` output."""
+        out = cls(float(state["center"]), float(state["sd"]), float(state["allowance"]), float(state["limit"]))
+        out.sums = {k: float(v) for k, v in state["sums"].items()}
+        out.start = {k: None if v is None else float(v) for k, v in state["start"].items()}
+        out.total = {k: float(v) for k, v in state["total"].items()}
+        out.blocks = {k: int(v) for k, v in state["blocks"].items()}
+        return out
 
 
 class PercentileCusumRule:
-    """Two-sided CUSUM on block means of reference percentiles.
+    """Two-sided CUSUMs on block means of reference percentiles: location and spread.
 
     Parameters:
         signal: the signal's name, as it appears in findings.
         warmup: values that form the baseline (and again after each change).
         block: values averaged into one CUSUM step.
         threshold: the CUSUM limit, in standard deviations of a block mean.
-        min_shift: the smallest shift of the mean percentile to report.
-        direction: ``up``, ``down`` or ``both``.
+        min_shift: the smallest shift of a block statistic to report.
+        direction: ``up``, ``down`` or ``both`` (of the location; spread is watched both ways).
+        spread: also watch the spread (variance) of the values.
         window_s: the tumbling window size the finding names.
 
     >>> rule = PercentileCusumRule("features.amount", window_s=60)
@@ -72,6 +137,7 @@ class PercentileCusumRule:
         threshold: float = 12.0,
         min_shift: float = 0.1,
         direction: str = "both",
+        spread: bool = True,
         window_s: float = 60.0,
         kind: str = "drift",
     ) -> None:
@@ -87,25 +153,21 @@ class PercentileCusumRule:
         self.threshold = threshold
         self.min_shift = min_shift
         self.direction = direction
+        self.spread = spread
         self.window_s = window_s
         self.kind = kind
         self.baseline: list[float] = []  # sorted once full
-        self.sd = 0.0
-        self.baseline_error = 0.0
+        self.cusums: dict[str, TwoSidedCusum] = {}
         self.partial: list[float] = []  # percentiles of the block being filled
         self.partial_start: float | None = None
-        self.up = self.down = 0.0
-        self.up_start: float | None = None
-        self.down_start: float | None = None
         # Recent raw values with their times: the next baseline after a change starts at its onset.
         self.recent: deque[tuple[float, float]] = deque(maxlen=warmup)
         self.seen = 0
-        self.mean_since: dict[str, list[float]] = {"up": [0.0, 0], "down": [0.0, 0]}
 
     @property
     def ready(self) -> bool:
         """Whether the baseline is complete and values are being tested."""
-        return len(self.baseline) >= self.warmup and self.sd > 0
+        return bool(self.cusums)
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return one finding per change."""
@@ -119,16 +181,15 @@ class PercentileCusumRule:
             if not self.ready:
                 take = min(self.warmup - len(self.baseline), len(xs) - i)
                 self._learn(xs[i : i + take])
-                self.recent.extend(zip(xs[i : i + take], ts[i : i + take], strict=True))
-                self.seen += take
-                i += take
-                continue
-            found, used = self._test(xs[i:], ts[i:])
+                used, found = take, None
+            else:
+                found, used = self._test(xs[i:], ts[i:])
             self.recent.extend(zip(xs[i : i + used], ts[i : i + used], strict=True))
             self.seen += used
             i += used
             if found is not None:
                 findings.append(found)
+                self._rebaseline(found.evidence["change_started_at"])
         return findings
 
     def _learn(self, xs: list[float]) -> None:
@@ -137,14 +198,18 @@ class PercentileCusumRule:
             return
         in_order = np.asarray(self.baseline)
         self.baseline.sort()
-        # Block means in arrival order: neighbours that move together widen their spread.
         pit = self._percentiles(in_order)
         usable = len(pit) - len(pit) % self.block
-        means = pit[:usable].reshape(-1, self.block).mean(axis=1)
-        independent = float(pit.std()) / self.block**0.5
-        self.sd = max(float(means.std(ddof=1)), independent, 1e-9)
-        # The baseline is a sample too: its own median is off by about this much in percentile terms.
-        self.baseline_error = float(pit.std()) / len(pit) ** 0.5
+        for name, values in (("location", pit), ("spread", np.abs(pit - 0.5))):
+            if name == "spread" and not self.spread:
+                continue
+            # Block means in arrival order: neighbours that move together widen their spread.
+            means = values[:usable].reshape(-1, self.block).mean(axis=1)
+            sd = max(float(means.std(ddof=1)), float(values.std()) / self.block**0.5, 1e-9)
+            # The baseline is a sample too: its own mean is off by about this much.
+            error = float(values.std()) / len(values) ** 0.5
+            allowance = max(0.5 * sd, self.min_shift / 2) + 3 * error
+            self.cusums[name] = TwoSidedCusum(float(values.mean()), sd, allowance, self.threshold * sd)
 
     def _percentiles(self, xs: np.ndarray) -> np.ndarray:
         ref = np.asarray(self.baseline)
@@ -153,10 +218,8 @@ class PercentileCusumRule:
         return (lo + hi) / (2.0 * len(ref))
 
     def _test(self, xs: list[float], ts: list[float]) -> tuple[Finding | None, int]:
-        """Run the CUSUM over whole blocks of ``xs``; stop at the first change. Returns it and values used."""
+        """Run the CUSUMs over whole blocks of ``xs``; stop at the first change. Returns it and values used."""
         pit = self._percentiles(np.asarray(xs)).tolist()
-        allowance = max(0.5 * self.sd, self.min_shift / 2) + 3 * self.baseline_error
-        limit = self.threshold * self.sd
         i = 0
         while i < len(pit):
             if not self.partial:
@@ -166,92 +229,87 @@ class PercentileCusumRule:
             i += take
             if len(self.partial) < self.block:
                 break
-            z = sum(self.partial) / self.block - 0.5
+            block = np.asarray(self.partial)
             start = self.partial_start
             self.partial = []
-            if self.up <= 0:
-                self.up_start, self.mean_since["up"] = start, [0.0, 0]
-            if self.down <= 0:
-                self.down_start, self.mean_since["down"] = start, [0.0, 0]
-            self.up = max(0.0, self.up + z - allowance)
-            self.down = max(0.0, self.down - z - allowance)
-            for side in ("up", "down"):
-                acc = self.mean_since[side]
-                acc[0] += z
-                acc[1] += 1
-            side = "up" if self.up > limit else "down" if self.down > limit else None
-            if side is None:
-                continue
-            if self.direction not in ("both", side):
-                setattr(self, side, 0.0)
-                continue
-            found = self._finding(side, ts[i - 1])
-            self._rebaseline(side, xs[:i], ts[:i])
-            return found, i
+            assert start is not None
+            means = {"location": float(block.mean()), "spread": float(np.abs(block - 0.5).mean())}
+            location = self.cusums["location"]
+            for name, cusum in self.cusums.items():
+                side = cusum.step(means[name], start)
+                if side is None:
+                    continue
+                if name == "location" and self.direction not in ("both", side):
+                    cusum.sums[side] = 0.0
+                    continue
+                if name == "spread" and max(location.sums.values()) > location.limit / 2:
+                    # Values moving off to one side also move away from the median: let
+                    # the location CUSUM, which says more, report that change.
+                    continue
+                return self._finding(name, side, ts[i - 1]), i
         return None, len(xs)
 
-    def _rebaseline(self, side: str, xs: list[float], ts: list[float]) -> None:
-        onset = self.up_start if side == "up" else self.down_start
-        self.recent.extend(zip(xs, ts, strict=True))
+    def _rebaseline(self, onset: float | None) -> None:
         since = [x for x, t in self.recent if onset is None or t >= onset]
-        self.baseline, self.sd, self.partial = [], 0.0, []
-        self.up = self.down = 0.0
+        self.baseline, self.cusums, self.partial = [], {}, []
         self.recent.clear()
         self._learn(since[-self.warmup :])
 
-    def _finding(self, side: str, at: float) -> Finding:
-        total, blocks = self.mean_since[side]
-        mean_pct = 0.5 + total / max(blocks, 1)
-        onset = self.up_start if side == "up" else self.down_start
+    def _finding(self, statistic: str, side: str, at: float) -> Finding:
+        cusum = self.cusums[statistic]
+        level = cusum.mean_since(side)
+        onset = cusum.start[side]
         median = float(np.median(self.baseline))
         start = at - at % self.window_s
-        statistic = self.up if side == "up" else self.down
+        named = STATISTICS[statistic][0 if side == "up" else 1]
+        if statistic == "location":
+            what = (
+                f"{self.signal} moved {named}: since the change its values sit on average at the "
+                f"{100 * level:.0f}th percentile of the baseline ({self.warmup} values, median {median:.4g}), "
+                f"where the {100 * cusum.center:.0f}th is expected"
+            )
+        else:
+            what = (
+                f"{self.signal} became {named}: since the change its values sit on average "
+                f"{100 * level:.0f} percentile points from the baseline's median ({self.warmup} values, median "
+                f"{median:.4g}), where {100 * cusum.center:.0f} are expected"
+            )
         return Finding(
             signal=self.signal,
             detector=self.name,
             kind=self.kind,
-            severity="critical" if abs(mean_pct - 0.5) >= 0.25 else "warning",
-            value=round(mean_pct, 6),
+            severity="critical" if abs(level - cusum.center) >= 0.25 else "warning",
+            value=round(level, 6),
             threshold=self.threshold,
-            baseline={"median": round(median, 6), "events": self.warmup, "mean_percentile": 0.5},
-            message=(
-                f"{self.signal} moved {'up' if side == 'up' else 'down'}: since the change its values sit on average "
-                f"at the {100 * mean_pct:.0f}th percentile of the baseline ({self.warmup} values, median "
-                f"{median:.4g}), where the 50th is expected (CUSUM {statistic / self.sd:.1f} block sd, "
-                f"limit {self.threshold:g})."
-            ),
+            baseline={"median": round(median, 6), "events": self.warmup, statistic: round(cusum.center, 6)},
+            message=f"{what} (CUSUM {cusum.sums[side] / cusum.sd:.1f} block sd, limit {self.threshold:g}).",
             event_time=at,
             window={"type": "stream", "start": start, "end": start + self.window_s, "size_s": self.window_s},
             evidence={
-                "direction": side,
-                "mean_percentile": round(mean_pct, 4),
-                "blocks": int(blocks),
+                "statistic": statistic,
+                "direction": named,
+                "level": round(level, 4),
+                "blocks": cusum.blocks[side],
                 "change_started_at": onset,
             },
         )
 
     def scores(self) -> dict[str, float]:
-        """``shift_sd``: the larger CUSUM side, in block standard deviations."""
+        """``shift_sd``: the largest CUSUM, in block standard deviations."""
         if not self.ready:
             return {}
-        return {"shift_sd": max(self.up, self.down) / self.sd}
+        return {"shift_sd": max(max(c.sums.values()) / c.sd for c in self.cusums.values())}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, versioned state."""
         return {
             "state_version": STATE_VERSION,
             "baseline": list(self.baseline),
-            "sd": self.sd,
-            "baseline_error": self.baseline_error,
+            "cusums": {name: c.to_dict() for name, c in self.cusums.items()},
             "partial": list(self.partial),
             "partial_start": self.partial_start,
-            "up": self.up,
-            "down": self.down,
-            "up_start": self.up_start,
-            "down_start": self.down_start,
             "recent": [list(p) for p in self.recent],
             "seen": self.seen,
-            "mean_since": {k: list(v) for k, v in self.mean_since.items()},
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -259,12 +317,8 @@ class PercentileCusumRule:
         if state.get("state_version") != STATE_VERSION:
             raise ValueError(f"cusum state version {state.get('state_version')!r}, expected {STATE_VERSION}")
         self.baseline = [float(v) for v in state["baseline"]]
-        self.sd = float(state["sd"])
-        self.baseline_error = float(state["baseline_error"])
+        self.cusums = {name: TwoSidedCusum.from_dict(c) for name, c in state["cusums"].items()}
         self.partial = [float(v) for v in state["partial"]]
         self.partial_start = state["partial_start"]
-        self.up, self.down = float(state["up"]), float(state["down"])
-        self.up_start, self.down_start = state["up_start"], state["down_start"]
         self.recent = deque(((float(x), float(t)) for x, t in state["recent"]), maxlen=self.warmup)
         self.seen = int(state["seen"])
-        self.mean_since = {k: [float(v[0]), int(v[1])] for k, v in state["mean_since"].items()}

@@ -13,9 +13,10 @@ alerts) *and* its PSI reaches ``min_psi`` and three times the PSI that
 sampling noise alone gives for its bins and sample sizes (so a huge window
 does not alarm on a trivial shift, nor a feature with many categories on
 noise). A window is tested as it grows, at ``min_events`` and each time it has
-doubled; the j-th test of a window is made at level ``alpha / 2**j``
-(j = 1, 2, ...), so the family-wise false-alarm rate per window stays below
-``alpha`` however often it is re-tested. One alert per window ranks the drifting features by PSI,
+grown by a quarter; the j-th test of a window is made at level
+``6 alpha / (pi^2 j^2)`` (j = 1, 2, ...; these sum to ``alpha``), so the
+family-wise false-alarm rate per window stays below ``alpha`` however often
+it is re-tested. One alert per window ranks the drifting features by PSI,
 so it says which inputs moved and by how much.
 """
 
@@ -177,7 +178,7 @@ class ReferenceDriftRule:
         self.window_start: float | None = None
         self.fired = False
         self.checked_at = 0
-        self.tests = 0  # tests made in this window; the next spends alpha / 2**(tests + 1)
+        self.tests = 0  # tests made in this window (see check)
 
     def _pairs(self, window: WindowStats) -> list[tuple[str, Any, Any]]:
         pairs = [
@@ -208,14 +209,15 @@ class ReferenceDriftRule:
         """Test ``window`` (the current tumbling window); at most one finding per window."""
         if self.window_start != window.start:
             self.window_start, self.fired, self.checked_at, self.tests = window.start, False, 0, 0
-        # Test at min_events, then each time the window has doubled; the j-th test spends
-        # alpha / 2**(j+1), so all the tests of a window together stay within alpha.
-        due = 2 * self.checked_at if self.checked_at else self.min_events
+        # Test at min_events, then each time the window has grown by a quarter (and by at least
+        # min_events). The j-th test of a window is made at level 6 alpha / (pi^2 j^2): these sum
+        # to alpha, so however often a window is re-tested its false-alarm rate stays within alpha.
+        due = self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
         if self.fired or window.count < due:
             return []
         self.checked_at = window.count
         self.tests += 1
-        spent = self.alpha / 2**self.tests
+        spent = self.alpha * 6 / (math.pi**2 * self.tests**2)
         ranking = self.scores(window, spent)
         drifted = [s for s in ranking if s["drifted"]]
         if not drifted:
