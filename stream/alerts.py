@@ -104,6 +104,10 @@ class AlertLifecycle:
       A finding whose ``change_started_at`` is after the last published
       alert reports a new change and is published (up to
       ``MAX_CHANGES_PER_COOLDOWN`` per cooldown).
+    - Alerts about one signal share an ``incident`` key from the first finding
+      until every detector of it has resolved: one episode, one incident,
+      whatever number of detectors agree (they are listed in
+      ``evidence.incident.detectors``).
     - A firing alert whose detector has been quiet for ``resolve_after_s`` of
       event time, while events kept arriving, publishes ``resolved`` with the
       same fingerprint and severity, so routes that paged also clear.
@@ -138,12 +142,15 @@ class AlertLifecycle:
         self.retrain_requests: list[dict[str, Any]] = []
         # fingerprint -> what is needed to fold and to resolve it
         self.active: dict[str, dict[str, Any]] = {}
+        # signal -> its open incident: key, since, the detectors that agreed, the fingerprints still firing
+        self.incidents: dict[str, dict[str, Any]] = {}
 
     def observe(self, findings: list[Finding], event_time: float) -> list[dict[str, Any]]:
         """Feed this batch's findings (possibly none) at ``event_time``; return alerts to publish."""
         out: list[dict[str, Any]] = []
         for finding in findings:
             fp = fingerprint(self.model, self.model_version, finding.signal, finding.detector)
+            incident = self._incident(finding, fp)
             state = self.active.get(fp)
             if state is not None:
                 state["last_seen"] = finding.event_time
@@ -154,6 +161,11 @@ class AlertLifecycle:
                     state["folded"] += 1
                     continue
             alert = build_alert(finding, self.model, self.model_version)
+            alert["incident"] = incident["key"]
+            alert["evidence"] = {
+                **alert["evidence"],
+                "incident": {"since": incident["since"], "detectors": list(incident["detectors"])},
+            }
             if state is not None:
                 alert["evidence"] = {**alert["evidence"], "repeats": state["folded"], "firing_since": state["since"]}
             in_cooldown = state is not None and finding.event_time - state["last_published"] < self.cooldown_s
@@ -171,7 +183,35 @@ class AlertLifecycle:
             if event_time - state["last_seen"] >= self.resolve_after_s:
                 out.append(self._resolved(state, event_time))
                 del self.active[fp]
+                signal = state["alert"]["signal"]
+                incident = self.incidents.get(signal)
+                if incident is not None:
+                    incident["open"] = [f for f in incident["open"] if f != fp]
+                    if not incident["open"]:
+                        del self.incidents[signal]  # every detector of the episode is quiet: it is over
         return out
+
+    def _incident(self, finding: Finding, fp: str) -> dict[str, Any]:
+        """The open incident of ``finding``'s signal (opened by this finding if there is none), updated.
+
+        Its key depends only on the model, version, signal and the event time of
+        the finding that opened it, so a replay gives the same key.
+        """
+        incident = self.incidents.get(finding.signal)
+        if incident is None:
+            text = "\x1f".join((self.model, self.model_version, finding.signal, repr(finding.event_time)))
+            key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+            incident = self.incidents[finding.signal] = {
+                "key": key,
+                "since": finding.event_time,
+                "detectors": [],
+                "open": [],
+            }
+        if finding.detector not in incident["detectors"]:
+            incident["detectors"].append(finding.detector)
+        if fp not in incident["open"]:
+            incident["open"].append(fp)
+        return incident
 
     def _new_change(self, state: dict[str, Any], finding: Finding) -> bool:
         """Whether ``finding`` reports a change that began after the last alert published (not a repeat).
@@ -239,8 +279,18 @@ class AlertLifecycle:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state, detached from the live one (a saved state must not change afterwards)."""
-        return {"active": {fp: dict(state) for fp, state in self.active.items()}}
+        return {
+            "active": {fp: dict(state) for fp, state in self.active.items()},
+            "incidents": {
+                signal: {**incident, "detectors": list(incident["detectors"]), "open": list(incident["open"])}
+                for signal, incident in self.incidents.items()
+            },
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`to_dict` saved."""
+        """Restore what :meth:`to_dict` saved (states saved before incidents existed have none)."""
         self.active = {fp: dict(entry) for fp, entry in state["active"].items()}
+        self.incidents = {
+            signal: {**incident, "detectors": list(incident["detectors"]), "open": list(incident["open"])}
+            for signal, incident in state.get("incidents", {}).items()
+        }

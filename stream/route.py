@@ -102,6 +102,9 @@ def alertmanager_alert(alert: dict[str, Any], generator_url: str = "") -> dict[s
         "severity": alert["severity"],
         "fingerprint": alert["fingerprint"],
     }
+    if alert.get("incident"):
+        # Group by it in Alertmanager's route (group_by: [incident]): one page per episode.
+        labels["incident"] = alert["incident"]
     out: dict[str, Any] = {
         "labels": labels,
         "annotations": {

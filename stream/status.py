@@ -103,8 +103,40 @@ def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) 
         "current": window_point(current, vm, vm.settings.window_s, drift),
         "series": [window_point(pane, vm, vm.windows.pane_s, drift) for _, pane in panes],
         "firing": sorted(active, key=lambda a: a["event_time"], reverse=True),
+        "incidents": incidents(active),
         "performance": vm.performance.summary().get("metrics") or {},
     }
+
+
+def incidents(active: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Firing alerts grouped by incident, newest first: one entry per episode, whatever number of detectors agree.
+
+    >>> rows = incidents([
+    ...     {"incident": "i1", "signal": "x", "detector": "cusum", "severity": "warning", "event_time": 5.0,
+    ...      "message": "m1", "evidence": {"incident": {"since": 1.0}}},
+    ...     {"incident": "i1", "signal": "x", "detector": "level_shift", "severity": "critical", "event_time": 3.0,
+    ...      "message": "m2", "evidence": {"incident": {"since": 1.0}}}])
+    >>> [(r["signal"], r["severity"], r["detectors"], r["message"]) for r in rows]
+    [('x', 'critical', ['cusum', 'level_shift'], 'm1')]
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for alert in active:
+        groups.setdefault(alert.get("incident") or alert["fingerprint"], []).append(alert)
+    out = []
+    for key, alerts in groups.items():
+        latest = max(alerts, key=lambda a: a["event_time"])
+        out.append(
+            {
+                "incident": key,
+                "signal": latest["signal"],
+                "severity": health(alerts),
+                "detectors": sorted({a["detector"] for a in alerts}),
+                "since": min(a["evidence"].get("incident", {}).get("since", a["event_time"]) for a in alerts),
+                "last_event_time": latest["event_time"],
+                "message": latest["message"],
+            }
+        )
+    return sorted(out, key=lambda r: r["last_event_time"], reverse=True)
 
 
 def model_status(monitor: ModelMonitor, drift: DriftCache) -> dict[str, Any]:

@@ -77,9 +77,13 @@ function card(model, version) {
   node.append(chart("latency", series, [["p50", "p50"], ["p95", "p95"], ["p99", "p99"]], " ms"));
   node.append(chart("errors", series, [["error_pct", "errors"]], " %"));
   node.append(chart("drift", series, [["psi_max", "drift"]], " PSI"));
-  if (version.firing.length) {
+  if (version.incidents.length) {
+    // One line per incident: the detectors that agree about one signal are one episode, not several pages.
     const list = el("ul", { class: "firing" });
-    for (const alert of version.firing) list.append(el("li", {}, `${alert.severity}: ${alert.message}`));
+    for (const incident of version.incidents) {
+      list.append(el("li", { "data-incident": incident.incident },
+        `${incident.severity}: ${incident.signal} (${incident.detectors.join(", ")}, since ${when(incident.since)}): ${incident.message}`));
+    }
     node.append(list);
   }
   return node;
