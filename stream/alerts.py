@@ -46,6 +46,24 @@ def alert_id(fingerprint: str, status: str, event_time: float) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def identity_time(finding: Finding) -> float:
+    """The time an alert's id is derived from: one that does not depend on how records were batched.
+
+    A finding of a per-window rule (at most one per window and fingerprint) is
+    identified by its window's start: the event at which a window's count
+    crosses a threshold depends on where batches end. Stream detectors report
+    the event they fired on, which does not.
+
+    >>> from stream.detectors.base import Finding
+    >>> window = {"type": "tumbling", "start": 60.0, "end": 120.0, "size_s": 60.0}
+    >>> identity_time(Finding("x", "zscore", "anomaly", "warning", 1.0, 1.0, {}, "m", 97.5, window))
+    60.0
+    """
+    if finding.window.get("type") == "tumbling":
+        return float(finding.window["start"])
+    return finding.event_time
+
+
 def build_alert(
     finding: Finding,
     model: str,
@@ -58,7 +76,7 @@ def build_alert(
     fp = fingerprint(model, model_version, finding.signal, finding.detector)
     return {
         "schema_version": SCHEMA_VERSION,
-        "alert_id": alert_id(fp, status, finding.event_time),
+        "alert_id": alert_id(fp, status, identity_time(finding)),
         "fingerprint": fp,
         "status": status,
         "severity": finding.severity,
@@ -154,6 +172,7 @@ class AlertLifecycle:
             state = self.active.get(fp)
             if state is not None:
                 state["last_seen"] = finding.event_time
+                state["last_identity"] = identity_time(finding)
                 self._maybe_request_retraining(state, finding)
                 if finding.event_time - state["last_published"] < self.cooldown_s and not self._new_change(
                     state, finding
@@ -172,6 +191,7 @@ class AlertLifecycle:
             self.active[fp] = {
                 "since": state["since"] if state else finding.event_time,
                 "last_seen": finding.event_time,
+                "last_identity": identity_time(finding),
                 "last_published": state["last_published"] if in_cooldown else finding.event_time,
                 "changes_in_cooldown": state.get("changes_in_cooldown", 0) + 1 if in_cooldown else 0,
                 "folded": 0,
@@ -237,7 +257,7 @@ class AlertLifecycle:
         self.retrain_requests.append(
             {
                 "schema_version": SCHEMA_VERSION,
-                "request_id": alert_id(state["alert"]["alert_id"], "retrain", finding.event_time),
+                "request_id": alert_id(state["alert"]["alert_id"], "retrain", identity_time(finding)),
                 "model": self.model,
                 "model_version": self.model_version,
                 "reason": finding.kind,
@@ -263,9 +283,11 @@ class AlertLifecycle:
     def _resolved(self, state: dict[str, Any], event_time: float) -> dict[str, Any]:
         firing = state["alert"]
         quiet = event_time - state["last_seen"]
+        # Resolvable from the moment the quiet period was complete: that, not the batch that noticed, is its id.
+        resolvable_at = state.get("last_identity", state["last_seen"]) + self.resolve_after_s
         return {
             **firing,
-            "alert_id": alert_id(firing["fingerprint"], "resolved", event_time),
+            "alert_id": alert_id(firing["fingerprint"], "resolved", resolvable_at),
             "status": "resolved",
             "message": (
                 f"{self.model} {self.model_version}: resolved: {firing['signal']}/{firing['detector']} "

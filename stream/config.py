@@ -81,6 +81,9 @@ class Settings:
     max_future_s: float = 300.0
     earliest_timestamp: float = 946_684_800.0
     reference_events: int = 1000
+    # A learnt reference also spans at least this much event time, so that it holds
+    # the signal's ordinary variation from minute to minute, not one snapshot of it.
+    reference_min_s: float = 300.0
     profile_dir: str = ""
     # TOML file of detectors per model and signal (see stream.monitors); empty: built-in defaults.
     monitors_file: str = ""
@@ -239,6 +242,8 @@ class Settings:
         if self.lateness_s < 0:
             raise ConfigError(f"lateness_s: {self.lateness_s!r} must not be negative")
         _positive("reference_events", self.reference_events, integer=True)
+        if self.reference_min_s < 0:
+            raise ConfigError(f"reference_min_s: {self.reference_min_s!r} must not be negative")
         _positive("alert_cooldown_s", self.alert_cooldown_s)
         if self.resolve_after_s < 0:
             raise ConfigError(f"resolve_after_s: {self.resolve_after_s!r} must not be negative")

@@ -188,9 +188,28 @@ class VersionMonitor:
             if 0 < cuts.size <= MAX_WINDOW_CUTS:
                 alerts: list[dict[str, Any]] = []
                 for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True):
-                    alerts += self._process(events[start:end])
+                    alerts += self._process_to_tests(events[start:end])
                 return alerts
-        return self._process(events)
+        return self._process_to_tests(events)
+
+    def _process_to_tests(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Process ``events`` in pieces that end where the window's next quality check or drift test is due.
+
+        The test then sees the same events whatever the batching, so a replay
+        after a crash decides alike and publishes the same alert ids.
+        """
+        alerts: list[dict[str, Any]] = []
+        while events:
+            take = len(events)
+            if self.quality is not None:
+                window = self.windows.tumbling(events[0]["timestamp"])
+                take = min(take, self.quality.events_until_test(window.start, window.count))
+                room = self.drift.events_until_test(window.start, window.count) if self.drift else None
+                if room is not None:
+                    take = min(take, room)
+            alerts += self._process(events[:take])
+            events = events[take:]
+        return alerts
 
     def _process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         placed = self.windows.update(events)
@@ -229,13 +248,30 @@ class VersionMonitor:
         """Learn the reference from the first events; return how many of ``events`` it took."""
         builder = self.reference_builder
         assert builder is not None
-        room = self.settings.reference_events - builder.count
+        room = self._reference_room(builder, events)
         builder.update(events[:room], kinds=self.windows.feature_kinds)
-        if builder.count >= self.settings.reference_events:
+        if room < len(events) or self._reference_complete(builder):
             if builder.first_event_time is not None and builder.last_event_time is not None:
                 builder.start, builder.end = builder.first_event_time, builder.last_event_time
             self._set_reference(ReferenceProfile(self.model, self.version, "first_events", time.time(), builder))
         return min(room, len(events))
+
+    def _reference_complete(self, builder: WindowStats) -> bool:
+        first, last = builder.first_event_time, builder.last_event_time
+        span = 0.0 if first is None or last is None else last - first
+        return builder.count >= self.settings.reference_events and span >= self.settings.reference_min_s
+
+    def _reference_room(self, builder: WindowStats, events: list[dict[str, Any]]) -> int:
+        """How many of ``events`` the reference still takes: until it has its events and its span of time."""
+        by_count = max(self.settings.reference_events - builder.count, 0)
+        if not events or by_count >= len(events):
+            return len(events)
+        first = builder.first_event_time if builder.first_event_time is not None else events[0]["timestamp"]
+        stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
+        spanned = np.flatnonzero(stamps - first >= self.settings.reference_min_s)
+        if not spanned.size:
+            return len(events)
+        return max(by_count, int(spanned[0]) + 1)
 
     def summary(self, view: str = "tumbling") -> dict[str, Any]:
         """The version's statistics in the ``tumbling`` or ``hopping`` view."""
@@ -257,7 +293,11 @@ class VersionMonitor:
             "performance": self.performance.summary(),
             "reference_progress": None
             if self.reference_builder is None
-            else {"events": self.reference_builder.count, "needed": self.settings.reference_events},
+            else {
+                "events": self.reference_builder.count,
+                "needed": self.settings.reference_events,
+                "needed_s": self.settings.reference_min_s,
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Data quality against a reference profile: missing-rate jumps, unseen
 categories, out-of-range numbers and wrong types, per feature and window.
 
-Each check fires at most once per feature per tumbling window. The
+Each check fires at most once per feature per tumbling window, and windows
+are checked at fixed counts (``min_events``, then every quarter of growth),
+so a replay in other batches decides alike. The
 reference is a sample too, so rates are judged against what it allows, not
 what it happened to show: a missing-rate jump must exceed the reference rate
 by an absolute margin *and* be improbable (binomial tail below ``alpha``)
@@ -71,6 +73,7 @@ class DataQualityRule:
         self.window_start: float | None = None
         self.out_of_range: dict[str, list[int]] = {}  # feature -> [low, high] counts this window
         self.fired: set[str] = set()
+        self.checked_at = 0  # window count at the last check
         self._ranges = self._reference_ranges()
 
     def _reference_ranges(self) -> dict[str, tuple[float, float]]:
@@ -97,6 +100,7 @@ class DataQualityRule:
             self.window_start = window.start
             self.out_of_range = {}
             self.fired = set()
+            self.checked_at = 0
         columns = columns or FeatureColumns(events)
         for name, (lo, hi) in self._ranges.items():
             column = columns.get(name)
@@ -105,6 +109,9 @@ class DataQualityRule:
                 counts = self.out_of_range.setdefault(name, [0, 0])
                 counts[0] += low
                 counts[1] += high
+        if window.count < self._due():
+            return []
+        self.checked_at = window.count
         event_time = max(e["timestamp"] for e in events) if events else window.last_event_time or 0.0
         findings: list[Finding] = []
         for name, stats in window.features.features.items():
@@ -128,6 +135,20 @@ class DataQualityRule:
                 if finding is not None:
                     findings.append(finding)
         return findings
+
+    def _due(self) -> int:
+        # Checked at min_events, then each time the window has grown by a quarter (at least min_events).
+        return self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
+
+    def events_until_test(self, window_start: float, count: int) -> int:
+        """Events the window starting at ``window_start`` (holding ``count``) takes before its next check.
+
+        A caller that stops a batch there checks every window at the same counts
+        whatever the batching, so a replay decides, and names its alerts, alike.
+        """
+        if window_start != self.window_start:
+            return max(self.min_events - count, 1)
+        return max(self._due() - count, 1)
 
     def _improbable(self, k: int, n: int, p: float) -> bool:
         """Whether ``k`` or more of ``n`` is below ``alpha`` likely when each has probability ``p``."""
@@ -287,6 +308,7 @@ class DataQualityRule:
             "window_start": self.window_start,
             "out_of_range": self.out_of_range,
             "fired": sorted(self.fired),
+            "checked_at": self.checked_at,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -294,6 +316,7 @@ class DataQualityRule:
         self.window_start = state["window_start"]
         self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
         self.fired = set(state["fired"])
+        self.checked_at = state.get("checked_at", 0)  # states saved before checkpoints have none
 
 
 def _upper(p: float, n: int, z: float) -> float:

@@ -205,15 +205,34 @@ class ReferenceDriftRule:
         out.sort(key=lambda s: (not s["drifted"], -s["psi"]))
         return out
 
+    def _due(self) -> int:
+        # Test at min_events, then each time the window has grown by a quarter (and by at least
+        # min_events). The j-th test of a window is made at level 6 alpha / (pi^2 j^2): these sum
+        # to alpha, so however often a window is re-tested its false-alarm rate stays within alpha.
+        return self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
+
+    def events_until_test(self, window_start: float, count: int) -> int | None:
+        """Events the window starting at ``window_start`` (holding ``count``) takes before its next test.
+
+        A caller that stops a batch there tests every window at the same counts
+        whatever the batching, so a replay decides, and names its alerts, alike.
+        None: this window is not tested again.
+
+        >>> rule = ReferenceDriftRule(WindowStats(0, 1), min_events=200)
+        >>> rule.events_until_test(60.0, 150), rule.events_until_test(60.0, 0)
+        (50, 200)
+        """
+        if window_start != self.window_start:
+            return max(self.min_events - count, 1)
+        if self.fired:
+            return None
+        return max(self._due() - count, 1)
+
     def check(self, window: WindowStats, window_s: float, event_time: float) -> list[Finding]:
         """Test ``window`` (the current tumbling window); at most one finding per window."""
         if self.window_start != window.start:
             self.window_start, self.fired, self.checked_at, self.tests = window.start, False, 0, 0
-        # Test at min_events, then each time the window has grown by a quarter (and by at least
-        # min_events). The j-th test of a window is made at level 6 alpha / (pi^2 j^2): these sum
-        # to alpha, so however often a window is re-tested its false-alarm rate stays within alpha.
-        due = self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
-        if self.fired or window.count < due:
+        if self.fired or window.count < self._due():
             return []
         self.checked_at = window.count
         self.tests += 1

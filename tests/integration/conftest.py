@@ -47,6 +47,8 @@ class Isolated:
             "STREAM_MONITOR_TOPIC_RETRAIN": t.retrain,
             "STREAM_MONITOR_PARTITIONS": str(self.settings.partitions),
             "STREAM_MONITOR_ZSCORE_WARMUP": str(self.settings.zscore_warmup),
+            # Tests send seconds of event time: their references are learnt from events, not minutes.
+            "STREAM_MONITOR_REFERENCE_MIN_S": "0",
         }
 
     def worker(self, env_extra: dict[str, str] | None = None, **kwargs) -> WorkerProcess:

@@ -13,7 +13,7 @@ from stream.exporter import ModelSeriesCollector
 from stream.metrics import ModelLabelCap
 from stream.monitor import ModelMonitor
 
-SETTINGS = Settings(zscore_warmup=50, reference_events=100)
+SETTINGS = Settings(zscore_warmup=50, reference_events=100, reference_min_s=0)
 
 
 def monitor(model: str, latency: float = 20.0, errors_every: int = 0) -> ModelMonitor:

@@ -234,7 +234,7 @@ def test_alerts_do_not_depend_on_how_events_are_batched():
     outcomes = {}
     for size in (2200, 10):
         evs = events(np.random.default_rng(1), 1_700_000_000.0)
-        mon = ModelMonitor("shifty", Settings(window_s=10.0, zscore_warmup=100, retrain_after_s=20))
+        mon = ModelMonitor("shifty", Settings(window_s=10.0, zscore_warmup=100, retrain_after_s=20, reference_min_s=0))
         alerts = []
         for i in range(0, len(evs), size):
             alerts += mon.process(evs[i : i + size])

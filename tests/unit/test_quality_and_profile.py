@@ -103,7 +103,7 @@ def test_each_check_fires_once_per_window():
 
 
 def test_monitor_learns_reference_from_first_events_then_alerts(tmp_path):
-    settings = Settings(reference_events=500, zscore_warmup=100)
+    settings = Settings(reference_events=500, reference_min_s=0, zscore_warmup=100)
     mon = ModelMonitor("m", settings)
     assert mon.process(events(500, seed=8)) == []
     assert mon.versions["1"].reference.source == "first_events"
