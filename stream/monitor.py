@@ -123,9 +123,13 @@ class VersionMonitor:
         if params is not None:
             params = dict(params)
             limit = params.pop("max_features", 20)
-            numeric = [n for n, f in profile.stats.features.features.items() if f.kind == "numeric"][:limit]
+            features = profile.stats.features.features
+            numeric = [n for n, f in features.items() if f.kind == "numeric"][:limit]
             if len(numeric) >= 2:
-                self.multivariate = MahalanobisRule(numeric, window_s=self.settings.window_s, **params)
+                skewed = [n for n in numeric if _positive_and_skewed(features[n])]
+                self.multivariate = MahalanobisRule(
+                    numeric, window_s=self.settings.window_s, log_features=skewed, **params
+                )
         options = {"alpha": self.settings.drift_alpha, "min_psi": self.settings.drift_min_psi}
         self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
 
@@ -351,6 +355,12 @@ class VersionMonitor:
                 getattr(self, name).load_state(state[name])
         self.performance = PerformanceMonitor.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
+
+
+def _positive_and_skewed(stats: Any) -> bool:
+    """Whether a reference feature is positive and right-skewed (mean above 1.25 times its median)."""
+    median = stats.sketch.quantile(0.5)
+    return bool(stats.moments.count and stats.moments.min > 0 and median and stats.moments.mean > 1.25 * median)
 
 
 def _after(placed: list[dict[str, Any]], events: list[dict[str, Any]], used: int) -> list[dict[str, Any]]:

@@ -1,32 +1,53 @@
 """The IQR rule (Tukey's fences): values beyond ``k`` interquartile ranges.
 
-The quartiles are learnt online with river's streaming quantiles (P²) from
-the values that were not outliers, after a warm-up; outliers are counted per
-event-time window like the z-score rule, so it fires once a window holds
-enough of them. Unlike the z-score it assumes no distribution shape.
+The quartiles are those of the last ``memory`` values that were not
+outliers, recomputed every ``refresh`` values (at fixed counts, so a replay
+in other batches draws the same fences); outliers are counted per event-time
+window like the z-score rule, so it fires once a window holds enough of
+them. Unlike the z-score it assumes no distribution shape.
+
+A lasting level shift is learnt instead of alerted on for ever: when more
+than half of the last ``warmup`` values were outliers, those values become
+the new baseline (one alert, then the new level is normal).
+
+Reference: J. W. Tukey, "Exploratory Data Analysis" (1977).
 """
 
 from __future__ import annotations
 
-import base64
-import pickle
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from river import stats
+import numpy as np
 
 from stream.detectors.base import Finding
 from stream.detectors.outliers import WindowOutlierCount
 
+STATE_VERSION = 2
+
 
 class IQRRule:
     """Outliers beyond ``Q1 - k*IQR`` or ``Q3 + k*IQR``, counted per window.
+
+    Parameters:
+        signal: the signal's name, as it appears in findings.
+        k: the fences' distance from the quartiles, in interquartile ranges.
+        warmup: values learnt before testing starts, and the span judged for a lasting shift.
+        memory: non-outlier values the quartiles are computed from.
+        refresh: values between two computations of the quartiles.
+        min_outliers, min_share: what a window needs to fire (see ``WindowOutlierCount``).
 
     >>> rule = IQRRule("latency_ms", warmup=100, min_outliers=3, window_s=60)
     >>> rule.update([10.0 + (i % 10) for i in range(500)], [i * 0.01 for i in range(500)])
     []
     >>> [f.detector for f in rule.update([90.0] * 10, [6.0] * 10)]
     ['iqr']
+    >>> shifted = [90.0 + (i % 10) for i in range(300)]   # the new level, for good
+    >>> len(rule.update(shifted, [70.0 + i * 0.01 for i in range(300)]))  # one alert, then the level is learnt
+    1
+    >>> rule.update(shifted, [130.0 + i * 0.01 for i in range(300)])    # learnt: quiet in the next windows
+    []
     """
 
     name = "iqr"
@@ -37,55 +58,78 @@ class IQRRule:
         *,
         k: float = 3.0,
         warmup: int = 200,
+        memory: int = 2000,
+        refresh: int = 100,
         min_outliers: int = 5,
         min_share: float = 0.01,
         window_s: float = 60.0,
         kind: str = "anomaly",
         unit: str = "",
     ) -> None:
-        if k <= 0:
-            raise ValueError("k must be positive")
+        if k <= 0 or warmup < 4 or memory < warmup or refresh < 1:
+            raise ValueError("k must be positive, warmup at least 4, memory at least warmup, refresh at least 1")
         self.signal = signal
         self.k = k
         self.warmup = warmup
+        self.refresh = refresh
         self.window_s = window_s
         self.kind = kind
         self.unit = unit
-        self.q1 = stats.Quantile(0.25)
-        self.q3 = stats.Quantile(0.75)
+        self.normal: deque[float] = deque(maxlen=memory)
+        self.recent: deque[float] = deque(maxlen=warmup)  # every value, outlier or not
+        self.recent_outliers: deque[bool] = deque(maxlen=warmup)
+        self.quartiles: tuple[float, float] | None = None
         self.seen = 0
+        self.relearned = 0
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
 
     def fences(self) -> tuple[float, float]:
         """The current low and high fences."""
-        q1, q3 = self.q1.get() or 0.0, self.q3.get() or 0.0
+        q1, q3 = self.quartiles or (0.0, 0.0)
         iqr = max(q3 - q1, 1e-9)
         return q1 - self.k * iqr, q3 + self.k * iqr
+
+    def _learn_quartiles(self) -> None:
+        q1, q3 = np.quantile(np.asarray(self.normal), [0.25, 0.75])
+        self.quartiles = (float(q1), float(q3))
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return any findings."""
         findings: list[Finding] = []
         count = self.count
+        lo, hi = self.fences()
         for x, ts in zip(values, timestamps, strict=True):
             x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
             count.see(ts)
-            if self.seen >= self.warmup:
-                lo, hi = self.fences()
-                if x < lo or x > hi:
-                    iqr = max((self.q3.get() or 0.0) - (self.q1.get() or 0.0), 1e-9)
-                    distance = (lo - x if x < lo else x - hi) / iqr
-                    if count.outlier(distance, x, ts):
-                        findings.append(self._finding(ts))
-                    continue
-            self.q1.update(x)
-            self.q3.update(x)
             self.seen += 1
+            outlier = False
+            if self.quartiles is not None and (x < lo or x > hi):
+                outlier = True
+                q1, q3 = self.quartiles
+                distance = (lo - x if x < lo else x - hi) / max(q3 - q1, 1e-9)
+                if count.outlier(distance, x, ts):
+                    findings.append(self._finding(ts))
+            else:
+                self.normal.append(x)
+            self.recent.append(x)
+            self.recent_outliers.append(outlier)
+            if outlier and len(self.recent) == self.warmup and 2 * sum(self.recent_outliers) > self.warmup:
+                # Most recent values are "outliers": the level moved for good. Learn it.
+                self.normal.clear()
+                self.normal.extend(self.recent)
+                self.recent_outliers.extend([False] * self.warmup)
+                self.relearned += 1
+                self._learn_quartiles()
+                lo, hi = self.fences()
+            elif self.seen % self.refresh == 0 and len(self.normal) >= self.warmup:
+                self._learn_quartiles()
+                lo, hi = self.fences()
         return findings
 
     def _finding(self, ts: float) -> Finding:
         lo, hi = self.fences()
         count = self.count
-        q1, q3 = self.q1.get(), self.q3.get()
+        q1, q3 = self.quartiles or (0.0, 0.0)
         unit = f" {self.unit}" if self.unit else ""
         return Finding(
             signal=self.signal,
@@ -94,11 +138,11 @@ class IQRRule:
             severity="critical" if count.share >= 0.1 else "warning",
             value=round(count.max_score, 4),
             threshold=self.k,
-            baseline={"q1": q1, "q3": q3, "fence_low": lo, "fence_high": hi, "count": self.seen},
+            baseline={"q1": q1, "q3": q3, "fence_low": lo, "fence_high": hi, "count": len(self.normal)},
             message=(
                 f"{count.outliers} of {count.window_count} events in the current {self.window_s:g} s window had "
                 f"{self.signal} outside the fences {lo:.4g}-{hi:.4g}{unit} (quartiles {q1:.4g} / {q3:.4g} "
-                f"over {self.seen} events, k={self.k:g}); worst {count.worst_value:.4g}{unit}."
+                f"of the last {len(self.normal)} ordinary values, k={self.k:g}); worst {count.worst_value:.4g}{unit}."
             ),
             event_time=ts,
             window=count.window(),
@@ -110,15 +154,27 @@ class IQRRule:
         return self.count.scores()
 
     def to_dict(self) -> dict[str, Any]:
-        """State (river quantiles pickled, base64)."""
+        """Plain, versioned state."""
         return {
-            "quantiles": base64.b64encode(pickle.dumps((self.q1, self.q3))).decode(),
+            "state_version": STATE_VERSION,
+            "normal": list(self.normal),
+            "recent": list(self.recent),
+            "recent_outliers": list(self.recent_outliers),
+            "quartiles": None if self.quartiles is None else list(self.quartiles),
             "seen": self.seen,
+            "relearned": self.relearned,
             "window": self.count.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`to_dict` saved."""
-        self.q1, self.q3 = pickle.loads(base64.b64decode(state["quantiles"]))
-        self.seen = state["seen"]
+        """Restore what :meth:`to_dict` saved; a state of another version is refused."""
+        if state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"iqr state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        self.normal = deque((float(v) for v in state["normal"]), maxlen=self.normal.maxlen)
+        self.recent = deque((float(v) for v in state["recent"]), maxlen=self.warmup)
+        self.recent_outliers = deque((bool(v) for v in state["recent_outliers"]), maxlen=self.warmup)
+        self.quartiles = (
+            None if state["quartiles"] is None else (float(state["quartiles"][0]), float(state["quartiles"][1]))
+        )
+        self.seen, self.relearned = int(state["seen"]), int(state["relearned"])
         self.count.load_state(state["window"])

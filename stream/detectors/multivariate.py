@@ -58,10 +58,15 @@ class MahalanobisRule:
         min_outliers: int = 5,
         min_share: float = 0.01,
         window_s: float = 60.0,
+        log_features: list[str] | None = None,
     ) -> None:
         if not features:
             raise ValueError("at least one feature is needed")
         self.features = list(features)
+        # Positive, right-skewed features (amounts, counts) are compared as logs: on their raw
+        # scale a lognormal tail alone puts vectors past any quantile-based limit.
+        logged = set(log_features or ())
+        self.log_mask = np.array([name in logged for name in self.features])
         p = len(self.features)
         self.warmup = warmup
         self.quantile = quantile
@@ -78,6 +83,9 @@ class MahalanobisRule:
 
     def _matrix(self, columns: FeatureColumns) -> np.ndarray:
         x = np.column_stack([columns.get(name) for name in self.features])
+        if self.log_mask.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x[:, self.log_mask] = np.log(np.maximum(x[:, self.log_mask], 1e-12))
         return np.where(np.isnan(x), self.mean, x)
 
     def _learn_warmup(self, x: np.ndarray) -> None:
@@ -137,7 +145,7 @@ class MahalanobisRule:
                 if d2[i] >= self.count.max_score:
                     order = np.argsort(-np.abs(z[i]))[:3]
                     self.worst = [
-                        {"feature": self.features[j], "z": round(float(z[i, j]), 3), "value": float(x[i, j])}
+                        {"feature": self.features[j], "z": round(float(z[i, j]), 3), "value": self._raw(x[i, j], j)}
                         for j in order
                     ]
                 if self.count.outlier(float(d2[i]), float(d2[i]), ts):
@@ -146,6 +154,9 @@ class MahalanobisRule:
                 self.threshold.update(float(d2[i]))
         self._learn(x[normal])
         return findings
+
+    def _raw(self, value: float, j: int) -> float:
+        return float(np.exp(value)) if self.log_mask[j] else float(value)
 
     def _finding(self, ts: float, limit: float) -> Finding:
         count = self.count

@@ -9,10 +9,10 @@ reference's counts (both are samples), rare categories pooled, and PSI.
 
 A feature drifts when its test is significant after a Bonferroni correction
 over every feature tested (so a model with 200 features is not drowned in
-alerts) *and* its PSI reaches ``min_psi`` and three times the PSI that
-sampling noise alone gives for its bins and sample sizes (so a huge window
-does not alarm on a trivial shift, nor a feature with many categories on
-noise). A window is tested as it grows, at ``min_events`` and each time it has
+alerts) *and* its PSI reaches both ``min_psi`` and the PSI that sampling
+noise alone exceeds once in a million for its bins and sample sizes (so a huge
+window does not alarm on a trivial shift, nor a small one or a feature with
+many categories on noise). A window is tested as it grows, at ``min_events`` and each time it has
 grown by a quarter; the j-th test of a window is made at level
 ``6 alpha / (pi^2 j^2)`` (j = 1, 2, ...; these sum to ``alpha``), so the
 family-wise false-alarm rate per window stays below ``alpha`` however often
@@ -35,8 +35,8 @@ from stream.stats.features import OTHER
 
 _EPS = 1e-4
 MIN_EXPECTED = 5.0
-# An effect counts only above this multiple of the PSI that sampling noise gives.
-NOISE_MARGIN = 3.0
+# An effect counts only above the PSI that sampling noise alone exceeds this rarely.
+NOISE_ALPHA = 1e-6
 DECILES = np.linspace(0.1, 0.9, 9)
 WASSERSTEIN_GRID = np.linspace(0.005, 0.995, 100)
 
@@ -145,13 +145,17 @@ def _homogeneity(table: np.ndarray) -> tuple[float, int]:
     return float(np.sum((table - expected) ** 2 / expected)), table.shape[1] - 1
 
 
-def psi_noise(bins: int, n_ref: int, n_win: int) -> float:
-    """The PSI that sampling noise alone gives two samples of one distribution over ``bins`` bins.
+def psi_noise(bins: int, n_ref: int, n_win: int, alpha: float = NOISE_ALPHA) -> float:
+    """The PSI that sampling noise alone exceeds with probability ``alpha``, for two samples of one distribution.
 
-    >>> round(psi_noise(100, 1000, 6000), 3)
-    0.116
+    Over ``bins`` bins, PSI is about a chi-square statistic with ``bins - 1``
+    degrees of freedom times ``1/n_ref + 1/n_win``, so a small window or a
+    feature with many categories needs a larger effect before it counts.
+
+    >>> round(psi_noise(10, 30000, 6000), 3), round(psi_noise(10, 30000, 200), 3)
+    (0.009, 0.226)
     """
-    return (bins - 1) * (1 / n_ref + 1 / n_win)
+    return float(stats.chi2.isf(alpha, bins - 1)) * (1 / n_ref + 1 / n_win)
 
 
 class ReferenceDriftRule:
@@ -200,7 +204,7 @@ class ReferenceDriftRule:
         tested = max(len(out), 1)
         for s in out:
             s["p_adjusted"] = min(1.0, s["p_value"] * tested)
-            s["psi_floor"] = max(self.min_psi, NOISE_MARGIN * s.pop("psi_noise"))
+            s["psi_floor"] = max(self.min_psi, s.pop("psi_noise"))
             s["drifted"] = s["p_adjusted"] < alpha and s["psi"] >= s["psi_floor"]
         out.sort(key=lambda s: (not s["drifted"], -s["psi"]))
         return out
