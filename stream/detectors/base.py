@@ -1,9 +1,10 @@
-"""What a detector reports: a finding, before it becomes an alert."""
+"""What a detector reports (a finding, before it becomes an alert) and what a per-signal detector provides."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 def tumbling_window(start: float, size_s: float) -> dict[str, Any]:
@@ -34,3 +35,29 @@ class Finding:
     event_time: float
     window: dict[str, Any]
     evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class SignalDetector(Protocol):
+    """A detector fed one signal's values with their event times, as the monitor file names them.
+
+    Built as ``Class(signal, window_s=..., **params)``. ``update`` returns a
+    finding per detection and must decide the same whatever the batching;
+    ``to_dict`` returns plain JSON data (never pickle) that ``load_state``
+    restores, refusing a state version it does not know with ``ValueError``.
+    An optional ``scores()`` returns figures for the Prometheus exporter.
+    """
+
+    name: str
+
+    def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
+        """Feed values and their event timestamps; return findings."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, versioned state."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        ...

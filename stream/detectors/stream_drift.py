@@ -74,13 +74,15 @@ class StreamDriftRule:
         self.params = params
         self.detector = METHODS[method](**params)
         self.seen = 0
-        # ADWIN's bound assumes values in [0, 1] and Page-Hinkley's threshold is
-        # in the signal's units: both see values in standard deviations of the
-        # warm-up instead, so one setting fits latencies, amounts and ages alike.
+        # ADWIN's bound assumes values in [0, 1]: it sees percentiles of the
+        # warm-up (see _learn_scale). Page-Hinkley's threshold is in the signal's
+        # units: it sees values in standard deviations of the warm-up, so one
+        # setting fits latencies, amounts and ages alike.
         if standardize is None:
             standardize = method in ("adwin", "page_hinkley")
         self.standardize = standardize
         self.scale: tuple[float, float] | None = None
+        self.pit_reference: list[float] = []  # the warm-up, sorted: ADWIN's values become percentiles of it
         self.warmup_values: list[float] = []
         self.mean = 0.0  # running mean since the last change, to tell the direction
         self.count_since_change = 0
@@ -110,7 +112,13 @@ class StreamDriftRule:
             i += 1
         if i == len(xs):
             return findings
-        if self.scale is not None:
+        if self.pit_reference:
+            ref = np.asarray(self.pit_reference)
+            rest = np.asarray(xs[i:])
+            inputs = (
+                (np.searchsorted(ref, rest, "left") + np.searchsorted(ref, rest, "right")) / (2 * len(ref))
+            ).tolist()
+        elif self.scale is not None:
             mu, sd = self.scale
             inputs = ((np.asarray(xs[i:]) - mu) / sd).tolist()
         else:
@@ -169,6 +177,10 @@ class StreamDriftRule:
             mu = sum(values) / len(values)
             var = sum((v - mu) ** 2 for v in values) / (len(values) - 1)
             self.scale = (mu, max(var**0.5, 1e-9))
+            if self.method == "adwin":
+                # ADWIN's bound holds for values in [0, 1]: it sees each value's percentile
+                # among the warm-up's, whatever the signal's range or tails.
+                self.pit_reference = sorted(values)
         self.warmup_values = []
 
     def _finding(self, ts: float, before: float, after: float, width: int) -> Finding:
@@ -222,6 +234,7 @@ class StreamDriftRule:
             "count_since_change": self.count_since_change,
             "times": list(self.times),
             "scale": self.scale,
+            "pit_reference": list(self.pit_reference),
             "recent": list(self.recent),
             "warmup_values": self.warmup_values,
         }
@@ -233,5 +246,6 @@ class StreamDriftRule:
         self.count_since_change = state["count_since_change"]
         self.times = deque((tuple(mark) for mark in state["times"]), maxlen=TIME_MARKS)
         self.scale = tuple(state["scale"]) if state["scale"] else None
+        self.pit_reference = list(state.get("pit_reference", []))  # none in states from before percentiles
         self.warmup_values = list(state["warmup_values"])
         self.recent = deque(state["recent"], maxlen=64)

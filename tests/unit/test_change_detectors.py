@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from stream.detectors import SignalDetector
 from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.level_shift import LevelShiftRule
 
@@ -96,6 +97,7 @@ def test_state_is_plain_json_and_a_restored_rule_goes_on_identically(name):
     rng = np.random.default_rng(7)
     head, tail = rng.normal(0, 1, 1500), np.concatenate([rng.normal(0, 1, 500), rng.normal(10, 1, 500)])
     rule = RULES[name]("x")
+    assert isinstance(rule, SignalDetector)
     feed(rule, head)
     state = json.loads(json.dumps(rule.to_dict()))  # nothing but JSON types
     clone = RULES[name]("x")
