@@ -291,7 +291,13 @@ class AlertLifecycle:
             "status": "resolved",
             "message": (
                 f"{self.model} {self.model_version}: resolved: {firing['signal']}/{firing['detector']} "
-                f"back to normal; no finding for {quiet:.0f} s of event time "
+                + (
+                    # A change detector re-baselines: quiet means no further change, not the old level back.
+                    "saw no further change; the level since the change is now its baseline"
+                    if firing["evidence"].get("change_started_at") is not None
+                    else "back to normal"
+                )
+                + f"; no finding for {quiet:.0f} s of event time "
                 f"(firing since {time.strftime('%H:%M:%S', time.gmtime(state['since']))} UTC)."
             ),
             "evidence": {"firing_alert_id": firing["alert_id"], "firing_since": state["since"], "quiet_s": quiet},

@@ -65,7 +65,12 @@ REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
 
 DEFAULTS: dict[str, Any] = {
     "signals": {
-        "latency_ms": {"detectors": ["zscore"]},
+        # zscore for spikes; a lasting slowdown is a jump (level_shift) and a sustained shift (cusum).
+        "latency_ms": {
+            "detectors": ["zscore", "level_shift", "cusum"],
+            "level_shift": {"direction": "up"},
+            "cusum": {"direction": "up"},
+        },
         "error_rate": {"detectors": ["adwin"], "adwin": {"direction": "up"}},
         "confidence": {"detectors": ["level_shift", "cusum"]},
         "prediction": {"detectors": ["level_shift", "cusum"]},

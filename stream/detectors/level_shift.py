@@ -58,6 +58,8 @@ class LevelShiftRule:
         log_scale: compare ``log(value)``; ``None`` decides from the first
             ``warmup`` values (all positive and mean above 1.25 x median).
         warmup: values seen before the scale is decided and testing starts.
+        direction: ``up``, ``down`` or ``both``: the jumps reported (the rule
+            re-baselines after a jump either way).
         window_s: the tumbling window size the finding names.
 
     >>> rule = LevelShiftRule("features.x", window_s=60)
@@ -86,11 +88,15 @@ class LevelShiftRule:
         smoothing: float = 0.02,
         log_scale: bool | None = None,
         warmup: int = 50,
+        direction: str = "both",
         window_s: float = 60.0,
         kind: str = "drift",
     ) -> None:
         if before < 3 or after < 3:
             raise ValueError("before and after must be at least 3")
+        if direction not in ("up", "down", "both"):
+            raise ValueError("direction must be up, down or both")
+        self.direction = direction
         if threshold <= 0 or not 0 < smoothing <= 1 or floor < 0:
             raise ValueError("threshold must be positive, smoothing in (0, 1], floor >= 0")
         self.signal = signal
@@ -130,7 +136,9 @@ class LevelShiftRule:
                 self.xs = np.log(np.maximum(self.xs, 1e-300))
         findings: list[Finding] = []
         while (found := self._scan()) is not None:
-            findings.append(found)
+            rose = found.evidence["after"] > found.evidence["before"]
+            if self.direction == "both" or (self.direction == "up") == rose:
+                findings.append(found)
         self._trim()
         return findings
 

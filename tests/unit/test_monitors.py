@@ -38,7 +38,7 @@ def load(tmp_path, text):
 
 def test_defaults_watch_latency_errors_confidence_and_prediction():
     config = MonitorConfig().for_model("anyone")
-    assert [n for n, _ in config.detectors_for("latency_ms")] == ["zscore"]
+    assert [n for n, _ in config.detectors_for("latency_ms")] == ["zscore", "level_shift", "cusum"]
     assert config.detectors_for("error_rate") == [("adwin", {"direction": "up"})]
     assert [n for n, _ in config.detectors_for("confidence")] == ["level_shift", "cusum"]
     assert [n for n, _ in config.detectors_for("prediction")] == ["level_shift", "cusum"]
