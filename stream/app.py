@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from stream.deadletter import dead_letter
 from stream.exporter import ModelSeriesCollector
 from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
-from stream.monitor import ModelMonitor
+from stream.monitor import ModelMonitor, StateError, unreadable_state_alert
 from stream.monitors import MonitorConfig
 from stream.privacy.protect import EventPrivacy
 from stream.sequence import Order
@@ -180,7 +181,13 @@ class MonitorApp:
         if stored is None:
             monitor = ModelMonitor(model, self.settings, self.monitors)
         else:
-            monitor = ModelMonitor.from_dict(model, self.settings, decode_state(stored), self.monitors)
+            try:
+                monitor = ModelMonitor.from_dict(model, self.settings, decode_state(stored), self.monitors)
+            except (StateError, zlib.error, orjson.JSONDecodeError) as exc:
+                # Never dead-letter a model's records for ever because its state is old or damaged.
+                log.warning("state of model %s cannot be read (%s): monitoring it afresh", model, exc)
+                monitor = ModelMonitor(model, self.settings, self.monitors)
+                monitor.notices.append(unreadable_state_alert(model, stored, str(exc)))
         self._cache(model, monitor, stored)
         return monitor
 
@@ -389,6 +396,7 @@ class MonitorApp:
             for inp in inputs:
                 await self._dead_letter_failure(exc, inp.record.value, inp.record.key, inp.record.message)
             return None, 0
+        await self.publish_alerts(monitor.take_notices())
         fresh = []
         for inp in inputs:
             message = inp.record.message

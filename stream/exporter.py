@@ -69,7 +69,8 @@ class ModelSeriesCollector:
             ),
             "shift": _gauge(
                 "drift_shift_sd",
-                "Mean since the last detected change, in warm-up standard deviations from the warm-up mean.",
+                "How far a streaming drift detector sees the signal moved, in the units of its threshold "
+                "(cusum: block standard deviations; level_shift: local spreads; adwin: warm-up standard deviations).",
                 DETECTOR,
             ),
             "psi": _gauge(

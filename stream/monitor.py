@@ -7,6 +7,7 @@ a model's decoded events, get alert messages back, and store
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.alerts import AlertLifecycle
+from stream.alerts import AlertLifecycle, fingerprint
 from stream.config import Settings
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
@@ -24,6 +25,7 @@ from stream.detectors.resources import ResourceRule
 from stream.detectors.security import ClientAbuseRule, PrivateDataRule
 from stream.monitors import ModelMonitors, MonitorConfig, build_rule
 from stream.profile import ReferenceProfile, find_profile
+from stream.schemas import SCHEMA_VERSION
 from stream.stats import EventTimeWindows, WindowStats
 from stream.stats.features import FeatureColumns, is_numeric
 
@@ -33,6 +35,12 @@ from stream.stats.features import FeatureColumns, is_numeric
 RECENT_BATCHES = 64
 # A batch is split at most this many times at window boundaries (see VersionMonitor.process).
 MAX_WINDOW_CUTS = 64
+# The layout of ModelMonitor.to_dict. Version 1 (unversioned) held pickled river objects.
+STATE_VERSION = 2
+
+
+class StateError(ValueError):
+    """A stored model state this release cannot read (another version, or damaged)."""
 
 
 class VersionMonitor:
@@ -401,6 +409,12 @@ class ModelMonitor:
         # Ids of the last envelopes applied: an envelope the SDK sent again after
         # a lost acknowledgement arrives at a new offset but with the same id.
         self.recent_batches: list[str] = []
+        self.notices: list[dict[str, Any]] = []
+
+    def take_notices(self) -> list[dict[str, Any]]:
+        """Alerts about the monitor itself (an unreadable state), published once by the caller."""
+        out, self.notices = self.notices, []
+        return out
 
     def seen_batch(self, batch_id: str | None) -> bool:
         """Whether the envelope ``batch_id`` is among the last ones applied.
@@ -492,6 +506,7 @@ class ModelMonitor:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state for the model's table entry."""
         return {
+            "state_version": STATE_VERSION,
             "seq": self.seq,
             "expects_labels": self.expects_labels,
             "labels": dict(self.labels),
@@ -504,7 +519,23 @@ class ModelMonitor:
     def from_dict(
         cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None = None
     ) -> ModelMonitor:
-        """Rebuild from :meth:`to_dict` output with the current settings."""
+        """Rebuild from :meth:`to_dict` output with the current settings.
+
+        Raises :class:`StateError` for a state of another version or one that
+        does not have the expected shape; nothing in a state is ever executed.
+        """
+        if not isinstance(state, dict) or state.get("state_version") != STATE_VERSION:
+            found = state.get("state_version", "none") if isinstance(state, dict) else type(state).__name__
+            raise StateError(f"model state version {found}, this release reads {STATE_VERSION}")
+        try:
+            return cls._from_state(model, settings, state, monitors)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise StateError(f"model state does not have the expected shape ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _from_state(
+        cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None
+    ) -> ModelMonitor:
         out = cls(model, settings, monitors)
         out.seq = state["seq"]
         out.expects_labels = out.expects_labels or state["expects_labels"]
@@ -516,3 +547,40 @@ class ModelMonitor:
             vm.load_state(vstate)
             out.versions[version] = vm
         return out
+
+
+def unreadable_state_alert(model: str, stored: bytes, reason: str, now: float | None = None) -> dict[str, Any]:
+    """The one ``data_quality`` alert saying a model's stored state could not be read and monitoring restarted.
+
+    Its id comes from the stored bytes, so a replay publishes the same alert.
+
+    >>> a = unreadable_state_alert("m", b"junk", "model state version 1, this release reads 2", now=5.0)
+    >>> a["kind"], a["detector"], a["status"], a["alert_id"] == unreadable_state_alert("m", b"junk", "x")["alert_id"]
+    ('data_quality', 'state_unreadable', 'firing', True)
+    """
+    now = time.time() if now is None else now
+    fp = fingerprint(model, "*", "state", "state_unreadable")
+    digest = hashlib.blake2b(stored, digest_size=16).hexdigest()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "alert_id": hashlib.blake2b(f"{fp}\x1f{digest}".encode(), digest_size=16).hexdigest(),
+        "fingerprint": fp,
+        "status": "firing",
+        "severity": "warning",
+        "kind": "data_quality",
+        "model": model,
+        "model_version": "*",
+        "signal": "state",
+        "detector": "state_unreadable",
+        "window": {"type": "stream", "start": now, "end": now},
+        "value": None,
+        "threshold": None,
+        "baseline": {"state_version": STATE_VERSION},
+        "message": (
+            f"{model}: its stored monitoring state could not be read ({reason}); "
+            "monitoring started afresh: references, baselines and counts are learnt again."
+        ),
+        "evidence": {"reason": reason[:500], "state_bytes": len(stored)},
+        "timestamp": now,
+        "event_time": now,
+    }

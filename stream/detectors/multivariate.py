@@ -5,8 +5,8 @@ values imputed with the running mean) are compared with a running mean and
 covariance by their squared Mahalanobis distance, which accounts for
 correlated features: a fraud score can be unusual for the *combination* of
 amount and country risk while each alone looks ordinary. The threshold is
-*learnt*: river's streaming quantile of the distances of normal events
-(``quantile``, 0.999), times ``margin``. Outliers are counted per window like
+*learnt*: the ``quantile`` (0.999) of the distances of normal events, read
+from a mergeable quantile sketch (1 % relative error), times ``margin``. Outliers are counted per window like
 the other rules, and the alert names the features that made the worst vector
 unusual.
 
@@ -17,17 +17,17 @@ normal scores, so no threshold separated them.)
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
 from typing import Any
 
 import numpy as np
-from river import stats
 
 from stream.detectors.base import Finding
 from stream.detectors.outliers import WindowOutlierCount
 from stream.stats.features import FeatureColumns
+from stream.stats.sketch import QuantileSketch
+
+STATE_VERSION = 2
 
 
 class MahalanobisRule:
@@ -77,7 +77,7 @@ class MahalanobisRule:
         self.mean = np.zeros(p)
         self.cov = np.eye(p)
         self.m2 = np.zeros((p, p))
-        self.threshold = stats.Quantile(quantile)
+        self.distances = QuantileSketch()  # squared distances of normal events
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
         self.worst: list[dict[str, Any]] = []
 
@@ -134,7 +134,7 @@ class MahalanobisRule:
             self._learn_warmup(x)
             return []
         d2, z = self._distances(x)
-        limit = self.threshold.get()
+        limit = self.distances.quantile(self.quantile) if self.distances.count else None
         findings = []
         normal = np.ones(len(events), dtype=bool)
         for i, e in enumerate(events):
@@ -150,8 +150,7 @@ class MahalanobisRule:
                     ]
                 if self.count.outlier(float(d2[i]), float(d2[i]), ts):
                     findings.append(self._finding(ts, limit * self.margin))
-            else:
-                self.threshold.update(float(d2[i]))
+        self.distances.update_many(d2[normal])
         self._learn(x[normal])
         return findings
 
@@ -189,14 +188,15 @@ class MahalanobisRule:
         return self.count.scores()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready state (the streaming quantile pickled, base64)."""
+        """Plain, versioned state."""
         return {
+            "state_version": STATE_VERSION,
             "features": self.features,
             "seen": self.seen,
             "mean": self.mean.tolist(),
             "cov": self.cov.tolist(),
             "m2": self.m2.tolist(),
-            "threshold": base64.b64encode(pickle.dumps(self.threshold)).decode(),
+            "distances": self.distances.to_dict(),
             "window": self.count.to_dict(),
             "worst": self.worst,
         }
@@ -205,8 +205,10 @@ class MahalanobisRule:
         """Restore what :meth:`to_dict` saved (if it watched the same features)."""
         if state["features"] != self.features:
             return
+        if state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"mahalanobis state version {state.get('state_version')!r}, expected {STATE_VERSION}")
         self.seen = state["seen"]
         self.mean, self.cov, self.m2 = np.array(state["mean"]), np.array(state["cov"]), np.array(state["m2"])
-        self.threshold = pickle.loads(base64.b64decode(state["threshold"]))
+        self.distances = QuantileSketch.from_dict(state["distances"])
         self.count.load_state(state["window"])
         self.worst = state["worst"]

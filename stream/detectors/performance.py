@@ -8,24 +8,91 @@ positive class configurable), regressors MAE and RMSE, all over the last
 ``window`` labelled predictions. The first ``reference_labels`` labelled
 predictions fix the reference level; a ``performance`` finding fires when the
 rolling metric is worse than that by ``margin`` (absolute for classification
-metrics, relative for errors), once per ``window`` labels. River's DDM watches
-the 0/1 error stream of classifiers for concept drift.
+metrics, relative for errors), once per ``window`` labels. DDM (Gama et al.
+2004) watches the 0/1 error stream of classifiers for concept drift.
+
+State is plain data: the last ``window`` labelled pairs (river's rolling
+metrics are rebuilt from them, exactly) and DDM's few running figures.
+
+Reference: J. Gama, P. Medas, G. Castillo and P. Rodrigues, "Learning with
+drift detection", SBIA 2004.
 """
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
+from collections import deque
 from typing import Any
 
-from river import drift, metrics, utils
+from river import metrics, utils
 
 from stream.detectors.base import Finding
 
 CLASSIFICATION = ("accuracy", "precision", "recall", "f1")
 REGRESSION = ("mae", "rmse")
 HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mae": False, "rmse": False}
+STATE_VERSION = 2
+
+
+class DriftDetectionMethod:
+    """DDM on a 0/1 error stream: the error rate against its best level so far.
+
+    With ``p`` the error rate since the last reset and ``s = sqrt(p (1 - p) / n)``,
+    a warning is ``p + s > p_min + warning_level * s_min`` and a drift
+    ``p + s > p_min + drift_level * s_min`` (after ``warm_start`` values);
+    a drift resets the statistics. The defaults are river's.
+
+    >>> ddm = DriftDetectionMethod()
+    >>> [ddm.update(i % 10 == 0) for i in range(1000)].count("drift")
+    0
+    >>> [ddm.update(i % 2 == 0) for i in range(200)].count("drift")
+    1
+    """
+
+    def __init__(self, warm_start: int = 30, warning_level: float = 2.0, drift_level: float = 3.0) -> None:
+        self.warm_start, self.warning_level, self.drift_level = warm_start, warning_level, drift_level
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the statistics (after a drift)."""
+        self.n = 0
+        self.errors = 0
+        self.p_min = math.inf
+        self.s_min = math.inf
+        self.warning = False
+
+    def update(self, wrong: bool) -> str | None:
+        """Add one outcome; return ``warning``, ``drift`` or None."""
+        self.n += 1
+        self.errors += bool(wrong)
+        if self.n < self.warm_start:
+            return None
+        p = self.errors / self.n
+        s = math.sqrt(p * (1 - p) / self.n)
+        if p + s <= self.p_min + self.s_min:
+            self.p_min, self.s_min = p, s
+        if p + s > self.p_min + self.drift_level * self.s_min:
+            self.reset()
+            return "drift"
+        self.warning = p + s > self.p_min + self.warning_level * self.s_min
+        return "warning" if self.warning else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain state (infinities as None)."""
+        finite = math.isfinite(self.p_min)
+        return {
+            "n": self.n,
+            "errors": self.errors,
+            "p_min": self.p_min if finite else None,
+            "s_min": self.s_min if finite else None,
+            "warning": self.warning,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.n, self.errors, self.warning = int(state["n"]), int(state["errors"]), bool(state["warning"])
+        self.p_min = math.inf if state["p_min"] is None else float(state["p_min"])
+        self.s_min = math.inf if state["s_min"] is None else float(state["s_min"])
 
 
 def task_of(prediction: Any, label: Any) -> str:
@@ -71,8 +138,10 @@ class PerformanceMonitor:
         self.reference: dict[str, float] | None = None
         self.labelled = 0
         self.since_fired = 0
-        self.ddm = drift.binary.DDM()
+        self.ddm = DriftDetectionMethod()
         self.warning_since: float | None = None
+        # The last ``window`` labelled pairs: the rolling metrics are rebuilt from them on restore.
+        self.pairs: deque[tuple[Any, Any]] = deque(maxlen=window)
 
     def _start(self, task: str) -> None:
         self.task = task
@@ -106,18 +175,18 @@ class PerformanceMonitor:
             label, prediction = float(label), float(prediction)
         for m in self.metrics.values():
             m.update(label, prediction)
+        self.pairs.append((label, prediction))
         self.labelled += 1
         self.since_fired += 1
         findings: list[Finding] = []
         if self.task == "classification":
-            wrong = label != prediction
-            self.ddm.update(wrong)
+            state = self.ddm.update(label != prediction)
             # DDM warns before it detects: the warning marks the likely onset.
-            if self.ddm.warning_detected and self.warning_since is None:
+            if state == "warning" and self.warning_since is None:
                 self.warning_since = event_time
-            elif not self.ddm.warning_detected and not self.ddm.drift_detected:
+            elif state is None:
                 self.warning_since = None
-            if self.ddm.drift_detected and self.labelled > self.reference_labels:
+            if state == "drift" and self.labelled > self.reference_labels:
                 findings.append(self._finding("error_rate", "ddm", event_time, self._error_rate(), None))
                 self.warning_since = None
         if self.reference is None:
@@ -194,12 +263,41 @@ class PerformanceMonitor:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """State (river objects pickled, base64)."""
-        return {"pickle": base64.b64encode(pickle.dumps(self.__dict__)).decode()}
+        """Plain, versioned state."""
+        return {
+            "state_version": STATE_VERSION,
+            "params": {
+                "window": self.window,
+                "reference_labels": self.reference_labels,
+                "margin": self.margin,
+                "metric": self.metric,
+                "pos_label": self.pos_label,
+                "window_s": self.window_s,
+            },
+            "task": self.task,
+            "reference": self.reference,
+            "labelled": self.labelled,
+            "since_fired": self.since_fired,
+            "ddm": self.ddm.to_dict(),
+            "warning_since": self.warning_since,
+            "pairs": [list(p) for p in self.pairs],
+        }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PerformanceMonitor:
-        """Rebuild from :meth:`to_dict` output."""
-        out = cls.__new__(cls)
-        out.__dict__.update(pickle.loads(base64.b64decode(state["pickle"])))
+        """Rebuild from :meth:`to_dict` output; a state of another version is refused."""
+        if state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"performance state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        out = cls(**state["params"])
+        if state["task"] is not None:
+            out._start(state["task"])
+            out.metric = state["params"]["metric"] or out.metric
+        for label, prediction in state["pairs"]:
+            for m in out.metrics.values():
+                m.update(label, prediction)
+            out.pairs.append((label, prediction))
+        out.reference = state["reference"]
+        out.labelled, out.since_fired = int(state["labelled"]), int(state["since_fired"])
+        out.ddm.load_state(state["ddm"])
+        out.warning_since = state["warning_since"]
         return out

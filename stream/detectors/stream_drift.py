@@ -2,14 +2,19 @@
 
 ADWIN (adaptive windowing), Page-Hinkley and KSWIN watch one value per event
 (1/0 for errors, the confidence, the latency) and say when its distribution
-changed, without any reference profile. The river objects are kept as they
-are; :meth:`StreamDriftRule.to_dict` pickles them into the state.
+changed, without any reference profile.
+
+River's detectors keep their statistics in private fields, so the state
+holds no river object: it holds the detector's parameters and the inputs it
+was fed since its last detection (at most ``REPLAY`` of them, and after an
+ADWIN detection the ones its new window kept), and a restored rule builds
+the detector again by feeding them. For ADWIN on a signal that has not
+changed for more than ``REPLAY`` values, and for KSWIN's random sampling,
+the rebuilt detector is close to the original, not identical.
 """
 
 from __future__ import annotations
 
-import base64
-import pickle
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +27,8 @@ from stream.detectors.base import Finding
 METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
 TIME_STRIDE = 32
 TIME_MARKS = 512
+REPLAY = 5000
+STATE_VERSION = 2
 
 
 class StreamDriftRule:
@@ -90,6 +97,8 @@ class StreamDriftRule:
         # start of a new regime some thousands of events back, in little state.
         self.times: deque[tuple[int, float]] = deque(maxlen=TIME_MARKS)
         self.recent: deque[float] = deque(maxlen=64)
+        # What the river detector was fed since its last detection: enough to build it again.
+        self.replay: deque[float] = deque(maxlen=REPLAY)
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return a finding per detected change.
@@ -125,10 +134,15 @@ class StreamDriftRule:
             inputs = xs[i:]
         detector, update = self.detector, self.detector.update
         start = i
+        fed = 0  # inputs[:fed] are in self.replay
         for j, z in enumerate(inputs, i):
             update(z)
             if not detector.drift_detected or self.seen + (j - start + 1) < self.warmup:
                 continue
+            self.replay.extend(inputs[fed : j - i + 1])
+            fed = j - i + 1
+            kept = self._new_regime_length() if self.method == "adwin" else 0
+            self.replay = deque(list(self.replay)[-kept:] if kept else [], maxlen=REPLAY)
             self._account(xs, ts, start, j)
             before = self.mean
             self._account(xs, ts, j, j + 1)
@@ -143,6 +157,7 @@ class StreamDriftRule:
             if (self.direction == "up" and not rising) or (self.direction == "down" and rising):
                 continue
             findings.append(self._finding(ts[j], before, after, width))
+        self.replay.extend(inputs[fed:])
         self._account(xs, ts, start, len(xs))
         return findings
 
@@ -226,9 +241,12 @@ class StreamDriftRule:
         return {"shift_sd": (self.mean - mu) / sd}
 
     def to_dict(self) -> dict[str, Any]:
-        """State as JSON-ready values (the river detector pickled, base64)."""
+        """Plain, versioned state: no river object, the inputs to build one again."""
         return {
-            "detector": base64.b64encode(pickle.dumps(self.detector)).decode(),
+            "state_version": STATE_VERSION,
+            "method": self.method,
+            "params": dict(self.params),
+            "replay": list(self.replay),
             "seen": self.seen,
             "mean": self.mean,
             "count_since_change": self.count_since_change,
@@ -240,12 +258,22 @@ class StreamDriftRule:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`to_dict` saved."""
-        self.detector = pickle.loads(base64.b64decode(state["detector"]))
+        """Restore what :meth:`to_dict` saved; a state of another version is refused."""
+        if state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"{self.method} state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        if state["method"] != self.method or state["params"] != self.params:
+            # Configured otherwise since: start the detector afresh rather than mix settings.
+            replay: list[float] = []
+        else:
+            replay = [float(v) for v in state["replay"]]
+        self.detector = METHODS[self.method](**self.params)
+        for z in replay:
+            self.detector.update(z)
+        self.replay = deque(replay, maxlen=REPLAY)
         self.seen, self.mean = state["seen"], state["mean"]
         self.count_since_change = state["count_since_change"]
         self.times = deque((tuple(mark) for mark in state["times"]), maxlen=TIME_MARKS)
         self.scale = tuple(state["scale"]) if state["scale"] else None
-        self.pit_reference = list(state.get("pit_reference", []))  # none in states from before percentiles
+        self.pit_reference = list(state["pit_reference"])
         self.warmup_values = list(state["warmup_values"])
         self.recent = deque(state["recent"], maxlen=64)

@@ -97,6 +97,9 @@ def test_live_page_shows_the_incident_and_the_charts(broker, chromium, tmp_path)
     latency = [r for r in rows if "latency_ms (zscore)" in r]
     assert latency and "critical" in latency[0] and "firing" in latency[0]
     card = dom[dom.index('data-model="checkout-ranker"') :]
+    # The detectors that agree about the latency are one incident: one line, naming them.
+    incident = re.search(r'<li data-incident="[0-9a-f]{32}">critical: latency_ms \(([a-z_, ]+), since', card)
+    assert incident and "zscore" in incident.group(1).split(", ")
     for name in ("latency", "errors", "drift"):
         svg = re.search(rf'<svg class="chart chart-{name}".*?</svg>', card, flags=re.S)
         assert svg, f"no {name} chart"

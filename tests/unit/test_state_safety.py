@@ -1,0 +1,93 @@
+"""A model state read from the changelog is plain, versioned data: a hostile or old state is
+refused, never executed, and the model starts afresh with one data_quality alert."""
+
+import asyncio
+import base64
+import json
+import os
+import pickle
+import zlib
+
+import pytest
+
+from stream.app import MonitorApp
+from stream.checkpoint import encode_state
+from stream.config import Settings
+from stream.monitor import STATE_VERSION, ModelMonitor, StateError
+from stream.schemas import validate
+
+
+class _Exploit:
+    """Unpickling this runs a shell command that leaves a file behind."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def _hostile_state(tmp_path) -> tuple[dict, str]:
+    marker = str(tmp_path / "pwned")
+    payload = base64.b64encode(pickle.dumps(_Exploit(marker))).decode()
+    # The shape the previous release wrote (no state_version; river objects pickled), with a payload in it.
+    version = ModelMonitor("m", Settings()).version("1").to_dict()
+    version["performance"] = {"pickle": payload}
+    version["signal_rules"] = {"error_rate": {"adwin": {"detector": payload}}}
+    return {"seq": 1, "expects_labels": False, "labels": {}, "versions": {"1": version}}, marker
+
+
+def test_a_hostile_pickle_in_a_state_is_refused_not_run(tmp_path):
+    state, marker = _hostile_state(tmp_path)
+    with pytest.raises(StateError, match="version"):
+        ModelMonitor.from_dict("m", Settings(), state)
+    # Even stamped with the current version, the payload is only ever read as data.
+    state["state_version"] = STATE_VERSION
+    with pytest.raises(StateError):
+        ModelMonitor.from_dict("m", Settings(), state)
+    assert not os.path.exists(marker)
+
+
+def test_every_part_of_a_busy_state_is_plain_json():
+    monitor = ModelMonitor("m", Settings(reference_events=100, reference_min_s=0))
+    events = [
+        {
+            "model_version": "1",
+            "timestamp": 1000.0 + i * 0.1,
+            "latency_ms": 10.0 + i % 7,
+            "error": None,
+            "confidence": 0.9,
+            "prediction": 1,
+            "features": {"x": float(i % 11), "c": "abc"[i % 3]},
+        }
+        for i in range(3000)
+    ]
+    for i in range(0, len(events), 100):
+        monitor.process(events[i : i + 100])
+    monitor.process_label("1", 1, 1, 2000.0)
+    text = json.dumps(monitor.to_dict())  # raises on anything but JSON types
+    assert "pickle" not in text
+    again = ModelMonitor.from_dict("m", Settings(reference_events=100, reference_min_s=0), json.loads(text))
+    assert again.to_dict()["versions"]["1"]["events"] == 3000
+
+
+def test_the_worker_starts_a_model_afresh_with_one_alert_when_its_state_cannot_be_read(tmp_path):
+    state, marker = _hostile_state(tmp_path)
+
+    async def load():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        stored = encode_state(state)
+        mon.model_state.data[b"m"] = stored
+        monitor = mon.monitor_for("m")
+        damaged = zlib.compress(b"{not json", 1)
+        mon.model_state.data[b"d"] = damaged
+        return monitor, mon.monitor_for("d")
+
+    monitor, damaged = asyncio.run(load())
+    assert not os.path.exists(marker)
+    assert monitor.versions == {} and monitor.offsets == {}
+    [alert] = monitor.take_notices()
+    validate("alert", alert)
+    assert (alert["kind"], alert["detector"], alert["model"]) == ("data_quality", "state_unreadable", "m")
+    assert "version" in alert["message"] and monitor.take_notices() == []
+    assert [a["detector"] for a in damaged.take_notices()] == ["state_unreadable"]
