@@ -219,35 +219,52 @@ class PercentileCusumRule:
 
     def _test(self, xs: list[float], ts: list[float]) -> tuple[Finding | None, int]:
         """Run the CUSUMs over whole blocks of ``xs``; stop at the first change. Returns it and values used."""
-        pit = self._percentiles(np.asarray(xs)).tolist()
+        pit = self._percentiles(np.asarray(xs))
+        b = self.block
         i = 0
-        while i < len(pit):
-            if not self.partial:
-                self.partial_start = ts[i]
-            take = min(self.block - len(self.partial), len(pit) - i)
-            self.partial.extend(pit[i : i + take])
-            i += take
-            if len(self.partial) < self.block:
-                break
+        if self.partial:
+            i = min(b - len(self.partial), len(pit))
+            self.partial.extend(pit[:i].tolist())
+            if len(self.partial) < b:
+                return None, len(xs)
             block = np.asarray(self.partial)
-            start = self.partial_start
             self.partial = []
-            assert start is not None
-            means = {"location": float(block.mean()), "spread": float(np.abs(block - 0.5).mean())}
-            location = self.cusums["location"]
-            for name, cusum in self.cusums.items():
-                side = cusum.step(means[name], start)
-                if side is None:
-                    continue
-                if name == "location" and self.direction not in ("both", side):
-                    cusum.sums[side] = 0.0
-                    continue
-                if name == "spread" and max(location.sums.values()) > location.limit / 2:
-                    # Values moving off to one side also move away from the median: let
-                    # the location CUSUM, which says more, report that change.
-                    continue
-                return self._finding(name, side, ts[i - 1]), i
+            assert self.partial_start is not None
+            found = self._step(float(block.mean()), float(np.abs(block - 0.5).mean()), self.partial_start, ts[i - 1])
+            if found is not None:
+                return found, i
+        whole = (len(pit) - i) // b
+        if whole:
+            blocks = pit[i : i + whole * b].reshape(whole, b)
+            location = blocks.mean(axis=1).tolist()
+            spread = np.abs(blocks - 0.5).mean(axis=1).tolist()
+            for k in range(whole):
+                start, end = i + k * b, i + (k + 1) * b
+                found = self._step(location[k], spread[k], ts[start], ts[end - 1])
+                if found is not None:
+                    return found, end
+            i += whole * b
+        if i < len(pit):
+            self.partial, self.partial_start = pit[i:].tolist(), ts[i]
         return None, len(xs)
+
+    def _step(self, location: float, spread: float, start: float, end: float) -> Finding | None:
+        """One block's means into the CUSUMs; the finding if one passed its limit."""
+        means = {"location": location, "spread": spread}
+        loc = self.cusums["location"]
+        for name, cusum in self.cusums.items():
+            side = cusum.step(means[name], start)
+            if side is None:
+                continue
+            if name == "location" and self.direction not in ("both", side):
+                cusum.sums[side] = 0.0
+                continue
+            if name == "spread" and max(loc.sums.values()) > loc.limit / 2:
+                # Values moving off to one side also move away from the median: let
+                # the location CUSUM, which says more, report that change.
+                continue
+            return self._finding(name, side, end)
+        return None
 
     def _rebaseline(self, onset: float | None) -> None:
         since = [x for x, t in self.recent if onset is None or t >= onset]

@@ -39,8 +39,10 @@ from scipy import signal
 
 from stream.detectors.base import Finding
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAD_TO_SD = 1.4826
+# Split points screened: every third. The change is then placed by a search around the hit.
+STRIDE = 3
 
 
 class LevelShiftRule:
@@ -111,6 +113,7 @@ class LevelShiftRule:
         self.kind = kind
         self.xs = np.empty(0)  # recent values (transformed), oldest first
         self.ts = np.empty(0)
+        self.origin = 0  # how many values were dropped before xs[0]
         self.cut = 0  # index in xs of the last change (the baseline starts there)
         self.next_split = 0  # first split point of xs not yet tested
         self.typical: float | None = None
@@ -147,9 +150,12 @@ class LevelShiftRule:
         x = self.xs
         first = max(self.next_split, self.cut + self.before)
         last = len(x) - self.after  # the last split with a full window after it
+        # Every STRIDE-th split (counted from the first value ever seen, so batching does not
+        # matter) is screened; the split is placed exactly afterwards.
+        first += -(self.origin + first) % STRIDE
         if last < first:
             return None
-        ratio, local = self._ratios(x, first, last)
+        ratio, local = self._ratios(x, first, last, STRIDE)
         typical = self._typical_before(local)
         scale = np.maximum(local, self.floor * typical)
         shift = ratio / np.maximum(scale, 1e-12)
@@ -158,18 +164,19 @@ class LevelShiftRule:
             self._advance(local, last + 1)
             self.last_ratio = float(shift[-1])
             return None
-        hit = first + int(over[0])
+        k = int(over[0])
+        hit = first + STRIDE * k
         # Place the change at the best split near the crossing, which needs the windows of
         # every candidate split: wait for them rather than guess.
         lo, hi = max(hit - self.after // 2, self.cut + self.before), hit + self.after - 1
         if hi > last:
-            self._advance(local[: hit - first], hit)
+            self._advance(local[:k], hit)
             return None
         at = self._best_split(x, lo, hi)
         cand_ratio, cand_local = self._ratios(x, at, at)
-        shift_at = float(cand_ratio[0] / max(cand_local[0], self.floor * typical[hit - first], 1e-12))
-        self._advance(local[: hit - first], hit)
-        finding = self._finding(x, at, hi + self.after - 1, max(shift_at, float(shift[hit - first])))
+        shift_at = float(cand_ratio[0] / max(cand_local[0], self.floor * typical[k], 1e-12))
+        self._advance(local[:k], hit)
+        finding = self._finding(x, at, hi + self.after - 1, max(shift_at, float(shift[k])))
         self.cut = at
         self.next_split = at + self.before
         return finding
@@ -184,10 +191,10 @@ class LevelShiftRule:
             costs.append(np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum())
         return lo + int(np.argmin(costs))
 
-    def _ratios(self, x: np.ndarray, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-        """|median after - median before| and the pooled local spread, for splits first..last."""
+    def _ratios(self, x: np.ndarray, first: int, last: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """|median after - median before| and the pooled local spread, for splits first..last by ``stride``."""
         b, a = self.before, self.after
-        windows = sliding_window_view(x[first - b : last + a], b + a)
+        windows = sliding_window_view(x[first - b : last + a], b + a)[::stride]
         left, right = windows[:, :b], windows[:, b:]
         m_left = np.median(left, axis=1)
         m_right = np.median(right, axis=1)
@@ -199,7 +206,7 @@ class LevelShiftRule:
     def _typical_after(self, local: np.ndarray) -> np.ndarray:
         """The exponential average of the spreads, after each of ``local`` is taken in."""
         start = self.typical if self.typical is not None else float(local[0])
-        w = self.smoothing
+        w = 1 - (1 - self.smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
         return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
 
     def _typical_before(self, local: np.ndarray) -> np.ndarray:
@@ -217,6 +224,7 @@ class LevelShiftRule:
         keep_from = min(keep_from, max(0, len(self.xs) - self.before - 2 * self.after))
         if keep_from:
             self.xs, self.ts = self.xs[keep_from:], self.ts[keep_from:]
+            self.origin += keep_from
             self.cut = max(self.cut - keep_from, 0)
             self.next_split -= keep_from
 
@@ -263,6 +271,7 @@ class LevelShiftRule:
             "state_version": STATE_VERSION,
             "xs": self.xs.tolist(),
             "ts": self.ts.tolist(),
+            "origin": self.origin,
             "cut": self.cut,
             "next_split": self.next_split,
             "typical": self.typical,
@@ -277,7 +286,7 @@ class LevelShiftRule:
             raise ValueError(f"level_shift state version {state.get('state_version')!r}, expected {STATE_VERSION}")
         self.xs = np.asarray(state["xs"], dtype=np.float64)
         self.ts = np.asarray(state["ts"], dtype=np.float64)
-        self.cut, self.next_split = int(state["cut"]), int(state["next_split"])
+        self.origin, self.cut, self.next_split = int(state["origin"]), int(state["cut"]), int(state["next_split"])
         self.typical = None if state["typical"] is None else float(state["typical"])
         self.seen = int(state["seen"])
         self.log_scale = None if state["log_scale"] is None else bool(state["log_scale"])
