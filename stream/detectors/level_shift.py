@@ -220,7 +220,7 @@ class LevelShiftRule:
         self.next_split = next_split
 
     def _trim(self) -> None:
-        keep_from = max(0, min(self.next_split, self.cut + self.before) - self.before - self.after // 2)
+        keep_from = max(0, max(self.next_split, self.cut + self.before) - self.before - self.after // 2)
         keep_from = min(keep_from, max(0, len(self.xs) - self.before - 2 * self.after))
         if keep_from:
             self.xs, self.ts = self.xs[keep_from:], self.ts[keep_from:]

@@ -114,3 +114,11 @@ def test_a_state_of_another_version_is_refused(name):
     state["state_version"] = 99
     with pytest.raises(ValueError, match="state version"):
         RULES[name]("x").load_state(state)
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_state_stays_small_on_a_long_stream(name):
+    # A model's state is one changelog record: it must not grow with the stream.
+    rule = RULES[name]("x")
+    feed(rule, np.random.default_rng(8).normal(0, 1, 50_000))
+    assert len(json.dumps(rule.to_dict())) < 20_000
