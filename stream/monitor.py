@@ -249,6 +249,9 @@ class VersionMonitor:
                 findings += self.drift.check(window, self.settings.window_s, watermark)
             if self.multivariate is not None:
                 findings += self.multivariate.update(checked, checked_columns)
+                if self.quality.checked_at == window.count:
+                    # Tested where quality is checked: at fixed window counts, whatever the batching.
+                    findings += self.multivariate.test_correlations(watermark)
         return self.lifecycle.observe(findings, watermark)
 
     def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:

@@ -88,6 +88,9 @@ MULTIVARIATE_KEYS = {
     "min_outliers": int,
     "min_share": float,
     "max_features": int,
+    "alpha": float,
+    "min_correlation_change": float,
+    "min_events": int,
 }
 
 

@@ -10,6 +10,12 @@ from a mergeable quantile sketch (1 % relative error), times ``margin``. Outlier
 the other rules, and the alert names the features that made the worst vector
 unusual.
 
+Each window's correlations are also compared with those of the warm-up,
+pair by pair (Fisher's z test, Bonferroni-corrected over the pairs, with
+alpha spent over a window's tests like the reference drift, and a change
+of at least ``min_correlation_change``): a relation that fades without
+making single vectors extreme still fires, as ``correlation``.
+
 (river's HalfSpaceTrees was tried first and dropped: on 5 Gaussian features
 its scores for clear two-feature outliers fell below the 99th percentile of
 normal scores, so no threshold separated them.)
@@ -21,13 +27,14 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, tumbling_window
 from stream.detectors.outliers import WindowOutlierCount
 from stream.stats.features import FeatureColumns
 from stream.stats.sketch import QuantileSketch
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 class MahalanobisRule:
@@ -59,6 +66,9 @@ class MahalanobisRule:
         min_share: float = 0.01,
         window_s: float = 60.0,
         log_features: list[str] | None = None,
+        alpha: float = 0.001,
+        min_correlation_change: float = 0.2,
+        min_events: int = 200,
     ) -> None:
         if not features:
             raise ValueError("at least one feature is needed")
@@ -80,6 +90,16 @@ class MahalanobisRule:
         self.distances = QuantileSketch()  # squared distances of normal events
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
         self.worst: list[dict[str, Any]] = []
+        self.alpha = alpha
+        self.min_correlation_change = min_correlation_change
+        self.min_events = min_events
+        self.reference_corr: np.ndarray | None = None  # the warm-up's correlations, fixed
+        self.window_start: float | None = None
+        self.window_n = 0
+        self.window_sum = np.zeros(p)
+        self.window_outer = np.zeros((p, p))
+        self.window_tests = 0
+        self.window_fired = False
 
     def _matrix(self, columns: FeatureColumns) -> np.ndarray:
         x = np.column_stack([columns.get(name) for name in self.features])
@@ -130,8 +150,11 @@ class MahalanobisRule:
         if not events:
             return []
         x = self._matrix(columns or FeatureColumns(events))
+        self._accumulate(x, float(events[0]["timestamp"]))
         if self.seen < self.warmup:
             self._learn_warmup(x)
+            if self.seen >= self.warmup:
+                self.reference_corr = _correlation(self.cov)
             return []
         d2, z = self._distances(x)
         limit = self.distances.quantile(self.quantile) if self.distances.count else None
@@ -156,6 +179,70 @@ class MahalanobisRule:
 
     def _raw(self, value: float, j: int) -> float:
         return float(np.exp(value)) if self.log_mask[j] else float(value)
+
+    def _accumulate(self, x: np.ndarray, first_time: float) -> None:
+        start = first_time - first_time % self.window_s
+        if start != self.window_start:
+            self.window_start, self.window_n, self.window_tests, self.window_fired = start, 0, 0, False
+            self.window_sum = np.zeros(len(self.features))
+            self.window_outer = np.zeros((len(self.features), len(self.features)))
+        self.window_n += x.shape[0]
+        self.window_sum += x.sum(axis=0)
+        self.window_outer += x.T @ x
+
+    def test_correlations(self, event_time: float) -> list[Finding]:
+        """Compare this window's correlations with the warm-up's; at most one finding per window.
+
+        The caller decides when (at fixed window counts, so a replay decides alike).
+        """
+        n = self.window_n
+        if self.reference_corr is None or self.window_fired or n < self.min_events or len(self.features) < 2:
+            return []
+        mean = self.window_sum / n
+        cov = self.window_outer / n - np.outer(mean, mean)
+        corr = _correlation(cov)
+        upper = np.triu_indices(len(self.features), k=1)
+        ref = self.reference_corr[upper]
+        now = corr[upper]
+        se = math.sqrt(1 / max(n - 3, 1) + 1 / max(self.warmup - 3, 1))
+        z = np.abs(np.arctanh(np.clip(now, -0.999, 0.999)) - np.arctanh(np.clip(ref, -0.999, 0.999))) / se
+        self.window_tests += 1
+        level = self.alpha * 6 / (math.pi**2 * self.window_tests**2) / len(ref)
+        changed = (2 * scipy_stats.norm.sf(z) < level) & (np.abs(now - ref) >= self.min_correlation_change)
+        if not changed.any():
+            return []
+        self.window_fired = True
+        order = np.argsort(-np.abs(now - ref) * changed)
+        pairs = [
+            {
+                "features": [self.features[upper[0][k]], self.features[upper[1][k]]],
+                "reference": round(float(ref[k]), 4),
+                "window": round(float(now[k]), 4),
+            }
+            for k in order[: min(5, int(changed.sum()))]
+        ]
+        top = pairs[0]
+        a, b = top["features"]
+        biggest = abs(top["window"] - top["reference"])
+        return [
+            Finding(
+                signal="features",
+                detector="correlation",
+                kind="drift",
+                severity="critical" if biggest >= 0.5 else "warning",
+                value=top["window"],
+                threshold=self.min_correlation_change,
+                baseline={"correlation": top["reference"], "events": self.warmup, "pairs": len(ref)},
+                message=(
+                    f"the correlation of {a} and {b} is {top['window']:.2f} in this window's {n} events, "
+                    f"{top['reference']:.2f} in the first {self.warmup}; {int(changed.sum())} of {len(ref)} "
+                    "feature pairs changed (Fisher z test, Bonferroni over pairs)."
+                ),
+                event_time=event_time,
+                window=tumbling_window(self.window_start or 0.0, self.window_s),
+                evidence={"pairs": pairs, "window_events": n, "level": level},
+            )
+        ]
 
     def _finding(self, ts: float, limit: float) -> Finding:
         count = self.count
@@ -197,6 +284,15 @@ class MahalanobisRule:
             "cov": self.cov.tolist(),
             "m2": self.m2.tolist(),
             "distances": self.distances.to_dict(),
+            "reference_corr": None if self.reference_corr is None else self.reference_corr.tolist(),
+            "correlation_window": {
+                "start": self.window_start,
+                "n": self.window_n,
+                "sum": self.window_sum.tolist(),
+                "outer": self.window_outer.tolist(),
+                "tests": self.window_tests,
+                "fired": self.window_fired,
+            },
             "window": self.count.to_dict(),
             "worst": self.worst,
         }
@@ -210,5 +306,19 @@ class MahalanobisRule:
         self.seen = state["seen"]
         self.mean, self.cov, self.m2 = np.array(state["mean"]), np.array(state["cov"]), np.array(state["m2"])
         self.distances = QuantileSketch.from_dict(state["distances"])
+        corr = state["reference_corr"]
+        self.reference_corr = None if corr is None else np.array(corr)
+        w = state["correlation_window"]
+        self.window_start, self.window_n, self.window_tests = w["start"], int(w["n"]), int(w["tests"])
+        self.window_sum, self.window_outer, self.window_fired = np.array(w["sum"]), np.array(w["outer"]), w["fired"]
         self.count.load_state(state["window"])
         self.worst = state["worst"]
+
+
+def _correlation(cov: np.ndarray) -> np.ndarray:
+    """The correlation matrix of a covariance matrix (0 where a feature does not vary)."""
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    scale = np.outer(sd, sd)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where(scale > 0, cov / scale, 0.0)
+    return np.clip(corr, -1.0, 1.0)

@@ -185,3 +185,26 @@ def test_mahalanobis_is_silent_on_correlated_noise_and_fires_on_a_broken_relatio
     copy.load_state(orjson.loads(orjson.dumps(rule.to_dict(), option=orjson.OPT_NON_STR_KEYS)))
     assert np.allclose(copy.cov, rule.cov) and copy.seen == rule.seen
     assert pickle.loads(pickle.dumps(rule)).seen == rule.seen
+
+
+def test_a_fading_correlation_is_a_correlation_drift_and_a_steady_one_is_not():
+    from stream.detectors.multivariate import MahalanobisRule
+
+    rng = np.random.default_rng(9)
+
+    def run(rule, events):
+        found = []
+        for k in range(0, len(events), 100):
+            rule.update(events[k : k + 100])
+            found += rule.test_correlations(events[k]["timestamp"])
+        return found
+
+    rule = MahalanobisRule(["a", "b", "c"])
+    assert run(rule, correlated_events(rng, 60_000)) == []
+    # b becomes independent of a: no single vector is extreme, the relation is gone.
+    xs = rng.multivariate_normal([10.0, 20.0, 0.0], np.eye(3), 3000)
+    faded = [{"timestamp": 700.0 + i * 0.01, "features": {"a": a, "b": b, "c": c}} for i, (a, b, c) in enumerate(xs)]
+    found = run(rule, faded)
+    assert [f.detector for f in found] == ["correlation"]
+    assert found[0].evidence["pairs"][0]["features"] == ["a", "b"]
+    assert found[0].baseline["correlation"] > 0.7 and abs(found[0].value) < 0.3
