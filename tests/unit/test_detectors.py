@@ -205,6 +205,6 @@ def test_a_fading_correlation_is_a_correlation_drift_and_a_steady_one_is_not():
     xs = rng.multivariate_normal([10.0, 20.0, 0.0], np.eye(3), 3000)
     faded = [{"timestamp": 700.0 + i * 0.01, "features": {"a": a, "b": b, "c": c}} for i, (a, b, c) in enumerate(xs)]
     found = run(rule, faded)
-    assert [f.detector for f in found] == ["correlation"]
+    assert found and {f.detector for f in found} == {"correlation"}  # once per window it spans
     assert found[0].evidence["pairs"][0]["features"] == ["a", "b"]
     assert found[0].baseline["correlation"] > 0.7 and abs(found[0].value) < 0.3
