@@ -35,7 +35,7 @@ _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 def encode_state(state: dict[str, Any]) -> bytes:
     """A model's state as the bytes stored in the table: JSON, compressed.
 
-    Sketch buckets and pickled detectors compress about four to one, which
+    Sketch buckets and detector buffers compress about four to one, which
     keeps a busy model's state well under Kafka's 1 MB record limit.
 
     >>> decode_state(encode_state({"seq": 3, "buckets": {7: 2}}))

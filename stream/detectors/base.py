@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 
 def tumbling_window(start: float, size_s: float) -> dict[str, Any]:
     """The ``window`` field of a finding made in the tumbling window starting at ``start``.
@@ -14,6 +16,29 @@ def tumbling_window(start: float, size_s: float) -> dict[str, Any]:
     {'type': 'tumbling', 'start': 60.0, 'end': 120.0, 'size_s': 60.0}
     """
     return {"type": "tumbling", "start": start, "end": start + size_s, "size_s": size_s}
+
+
+def stream_window(event_time: float, size_s: float) -> dict[str, Any]:
+    """The ``window`` field of a stream detector's finding: the window of ``size_s`` holding ``event_time``.
+
+    >>> stream_window(75.0, 60.0)
+    {'type': 'stream', 'start': 60.0, 'end': 120.0, 'size_s': 60.0}
+    """
+    start = event_time - event_time % size_s
+    return {"type": "stream", "start": start, "end": start + size_s, "size_s": size_s}
+
+
+def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Values and timestamps as plain floats (numpy scalars must not leak into JSON state), of equal length.
+
+    >>> plain_series([1, 2], [0.5, 0.6])
+    ([1.0, 2.0], [0.5, 0.6])
+    """
+    xs = np.asarray(values, dtype=np.float64).tolist()
+    ts = np.asarray(timestamps, dtype=np.float64).tolist()
+    if len(xs) != len(ts):
+        raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+    return xs, ts
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, plain_series, stream_window
 
 STATE_VERSION = 2
 # Each statistic: its name, and what its rising and falling sides mean.
@@ -171,10 +171,7 @@ class PercentileCusumRule:
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return one finding per change."""
-        xs = np.asarray(values, dtype=np.float64).tolist()
-        ts = np.asarray(timestamps, dtype=np.float64).tolist()
-        if len(xs) != len(ts):
-            raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        xs, ts = plain_series(values, timestamps)
         findings: list[Finding] = []
         i = 0
         while i < len(xs):
@@ -277,7 +274,6 @@ class PercentileCusumRule:
         level = cusum.mean_since(side)
         onset = cusum.start[side]
         median = float(np.median(self.baseline))
-        start = at - at % self.window_s
         named = STATISTICS[statistic][0 if side == "up" else 1]
         if statistic == "location":
             what = (
@@ -301,7 +297,7 @@ class PercentileCusumRule:
             baseline={"median": round(median, 6), "events": self.warmup, statistic: round(cusum.center, 6)},
             message=f"{what} (CUSUM {cusum.sums[side] / cusum.sd:.1f} block sd, limit {self.threshold:g}).",
             event_time=at,
-            window={"type": "stream", "start": start, "end": start + self.window_s, "size_s": self.window_s},
+            window=stream_window(at, self.window_s),
             evidence={
                 "statistic": statistic,
                 "direction": named,

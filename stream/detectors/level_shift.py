@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, stream_window
 
 STATE_VERSION = 2
 MAD_TO_SD = 1.4826
@@ -235,7 +235,6 @@ class LevelShiftRule:
         level_before = self._level(float(np.median(x[max(at - self.before, self.cut) : at])))
         level_after = self._level(float(np.median(x[at : at + self.after])))
         started, detected = float(self.ts[at]), float(self.ts[min(seen_until, len(self.ts) - 1)])
-        start = detected - detected % self.window_s
         change = "rose" if level_after > level_before else "fell"
         return Finding(
             signal=self.signal,
@@ -251,7 +250,7 @@ class LevelShiftRule:
                 + ("; compared on a log scale." if self.log_scale else ".")
             ),
             event_time=detected,
-            window={"type": "stream", "start": start, "end": start + self.window_s, "size_s": self.window_s},
+            window=stream_window(detected, self.window_s),
             evidence={
                 "before": level_before,
                 "after": level_after,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from river import drift
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, plain_series, stream_window
 
 METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
 TIME_STRIDE = 32
@@ -107,11 +107,7 @@ class StreamDriftRule:
         the recent values and the time marks are kept up per stretch of values
         between two detections.
         """
-        # Plain floats: numpy scalars must not leak into the JSON state.
-        xs = np.asarray(values, dtype=np.float64).tolist()
-        ts = np.asarray(timestamps, dtype=np.float64).tolist()
-        if len(xs) != len(ts):
-            raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        xs, ts = plain_series(values, timestamps)
         findings: list[Finding] = []
         i = 0
         while i < len(xs) and self.standardize and self.scale is None:
@@ -200,7 +196,6 @@ class StreamDriftRule:
 
     def _finding(self, ts: float, before: float, after: float, width: int) -> Finding:
         started = self._time_of(self.seen - width) if width > 0 else None
-        start = ts - ts % self.window_s
         change = "rose" if after > before else "fell"
         return Finding(
             signal=self.signal,
@@ -216,7 +211,7 @@ class StreamDriftRule:
                 + (f"; the new level covers the last {width} events)." if width else ").")
             ),
             event_time=ts,
-            window={"type": "stream", "start": start, "end": start + self.window_s, "size_s": self.window_s},
+            window=stream_window(ts, self.window_s),
             evidence={"before": before, "after": after, "new_regime_events": width, "change_started_at": started},
         )
 
