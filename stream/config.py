@@ -50,7 +50,7 @@ def parse_broker_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Topic names; defaults as in DESIGN.md."""
+    """Topic names; the defaults are the contract's (README, Contracts)."""
 
     events: str = "inference-events"
     labels: str = "inference-labels"

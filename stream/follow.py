@@ -1,7 +1,7 @@
 """Reading a whole topic without joining a consumer group.
 
 A group join waits for the rebalance timeout and rejoining an old group took
-about 30 s on Tansu (DESIGN.md); tailing alerts needs neither, so the reader
+about 30 s on Tansu, the embedded broker; tailing alerts needs neither, so the reader
 assigns itself every partition.
 """
 

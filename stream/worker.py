@@ -1,7 +1,7 @@
 """Running a worker: topics first, then the Faust app, with a bounded shutdown.
 
 A Faust worker whose agents were stuck was seen here to ignore SIGTERM for an
-hour (DESIGN.md). ``BoundedWorker`` starts a watchdog on the first SIGTERM or
+hour. ``BoundedWorker`` starts a watchdog on the first SIGTERM or
 SIGINT: if the orderly shutdown has not finished within the grace period,
 the process exits anyway, with a log line saying so.
 """

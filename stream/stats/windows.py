@@ -1,7 +1,7 @@
 """Event-time windows kept as plain state: tumbling and hopping views over panes.
 
 Faust's windowed tables expire windows by the wall clock, so replayed or
-delayed traffic would land in the wrong window (see DESIGN.md). Here events
+delayed traffic would land in the wrong window. Here events
 are placed by their own timestamps into *panes* (the greatest common divisor
 of the tumbling size and the hopping step, one minute by default). A tumbling
 window is the merge of its panes; a hopping window is the merge of the last

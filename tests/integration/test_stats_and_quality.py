@@ -1,7 +1,7 @@
 """Window statistics survive a worker restart; data-quality alerts arrive; queries route.
 
 Restarting means rejoining the same consumer group, which takes Tansu about
-30 s (DESIGN.md); the test allows for it.
+30 s; the test allows for it.
 """
 
 from __future__ import annotations
