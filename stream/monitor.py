@@ -205,7 +205,7 @@ class VersionMonitor:
         return self._process_to_tests(events)
 
     def _process_to_tests(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Process ``events`` in pieces that end where the window's next quality check or drift test is due.
+        """Process ``events`` in pieces that end where a per-window rule's next test is due.
 
         The test then sees the same events whatever the batching, so a replay
         after a crash decides alike and publishes the same alert ids.
@@ -213,10 +213,9 @@ class VersionMonitor:
         alerts: list[dict[str, Any]] = []
         while events:
             take = len(events)
-            if self.quality is not None:
-                window = self.windows.tumbling(events[0]["timestamp"])
-                take = min(take, self.quality.events_until_test(window.start, window.count))
-                room = self.drift.events_until_test(window.start, window.count) if self.drift else None
+            window = self.windows.tumbling(events[0]["timestamp"])
+            for rule in (self.quality, self.drift, self.multivariate):
+                room = None if rule is None else rule.events_until_test(window.start, window.count)
                 if room is not None:
                     take = min(take, room)
             alerts += self._process(events[:take])
@@ -249,9 +248,7 @@ class VersionMonitor:
                 findings += self.drift.check(window, self.settings.window_s, watermark)
             if self.multivariate is not None:
                 findings += self.multivariate.update(checked, checked_columns)
-                if self.quality.checked_at == window.count:
-                    # Tested where quality is checked: at fixed window counts, whatever the batching.
-                    findings += self.multivariate.test_correlations(watermark)
+                findings += self.multivariate.test_correlations(window.start, window.count, watermark)
         return self.lifecycle.observe(findings, watermark)
 
     def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:

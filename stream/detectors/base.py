@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +40,68 @@ def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[
     if len(xs) != len(ts):
         raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
     return xs, ts
+
+
+class WindowCheckpoints:
+    """The counts at which a growing tumbling window is tested, and the significance each test may spend.
+
+    A window is tested at ``min_events`` and then each time it has grown by a
+    quarter (and by at least ``min_events``). The j-th test of a window may
+    spend ``6 alpha / (pi^2 j^2)``: these sum to ``alpha``, so however often a
+    window is re-tested its false-alarm rate stays within ``alpha``. A caller
+    that ends its batches where :meth:`events_until_due` says tests at the same
+    counts whatever the batching, so a replay decides, and names its alerts, alike.
+
+    >>> c = WindowCheckpoints(200)
+    >>> c.events_until_due(60.0, 150), c.reached(60.0, 150), c.reached(60.0, 200), c.events_until_due(60.0, 200)
+    (50, False, True, 200)
+    >>> round(c.level(0.001), 6), c.reached(120.0, 10)   # a new window starts the schedule again
+    (0.000608, False)
+    """
+
+    __slots__ = ("checked_at", "min_events", "tests", "window_start")
+
+    def __init__(self, min_events: int) -> None:
+        self.min_events = min_events
+        self.window_start: float | None = None
+        self.checked_at = 0  # the window's count at its last test
+        self.tests = 0  # tests made in this window
+
+    def new_window(self, window_start: float) -> bool:
+        """Start the schedule again if ``window_start`` is a window not seen yet; say whether it is."""
+        if window_start == self.window_start:
+            return False
+        self.window_start, self.checked_at, self.tests = window_start, 0, 0
+        return True
+
+    def _due(self) -> int:
+        return self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
+
+    def events_until_due(self, window_start: float, count: int) -> int:
+        """Events the window starting at ``window_start`` (holding ``count``) takes before its next test."""
+        due = self.min_events if window_start != self.window_start else self._due()
+        return max(due - count, 1)
+
+    def reached(self, window_start: float, count: int) -> bool:
+        """Whether a window holding ``count`` events is due a test now; if so the test is counted."""
+        self.new_window(window_start)
+        if count < self._due():
+            return False
+        self.checked_at = count
+        self.tests += 1
+        return True
+
+    def level(self, alpha: float) -> float:
+        """The significance the current test may spend out of ``alpha``."""
+        return alpha * 6 / (math.pi**2 * max(self.tests, 1) ** 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain state."""
+        return {"window_start": self.window_start, "checked_at": self.checked_at, "tests": self.tests}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.window_start, self.checked_at, self.tests = state["window_start"], state["checked_at"], state["tests"]
 
 
 @dataclass(slots=True)

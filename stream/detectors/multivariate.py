@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from stream.detectors.base import Finding, tumbling_window
+from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
 from stream.detectors.outliers import WindowOutlierCount
 from stream.stats.features import FeatureColumns
 from stream.stats.sketch import QuantileSketch
@@ -98,7 +98,7 @@ class MahalanobisRule:
         self.window_n = 0
         self.window_sum = np.zeros(p)
         self.window_outer = np.zeros((p, p))
-        self.window_tests = 0
+        self.checkpoints = WindowCheckpoints(min_events)
         self.window_fired = False
 
     def _matrix(self, columns: FeatureColumns) -> np.ndarray:
@@ -183,20 +183,33 @@ class MahalanobisRule:
     def _accumulate(self, x: np.ndarray, first_time: float) -> None:
         start = first_time - first_time % self.window_s
         if start != self.window_start:
-            self.window_start, self.window_n, self.window_tests, self.window_fired = start, 0, 0, False
+            self.window_start, self.window_n = start, 0
             self.window_sum = np.zeros(len(self.features))
             self.window_outer = np.zeros((len(self.features), len(self.features)))
         self.window_n += x.shape[0]
         self.window_sum += x.sum(axis=0)
         self.window_outer += x.T @ x
 
-    def test_correlations(self, event_time: float) -> list[Finding]:
-        """Compare this window's correlations with the warm-up's; at most one finding per window.
+    def events_until_test(self, window_start: float, count: int) -> int | None:
+        """Events the window starting at ``window_start`` (holding ``count``) takes before its next test.
 
-        The caller decides when (at fixed window counts, so a replay decides alike).
+        None: this window had its alert. See :class:`WindowCheckpoints`.
         """
+        if self.window_fired and window_start == self.checkpoints.window_start:
+            return None
+        return self.checkpoints.events_until_due(window_start, count)
+
+    def test_correlations(self, window_start: float, count: int, event_time: float) -> list[Finding]:
+        """Compare this window's correlations with the warm-up's when the window (holding ``count``) is due.
+
+        At most one finding per window.
+        """
+        if self.checkpoints.new_window(window_start):
+            self.window_fired = False
+        if self.window_fired or not self.checkpoints.reached(window_start, count):
+            return []
         n = self.window_n
-        if self.reference_corr is None or self.window_fired or n < self.min_events or len(self.features) < 2:
+        if self.reference_corr is None or n < self.min_events or len(self.features) < 2:
             return []
         mean = self.window_sum / n
         cov = self.window_outer / n - np.outer(mean, mean)
@@ -206,8 +219,7 @@ class MahalanobisRule:
         now = corr[upper]
         se = math.sqrt(1 / max(n - 3, 1) + 1 / max(self.warmup - 3, 1))
         z = np.abs(np.arctanh(np.clip(now, -0.999, 0.999)) - np.arctanh(np.clip(ref, -0.999, 0.999))) / se
-        self.window_tests += 1
-        level = self.alpha * 6 / (math.pi**2 * self.window_tests**2) / len(ref)
+        level = self.checkpoints.level(self.alpha) / len(ref)
         changed = (2 * scipy_stats.norm.sf(z) < level) & (np.abs(now - ref) >= self.min_correlation_change)
         if not changed.any():
             return []
@@ -290,7 +302,7 @@ class MahalanobisRule:
                 "n": self.window_n,
                 "sum": self.window_sum.tolist(),
                 "outer": self.window_outer.tolist(),
-                "tests": self.window_tests,
+                "checkpoints": self.checkpoints.to_dict(),
                 "fired": self.window_fired,
             },
             "window": self.count.to_dict(),
@@ -309,7 +321,8 @@ class MahalanobisRule:
         corr = state["reference_corr"]
         self.reference_corr = None if corr is None else np.array(corr)
         w = state["correlation_window"]
-        self.window_start, self.window_n, self.window_tests = w["start"], int(w["n"]), int(w["tests"])
+        self.window_start, self.window_n = w["start"], int(w["n"])
+        self.checkpoints.load_state(w["checkpoints"])
         self.window_sum, self.window_outer, self.window_fired = np.array(w["sum"]), np.array(w["outer"]), w["fired"]
         self.count.load_state(state["window"])
         self.worst = state["worst"]

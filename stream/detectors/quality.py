@@ -25,7 +25,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from stream.detectors.base import Finding, tumbling_window
+from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.features import OTHER, FeatureColumns
 
@@ -70,10 +70,9 @@ class DataQualityRule:
         self.min_out_of_range = min_out_of_range
         self.range_tolerance = range_tolerance
         self.alpha = alpha
-        self.window_start: float | None = None
         self.out_of_range: dict[str, list[int]] = {}  # feature -> [low, high] counts this window
         self.fired: set[str] = set()
-        self.checked_at = 0  # window count at the last check
+        self.checkpoints = WindowCheckpoints(min_events)
         self._ranges = self._reference_ranges()
 
     def _reference_ranges(self) -> dict[str, tuple[float, float]]:
@@ -96,11 +95,9 @@ class DataQualityRule:
 
         ``columns`` are the batch's feature values when the caller has them already.
         """
-        if self.window_start != window.start:
-            self.window_start = window.start
+        if self.checkpoints.new_window(window.start):
             self.out_of_range = {}
             self.fired = set()
-            self.checked_at = 0
         columns = columns or FeatureColumns(events)
         for name, (lo, hi) in self._ranges.items():
             column = columns.get(name)
@@ -109,9 +106,8 @@ class DataQualityRule:
                 counts = self.out_of_range.setdefault(name, [0, 0])
                 counts[0] += low
                 counts[1] += high
-        if window.count < self._due():
+        if not self.checkpoints.reached(window.start, window.count):
             return []
-        self.checked_at = window.count
         event_time = max(e["timestamp"] for e in events) if events else window.last_event_time or 0.0
         findings: list[Finding] = []
         for name, stats in window.features.features.items():
@@ -136,19 +132,9 @@ class DataQualityRule:
                     findings.append(finding)
         return findings
 
-    def _due(self) -> int:
-        # Checked at min_events, then each time the window has grown by a quarter (at least min_events).
-        return self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
-
     def events_until_test(self, window_start: float, count: int) -> int:
-        """Events the window starting at ``window_start`` (holding ``count``) takes before its next check.
-
-        A caller that stops a batch there checks every window at the same counts
-        whatever the batching, so a replay decides, and names its alerts, alike.
-        """
-        if window_start != self.window_start:
-            return max(self.min_events - count, 1)
-        return max(self._due() - count, 1)
+        """Events the window starting at ``window_start`` (holding ``count``) takes before its next check."""
+        return self.checkpoints.events_until_due(window_start, count)
 
     def _improbable(self, k: int, n: int, p: float) -> bool:
         """Whether ``k`` or more of ``n`` is below ``alpha`` likely when each has probability ``p``."""
@@ -305,18 +291,16 @@ class DataQualityRule:
     def to_dict(self) -> dict[str, Any]:
         """The per-window state (the reference is kept separately)."""
         return {
-            "window_start": self.window_start,
+            "checkpoints": self.checkpoints.to_dict(),
             "out_of_range": self.out_of_range,
             "fired": sorted(self.fired),
-            "checked_at": self.checked_at,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
-        self.window_start = state["window_start"]
+        self.checkpoints.load_state(state["checkpoints"])
         self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
         self.fired = set(state["fired"])
-        self.checked_at = state.get("checked_at", 0)  # states saved before checkpoints have none
 
 
 def _upper(p: float, n: int, z: float) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from stream.detectors.base import Finding, tumbling_window
+from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.features import OTHER
 
@@ -179,10 +179,8 @@ class ReferenceDriftRule:
         self.alpha = alpha
         self.min_psi = min_psi
         self.min_events = min_events
-        self.window_start: float | None = None
-        self.fired = False
-        self.checked_at = 0
-        self.tests = 0  # tests made in this window (see check)
+        self.checkpoints = WindowCheckpoints(min_events)
+        self.fired = False  # this window has had its alert
 
     def _pairs(self, window: WindowStats) -> list[tuple[str, Any, Any]]:
         pairs = [
@@ -209,38 +207,26 @@ class ReferenceDriftRule:
         out.sort(key=lambda s: (not s["drifted"], -s["psi"]))
         return out
 
-    def _due(self) -> int:
-        # Test at min_events, then each time the window has grown by a quarter (and by at least
-        # min_events). The j-th test of a window is made at level 6 alpha / (pi^2 j^2): these sum
-        # to alpha, so however often a window is re-tested its false-alarm rate stays within alpha.
-        return self.checked_at + max(self.min_events, self.checked_at // 4) if self.checked_at else self.min_events
-
     def events_until_test(self, window_start: float, count: int) -> int | None:
         """Events the window starting at ``window_start`` (holding ``count``) takes before its next test.
 
-        A caller that stops a batch there tests every window at the same counts
-        whatever the batching, so a replay decides, and names its alerts, alike.
-        None: this window is not tested again.
+        None: this window had its alert and is not tested again. See :class:`WindowCheckpoints`.
 
         >>> rule = ReferenceDriftRule(WindowStats(0, 1), min_events=200)
         >>> rule.events_until_test(60.0, 150), rule.events_until_test(60.0, 0)
         (50, 200)
         """
-        if window_start != self.window_start:
-            return max(self.min_events - count, 1)
-        if self.fired:
+        if self.fired and window_start == self.checkpoints.window_start:
             return None
-        return max(self._due() - count, 1)
+        return self.checkpoints.events_until_due(window_start, count)
 
     def check(self, window: WindowStats, window_s: float, event_time: float) -> list[Finding]:
-        """Test ``window`` (the current tumbling window); at most one finding per window."""
-        if self.window_start != window.start:
-            self.window_start, self.fired, self.checked_at, self.tests = window.start, False, 0, 0
-        if self.fired or window.count < self._due():
+        """Test ``window`` (the current tumbling window) when it is due; at most one finding per window."""
+        if self.checkpoints.new_window(window.start):
+            self.fired = False
+        if self.fired or not self.checkpoints.reached(window.start, window.count):
             return []
-        self.checked_at = window.count
-        self.tests += 1
-        spent = self.alpha * 6 / (math.pi**2 * self.tests**2)
+        spent = self.checkpoints.level(self.alpha)
         ranking = self.scores(window, spent)
         drifted = [s for s in ranking if s["drifted"]]
         if not drifted:
@@ -271,17 +257,12 @@ class ReferenceDriftRule:
 
     def to_dict(self) -> dict[str, Any]:
         """Per-window state (the reference is kept separately)."""
-        return {
-            "window_start": self.window_start,
-            "fired": self.fired,
-            "checked_at": self.checked_at,
-            "tests": self.tests,
-        }
+        return {"checkpoints": self.checkpoints.to_dict(), "fired": self.fired}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
-        self.window_start, self.fired, self.checked_at = state["window_start"], state["fired"], state["checked_at"]
-        self.tests = state.get("tests", 0)  # states saved before alpha spending have none
+        self.checkpoints.load_state(state["checkpoints"])
+        self.fired = state["fired"]
 
 
 def _round(score: dict[str, Any]) -> dict[str, Any]:

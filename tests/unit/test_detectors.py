@@ -196,7 +196,10 @@ def test_a_fading_correlation_is_a_correlation_drift_and_a_steady_one_is_not():
         found = []
         for k in range(0, len(events), 100):
             rule.update(events[k : k + 100])
-            found += rule.test_correlations(events[k]["timestamp"])
+            ts = events[k]["timestamp"]
+            start = ts - ts % 60
+            count = sum(1 for e in events[: k + 100] if start <= e["timestamp"] < start + 60)
+            found += rule.test_correlations(start, count, ts)
         return found
 
     rule = MahalanobisRule(["a", "b", "c"])
