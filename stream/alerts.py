@@ -96,6 +96,37 @@ def build_alert(
     }
 
 
+def unreadable_state_alert(model: str, stored: bytes, reason: str, now: float | None = None) -> dict[str, Any]:
+    """The one ``data_quality`` alert saying a model's stored state could not be read and monitoring restarted.
+
+    Its id comes from the stored bytes, so a replay publishes the same alert.
+
+    >>> a = unreadable_state_alert("m", b"junk", "model state version 1, this release reads 2", now=5.0)
+    >>> a["kind"], a["detector"], a["status"], a["alert_id"] == unreadable_state_alert("m", b"junk", "x")["alert_id"]
+    ('data_quality', 'state_unreadable', 'firing', True)
+    """
+    now = time.time() if now is None else now
+    finding = Finding(
+        signal="state",
+        detector="state_unreadable",
+        kind="data_quality",
+        severity="warning",
+        value=None,
+        threshold=None,
+        baseline={},
+        message=(
+            f"its stored monitoring state could not be read ({reason}); "
+            "monitoring started afresh: references, baselines and counts are learnt again."
+        ),
+        event_time=now,
+        window={"type": "stream", "start": now, "end": now},
+        evidence={"reason": reason[:500], "state_bytes": len(stored)},
+    )
+    alert = build_alert(finding, model, "*", now=now)
+    alert["alert_id"] = hashlib.blake2b(alert["fingerprint"].encode() + stored, digest_size=16).hexdigest()
+    return alert
+
+
 def format_alert(alert: dict[str, Any]) -> str:
     """One readable line for a terminal.
 
@@ -170,13 +201,12 @@ class AlertLifecycle:
             fp = fingerprint(self.model, self.model_version, finding.signal, finding.detector)
             incident = self._incident(finding, fp)
             state = self.active.get(fp)
+            in_cooldown = state is not None and finding.event_time - state["last_published"] < self.cooldown_s
             if state is not None:
                 state["last_seen"] = finding.event_time
                 state["last_identity"] = identity_time(finding)
                 self._maybe_request_retraining(state, finding)
-                if finding.event_time - state["last_published"] < self.cooldown_s and not self._new_change(
-                    state, finding
-                ):
+                if in_cooldown and not self._new_change(state, finding):
                     state["folded"] += 1
                     continue
             alert = build_alert(finding, self.model, self.model_version)
@@ -187,7 +217,6 @@ class AlertLifecycle:
             }
             if state is not None:
                 alert["evidence"] = {**alert["evidence"], "repeats": state["folded"], "firing_since": state["since"]}
-            in_cooldown = state is not None and finding.event_time - state["last_published"] < self.cooldown_s
             self.active[fp] = {
                 "since": state["since"] if state else finding.event_time,
                 "last_seen": finding.event_time,

@@ -21,6 +21,7 @@ from typing import Any
 import faust
 import orjson
 
+from stream.alerts import unreadable_state_alert
 from stream.checkpoint import ChangelogWrites, HeldRecords, decode_state, encode_state
 from stream.codec import Reject, TimeBounds, decode_label, decode_record
 from stream.config import Settings
@@ -28,7 +29,7 @@ from stream.deadletter import dead_letter
 from stream.exporter import ModelSeriesCollector
 from stream.labels import LabelJoiner
 from stream.metrics import WorkerMetrics
-from stream.monitor import ModelMonitor, StateError, unreadable_state_alert
+from stream.monitor import ModelMonitor, StateError
 from stream.monitors import MonitorConfig
 from stream.privacy.protect import EventPrivacy
 from stream.sequence import Order

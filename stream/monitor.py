@@ -7,7 +7,6 @@ a model's decoded events, get alert messages back, and store
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.alerts import AlertLifecycle, fingerprint
+from stream.alerts import AlertLifecycle
 from stream.config import Settings
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
@@ -25,7 +24,6 @@ from stream.detectors.resources import ResourceRule
 from stream.detectors.security import ClientAbuseRule, PrivateDataRule
 from stream.monitors import ModelMonitors, MonitorConfig, build_rule
 from stream.profile import ReferenceProfile, find_profile
-from stream.schemas import SCHEMA_VERSION
 from stream.stats import EventTimeWindows, WindowStats
 from stream.stats.features import FeatureColumns, is_numeric
 
@@ -547,40 +545,3 @@ class ModelMonitor:
             vm.load_state(vstate)
             out.versions[version] = vm
         return out
-
-
-def unreadable_state_alert(model: str, stored: bytes, reason: str, now: float | None = None) -> dict[str, Any]:
-    """The one ``data_quality`` alert saying a model's stored state could not be read and monitoring restarted.
-
-    Its id comes from the stored bytes, so a replay publishes the same alert.
-
-    >>> a = unreadable_state_alert("m", b"junk", "model state version 1, this release reads 2", now=5.0)
-    >>> a["kind"], a["detector"], a["status"], a["alert_id"] == unreadable_state_alert("m", b"junk", "x")["alert_id"]
-    ('data_quality', 'state_unreadable', 'firing', True)
-    """
-    now = time.time() if now is None else now
-    fp = fingerprint(model, "*", "state", "state_unreadable")
-    digest = hashlib.blake2b(stored, digest_size=16).hexdigest()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "alert_id": hashlib.blake2b(f"{fp}\x1f{digest}".encode(), digest_size=16).hexdigest(),
-        "fingerprint": fp,
-        "status": "firing",
-        "severity": "warning",
-        "kind": "data_quality",
-        "model": model,
-        "model_version": "*",
-        "signal": "state",
-        "detector": "state_unreadable",
-        "window": {"type": "stream", "start": now, "end": now},
-        "value": None,
-        "threshold": None,
-        "baseline": {"state_version": STATE_VERSION},
-        "message": (
-            f"{model}: its stored monitoring state could not be read ({reason}); "
-            "monitoring started afresh: references, baselines and counts are learnt again."
-        ),
-        "evidence": {"reason": reason[:500], "state_bytes": len(stored)},
-        "timestamp": now,
-        "event_time": now,
-    }
