@@ -16,8 +16,9 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from stream.metrics import OTHER_MODELS, PREFIX, ModelLabelCap
-from stream.monitor import ModelMonitor, VersionMonitor
+from stream.monitor import ModelMonitor
 from stream.status import window_figures
+from stream.version_monitor import VersionMonitor
 
 QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
 VERSION = ["model", "model_version"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.monitor import ModelMonitor, VersionMonitor
+from stream.monitor import ModelMonitor
 from stream.stats import WindowStats
+from stream.version_monitor import VersionMonitor
 
 SEVERITY_ORDER = {"info": 1, "warning": 2, "critical": 3}
 
