@@ -222,7 +222,7 @@ class AlertLifecycle:
                 "last_seen": finding.event_time,
                 "last_identity": identity_time(finding),
                 "last_published": state["last_published"] if in_cooldown else finding.event_time,
-                "changes_in_cooldown": state.get("changes_in_cooldown", 0) + 1 if in_cooldown else 0,
+                "changes_in_cooldown": state["changes_in_cooldown"] + 1 if in_cooldown else 0,
                 "folded": 0,
                 "alert": alert,
                 "retrain_requested": bool(state and state.get("retrain_requested")),
@@ -273,7 +273,7 @@ class AlertLifecycle:
         return (
             started is not None
             and started > state["alert"]["event_time"]
-            and state.get("changes_in_cooldown", 0) < MAX_CHANGES_PER_COOLDOWN
+            and state["changes_in_cooldown"] < MAX_CHANGES_PER_COOLDOWN
         )
 
     def _maybe_request_retraining(self, state: dict[str, Any], finding: Finding) -> None:
@@ -313,7 +313,7 @@ class AlertLifecycle:
         firing = state["alert"]
         quiet = event_time - state["last_seen"]
         # Resolvable from the moment the quiet period was complete: that, not the batch that noticed, is its id.
-        resolvable_at = state.get("last_identity", state["last_seen"]) + self.resolve_after_s
+        resolvable_at = state["last_identity"] + self.resolve_after_s
         return {
             **firing,
             "alert_id": alert_id(firing["fingerprint"], "resolved", resolvable_at),
@@ -345,9 +345,9 @@ class AlertLifecycle:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`to_dict` saved (states saved before incidents existed have none)."""
+        """Restore what :meth:`to_dict` saved."""
         self.active = {fp: dict(entry) for fp, entry in state["active"].items()}
         self.incidents = {
             signal: {**incident, "detectors": list(incident["detectors"]), "open": list(incident["open"])}
-            for signal, incident in state.get("incidents", {}).items()
+            for signal, incident in state["incidents"].items()
         }

@@ -16,6 +16,7 @@ import numpy as np
 
 from stream.alerts import AlertLifecycle
 from stream.config import Settings
+from stream.detectors.base import right_skewed
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.quality import DataQualityRule
@@ -201,11 +202,12 @@ class VersionMonitor:
         alerts: list[dict[str, Any]] = []
         while events:
             take = len(events)
-            window = self.windows.tumbling(events[0]["timestamp"])
-            for rule in (self.quality, self.drift, self.multivariate):
-                room = None if rule is None else rule.events_until_test(window.start, window.count)
-                if room is not None:
-                    take = min(take, room)
+            # None of these exist before the reference is learnt, which may happen mid-batch.
+            rules = [r for r in (self.quality, self.drift, self.multivariate) if r is not None]
+            if rules:
+                window = self.windows.tumbling(events[0]["timestamp"])
+                rooms = (rule.events_until_test(window.start, window.count) for rule in rules)
+                take = min([take, *(room for room in rooms if room is not None)])
             alerts += self._process(events[:take])
             events = events[take:]
         return alerts
@@ -347,16 +349,17 @@ class VersionMonitor:
                     rules[name].load_state(rule_state)
         self.lifecycle.load_state(state["lifecycle"])
         for name in ("private_data", "clients", "resources"):
-            if name in state:  # states saved before these rules existed have none
-                getattr(self, name).load_state(state[name])
+            getattr(self, name).load_state(state[name])
         self.performance = PerformanceMonitor.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
 
 
 def _positive_and_skewed(stats: Any) -> bool:
-    """Whether a reference feature is positive and right-skewed (mean above 1.25 times its median)."""
+    """Whether a reference feature is compared as logs (see :func:`right_skewed`)."""
     median = stats.sketch.quantile(0.5)
-    return bool(stats.moments.count and stats.moments.min > 0 and median and stats.moments.mean > 1.25 * median)
+    return (
+        bool(stats.moments.count) and median is not None and right_skewed(stats.moments.min, stats.moments.mean, median)
+    )
 
 
 def _after(placed: list[dict[str, Any]], events: list[dict[str, Any]], used: int) -> list[dict[str, Any]]:

@@ -29,6 +29,15 @@ def stream_window(event_time: float, size_s: float) -> dict[str, Any]:
     return {"type": "stream", "start": start, "end": start + size_s, "size_s": size_s}
 
 
+def right_skewed(minimum: float, mean: float, median: float) -> bool:
+    """Whether a signal is positive and skewed to the right (mean above 1.25 times the median): compare it as logs.
+
+    >>> right_skewed(0.5, 30.0, 20.0), right_skewed(0.5, 21.0, 20.0), right_skewed(-1.0, 30.0, 20.0)
+    (True, False, False)
+    """
+    return bool(minimum > 0 and median > 0 and mean > 1.25 * median)
+
+
 def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[list[float], list[float]]:
     """Values and timestamps as plain floats (numpy scalars must not leak into JSON state), of equal length.
 

@@ -162,7 +162,6 @@ class PercentileCusumRule:
         self.partial_start: float | None = None
         # Recent raw values with their times: the next baseline after a change starts at its onset.
         self.recent: deque[tuple[float, float]] = deque(maxlen=warmup)
-        self.seen = 0
 
     @property
     def ready(self) -> bool:
@@ -181,8 +180,9 @@ class PercentileCusumRule:
                 used, found = take, None
             else:
                 found, used = self._test(xs[i:], ts[i:])
-            self.recent.extend(zip(xs[i : i + used], ts[i : i + used], strict=True))
-            self.seen += used
+            # Only the last warmup values can be kept: do not walk the rest of a large batch.
+            tail = max(i, i + used - self.warmup)
+            self.recent.extend(zip(xs[tail : i + used], ts[tail : i + used], strict=True))
             i += used
             if found is not None:
                 findings.append(found)
@@ -322,7 +322,6 @@ class PercentileCusumRule:
             "partial": list(self.partial),
             "partial_start": self.partial_start,
             "recent": [list(p) for p in self.recent],
-            "seen": self.seen,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -334,4 +333,3 @@ class PercentileCusumRule:
         self.partial = [float(v) for v in state["partial"]]
         self.partial_start = state["partial_start"]
         self.recent = deque(((float(x), float(t)) for x, t in state["recent"]), maxlen=self.warmup)
-        self.seen = int(state["seen"])

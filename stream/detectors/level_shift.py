@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
-from stream.detectors.base import Finding, stream_window
+from stream.detectors.base import Finding, right_skewed, stream_window
 
 STATE_VERSION = 2
 MAD_TO_SD = 1.4826
@@ -117,7 +117,6 @@ class LevelShiftRule:
         self.cut = 0  # index in xs of the last change (the baseline starts there)
         self.next_split = 0  # first split point of xs not yet tested
         self.typical: float | None = None
-        self.seen = 0
         self.last_ratio = 0.0
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
@@ -125,18 +124,17 @@ class LevelShiftRule:
         xs = np.asarray(values, dtype=np.float64)
         if len(xs) != len(timestamps):
             raise ValueError(f"{len(xs)} values but {len(timestamps)} timestamps")
-        self.seen += len(xs)
         if self.log_scale:
-            xs = np.log(np.maximum(xs, 1e-300))
+            xs = _log(xs)
         self.xs = np.concatenate([self.xs, xs])
         self.ts = np.concatenate([self.ts, np.asarray(timestamps, dtype=np.float64)])
         if self.log_scale is None:
             if len(self.xs) < self.warmup:
                 return []
             head = self.xs[: self.warmup]
-            self.log_scale = bool(head.min() > 0 and head.mean() > 1.25 * np.median(head))
+            self.log_scale = right_skewed(head.min(), head.mean(), float(np.median(head)))
             if self.log_scale:
-                self.xs = np.log(np.maximum(self.xs, 1e-300))
+                self.xs = _log(self.xs)
         findings: list[Finding] = []
         while (found := self._scan()) is not None:
             rose = found.evidence["after"] > found.evidence["before"]
@@ -274,7 +272,6 @@ class LevelShiftRule:
             "cut": self.cut,
             "next_split": self.next_split,
             "typical": self.typical,
-            "seen": self.seen,
             "log_scale": self.log_scale,
             "last_ratio": self.last_ratio,
         }
@@ -287,6 +284,10 @@ class LevelShiftRule:
         self.ts = np.asarray(state["ts"], dtype=np.float64)
         self.origin, self.cut, self.next_split = int(state["origin"]), int(state["cut"]), int(state["next_split"])
         self.typical = None if state["typical"] is None else float(state["typical"])
-        self.seen = int(state["seen"])
         self.log_scale = None if state["log_scale"] is None else bool(state["log_scale"])
         self.last_ratio = float(state["last_ratio"])
+
+
+def _log(xs: np.ndarray) -> np.ndarray:
+    # A zero or negative value in a signal judged positive becomes a very low level, not an error.
+    return np.log(np.maximum(xs, 1e-300))

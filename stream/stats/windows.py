@@ -440,9 +440,5 @@ class EventTimeWindows:
         out.untracked_features = state["untracked_features"]
         out.untracked_names = list(state["untracked_names"])
         out.panes = {p["start"]: WindowStats.from_dict(p) for p in state["panes"]}
-        # States saved before kinds were kept: the panes' own kinds, oldest first.
-        kinds: dict[str, str] = {}
-        for _, pane in sorted(out.panes.items(), reverse=True):
-            kinds.update(pane.features.kinds())
-        out.feature_kinds = state.get("feature_kinds", kinds)
+        out.feature_kinds = dict(state["feature_kinds"])
         return out
