@@ -38,6 +38,19 @@ def right_skewed(minimum: float, mean: float, median: float) -> bool:
     return bool(minimum > 0 and median > 0 and mean > 1.25 * median)
 
 
+def percentiles(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each value's mid-rank percentile among ``reference`` (sorted): the probability integral transform.
+
+    In [0, 1], 0.5 on average while the values come from the reference's distribution, whatever its shape.
+
+    >>> percentiles(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 2.0, 9.0])).tolist()
+    [0.0, 0.375, 1.0]
+    """
+    return (np.searchsorted(reference, values, "left") + np.searchsorted(reference, values, "right")) / (
+        2.0 * len(reference)
+    )
+
+
 def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[list[float], list[float]]:
     """Values and timestamps as plain floats (numpy scalars must not leak into JSON state), of equal length.
 

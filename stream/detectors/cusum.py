@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding, plain_series, stream_window
+from stream.detectors.base import Finding, percentiles, plain_series, stream_window
 
 STATE_VERSION = 2
 # Each statistic: its name, and what its rising and falling sides mean.
@@ -209,10 +209,7 @@ class PercentileCusumRule:
             self.cusums[name] = TwoSidedCusum(float(values.mean()), sd, allowance, self.threshold * sd)
 
     def _percentiles(self, xs: np.ndarray) -> np.ndarray:
-        ref = np.asarray(self.baseline)
-        lo = np.searchsorted(ref, xs, "left")
-        hi = np.searchsorted(ref, xs, "right")
-        return (lo + hi) / (2.0 * len(ref))
+        return percentiles(np.asarray(self.baseline), xs)
 
     def _test(self, xs: list[float], ts: list[float]) -> tuple[Finding | None, int]:
         """Run the CUSUMs over whole blocks of ``xs``; stop at the first change. Returns it and values used."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from river import drift
 
-from stream.detectors.base import Finding, plain_series, stream_window
+from stream.detectors.base import Finding, percentiles, plain_series, stream_window
 
 METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
 TIME_STRIDE = 32
@@ -118,11 +118,7 @@ class StreamDriftRule:
         if i == len(xs):
             return findings
         if self.pit_reference:
-            ref = np.asarray(self.pit_reference)
-            rest = np.asarray(xs[i:])
-            inputs = (
-                (np.searchsorted(ref, rest, "left") + np.searchsorted(ref, rest, "right")) / (2 * len(ref))
-            ).tolist()
+            inputs = percentiles(np.asarray(self.pit_reference), np.asarray(xs[i:])).tolist()
         elif self.scale is not None:
             mu, sd = self.scale
             inputs = ((np.asarray(xs[i:]) - mu) / sd).tolist()
