@@ -163,8 +163,12 @@ def test_any_mix_of_records_loses_nothing_and_never_stops_the_worker(broker, run
     bounds = TimeBounds(iso.settings.max_future_s, iso.settings.earliest_timestamp)
     expected = dict.fromkeys(models, 0)
     rejects = 0
+    applied_batches = set()
     for key, value in batch[:-1]:
         decoded = decode_record(key, value, bounds)
+        if decoded.batch_id is not None and decoded.batch_id in applied_batches:
+            continue  # an envelope read again under its batch id is applied once (the first record may be one)
+        applied_batches.add(decoded.batch_id)
         rejects += len(decoded.rejects)
         for ev in decoded.events:
             expected[ev["model"]] += 1
