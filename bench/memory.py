@@ -34,7 +34,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from stream.config import Settings
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
 
 
 def make_batch(rng: np.random.Generator, model: str, n: int, t0: float, features: int) -> list[dict]:

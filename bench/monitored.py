@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.realistic import CHANGES, RATE, events
 from stream.config import Settings
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
 
 WINDOW_EVENTS = int(60 * RATE)  # a 60 s tumbling window at the mean rate
 CHANGE_AT = 60_000  # after the learnt reference: 300 s at up to 150 events/s

@@ -21,7 +21,7 @@ import faust
 import orjson
 
 from stream.config import Settings
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
 
 EXPECTED = int(os.environ.get("NAIVE_EVENTS", "0"))
 app = faust.App(

@@ -19,7 +19,7 @@ import numpy as np
 from river.drift import datasets
 
 from stream.config import Settings
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
 
 MARGIN = 5
 # The best default-parameter method per series in the paper's Table (F1), and reporting no change.

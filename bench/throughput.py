@@ -43,10 +43,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from stream.broker import EmbeddedBroker, free_port
-from stream.client import Batch
-from stream.topics import TopicSpec, ensure_topics
-from stream.worker_process import WorkerProcess
+from stream.kafka.embedded_broker import EmbeddedBroker, free_port
+from stream.kafka.topics import TopicSpec, ensure_topics
+from stream.sdk.client import Batch
+from stream.worker.child_process import WorkerProcess
 
 MODELS = 10
 FEATURES = 10

@@ -85,7 +85,7 @@ class Settings:
     # the signal's ordinary variation from minute to minute, not one snapshot of it.
     reference_min_s: float = 300.0
     profile_dir: str = ""
-    # TOML file of detectors per model and signal (see stream.monitors); empty: built-in defaults.
+    # TOML file of detectors per model and signal (see stream.monitoring.monitor_file); empty: built-in defaults.
     monitors_file: str = ""
     max_features: int = 200
     max_categories: int = 100

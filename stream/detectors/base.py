@@ -130,7 +130,7 @@ class WindowCheckpoints:
 class Finding:
     """A detector's verdict on a signal: the value, the baseline, the reason.
 
-    ``stream.alerts`` turns a finding into an alert message by adding the
+    ``stream.contracts.alert_messages`` turns a finding into an alert message by adding the
     model, version, fingerprint and ids.
     """
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from stream.broker import EmbeddedBroker
 from stream.config import Settings, Topics
-from stream.worker_process import WorkerProcess
+from stream.kafka.embedded_broker import EmbeddedBroker
+from stream.worker.child_process import WorkerProcess
 
 
 def pytest_collection_modifyitems(items):

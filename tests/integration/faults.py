@@ -12,7 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from stream.broker import free_port
+from stream.kafka.embedded_broker import free_port
 
 
 class TcpProxy:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stream.client import MonitorClient
+from stream.sdk.client import MonitorClient
 
 
 async def publish(iso: Any, events: list[dict[str, Any]], batch_size: int = 100, protection: Any = None) -> None:

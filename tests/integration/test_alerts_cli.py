@@ -9,8 +9,8 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.schemas import load_schema
-from stream.topics import ensure_topics, required_topics
+from stream.contracts.schemas import load_schema
+from stream.kafka.topics import ensure_topics, required_topics
 
 from .conftest import isolated_settings
 
@@ -31,7 +31,7 @@ def example_alert(message):
 
 
 def alerts_cli(iso, *args):
-    return [sys.executable, "-m", "stream.cli", "alerts", "--broker", iso.settings.broker, *args]
+    return [sys.executable, "-m", "stream.tools.cli", "alerts", "--broker", iso.settings.broker, *args]
 
 
 def test_follow_prints_new_alerts_as_readable_lines(broker):
@@ -78,7 +78,7 @@ def test_report_draws_the_alert_timeline_as_a_png(broker, tmp_path):
     for alert in series:
         asyncio.run(publish_alert(iso, alert))
     output = tmp_path / "timeline.png"
-    command = [sys.executable, "-m", "stream.cli", "report", "--broker", iso.settings.broker, "--hours", "2"]
+    command = [sys.executable, "-m", "stream.tools.cli", "report", "--broker", iso.settings.broker, "--hours", "2"]
     env = {**os.environ, **iso.env}
     result = subprocess.run([*command, "-o", str(output)], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stream.codec import TimeBounds, decode_label, decode_record
-from stream.follow import read_all
-from stream.schemas import validate
+from stream.contracts.codec import TimeBounds, decode_label, decode_record
+from stream.contracts.schemas import validate
+from stream.kafka.follow import read_all
 
 from .conftest import isolated_settings
 from .test_faults import counted

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stream.broker import BrokerUnavailable, EmbeddedBroker, metadata_ok
+from stream.kafka.embedded_broker import BrokerUnavailable, EmbeddedBroker, metadata_ok
 
 
 def pid_alive(pid: int) -> bool:
@@ -49,7 +49,7 @@ def test_broker_dies_with_a_killed_parent():
     script = textwrap.dedent(
         """
         import sys, time
-        from stream.broker import EmbeddedBroker
+        from stream.kafka.embedded_broker import EmbeddedBroker
         b = EmbeddedBroker().start()
         print(b.process.pid, b.port, flush=True)
         time.sleep(120)
@@ -82,11 +82,11 @@ def test_missing_binary_is_one_clear_line(monkeypatch):
 
 
 def test_broker_command_runs_in_foreground_until_sigterm():
-    from stream.broker import free_port
+    from stream.kafka.embedded_broker import free_port
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "broker", "--port", str(port)],
+        [sys.executable, "-m", "stream.tools.cli", "broker", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -6,7 +6,7 @@ import sys
 
 def test_demo_catches_the_incidents_and_exits_zero():
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "demo", "--duration", "20", "--rate", "300"],
+        [sys.executable, "-m", "stream.tools.cli", "demo", "--duration", "20", "--rate", "300"],
         capture_output=True,
         text=True,
         timeout=180,

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.alerts import fingerprint
-from stream.client import make_event
-from stream.follow import read_all
-from stream.schemas import validate
+from stream.contracts.alert_messages import fingerprint
+from stream.contracts.schemas import validate
+from stream.kafka.follow import read_all
+from stream.sdk.client import make_event
 
 from .conftest import isolated_settings
 from .helpers import publish

@@ -20,10 +20,10 @@ from types import SimpleNamespace
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from stream.broker import EmbeddedBroker, free_port
-from stream.client import MonitorClient, make_event
-from stream.follow import read_all
-from stream.topics import ensure_topics_sync
+from stream.kafka.embedded_broker import EmbeddedBroker, free_port
+from stream.kafka.follow import read_all
+from stream.kafka.topics import ensure_topics_sync
+from stream.sdk.client import MonitorClient, make_event
 
 from .conftest import isolated_settings
 from .faults import FaultRow, TcpProxy, report

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.client import make_event
+from stream.sdk.client import make_event
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events

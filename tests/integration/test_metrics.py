@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.client import make_event
-from stream.follow import read_all
-from stream.tensorboard import read_scalars
+from stream.kafka.follow import read_all
+from stream.sdk.client import make_event
+from stream.tools.tensorboard import read_scalars
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
@@ -89,7 +89,7 @@ async def test_tensorboard_export_writes_each_closed_window_once(scraped, tmp_pa
     await publish(iso, events)
     wait_for_counts(worker, {"tb-model": len(events)})
     logdir = tmp_path / "runs"
-    command = [sys.executable, "-m", "stream.cli", "tensorboard", "--url", worker.url, "--logdir", str(logdir)]
+    command = [sys.executable, "-m", "stream.tools.cli", "tensorboard", "--url", worker.url, "--logdir", str(logdir)]
     command.append("--once")
     for _ in range(2):  # a second process, a second later (its own event file), finds nothing new
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ import time
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream.client import Batch
+from stream.sdk.client import Batch
 
 from .conftest import isolated_settings
 from .faults import FaultRow, report

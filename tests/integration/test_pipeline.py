@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.client import make_event
-from stream.follow import read_all
-from stream.schemas import validate
+from stream.contracts.schemas import validate
+from stream.kafka.follow import read_all
+from stream.sdk.client import make_event
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
@@ -139,7 +139,7 @@ async def test_envelope_with_one_bad_event_loses_only_that_event(pipeline):
 
 async def test_records_produced_before_the_worker_starts_are_processed(broker):
     iso = isolated_settings(broker, zscore_warmup=100)
-    from stream.topics import ensure_topics, required_topics
+    from stream.kafka.topics import ensure_topics, required_topics
 
     await ensure_topics(broker.bootstrap_servers, required_topics(iso.settings))
     await publish(iso, normal_events("early-model", 300, time.time()))

@@ -18,10 +18,10 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from stream.broker import free_port
-from stream.follow import read_all
-from stream.schemas import validate
-from stream.topics import ensure_topics, required_topics
+from stream.contracts.schemas import validate
+from stream.kafka.embedded_broker import free_port
+from stream.kafka.follow import read_all
+from stream.kafka.topics import ensure_topics, required_topics
 
 from .conftest import isolated_settings
 
@@ -113,7 +113,7 @@ min_severity = "critical"
     await producer.stop()
 
     env = {**os.environ, **iso.env}
-    command = [sys.executable, "-m", "stream.cli", "route", "--broker", iso.settings.broker]
+    command = [sys.executable, "-m", "stream.tools.cli", "route", "--broker", iso.settings.broker]
     command += ["--app-id", iso.settings.app_id]
     router = subprocess.Popen(
         [*command, "--routes", str(routes), "--from-beginning", "--attempts", "3"],
@@ -162,7 +162,7 @@ min_severity = "critical"
 
 def test_route_refuses_a_bad_route_naming_it():
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "route", "--webhook", "ftp://nowhere"],
+        [sys.executable, "-m", "stream.tools.cli", "route", "--webhook", "ftp://nowhere"],
         capture_output=True,
         text=True,
         timeout=30,

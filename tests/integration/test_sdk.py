@@ -5,10 +5,10 @@ import time
 
 import orjson
 
-from stream.client import SyncMonitorClient
-from stream.follow import read_all
-from stream.schemas import validate
-from stream.topics import ensure_topics, required_topics
+from stream.contracts.schemas import validate
+from stream.kafka.follow import read_all
+from stream.kafka.topics import ensure_topics, required_topics
+from stream.sdk.client import SyncMonitorClient
 
 from .conftest import isolated_settings
 

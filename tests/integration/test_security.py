@@ -11,10 +11,10 @@ import urllib.request
 import orjson
 import pytest
 
-from stream.client import make_event
-from stream.follow import read_all
+from stream.contracts.schemas import validate
+from stream.kafka.follow import read_all
 from stream.privacy.protect import FieldProtection, generate_key
-from stream.schemas import validate
+from stream.sdk.client import make_event
 
 from .conftest import isolated_settings
 from .helpers import publish

@@ -18,9 +18,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.client import make_event
-from stream.follow import read_all
-from stream.schemas import validate
+from stream.contracts.schemas import validate
+from stream.kafka.follow import read_all
+from stream.sdk.client import make_event
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
@@ -102,7 +102,7 @@ def test_stats_cover_events_from_before_and_after_a_restart(broker):
             assert v["reference"]["source"] == "first_events"
         # The terminal view of the same numbers.
         out = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "stats", "alpha", "--url", worker.url, "--window", "hopping"],
+            [sys.executable, "-m", "stream.tools.cli", "stats", "alpha", "--url", worker.url, "--window", "hopping"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -110,7 +110,7 @@ def test_stats_cover_events_from_before_and_after_a_restart(broker):
         assert out.returncode == 0, out.stderr
         assert "alpha 1: hopping window" in out.stdout and "2,500" in out.stdout and "amount" in out.stdout
         missing = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "stats", "nobody", "--url", worker.url],
+            [sys.executable, "-m", "stream.tools.cli", "stats", "nobody", "--url", worker.url],
             capture_output=True,
             text=True,
             timeout=30,

@@ -8,8 +8,8 @@ import sys
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.broker import free_port
-from stream.topics import TopicMismatch, ensure_topics, required_topics
+from stream.kafka.embedded_broker import free_port
+from stream.kafka.topics import TopicMismatch, ensure_topics, required_topics
 
 from .conftest import isolated_settings
 
@@ -57,7 +57,7 @@ def test_worker_refuses_to_start_on_a_mismatched_topic(broker):
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "stream.tools.cli",
             "worker",
             "--broker",
             broker.url,
@@ -82,7 +82,7 @@ def test_topics_create_command(broker):
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "stream.tools.cli",
             "topics",
             "create",
             "--broker",

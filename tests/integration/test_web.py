@@ -14,7 +14,7 @@ import urllib.request
 import psutil
 import pytest
 
-from stream.client import make_event
+from stream.sdk.client import make_event
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
@@ -83,7 +83,7 @@ def test_malformed_requests_get_4xx(guarded, path, method, expected):
 
 
 def test_stats_command_sends_the_token(guarded):
-    base = [sys.executable, "-m", "stream.cli", "stats", "web-model", "--url", guarded.url]
+    base = [sys.executable, "-m", "stream.tools.cli", "stats", "web-model", "--url", guarded.url]
     ok = subprocess.run([*base, "--token", TOKEN, "--json"], capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["versions"]["1"]["events"] == 50

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from stream.broker import free_port
-from stream.cli import cli
+from stream.kafka.embedded_broker import free_port
+from stream.tools.cli import cli
 
 COMMANDS = [[], ["broker"], ["topics"], ["topics", "create"], ["worker"], ["simulate"], ["alerts"], ["demo"]]
 
@@ -28,7 +28,9 @@ def test_help_lists_broker_option_with_environment_variable():
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "stream.tools.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("command", [["worker"], ["topics", "create"]])
@@ -55,7 +57,7 @@ def test_unreachable_broker_is_one_clear_line(command):
 
 def test_bad_environment_setting_names_the_variable():
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "topics", "create"],
+        [sys.executable, "-m", "stream.tools.cli", "topics", "create"],
         capture_output=True,
         text=True,
         env={**os.environ, "STREAM_MONITOR_PARTITIONS": "lots"},
@@ -66,8 +68,8 @@ def test_bad_environment_setting_names_the_variable():
 
 
 def test_profile_build_writes_a_loadable_profile_and_counts_bad_lines(tmp_path):
-    from stream.client import make_event
-    from stream.profile import ReferenceProfile
+    from stream.monitoring.profiles import ReferenceProfile
+    from stream.sdk.client import make_event
 
     lines = [
         orjson.dumps(make_event("m", "1", 10.0 + i % 5, i % 2, features={"x": float(i), "c": "ab"[i % 2]}))

@@ -6,10 +6,10 @@ import time
 import orjson
 import pytest
 
-from stream.broker import free_port
-from stream.client import Batch, EventBuffer, MonitorClient, SyncMonitorClient, make_event
-from stream.codec import decode_record
-from stream.schemas import validate
+from stream.contracts.codec import decode_record
+from stream.contracts.schemas import validate
+from stream.kafka.embedded_broker import free_port
+from stream.sdk.client import Batch, EventBuffer, MonitorClient, SyncMonitorClient, make_event
 
 
 def test_make_event_is_schema_valid():

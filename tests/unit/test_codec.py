@@ -5,7 +5,7 @@ import time
 import orjson
 import pytest
 
-from stream.codec import TimeBounds, decode_label, decode_record
+from stream.contracts.codec import TimeBounds, decode_label, decode_record
 
 
 def event(i=0, model="m", **changes):

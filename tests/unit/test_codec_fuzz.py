@@ -5,8 +5,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.codec import decode_label, decode_record
-from stream.schemas import SchemaError, validate
+from stream.contracts.codec import decode_label, decode_record
+from stream.contracts.schemas import SchemaError, validate
 
 scalars = (
     st.none()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import ConfigError, Settings
-from stream.monitors import MonitorConfig
+from stream.monitoring.monitor_file import MonitorConfig
 
 FIELDS = [f.name for f in dataclasses.fields(Settings) if f.name != "topics"]
 env_values = st.one_of(

@@ -8,8 +8,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import Settings, parse_broker_url
-from stream.exporter import ModelSeriesCollector
-from stream.metrics import PREFIX, ModelLabelCap, WorkerMetrics
+from stream.web.exporter import ModelSeriesCollector
+from stream.web.metrics import PREFIX, ModelLabelCap, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.kafka.yml").read_text())

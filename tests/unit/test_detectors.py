@@ -11,7 +11,7 @@ from stream.detectors.iqr import IQRRule
 from stream.detectors.performance import PerformanceMonitor
 from stream.detectors.reference_drift import ReferenceDriftRule, categorical_drift, numeric_drift, psi
 from stream.detectors.stream_drift import StreamDriftRule
-from stream.labels import LabelJoiner
+from stream.monitoring.label_join import LabelJoiner
 from stream.stats import WindowStats
 
 N = 6000

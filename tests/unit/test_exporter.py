@@ -7,11 +7,11 @@ import logging
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.client import make_event
 from stream.config import Settings
-from stream.exporter import ModelSeriesCollector
-from stream.metrics import ModelLabelCap
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.sdk.client import make_event
+from stream.web.exporter import ModelSeriesCollector
+from stream.web.metrics import ModelLabelCap
 
 SETTINGS = Settings(zscore_warmup=50, reference_events=100, reference_min_s=0)
 
@@ -61,7 +61,7 @@ def test_window_series_per_model_version_in_base_units():
 def test_models_beyond_the_cap_get_no_series_and_one_warning(caplog):
     models = [monitor(name) for name in ("c", "a", "b")]
     collector = ModelSeriesCollector(lambda: models, lambda: [], ModelLabelCap(max_models=2))
-    with caplog.at_level(logging.WARNING, logger="stream.metrics"):
+    with caplog.at_level(logging.WARNING, logger="stream.web.metrics"):
         first = samples(collector)
         samples(collector)
     exported = {dict(ls)["model"] for name, ls in first if name == "stream_monitor_window_events"}
@@ -71,10 +71,10 @@ def test_models_beyond_the_cap_get_no_series_and_one_warning(caplog):
 
 
 def test_counters_beyond_the_model_cap_go_to_other(caplog):
-    from stream.metrics import WorkerMetrics
+    from stream.web.metrics import WorkerMetrics
 
     metrics = WorkerMetrics(max_models=2)
-    with caplog.at_level(logging.WARNING, logger="stream.metrics"):
+    with caplog.at_level(logging.WARNING, logger="stream.web.metrics"):
         for model in ("a", "b", "c", "d", "a"):
             metrics.events.labels(model=metrics.model_label(model)).inc()
     text = metrics.render().decode()

@@ -1,7 +1,7 @@
 """A feature's kind is fixed once per model version: a type change at a window boundary is wrong_type."""
 
 from stream.config import Settings
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
 
 
 def _event(i: int, value) -> dict:

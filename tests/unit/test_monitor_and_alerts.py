@@ -6,13 +6,13 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.alerts import build_alert, fingerprint, format_alert
-from stream.checkpoint import decode_state, encode_state
-from stream.codec import Reject
 from stream.config import Settings
-from stream.deadletter import dead_letter
-from stream.monitor import ModelMonitor
-from stream.schemas import validate
+from stream.contracts.alert_messages import build_alert, fingerprint, format_alert
+from stream.contracts.codec import Reject
+from stream.contracts.dead_letters import dead_letter
+from stream.contracts.schemas import validate
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.worker.checkpoint import decode_state, encode_state
 
 SETTINGS = Settings(zscore_warmup=50, zscore_min_outliers=3, window_s=60)
 
@@ -142,7 +142,7 @@ def _finding(t, kind="drift", signal="features.x", detector="reference_drift"):
 
 
 def test_lifecycle_folds_repeats_and_publishes_again_after_the_cooldown():
-    from stream.alerts import AlertLifecycle
+    from stream.monitoring.alert_lifecycle import AlertLifecycle
 
     life = AlertLifecycle("m", "1", cooldown_s=300, resolve_after_s=120, sustained_s=10_000)
     published = []
@@ -157,7 +157,7 @@ def test_lifecycle_folds_repeats_and_publishes_again_after_the_cooldown():
 
 
 def test_sustained_drift_requests_retraining_once():
-    from stream.alerts import AlertLifecycle
+    from stream.monitoring.alert_lifecycle import AlertLifecycle
 
     life = AlertLifecycle("m", "1", cooldown_s=300, resolve_after_s=120, sustained_s=900)
     for t in range(0, 2000, 60):
@@ -169,7 +169,7 @@ def test_sustained_drift_requests_retraining_once():
 
 
 def test_anomalies_never_request_retraining():
-    from stream.alerts import AlertLifecycle
+    from stream.monitoring.alert_lifecycle import AlertLifecycle
 
     life = AlertLifecycle("m", "1", sustained_s=60)
     for t in range(0, 600, 30):
@@ -212,7 +212,7 @@ def test_dead_letter_of_a_huge_record_keeps_its_start_and_says_how_long_it_was()
 def test_alerts_do_not_depend_on_how_events_are_batched():
     # A worker catching up applies thousands of events at once; a quiet one, a few.
     # Each tumbling window must still be checked on its own, so both raise the same alerts.
-    from stream.client import make_event
+    from stream.sdk.client import make_event
 
     def events(rng, t0):
         out = []

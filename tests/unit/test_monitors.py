@@ -6,8 +6,8 @@ import random
 import pytest
 
 from stream.config import ConfigError, Settings
-from stream.monitor import ModelMonitor
-from stream.monitors import MonitorConfig
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.monitoring.monitor_file import MonitorConfig
 
 GOOD = """
 [defaults.signals.latency_ms]

@@ -91,7 +91,7 @@ def test_worker_hashes_sensitive_fields_consistently_with_the_sdk():
 def test_keygen_prints_a_key_the_settings_accept():
     from click.testing import CliRunner
 
-    from stream.cli import cli
+    from stream.tools.cli import cli
 
     key = CliRunner().invoke(cli, ["keygen"]).output.strip()
     settings = Settings.from_env({"STREAM_MONITOR_TEXT_KEY": key, "STREAM_MONITOR_HASH_KEY": key})

@@ -5,13 +5,13 @@ import random
 import orjson
 import pytest
 
-from stream.checkpoint import decode_state, encode_state
 from stream.config import Settings
+from stream.contracts.schemas import validate
 from stream.detectors.quality import DataQualityRule
-from stream.monitor import ModelMonitor
-from stream.profile import ProfileError, ReferenceProfile, build_profile, find_profile, profile_path
-from stream.schemas import validate
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.monitoring.profiles import ProfileError, ReferenceProfile, build_profile, find_profile, profile_path
 from stream.stats import WindowStats
+from stream.worker.checkpoint import decode_state, encode_state
 
 
 def events(n, seed=0, t0=0.0, missing=0.02, country=None, amount_shift=0.0, rate=50.0, version="1"):

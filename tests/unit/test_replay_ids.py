@@ -5,7 +5,7 @@ import itertools
 
 from bench.realistic import events
 from stream.config import Settings
-from stream.monitor import ModelMonitor
+from stream.monitoring.model_monitor import ModelMonitor
 
 
 def _stream() -> list[dict]:

@@ -5,7 +5,7 @@ import copy
 import jsonschema
 import pytest
 
-from stream.schemas import SCHEMA_NAMES, SchemaError, load_schema, validate
+from stream.contracts.schemas import SCHEMA_NAMES, SchemaError, load_schema, validate
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)

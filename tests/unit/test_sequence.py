@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from stream.sequence import READS_TO_CONFIRM_GAP, Order, PartitionOrder
+from stream.worker.offset_order import READS_TO_CONFIRM_GAP, Order, PartitionOrder
 
 
 def test_records_after_a_hole_are_dropped_until_the_hole_is_read_again():

@@ -2,8 +2,8 @@
 
 import statistics
 
-from stream.schemas import validate
-from stream.sim import DEFAULT_INCIDENTS, MODELS, TrafficSimulator, malformed_records
+from stream.contracts.schemas import validate
+from stream.tools.simulator import DEFAULT_INCIDENTS, MODELS, TrafficSimulator, malformed_records
 
 FRAUD, RECOMMENDER, LLM = MODELS
 
@@ -55,7 +55,7 @@ def test_incidents_are_scripted_on_known_models():
 
 
 def test_incident_signals_are_signals_the_worker_watches():
-    from stream.monitors import FIXED_SIGNALS
+    from stream.monitoring.monitor_file import FIXED_SIGNALS
 
     # Security and resource rules watch these without configuration.
     built_in = {"output_text", "client.duplicates", "client.burst", "client.probing", "resources.memory_mb"}

@@ -10,11 +10,11 @@ import zlib
 
 import pytest
 
-from stream.app import MonitorApp
-from stream.checkpoint import encode_state
 from stream.config import Settings
-from stream.monitor import STATE_VERSION, ModelMonitor, StateError
-from stream.schemas import validate
+from stream.contracts.schemas import validate
+from stream.monitoring.model_monitor import STATE_VERSION, ModelMonitor, StateError
+from stream.worker.app import MonitorApp
+from stream.worker.checkpoint import encode_state
 
 
 class _Exploit:

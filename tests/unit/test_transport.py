@@ -5,10 +5,10 @@ import asyncio
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from stream.app import MonitorApp
 from stream.config import Settings
-from stream.sequence import PartitionOrder
-from stream.transport import FETCH_MAX_WAIT_MS
+from stream.worker.app import MonitorApp
+from stream.worker.faust_compat import FETCH_MAX_WAIT_MS
+from stream.worker.offset_order import PartitionOrder
 
 
 def test_the_worker_consumer_waits_at_most_the_short_fetch_wait(tmp_path):
@@ -23,7 +23,7 @@ def test_the_worker_consumer_waits_at_most_the_short_fetch_wait(tmp_path):
 
 def test_the_worker_consumer_keeps_no_read_offset_for_input_partitions(tmp_path):
     # Faust drops a record below the last offset read as a duplicate; after a seek back
-    # that dropped the very records read again (see stream.sequence).
+    # that dropped the very records read again (see stream.worker.offset_order).
     async def build():
         mon = MonitorApp(Settings(data_dir=str(tmp_path)))
         return mon.app.consumer

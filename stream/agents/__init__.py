@@ -1,1 +1,0 @@
-"""Thin Faust agents and pages: decode, call the pure parts, publish."""

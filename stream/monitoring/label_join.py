@@ -1,0 +1,181 @@
+"""Joining delayed labels to their predictions by ``request_id``.
+
+The join state is a mapping from ``model\\x1frequest_id`` to a small entry;
+the worker passes its Faust table (changelog-backed, so a restart keeps
+pending predictions), tests pass a dict. Entries carry the wall-clock time
+they were written and expire after ``ttl_s``:
+
+- a prediction waiting for its label: ``{"p": prediction, "v": version, "t": event time, "w": wall}``;
+- a label that came before its prediction: ``{"l": label, "lt": label time, "w": wall}``;
+- a pair already joined, kept to recognise a second label: ``{"done": 1, "w": wall}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+SEPARATOR = "\x1f"
+
+
+def join_key(model: str, request_id: str) -> bytes:
+    """Table key of one request of one model."""
+    return f"{model}{SEPARATOR}{request_id}".encode()
+
+
+@dataclass(slots=True)
+class Joined:
+    """A label matched with its prediction."""
+
+    model_version: str
+    prediction: Any
+    label: Any
+    prediction_time: float
+    label_time: float
+
+
+class LabelJoiner:
+    """Matches labels and predictions in either order; counts what never matches.
+
+    >>> j = LabelJoiner({})
+    >>> j.on_prediction("m", "1", "r1", prediction=1, event_time=10.0)
+    ('stored', None)
+    >>> outcome, joined = j.on_label("m", "r1", label=0, label_time=50.0)
+    >>> outcome, joined.label, joined.prediction
+    ('joined', 0, 1)
+    >>> j.on_label("m", "r1", label=0, label_time=51.0)
+    ('duplicate_label', None)
+    """
+
+    def __init__(self, store: MutableMapping[bytes, dict[str, Any]], ttl_s: float = 6 * 3600.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.counts: Counter[str] = Counter()
+
+    def on_prediction(
+        self, model: str, version: str, request_id: str, prediction: Any, event_time: float
+    ) -> tuple[str, Joined | None]:
+        """Remember a prediction; return the outcome and the join if its label came first."""
+        key = join_key(model, request_id)
+        entry = self.store.get(key)
+        now = time.time()
+        if entry is not None and "l" in entry:
+            self.store[key] = {"done": 1, "w": now}
+            return self._count("joined_label_first"), Joined(version, prediction, entry["l"], event_time, entry["lt"])
+        if entry is not None:
+            return self._count("duplicate_prediction"), None
+        self.store[key] = {"p": prediction, "v": version, "t": event_time, "w": now}
+        return "stored", None
+
+    def on_label(self, model: str, request_id: str, label: Any, label_time: float) -> tuple[str, Joined | None]:
+        """Match a label; return the outcome and the join, if any."""
+        key = join_key(model, request_id)
+        entry = self.store.get(key)
+        now = time.time()
+        if entry is None:
+            self.store[key] = {"l": label, "lt": label_time, "w": now}
+            return self._count("label_before_prediction"), None
+        if "p" in entry:
+            self.store[key] = {"done": 1, "w": now}
+            return self._count("joined"), Joined(entry["v"], entry["p"], label, entry["t"], label_time)
+        return self._count("duplicate_label"), None
+
+    def _count(self, outcome: str) -> str:
+        self.counts[outcome] += 1
+        return outcome
+
+    def expired(self, now: float | None = None) -> list[tuple[bytes, str, str]]:
+        """Entries past the TTL, as (key, model, outcome); the caller deletes them."""
+        now = time.time() if now is None else now
+        cutoff = now - self.ttl_s
+        out = []
+        for key, entry in list(self.store.items()):
+            if entry is None or entry.get("w", now) >= cutoff:
+                continue
+            model = key.decode(errors="replace").split(SEPARATOR, 1)[0]
+            if "p" in entry:
+                outcome = "prediction_never_labelled"
+            elif "l" in entry:
+                outcome = "label_never_matched"
+            else:
+                outcome = "joined_expired"
+            out.append((key, model, outcome))
+        return out
+
+
+class ModelLabels:
+    """A model's side of the join: its predictions kept for their labels, labels matched, outcomes counted.
+
+    ``mode`` is the ``join_predictions`` setting: ``never`` ignores labels,
+    ``always`` keeps every prediction with a ``request_id``, ``auto`` starts
+    once the model's first label arrives. Expired entries are counted in the
+    model's state with its next record (:meth:`count_expired`).
+
+    >>> from stream.config import Settings
+    >>> from stream.monitoring.model_monitor import ModelMonitor
+    >>> labels = ModelLabels(LabelJoiner({}), mode="always")
+    >>> monitor = ModelMonitor("m", Settings(join_predictions="always"))
+    >>> event = {"model_version": "1", "request_id": "r1", "prediction": 1, "timestamp": 10.0}
+    >>> labels.on_events(monitor, [event])
+    []
+    >>> _ = labels.on_labels(monitor, [{"request_id": "r1", "label": 1, "timestamp": 20.0}])
+    >>> _ = labels.on_labels(monitor, [{"request_id": "r1", "label": 1, "timestamp": 21.0}])
+    >>> monitor.labels
+    {'joined': 1, 'duplicate_label': 1}
+    """
+
+    def __init__(self, joiner: LabelJoiner, mode: str) -> None:
+        self.joiner = joiner
+        self.mode = mode
+        self.expired: dict[str, Counter[str]] = {}
+
+    def on_events(self, monitor: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Keep predictions with a ``request_id`` for their labels; join labels that came first."""
+        self._apply_expired(monitor)
+        if self.mode == "never" or not monitor.expects_labels:
+            return []
+        alerts: list[dict[str, Any]] = []
+        for event in events:
+            request_id = event.get("request_id")
+            if request_id is None:
+                continue
+            outcome, joined = self.joiner.on_prediction(
+                monitor.model, event["model_version"], request_id, event.get("prediction"), event["timestamp"]
+            )
+            if outcome != "stored":
+                monitor.count_labels(outcome)
+            if joined is not None:
+                alerts += monitor.process_label(
+                    joined.model_version, joined.label, joined.prediction, joined.label_time
+                )
+        return alerts
+
+    def on_labels(self, monitor: Any, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Match label events with their predictions; return performance alerts."""
+        self._apply_expired(monitor)
+        alerts: list[dict[str, Any]] = []
+        for label in labels:
+            if self.mode == "never":
+                monitor.count_labels("ignored")
+                continue
+            monitor.expects_labels = True
+            outcome, joined = self.joiner.on_label(
+                monitor.model, label["request_id"], label["label"], label["timestamp"]
+            )
+            monitor.count_labels(outcome)
+            if joined is not None:
+                alerts += monitor.process_label(
+                    joined.model_version, joined.label, joined.prediction, joined.label_time
+                )
+        return alerts
+
+    def count_expired(self, model: str, outcome: str) -> None:
+        """An entry of ``model`` expired; its state counts it with the model's next record."""
+        self.expired.setdefault(model, Counter())[outcome] += 1
+
+    def _apply_expired(self, monitor: Any) -> None:
+        for outcome, n in self.expired.pop(monitor.model, Counter()).items():
+            monitor.count_labels(outcome, n)

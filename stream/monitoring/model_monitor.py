@@ -1,0 +1,197 @@
+"""Per-model monitoring state: one :class:`VersionMonitor` per version, offsets and envelope ids.
+
+This is the business logic behind the ingest agent. It holds no I/O: feed it
+a model's decoded events, get alert messages back, and store
+:meth:`ModelMonitor.to_dict` wherever the state must survive (a Faust table).
+The state is plain, versioned data (``STATE_VERSION``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from stream.config import Settings
+from stream.monitoring.monitor_file import MonitorConfig
+from stream.monitoring.version_monitor import VersionMonitor
+
+# Envelope ids remembered per model. The SDK sends a failed envelope again
+# before any newer one of the same model, so a handful would do; 64 ids cost
+# about 2 KB of state.
+RECENT_BATCHES = 64
+# The layout of ModelMonitor.to_dict. Version 1 (unversioned) held pickled river objects.
+STATE_VERSION = 2
+
+
+class StateError(ValueError):
+    """A stored model state this release cannot read (another version, or damaged)."""
+
+
+class ModelMonitor:
+    """Everything watched for one model, split by model version.
+
+    >>> from stream.config import Settings
+    >>> mon = ModelMonitor("m", Settings(zscore_warmup=20, zscore_min_outliers=2))
+    >>> ev = lambda i, lat: {"model_version": "1", "timestamp": 100.0 + i,
+    ...                      "latency_ms": lat, "error": None}
+    >>> mon.process([ev(i, 10.0 + i % 3) for i in range(40)])
+    []
+    >>> alerts = mon.process([ev(41, 500.0), ev(42, 480.0)])
+    >>> alerts[0]["signal"], alerts[0]["status"], mon.versions["1"].events
+    ('latency_ms', 'firing', 42)
+    """
+
+    def __init__(self, model: str, settings: Settings, monitors: MonitorConfig | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.config = (monitors or MonitorConfig()).for_model(model)
+        self.versions: dict[str, VersionMonitor] = {}
+        self.seq = 0
+        # Predictions are kept for joining once the model has shown it gets labels.
+        self.expects_labels = settings.join_predictions == "always"
+        self.labels: dict[str, int] = {}
+        # The last input record applied, per "topic:partition", saved with the
+        # state it produced: a record replayed after a crash or a rebalance
+        # (at-least-once delivery) is recognised and not counted twice.
+        self.offsets: dict[str, int] = {}
+        # Ids of the last envelopes applied: an envelope the SDK sent again after
+        # a lost acknowledgement arrives at a new offset but with the same id.
+        self.recent_batches: list[str] = []
+        self.notices: list[dict[str, Any]] = []
+
+    def take_notices(self) -> list[dict[str, Any]]:
+        """Alerts about the monitor itself (an unreadable state), published once by the caller."""
+        out, self.notices = self.notices, []
+        return out
+
+    def seen_batch(self, batch_id: str | None) -> bool:
+        """Whether the envelope ``batch_id`` is among the last ones applied.
+
+        >>> from stream.config import Settings
+        >>> mon = ModelMonitor("m", Settings())
+        >>> mon.remember_batch("b1")
+        >>> mon.seen_batch("b1"), mon.seen_batch("b2"), mon.seen_batch(None)
+        (True, False, False)
+        """
+        return batch_id is not None and batch_id in self.recent_batches
+
+    def remember_batch(self, batch_id: str | None) -> None:
+        """Remember an applied envelope's id; the oldest is forgotten past ``RECENT_BATCHES``."""
+        if batch_id is None:
+            return
+        self.recent_batches.append(batch_id)
+        del self.recent_batches[:-RECENT_BATCHES]
+
+    def already_applied(self, source: str, offset: int) -> bool:
+        """Whether the record at ``offset`` of ``source`` is already in this state.
+
+        >>> from stream.config import Settings
+        >>> mon = ModelMonitor("m", Settings())
+        >>> mon.mark_applied("events:0", 41)
+        >>> mon.already_applied("events:0", 41), mon.already_applied("events:0", 42)
+        (True, False)
+        """
+        return offset <= self.offsets.get(source, -1)
+
+    def mark_applied(self, source: str, offset: int) -> None:
+        """Record that the record at ``offset`` of ``source`` is in this state."""
+        self.offsets[source] = offset
+
+    def process(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Update every version's windows and detectors; return alert messages."""
+        by_version: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            by_version.setdefault(event["model_version"], []).append(event)
+        alerts: list[dict[str, Any]] = []
+        for version, batch in by_version.items():
+            alerts.extend(self.version(version).process(batch))
+        return alerts
+
+    def version(self, version: str) -> VersionMonitor:
+        """The state of ``version``, created on first use."""
+        state = self.versions.get(version)
+        if state is None:
+            state = self.versions[version] = VersionMonitor(self.model, version, self.settings, self.config)
+        return state
+
+    def process_label(self, version: str, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
+        """Add one joined label; return performance alerts."""
+        return self.version(version).process_label(label, prediction, label_time)
+
+    def take_retrain_requests(self) -> list[dict[str, Any]]:
+        """Retraining requests raised since the last call, across versions."""
+        out: list[dict[str, Any]] = []
+        for v in self.versions.values():
+            out += v.lifecycle.take_retrain_requests() + v.performance_lifecycle.take_retrain_requests()
+        return out
+
+    def count_labels(self, outcome: str, n: int = 1) -> None:
+        """Count one outcome of the label join (joined, duplicate, never matched, ...)."""
+        self.labels[outcome] = self.labels.get(outcome, 0) + n
+
+    def overview(self) -> dict[str, Any]:
+        """Models list entry: versions, last event time, events in the current window."""
+        return {
+            "model": self.model,
+            "versions": {
+                version: {
+                    "events": v.events,
+                    "last_event_time": v.windows.watermark,
+                    "window_events": v.windows.tumbling().count,
+                }
+                for version, v in self.versions.items()
+            },
+        }
+
+    def summary(self, view: str = "tumbling") -> dict[str, Any]:
+        """Every version's statistics in the ``tumbling`` or ``hopping`` view."""
+        return {
+            "model": self.model,
+            "labels": dict(self.labels),
+            "versions": {v: vm.summary(view) for v, vm in self.versions.items()},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state for the model's table entry."""
+        return {
+            "state_version": STATE_VERSION,
+            "seq": self.seq,
+            "expects_labels": self.expects_labels,
+            "labels": dict(self.labels),
+            "offsets": dict(self.offsets),
+            "recent_batches": list(self.recent_batches),
+            "versions": {version: v.to_dict() for version, v in self.versions.items()},
+        }
+
+    @classmethod
+    def from_dict(
+        cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None = None
+    ) -> ModelMonitor:
+        """Rebuild from :meth:`to_dict` output with the current settings.
+
+        Raises :class:`StateError` for a state of another version or one that
+        does not have the expected shape; nothing in a state is ever executed.
+        """
+        if not isinstance(state, dict) or state.get("state_version") != STATE_VERSION:
+            found = state.get("state_version", "none") if isinstance(state, dict) else type(state).__name__
+            raise StateError(f"model state version {found}, this release reads {STATE_VERSION}")
+        try:
+            return cls._from_state(model, settings, state, monitors)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise StateError(f"model state does not have the expected shape ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _from_state(
+        cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None
+    ) -> ModelMonitor:
+        out = cls(model, settings, monitors)
+        out.seq = state["seq"]
+        out.expects_labels = out.expects_labels or state["expects_labels"]
+        out.labels = dict(state["labels"])
+        out.offsets = dict(state.get("offsets", {}))
+        out.recent_batches = list(state.get("recent_batches", []))
+        for version, vstate in state["versions"].items():
+            vm = VersionMonitor(model, version, settings, out.config)
+            vm.load_state(vstate)
+            out.versions[version] = vm
+        return out

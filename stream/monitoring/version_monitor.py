@@ -1,0 +1,370 @@
+"""One model version's monitoring state: windows, reference profile and detectors.
+
+Pure domain, no I/O except finding a reference profile file when a version
+is first seen: feed :meth:`VersionMonitor.process` a version's decoded events,
+get alert messages back. :class:`stream.monitoring.model_monitor.ModelMonitor` holds one per
+version and the model-wide bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.config import Settings
+from stream.detectors.base import right_skewed
+from stream.detectors.multivariate import MahalanobisRule
+from stream.detectors.performance import PerformanceMonitor
+from stream.detectors.quality import DataQualityRule
+from stream.detectors.reference_drift import ReferenceDriftRule
+from stream.detectors.resources import ResourceRule
+from stream.detectors.security import ClientAbuseRule, PrivateDataRule
+from stream.monitoring.alert_lifecycle import AlertLifecycle
+from stream.monitoring.monitor_file import ModelMonitors, MonitorConfig, build_rule
+from stream.monitoring.profiles import ReferenceProfile, find_profile
+from stream.stats import EventTimeWindows, WindowStats
+from stream.stats.features import FeatureColumns, is_numeric
+
+# A batch is split at most this many times at window boundaries (see VersionMonitor.process).
+MAX_WINDOW_CUTS = 64
+
+
+class VersionMonitor:
+    """Windows, reference profile and detectors of one model version."""
+
+    __slots__ = (
+        "clients",
+        "config",
+        "drift",
+        "events",
+        "lifecycle",
+        "model",
+        "multivariate",
+        "performance",
+        "performance_lifecycle",
+        "private_data",
+        "quality",
+        "reference",
+        "reference_builder",
+        "resources",
+        "settings",
+        "signal_rules",
+        "version",
+        "windows",
+    )
+
+    def __init__(self, model: str, version: str, settings: Settings, config: ModelMonitors | None = None) -> None:
+        self.model = model
+        self.version = version
+        self.settings = settings
+        self.config = config or MonitorConfig().for_model(model)
+        # Detectors per signal, built on the signal's first values.
+        self.signal_rules: dict[str, dict[str, Any]] = {}
+        self.windows = EventTimeWindows(
+            settings.window_s,
+            settings.hopping_s,
+            settings.hop_s,
+            settings.lateness_s,
+            settings.max_features,
+            settings.max_categories,
+        )
+        self.lifecycle = self._lifecycle()
+        perf = self.config.performance
+        self.performance = PerformanceMonitor(
+            window=perf.get("window", settings.performance_window),
+            reference_labels=perf.get("window", settings.performance_window),
+            margin=perf.get("margin", settings.performance_margin),
+            metric=perf.get("metric"),
+            pos_label=perf.get("pos_label", 1),
+            window_s=settings.window_s,
+        )
+        # Labels run on their own clock (they may come hours after the
+        # predictions), so their alerts fold and resolve separately.
+        self.performance_lifecycle = self._lifecycle()
+        self.events = 0
+        # Security and resources: what every version is watched for, without configuration.
+        self.private_data = PrivateDataRule(settings.window_s)
+        self.clients = ClientAbuseRule(settings.window_s)
+        self.resources = ResourceRule(settings.window_s)
+        self.multivariate: MahalanobisRule | None = None
+        self.drift: ReferenceDriftRule | None = None
+        self.reference: ReferenceProfile | None = None
+        self.reference_builder: WindowStats | None = None
+        self.quality: DataQualityRule | None = None
+        profile_dir = Path(settings.profile_dir) if settings.profile_dir else None
+        profile = find_profile(profile_dir, model, version)
+        if profile is not None:
+            self._set_reference(profile)
+        else:
+            self.reference_builder = WindowStats(0.0, 0.0, settings.max_features, settings.max_categories)
+
+    def _lifecycle(self) -> AlertLifecycle:
+        settings = self.settings
+        return AlertLifecycle(
+            self.model,
+            self.version,
+            cooldown_s=settings.alert_cooldown_s,
+            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
+            sustained_s=settings.retrain_after_s,
+        )
+
+    def _set_reference(self, profile: ReferenceProfile) -> None:
+        self.reference = profile
+        self.reference_builder = None
+        self.windows.fix_kinds(profile.stats.features.kinds())
+        self.quality = DataQualityRule(profile.stats)
+        params = self.config.multivariate
+        if params is not None:
+            params = dict(params)
+            limit = params.pop("max_features", 20)
+            features = profile.stats.features.features
+            numeric = [n for n, f in features.items() if f.kind == "numeric"][:limit]
+            if len(numeric) >= 2:
+                skewed = [n for n in numeric if _positive_and_skewed(features[n])]
+                self.multivariate = MahalanobisRule(
+                    numeric, window_s=self.settings.window_s, log_features=skewed, **params
+                )
+        options = {"alpha": self.settings.drift_alpha, "min_psi": self.settings.drift_min_psi}
+        self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
+
+    def rules(self, signal: str) -> dict[str, Any]:
+        """The detectors watching ``signal``, by detector name."""
+        rules = self.signal_rules.get(signal)
+        if rules is None:
+            rules = {}
+            for name, params in self.config.detectors_for(signal):
+                if name == "zscore":
+                    # The worker-wide z-score settings are the defaults of every z-score rule.
+                    params = {
+                        "threshold": self.settings.zscore_threshold,
+                        "warmup": self.settings.zscore_warmup,
+                        "min_outliers": self.settings.zscore_min_outliers,
+                        **params,
+                    }
+                rules[name] = build_rule(signal, name, params, self.settings.window_s, f"{signal}.{name}")
+            self.signal_rules[signal] = rules
+        return rules
+
+    def _signals(
+        self, events: list[dict[str, Any]], columns: FeatureColumns
+    ) -> list[tuple[str, list[float], list[float]]]:
+        times = [e["timestamp"] for e in events]
+        out = [
+            ("latency_ms", [e["latency_ms"] for e in events], times),
+            ("error_rate", [1.0 if e.get("error") else 0.0 for e in events], times),
+        ]
+        for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
+            if not self.config.detectors_for(name):
+                continue
+            present = [e for e in events if is_numeric(e.get(name))]
+            if present:
+                out.append((name, [float(e[name]) for e in present], [e["timestamp"] for e in present]))
+        if any(s.startswith("features.") for s in self.config.signals):
+            stamps = np.asarray(times)
+            for feature in self.windows.feature_names:
+                signal = f"features.{feature}"
+                if not self.config.detectors_for(signal):
+                    continue
+                column = columns.get(feature)
+                present = ~np.isnan(column)
+                if present.any():
+                    out.append((signal, column[present].tolist(), stamps[present].tolist()))
+        return out
+
+    def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Update windows and detectors with one version's events; return alerts.
+
+        A batch that runs over several tumbling windows is taken one window
+        at a time, so that each window is checked as it fills, whatever the
+        batch size (a worker catching up takes thousands of events at once).
+        """
+        if len(events) > 1:
+            stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
+            windows = np.floor(stamps / self.settings.window_s)
+            cuts = np.flatnonzero(windows[1:] != windows[:-1]) + 1
+            # Events badly out of order would cut the batch into crumbs; those go in one piece.
+            if 0 < cuts.size <= MAX_WINDOW_CUTS:
+                alerts: list[dict[str, Any]] = []
+                for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True):
+                    alerts += self._process_to_tests(events[start:end])
+                return alerts
+        return self._process_to_tests(events)
+
+    def _process_to_tests(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Process ``events`` in pieces that end where a per-window rule's next test is due.
+
+        The test then sees the same events whatever the batching, so a replay
+        after a crash decides alike and publishes the same alert ids.
+        """
+        alerts: list[dict[str, Any]] = []
+        while events:
+            take = len(events)
+            # None of these exist before the reference is learnt, which may happen mid-batch.
+            rules = [r for r in (self.quality, self.drift, self.multivariate) if r is not None]
+            if rules:
+                window = self.windows.tumbling(events[0]["timestamp"])
+                rooms = (rule.events_until_test(window.start, window.count) for rule in rules)
+                take = min([take, *(room for room in rooms if room is not None)])
+            alerts += self._process(events[:take])
+            events = events[take:]
+        return alerts
+
+    def _process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        placed = self.windows.update(events)
+        self.events += len(events)
+        columns = FeatureColumns(events)
+        placed_columns = columns if placed is events else FeatureColumns(placed)
+        findings = []
+        for signal, values, times in self._signals(events, columns):
+            for rule in self.rules(signal).values():
+                findings += rule.update(values, times)
+        findings += self.private_data.update(events) + self.clients.update(events) + self.resources.update(events)
+        watermark = self.windows.watermark
+        assert watermark is not None
+        checked, checked_columns = placed, placed_columns
+        if self.reference_builder is not None:
+            # A batch may complete the reference and go on past it: the rest is checked against it.
+            used = self._learn_reference(events)
+            checked = _after(placed, events, used) if self.quality is not None else []
+            if checked is not placed:
+                checked_columns = FeatureColumns(checked)
+        if self.quality is not None and checked:
+            window = self.windows.tumbling()
+            findings += self.quality.update(checked, window, self.settings.window_s, checked_columns)
+            if self.drift is not None:
+                findings += self.drift.check(window, self.settings.window_s, watermark)
+            if self.multivariate is not None:
+                findings += self.multivariate.update(checked, checked_columns)
+                findings += self.multivariate.test_correlations(window.start, window.count, watermark)
+        return self.lifecycle.observe(findings, watermark)
+
+    def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
+        """Add one labelled prediction; return performance alerts."""
+        findings = self.performance.update(label, prediction, label_time)
+        return self.performance_lifecycle.observe(findings, label_time)
+
+    def _learn_reference(self, events: list[dict[str, Any]]) -> int:
+        """Learn the reference from the first events; return how many of ``events`` it took."""
+        builder = self.reference_builder
+        assert builder is not None
+        room = self._reference_room(builder, events)
+        builder.update(events[:room], kinds=self.windows.feature_kinds)
+        if room < len(events) or self._reference_complete(builder):
+            if builder.first_event_time is not None and builder.last_event_time is not None:
+                builder.start, builder.end = builder.first_event_time, builder.last_event_time
+            self._set_reference(ReferenceProfile(self.model, self.version, "first_events", time.time(), builder))
+        return min(room, len(events))
+
+    def _reference_complete(self, builder: WindowStats) -> bool:
+        first, last = builder.first_event_time, builder.last_event_time
+        span = 0.0 if first is None or last is None else last - first
+        return builder.count >= self.settings.reference_events and span >= self.settings.reference_min_s
+
+    def _reference_room(self, builder: WindowStats, events: list[dict[str, Any]]) -> int:
+        """How many of ``events`` the reference still takes: until it has its events and its span of time."""
+        by_count = max(self.settings.reference_events - builder.count, 0)
+        if not events or by_count >= len(events):
+            return len(events)
+        first = builder.first_event_time if builder.first_event_time is not None else events[0]["timestamp"]
+        stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
+        spanned = np.flatnonzero(stamps - first >= self.settings.reference_min_s)
+        if not spanned.size:
+            return len(events)
+        return max(by_count, int(spanned[0]) + 1)
+
+    def summary(self, view: str = "tumbling") -> dict[str, Any]:
+        """The version's statistics in the ``tumbling`` or ``hopping`` view."""
+        window = self.windows.hopping() if view == "hopping" else self.windows.tumbling()
+        reference = self.reference
+        return {
+            "model_version": self.version,
+            "events": self.events,
+            "last_event_time": self.windows.watermark,
+            "late_events": self.windows.late,
+            "too_late_events": self.windows.too_late,
+            "window": {"type": view, **window.summary()},
+            "latency_baseline": next(
+                (r.baseline() for r in self.rules("latency_ms").values() if hasattr(r, "baseline")), None
+            ),
+            "reference": None
+            if reference is None
+            else {"source": reference.source, "events": reference.events, "created_at": reference.created_at},
+            "performance": self.performance.summary(),
+            "reference_progress": None
+            if self.reference_builder is None
+            else {
+                "events": self.reference_builder.count,
+                "needed": self.settings.reference_events,
+                "needed_s": self.settings.reference_min_s,
+            },
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {
+            "events": self.events,
+            "windows": self.windows.to_dict(),
+            "reference": None if self.reference is None else self.reference.to_dict(),
+            "reference_builder": None if self.reference_builder is None else self.reference_builder.to_dict(),
+            "quality": None if self.quality is None else self.quality.to_dict(),
+            "drift": None if self.drift is None else self.drift.to_dict(),
+            "multivariate": None if self.multivariate is None else self.multivariate.to_dict(),
+            "signal_rules": {
+                signal: {name: rule.to_dict() for name, rule in rules.items()}
+                for signal, rules in self.signal_rules.items()
+            },
+            "lifecycle": self.lifecycle.to_dict(),
+            "private_data": self.private_data.to_dict(),
+            "clients": self.clients.to_dict(),
+            "resources": self.resources.to_dict(),
+            "performance": self.performance.to_dict(),
+            "performance_lifecycle": self.performance_lifecycle.to_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        self.events = state["events"]
+        self.windows = EventTimeWindows.from_dict(state["windows"])
+        if self.reference is not None:
+            self.windows.fix_kinds(self.reference.stats.features.kinds())
+        if state["reference"] is not None and (self.reference is None or self.reference.source == "first_events"):
+            # A profile file present now wins over a learnt reference.
+            self._set_reference(ReferenceProfile.from_dict(state["reference"]))
+            if state["quality"] is not None and self.quality is not None:
+                self.quality.load_state(state["quality"])
+            if state["drift"] is not None and self.drift is not None:
+                self.drift.load_state(state["drift"])
+            if state["multivariate"] is not None and self.multivariate is not None:
+                self.multivariate.load_state(state["multivariate"])
+        elif state["reference_builder"] is not None and self.reference is None:
+            self.reference_builder = WindowStats.from_dict(state["reference_builder"])
+        for signal, saved in state["signal_rules"].items():
+            rules = self.rules(signal)
+            for name, rule_state in saved.items():
+                # A detector dropped from the monitor file since is simply not restored.
+                if name in rules:
+                    rules[name].load_state(rule_state)
+        self.lifecycle.load_state(state["lifecycle"])
+        for name in ("private_data", "clients", "resources"):
+            getattr(self, name).load_state(state[name])
+        self.performance = PerformanceMonitor.from_dict(state["performance"])
+        self.performance_lifecycle.load_state(state["performance_lifecycle"])
+
+
+def _positive_and_skewed(stats: Any) -> bool:
+    """Whether a reference feature is compared as logs (see :func:`right_skewed`)."""
+    median = stats.sketch.quantile(0.5)
+    return (
+        bool(stats.moments.count) and median is not None and right_skewed(stats.moments.min, stats.moments.mean, median)
+    )
+
+
+def _after(placed: list[dict[str, Any]], events: list[dict[str, Any]], used: int) -> list[dict[str, Any]]:
+    """The placed events among ``events[used:]``, in order."""
+    if placed is events:
+        return events[used:]
+    rest = {id(e) for e in events[used:]}
+    return [e for e in placed if id(e) in rest]

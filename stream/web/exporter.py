@@ -1,0 +1,135 @@
+"""Per-model series for Prometheus, read from the models' state at scrape time.
+
+Counting happens as records are processed (:mod:`stream.web.metrics`); what a
+window or a detector currently says is read only when Prometheus asks, so the
+hot path pays nothing for it. At most ``metrics_max_models`` models per worker
+get series; the rest are counted in ``stream_monitor_metrics_models_dropped``
+and logged once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.monitoring.version_monitor import VersionMonitor
+from stream.web.metrics import OTHER_MODELS, PREFIX, ModelLabelCap
+from stream.web.status import window_figures
+
+QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+VERSION = ["model", "model_version"]
+DETECTOR = [*VERSION, "signal", "detector"]
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+class ModelSeriesCollector:
+    """A prometheus-client collector over the models a worker owns.
+
+    ``models`` returns the monitors to export (called at every scrape);
+    ``lag`` returns ``(topic, partition, records behind)`` for each assigned
+    partition.
+    """
+
+    def __init__(
+        self,
+        models: Callable[[], Iterable[ModelMonitor]],
+        lag: Callable[[], Iterable[tuple[str, int, int]]],
+        model_label: ModelLabelCap,
+    ) -> None:
+        self._models = models
+        self._lag = lag
+        self.model_label = model_label
+
+    def describe(self) -> list[Metric]:
+        # Empty: the registry must not call collect() at registration, before the app runs.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every per-model, per-detector and per-partition series, as they are now."""
+        g = {
+            "events": _gauge("window_events", "Events in the current tumbling window.", VERSION),
+            "latency": _gauge(
+                "window_latency_seconds", "Latency quantiles of the current tumbling window.", [*VERSION, "quantile"]
+            ),
+            "errors": _gauge("window_error_ratio", "Share of failed requests in the current tumbling window.", VERSION),
+            "throughput": _gauge(
+                "window_throughput_events_per_second", "Events per second of the current tumbling window.", VERSION
+            ),
+            "anomaly": _gauge(
+                "anomaly_outlier_ratio", "Share of outliers in the current window, per anomaly detector.", DETECTOR
+            ),
+            "anomaly_score": _gauge(
+                "anomaly_max_score", "The worst outlier score in the current window, per anomaly detector.", DETECTOR
+            ),
+            "shift": _gauge(
+                "drift_shift_sd",
+                "How far a streaming drift detector sees the signal moved, in the units of its threshold "
+                "(cusum: block standard deviations; level_shift: local spreads; adwin: warm-up standard deviations).",
+                DETECTOR,
+            ),
+            "psi": _gauge(
+                "drift_psi",
+                "Population stability index of the current window against the reference.",
+                [*VERSION, "signal"],
+            ),
+            "performance": _gauge(
+                "performance", "Rolling performance over the latest labels, by metric.", [*VERSION, "metric"]
+            ),
+        }
+        # The same cap as the counters' model label: a model counted under _other gets no series either.
+        models = sorted(self._models(), key=lambda m: m.model)
+        exported = [m for m in models if self.model_label(m.model) != OTHER_MODELS]
+        dropped = len(models) - len(exported)
+        for monitor in exported:
+            for version, vm in monitor.versions.items():
+                _export_version(g, [monitor.model, version], vm)
+        yield from g.values()
+        gone = _gauge("metrics_models_dropped", "Models beyond metrics_max_models, without per-model series.", [])
+        gone.add_metric([], dropped)
+        yield gone
+        lag = _gauge(
+            "consumer_lag_records", "Records not yet processed, per assigned input partition.", ["topic", "partition"]
+        )
+        for topic, partition, behind in self._lag():
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+
+
+def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
+    window = vm.windows.tumbling()
+    figures = window_figures(window, vm.settings.window_s)
+    g["events"].add_metric(labels, window.count)
+    if window.count:
+        g["errors"].add_metric(labels, figures["error_rate"])
+        g["throughput"].add_metric(labels, figures["throughput_per_s"])
+        for quantile, key in QUANTILES:
+            if figures[key] is not None:
+                g["latency"].add_metric([*labels, quantile], figures[key] / 1000.0)
+    for signal, rules in vm.signal_rules.items():
+        for name, rule in rules.items():
+            _export_scores(g, [*labels, signal, name], getattr(rule, "scores", None))
+    if vm.multivariate is not None:
+        _export_scores(g, [*labels, "features", vm.multivariate.name], vm.multivariate.scores)
+    if vm.drift is not None and window.count >= vm.drift.min_events:
+        for score in vm.drift.scores(window):
+            g["psi"].add_metric([*labels, score["feature"]], score["psi"])
+    for metric, value in (vm.performance.summary().get("metrics") or {}).items():
+        if isinstance(value, int | float) and math.isfinite(value):
+            g["performance"].add_metric([*labels, metric], value)
+
+
+def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any] | None) -> None:
+    if scores is None:  # a detector of the user's own without scores()
+        return
+    found = scores()
+    for key, family in (("outlier_ratio", "anomaly"), ("max_score", "anomaly_score"), ("shift_sd", "shift")):
+        value = found.get(key)
+        if value is not None and math.isfinite(value):
+            g[family].add_metric(labels, value)

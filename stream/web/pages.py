@@ -1,0 +1,167 @@
+"""Web pages of the worker: health, metrics, and the per-model statistics.
+
+With ``web_token`` set, every page but ``/health`` (for orchestrators' probes,
+and it holds no model data) requires ``Authorization: Bearer <token>``.
+
+Tables are partitioned across workers. ``/models/{model}/stats`` is routed by
+Faust to the worker that owns the model's partition; ``/models`` asks every
+worker in the group (their addresses come from Faust's assignment metadata)
+and merges the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import faust
+from aiohttp import ClientError, ClientTimeout
+
+from stream.web.status import DriftCache, model_status
+
+if TYPE_CHECKING:
+    from stream.worker.app import MonitorApp
+
+VIEWS = ("tumbling", "hopping")
+STATIC = {"page.js": "text/javascript", "page.css": "text/css"}
+RECENT_ALERTS = 50
+
+
+def register(mon: MonitorApp) -> None:
+    """Attach the worker's pages to ``mon``'s Faust app."""
+    app = mon.app
+
+    page = resources.files("stream.web") / "page"
+    drift_cache = DriftCache()
+
+    # The page and its files hold no data and are open; the data they fetch needs the token.
+    @app.page("/")
+    async def index(web, request):
+        return web.html((page / "index.html").read_text())
+
+    @app.page("/static/{name}")
+    async def static(web, request, name: str):
+        if name not in STATIC:
+            return web.json({"error": f"no static file {name!r}"}, status=404)
+        return web.text((page / name).read_text(), content_type=STATIC[name])
+
+    @app.page("/api/status")
+    async def status(web, request):
+        if (denied := refused(web, request)) is not None:
+            return denied
+        models = {m: model_status(mon.monitor_for(m), drift_cache) for m in mon.local_models()}
+        alerts = {a["alert_id"]: a for a in mon.recent_alerts}
+        for entry in models.values():
+            for version in entry["versions"]:
+                for alert in version["firing"]:
+                    alerts.setdefault(alert["alert_id"], alert)
+        if request.query.get("scope") != "local":
+            answers = await asyncio.gather(*(_fetch_local(mon, url, "/api/status") for url in _other_workers(mon)))
+            for answer in answers:
+                for entry in answer.get("models", []):
+                    models.setdefault(entry["model"], entry)
+                for alert in answer.get("alerts", []):
+                    alerts.setdefault(alert["alert_id"], alert)
+        recent = sorted(alerts.values(), key=lambda a: (a["event_time"], a["timestamp"]), reverse=True)
+        return web.json(
+            {
+                "generated_at": time.time(),
+                "models": [models[m] for m in sorted(models)],
+                "alerts": recent[:RECENT_ALERTS],
+            }
+        )
+
+    @app.page("/health")
+    async def health(web, request):
+        assigned = sorted(
+            f"{tp.topic}:{tp.partition}"
+            for tp in (app.consumer.assignment() if app.consumer else ())
+            if tp.topic == mon.settings.topics.events
+        )
+        return web.json(
+            {
+                "ready": mon.ready,
+                "app_id": mon.settings.app_id,
+                "assigned": assigned,
+                "models": len(mon.local_models()),
+                **mon.counters.as_dict(),
+            }
+        )
+
+    def refused(web, request):
+        """A 401 answer when a token is required and the request lacks it, else None."""
+        if authorized(mon.settings.web_token, request.headers.get("Authorization")):
+            return None
+        return web.json({"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        if (denied := refused(web, request)) is not None:
+            return denied
+        # aiohttp refuses a charset in content_type=, so the header goes in whole.
+        return web.bytes(mon.metrics.render(), headers={"Content-Type": mon.metrics.content_type})
+
+    @app.page("/models")
+    async def models(web, request):
+        if (denied := refused(web, request)) is not None:
+            return denied
+        found: dict[str, Any] = {m: mon.monitor_for(m).overview() for m in mon.local_models()}
+        if request.query.get("scope") != "local":
+            for answer in await asyncio.gather(*(_fetch_local(mon, url, "/models") for url in _other_workers(mon))):
+                for entry in answer.get("models", []):
+                    found.setdefault(entry["model"], entry)
+        return web.json({"models": [found[m] for m in sorted(found)]})
+
+    @app.page("/models/{model}/stats")
+    class ModelStats(faust.web.View):
+        @app.table_route(table=mon.model_state, match_info="model")
+        async def get(self, request, model: str):
+            if (denied := refused(self, request)) is not None:
+                return denied
+            view = request.query.get("window", "tumbling")
+            if view not in VIEWS:
+                return self.json({"error": f"window must be one of {', '.join(VIEWS)}, not {view!r}"}, status=400)
+            if not mon.has_model(model):
+                return self.json({"error": f"no events seen for model {model!r}"}, status=404)
+            return self.json(mon.monitor_for(model).summary(view))
+
+
+def authorized(token: str, header: str | None) -> bool:
+    """Whether an Authorization header satisfies the configured token (none: everyone).
+
+    >>> authorized("", None), authorized("s3cret", "Bearer s3cret"), authorized("s3cret", "Bearer nope")
+    (True, True, False)
+    """
+    if not token:
+        return True
+    return header is not None and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Headers that carry ``token`` (none when no token is set)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _other_workers(mon: MonitorApp) -> list[str]:
+    me = str(mon.app.conf.canonical_url).rstrip("/")
+    try:
+        hosts = mon.app.router.tables_metadata()
+    except Exception:  # no assignment yet
+        return []
+    return [str(url).rstrip("/") for url in hosts if str(url).rstrip("/") != me]
+
+
+async def _fetch_local(mon: MonitorApp, url: str, path: str) -> dict[str, Any]:
+    """Another worker's answer for its own models only; empty when it cannot be asked."""
+    timeout = ClientTimeout(total=3)
+    try:
+        async with mon.app.http_client.get(
+            f"{url}{path}?scope=local", timeout=timeout, headers=bearer(mon.settings.web_token)
+        ) as response:
+            answer = await response.json()
+            return answer if isinstance(answer, dict) else {}
+    except (ClientError, TimeoutError, ValueError):
+        return {}

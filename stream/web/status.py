@@ -1,0 +1,150 @@
+"""What the live status page shows of a model: health at a glance, the last windows, firing alerts.
+
+Pure functions over :class:`~stream.monitoring.model_monitor.ModelMonitor`; the web module
+serves them as ``/api/status`` and the page draws them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.monitoring.version_monitor import VersionMonitor
+from stream.stats import WindowStats
+
+SEVERITY_ORDER = {"info": 1, "warning": 2, "critical": 3}
+
+
+def health(active: list[dict[str, Any]]) -> str:
+    """``ok`` without firing alerts, else the worst severity firing.
+
+    >>> health([]), health([{"severity": "warning"}, {"severity": "critical"}])
+    ('ok', 'critical')
+    """
+    if not active:
+        return "ok"
+    return max((a["severity"] for a in active), key=lambda s: SEVERITY_ORDER.get(s, 0))
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class DriftCache:
+    """Worst-drift results of windows already scored, reused while the window has not changed.
+
+    Scoring a window against the reference costs about half a millisecond per
+    input; a closed window never changes, so a page that redraws every few
+    seconds scores only the window that is still filling.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[tuple[str, str, float], tuple[int, float | None, str | None]] = {}
+
+    def worst(self, vm: VersionMonitor, window: WindowStats) -> tuple[float | None, str | None]:
+        """The highest PSI of ``window`` against the reference and the input it belongs to."""
+        if vm.drift is None or window.count < vm.drift.min_events:
+            return None, None
+        key = (vm.model, vm.version, window.start)
+        cached = self.entries.get(key)
+        if cached is not None and cached[0] == window.count:
+            return cached[1], cached[2]
+        scores = vm.drift.scores(window)
+        top = max(scores, key=lambda s: s["psi"]) if scores else None
+        result = (_finite(top["psi"]), top["feature"]) if top else (None, None)
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[key] = (window.count, *result)
+        return result
+
+
+def window_figures(window: WindowStats, size_s: float) -> dict[str, Any]:
+    """A window's health at a glance: events, latency quantiles (ms), error rate, throughput.
+
+    >>> from stream.stats import WindowStats
+    >>> w = WindowStats(0.0, 60.0)
+    >>> w.update([{"timestamp": t, "latency_ms": 10.0 * t} for t in (1.0, 2.0, 3.0)] + [{"timestamp": 4.0,
+    ...           "latency_ms": 40.0, "error": "timeout"}])
+    >>> f = window_figures(w, 60.0)
+    >>> f["count"], f["error_rate"], round(f["p50"]), f["throughput_per_s"] * 60
+    (4, 0.25, 20, 4.0)
+    """
+    count = window.count
+    p50, p95, p99 = window.latency.sketch.table().quantiles((0.5, 0.95, 0.99)).tolist() if count else (None,) * 3
+    return {
+        "start": window.start,
+        "size_s": size_s,
+        "count": count,
+        "p50": _finite(p50),
+        "p95": _finite(p95),
+        "p99": _finite(p99),
+        "error_rate": window.errors / count if count else None,
+        "throughput_per_s": count / size_s,
+    }
+
+
+def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: DriftCache) -> dict[str, Any]:
+    """One window's figures for the charts, with its worst drift (PSI) and the input it belongs to."""
+    psi_max, psi_top = drift.worst(vm, window)
+    return {**window_figures(window, size_s), "psi_max": psi_max, "psi_top": psi_top}
+
+
+def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) -> dict[str, Any]:
+    """One model version: health, the current window, the last windows as series, its firing alerts."""
+    active = [state["alert"] for state in (*vm.lifecycle.active.values(), *vm.performance_lifecycle.active.values())]
+    panes = sorted(vm.windows.panes.items())[-max_points:]
+    current = vm.windows.tumbling()
+    return {
+        "model_version": vm.version,
+        "health": health(active),
+        "events": vm.events,
+        "last_event_time": vm.windows.watermark,
+        "current": window_point(current, vm, vm.settings.window_s, drift),
+        "series": [window_point(pane, vm, vm.windows.pane_s, drift) for _, pane in panes],
+        "firing": sorted(active, key=lambda a: a["event_time"], reverse=True),
+        "incidents": incidents(active),
+        "performance": vm.performance.summary().get("metrics") or {},
+    }
+
+
+def incidents(active: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Firing alerts grouped by incident, newest first: one entry per episode, whatever number of detectors agree.
+
+    >>> rows = incidents([
+    ...     {"incident": "i1", "signal": "x", "detector": "cusum", "severity": "warning", "event_time": 5.0,
+    ...      "message": "m1", "evidence": {"incident": {"since": 1.0}}},
+    ...     {"incident": "i1", "signal": "x", "detector": "level_shift", "severity": "critical", "event_time": 3.0,
+    ...      "message": "m2", "evidence": {"incident": {"since": 1.0}}}])
+    >>> [(r["signal"], r["severity"], r["detectors"], r["message"]) for r in rows]
+    [('x', 'critical', ['cusum', 'level_shift'], 'm1')]
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for alert in active:
+        groups.setdefault(alert.get("incident") or alert["fingerprint"], []).append(alert)
+    out = []
+    for key, alerts in groups.items():
+        latest = max(alerts, key=lambda a: a["event_time"])
+        out.append(
+            {
+                "incident": key,
+                "signal": latest["signal"],
+                "severity": health(alerts),
+                "detectors": sorted({a["detector"] for a in alerts}),
+                "since": min(a["evidence"].get("incident", {}).get("since", a["event_time"]) for a in alerts),
+                "last_event_time": latest["event_time"],
+                "message": latest["message"],
+            }
+        )
+    return sorted(out, key=lambda r: r["last_event_time"], reverse=True)
+
+
+def model_status(monitor: ModelMonitor, drift: DriftCache) -> dict[str, Any]:
+    """Every version of a model, worst health first in ``health``."""
+    versions = [version_status(vm, drift) for vm in monitor.versions.values()]
+    return {
+        "model": monitor.model,
+        "health": health([{"severity": v["health"]} for v in versions if v["health"] != "ok"]),
+        "versions": versions,
+    }

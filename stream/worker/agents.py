@@ -1,0 +1,73 @@
+"""The worker's Faust agents and clocks: thin, they decode nothing themselves and call the app.
+
+The ingest agent takes inference-events records a batch at a time, so that
+each model's share of the batch is applied in one go: single-event records
+from producers without the SDK then cost about what envelopes cost.
+
+The checkpoint clock covers a quiet stream, and the moments when Faust
+waits for every held record to be released: before it hands partitions over
+in a rebalance, and before its last commit when the worker stops. That is
+why the clock is a plain asyncio task rather than a Faust timer: Faust stops
+its timers before it waits, and the wait would then last until the shutdown
+watchdog fired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stream.worker.app import MonitorApp
+
+log = logging.getLogger(__name__)
+
+
+def register(mon: MonitorApp) -> None:
+    """Attach the ingest and labels agents, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
+    settings = mon.settings
+
+    @mon.app.agent(mon.events_topic, name="ingest")
+    async def ingest(stream):
+        async for records in stream.take_events(settings.ingest_batch_records, within=settings.ingest_wait_s):
+            # When the worker stops, Faust cancels the agent and then acknowledges the
+            # whole batch. So the batch is finished and its states saved first:
+            # nothing may be committed that no saved state covers.
+            applying = asyncio.ensure_future(mon.ingest(records))
+            try:
+                await asyncio.shield(applying)
+            except asyncio.CancelledError:
+                await applying
+                await mon.checkpoint(force=True)
+                raise
+
+    @mon.app.agent(mon.labels_topic, name="labels")
+    async def labels(stream):
+        async for record in stream.events():
+            await mon.ingest.label(record)
+
+    @mon.app.timer(interval=60.0)
+    async def expire_join_entries():
+        expired = mon.expire_join_entries()
+        if expired:
+            log.info("label join: %d entries past their %g s time-to-live removed", expired, settings.label_ttl_s)
+
+    interval = settings.checkpoint_interval_s / 4
+
+    async def clock() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await mon.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed; the held records stay uncommitted and are retried")
+
+    @mon.app.task
+    async def start_checkpoint_clock():
+        # Kept on the app object so the task is not garbage-collected.
+        mon.checkpoint_clock = asyncio.ensure_future(clock())
+
+    @mon.app.on_partitions_revoked.connect
+    async def on_partitions_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        mon.forget_state()

@@ -1,0 +1,240 @@
+"""The worker's Faust app: topics, tables, agents and pages, wired to the parts that do the work.
+
+``create_app`` builds a fresh app per call (tests run several side by side);
+the worker command runs the one it returns. All topics are created by
+:mod:`stream.kafka.topics` before the app starts, so Faust is told not to
+declare any.
+
+The parts, each in its own module: :mod:`~stream.worker.admission` (which
+records to apply), :mod:`~stream.worker.ingest` (applying them),
+:mod:`~stream.worker.state_cache` (live model states),
+:mod:`~stream.worker.checkpoint` (saving them, releasing records),
+:mod:`~stream.worker.recovery` (poisoned batches) and
+:mod:`~stream.worker.outputs` (alerts and dead letters out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from stream.config import Settings
+from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
+from stream.monitoring.label_join import LabelJoiner, ModelLabels
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.monitoring.monitor_file import MonitorConfig
+from stream.web.exporter import ModelSeriesCollector
+from stream.web.metrics import WorkerMetrics
+from stream.worker.admission import Admission
+from stream.worker.checkpoint import ChangelogWrites, Checkpointer, HeldRecords
+from stream.worker.counters import WorkerCounters
+from stream.worker.faust_compat import active_partitions, table_store, tables_ready, use_worker_transport
+from stream.worker.ingest import Ingest
+from stream.worker.outputs import Outputs
+from stream.worker.state_cache import ModelStates
+
+
+class MonitorApp:
+    """One worker's Faust app with its topics and tables, and the parts that apply records to model states."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.monitors = load_monitors(settings)
+        self.counters = WorkerCounters()
+        os.makedirs(settings.data_path, exist_ok=True)
+        self.metrics = WorkerMetrics(max_models=settings.metrics_max_models)
+        self.metrics.registry.register(ModelSeriesCollector(self._exported_models, self._lag, self.metrics.model_label))
+        self.app = _faust_app(settings)
+        use_worker_transport(self.app)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        topics = settings.topics
+        self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw)
+        self.labels_topic = self.app.topic(topics.labels, partitions=settings.partitions, **raw)
+        # Keys are the model name as raw bytes, exactly the record key: Faust routes
+        # a query by hashing the serialized key, and a JSON-quoted key would hash
+        # to another partition than the one the producer chose.
+        # Values are compressed JSON written by the worker itself (see stream.worker.checkpoint).
+        self.model_state = self.app.Table(
+            MODEL_STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+        )
+        # Predictions waiting for their labels (and labels for their predictions).
+        # Entries are written while handling the model's own records, so they
+        # live in the model's partition like everything else about it.
+        self.label_join = self.app.Table(LABEL_JOIN_TABLE, default=None, partitions=settings.partitions, key_type=bytes)
+        # Every changelog write, until the next checkpoint confirms it.
+        self.writes = ChangelogWrites()
+        self.join_store = PartitionStore(self.label_join, self.writes)
+        self.joiner = LabelJoiner(self.join_store, settings.label_ttl_s)
+        self.labels = ModelLabels(self.joiner, settings.join_predictions)
+        self.states = ModelStates(self.model_state, settings, self.monitors)
+        held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
+        self.checkpointer = Checkpointer(self.states, self.model_state, held, self.writes, self.counters)
+        self.states.pinned = self.checkpointer.busy
+        self.outputs = Outputs(
+            alerts=self.app.topic(topics.alerts, partitions=settings.partitions, **raw),
+            retrain=self.app.topic(topics.retrain, partitions=settings.partitions, **raw),
+            deadletter=self.app.topic(topics.deadletter, partitions=settings.partitions, **raw),
+            counters=self.counters,
+            metrics=self.metrics,
+            max_features=settings.max_features,
+        )
+        self.admission = Admission(lambda: self.app.consumer, self._count_refetch)
+        self.ingest = Ingest(
+            settings, self.admission, self.states, self.checkpointer, self.outputs, self.labels, self.join_store
+        )
+        self.checkpoint_clock: asyncio.Future[None] | None = None
+        # Imported here: the agent and page modules register themselves on this app.
+        from stream.web import pages
+        from stream.worker import agents
+
+        agents.register(self)
+        pages.register(self)
+
+    def monitor_for(self, model: str) -> ModelMonitor:
+        """The model's live state (see :class:`~stream.worker.state_cache.ModelStates`)."""
+        return self.states.get(model)
+
+    async def checkpoint(self, force: bool = False) -> int:
+        """Save the changed models when a checkpoint is due (or ``force``); returns how many were saved."""
+        return await self.checkpointer.checkpoint(force)
+
+    def forget_state(self) -> None:
+        """Partitions revoked: the live states and their held records are dropped; the table is the truth."""
+        self.checkpointer.revoke()
+
+    @property
+    def recent_alerts(self) -> Any:
+        """The alerts this worker published lately, newest last."""
+        return self.outputs.recent_alerts
+
+    def expire_join_entries(self) -> int:
+        """Drop join entries past their TTL from the partitions this worker owns."""
+        owned = set(self.local_models())
+        expired = 0
+        for key, model, outcome in self.joiner.expired():
+            if model not in owned:
+                continue
+            # A tombstone in the model's own changelog partition, as an agent would write.
+            self.writes.write(self.label_join, self.partition_of(model), key, None)
+            self.labels.count_expired(model, outcome)
+            expired += 1
+        return expired
+
+    def local_models(self) -> list[str]:
+        """Models whose partition this worker actively owns (standby copies excluded)."""
+        actives = active_partitions(self.app, self.settings.topics.events)
+        # Models seen since the last checkpoint are not in the table yet.
+        models = dict.fromkeys([key.decode() for key in list(self.model_state.keys())] + self.states.names())
+        return [model for model in models if self.partition_of(model) in actives]
+
+    def partition_of(self, model: str) -> int:
+        """The partition of the events topic that holds ``model``."""
+        return self.app.producer.key_partition(self.settings.topics.events, model.encode()).partition
+
+    def has_model(self, model: str) -> bool:
+        """Whether this worker holds state for ``model``."""
+        return model in self.states or self.model_state.get(model.encode()) is not None
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned and table recovery done."""
+        return tables_ready(self.app)
+
+    def _count_refetch(self) -> None:
+        self.counters.refetches += 1
+        self.metrics.refetches.inc()
+
+    def _exported_models(self) -> list[ModelMonitor]:
+        if not self.ready:
+            return []
+        # Only models within the metrics cap: the others get no series, and loading
+        # them all would push the busy ones out of the state cache.
+        known = self.metrics.model_label.known
+        return [self.monitor_for(model) for model in self.local_models() if model in known]
+
+    def _lag(self) -> list[tuple[str, int, int]]:
+        consumer = self.app.consumer if self.ready else None
+        inputs = (self.settings.topics.events, self.settings.topics.labels)
+        out = []
+        for tp in sorted(consumer.assignment() if consumer else ()):
+            if tp.topic not in inputs:
+                continue
+            highwater = consumer.highwater(tp)
+            read = self.ingest.read_offsets.get((tp.topic, tp.partition))
+            if highwater is None or highwater < 0:
+                continue
+            out.append((tp.topic, tp.partition, max(0, highwater - (read + 1 if read is not None else 0))))
+        return out
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        store="memory://",
+        datadir=settings.data_path,
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        # A fresh group must read what producers sent before it joined.
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.group_timeout_s,
+        broker_rebalance_timeout=settings.group_timeout_s,
+        broker_heartbeat_interval=1.0,
+        broker_credentials=settings.faust_credentials(),
+        web_enabled=True,
+        # Faust's own table and routing pages would bypass the bearer token.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        canonical_url=settings.advertised_url,
+        **({"producer_max_batch_size": 1} if settings.single_record_batches else {}),
+    )
+
+
+class PartitionStore(MutableMapping):
+    """A Faust table written in a partition chosen by the caller, not by the current event.
+
+    The ingest agent applies several records of several partitions at once,
+    so "the current event" is no guide to where a model's entries belong.
+    """
+
+    def __init__(self, table: Any, writes: ChangelogWrites) -> None:
+        self.table = table
+        self.writes = writes
+        self.partition = 0
+
+    def __getitem__(self, key: bytes) -> Any:
+        return table_store(self.table)[key]
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.writes.write(self.table, self.partition, key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        if key not in table_store(self.table):
+            raise KeyError(key)
+        self.writes.write(self.table, self.partition, key, None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(table_store(self.table))
+
+    def __len__(self) -> int:
+        return len(table_store(self.table))
+
+
+def load_monitors(settings: Settings) -> MonitorConfig:
+    """The monitor file named in the settings, or the built-in defaults."""
+    return MonitorConfig.load(Path(settings.monitors_file)) if settings.monitors_file else MonitorConfig()
+
+
+def create_app(settings: Settings) -> MonitorApp:
+    """Build a worker app for ``settings``."""
+    return MonitorApp(settings)

@@ -1,0 +1,327 @@
+"""Model state checkpoints: one changelog write per model per interval, not per record.
+
+Writing a model's whole state (tens to hundreds of KB) to its changelog for
+every input record held a worker to a few hundred records a second. Instead
+the live state stays in memory, and every input record that changed it is
+*held*: its Kafka message keeps a reference, so Faust cannot commit its
+offset. Once per ``checkpoint_interval_s``, or after
+``checkpoint_max_records`` held records, each changed model's state is
+written with the offsets it covers, and only then are its records released
+for the commit. A crash between two checkpoints loses nothing: the
+uncommitted records are read again, and the offsets inside the restored
+state tell which of them it already holds.
+
+A record is released only once the broker has *confirmed* the state write
+(:class:`ChangelogWrites`): Faust's flush before a commit gives up after
+100 ms, so a commit could otherwise overtake the very write that covers it,
+and a worker leaving the group lost the records between its last two
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from stream.worker.counters import WorkerCounters
+from stream.worker.faust_compat import hold_message, send_changelog, table_store
+
+if TYPE_CHECKING:
+    from stream.monitoring.model_monitor import ModelMonitor
+    from stream.worker.state_cache import ModelStates
+
+log = logging.getLogger(__name__)
+
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """A model's state as the bytes stored in the table: JSON, compressed.
+
+    Sketch buckets and detector buffers compress about four to one, which
+    keeps a busy model's state well under Kafka's 1 MB record limit.
+
+    >>> decode_state(encode_state({"seq": 3, "buckets": {7: 2}}))
+    {'seq': 3, 'buckets': {'7': 2}}
+    """
+    return zlib.compress(orjson.dumps(state, option=_DUMP_OPTIONS), 1)
+
+
+def decode_state(blob: bytes) -> dict[str, Any]:
+    """The state :func:`encode_state` stored."""
+    return orjson.loads(zlib.decompress(blob))
+
+
+@dataclass(slots=True)
+class HeldModel:
+    """One model's input records since its last checkpoint, and its partition.
+
+    ``skipped`` holds, per record, the items that raised and were dead-lettered
+    instead of applied, so that re-applying the record leaves them out.
+    """
+
+    partition: int
+    records: list[Any] = field(default_factory=list)
+    skipped: list[frozenset[int]] = field(default_factory=list)
+
+
+class HeldRecords:
+    """Input records waiting for their model's next checkpoint.
+
+    A record is a Faust event; holding it adds a reference to its message so
+    the stream's own acknowledgement does not release the offset, and
+    :meth:`release` gives that reference back once the state is written.
+
+    >>> clock = [0.0]
+    >>> held = HeldRecords(interval_s=1.0, max_records=3, clock=lambda: clock[0])
+    >>> held.mark("m", partition=2)
+    >>> held.due(), held.changed
+    (False, 1)
+    >>> clock[0] = 1.5
+    >>> held.due()
+    True
+    >>> taken = held.take()
+    >>> list(taken), taken["m"].partition, held.changed
+    (['m'], 2, 0)
+    """
+
+    def __init__(self, interval_s: float, max_records: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.max_records = max_records
+        self.clock = clock
+        self.models: dict[str, HeldModel] = {}
+        self.count = 0
+        self.last_checkpoint = clock()
+
+    @property
+    def changed(self) -> int:
+        """Models changed since the last checkpoint."""
+        return len(self.models)
+
+    def mark(self, model: str, partition: int) -> None:
+        """Note that ``model`` (in ``partition``) changed and needs writing."""
+        if model not in self.models:
+            self.models[model] = HeldModel(partition)
+
+    def hold(self, model: str, partition: int, record: Any, skipped: frozenset[int] = frozenset()) -> None:
+        """Keep ``record`` uncommitted until ``model``'s next checkpoint (``skipped``: its items not applied)."""
+        hold_message(record.message)
+        self.mark(model, partition)
+        held = self.models[model]
+        held.records.append(record)
+        held.skipped.append(skipped)
+        self.count += 1
+
+    def records_of(self, model: str) -> list[tuple[Any, frozenset[int]]]:
+        """The records of ``model`` applied since its last checkpoint, oldest first, with their skipped items."""
+        held = self.models.get(model)
+        return list(zip(held.records, held.skipped, strict=True)) if held else []
+
+    def due(self) -> bool:
+        """Whether a checkpoint is due: the interval passed, or too many records wait."""
+        if not self.models:
+            return False
+        return self.count >= self.max_records or self.clock() - self.last_checkpoint >= self.interval_s
+
+    def take(self) -> dict[str, HeldModel]:
+        """Every changed model with its held records; the caller writes them, then releases."""
+        taken, self.models, self.count = self.models, {}, 0
+        self.last_checkpoint = self.clock()
+        return taken
+
+    @staticmethod
+    def release(records: list[Any]) -> None:
+        """Let Faust commit these records: their model's state now covers them."""
+        for record in records:
+            record.ack()
+
+    def restore(self, taken: dict[str, HeldModel]) -> None:
+        """Hold again what :meth:`take` gave out (its checkpoint failed), before what was held since.
+
+        >>> held = HeldRecords(interval_s=1.0, max_records=10)
+        >>> held.mark("m", partition=0)
+        >>> taken = held.take()
+        >>> held.mark("m", partition=0)
+        >>> held.restore(taken)
+        >>> held.changed, held.models["m"] is taken["m"]
+        (1, True)
+        """
+        for model, earlier in taken.items():
+            later = self.models.get(model)
+            if later is not None:
+                earlier.records += later.records
+                earlier.skipped += later.skipped
+                self.count -= len(later.records)
+            self.models[model] = earlier
+            self.count += len(earlier.records)
+
+    def drop(self) -> int:
+        """Forget everything held without releasing it (partitions lost); returns how many records."""
+        dropped = self.count
+        self.models, self.count = {}, 0
+        return dropped
+
+
+class ChangelogWrites:
+    """Table entries written in a partition the caller names, each remembered until the broker confirms it.
+
+    Faust's ``table[key] = value`` takes the partition from the current event
+    and queues the changelog record with no way to wait for it. A checkpoint
+    must know its writes are stored before the offsets they cover may be
+    committed: :meth:`confirm` waits for that.
+
+    >>> class Table:  # what this class uses of a Faust table
+    ...     data = {}
+    ...     def send_changelog(self, partition, key, value):
+    ...         sent = asyncio.get_event_loop().create_future()
+    ...         sent.set_result((partition, key, value))
+    ...         return sent
+    >>> async def write_two():
+    ...     writes = ChangelogWrites()
+    ...     writes.write(Table(), 3, b"a", b"1")
+    ...     writes.write(Table(), 3, b"b", None)
+    ...     return await writes.confirm()
+    >>> asyncio.run(write_two()), Table.data
+    (2, {b'a': b'1'})
+    """
+
+    def __init__(self) -> None:
+        self.unconfirmed: list[Awaitable[Any]] = []
+
+    def write(self, table: Any, partition: int, key: bytes, value: Any) -> None:
+        """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``."""
+        store = table_store(table)
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+        self.unconfirmed.append(send_changelog(table, partition, key, value))
+
+    async def confirm(self) -> int:
+        """Wait until the broker has stored every write so far; raise the first failure. Returns how many."""
+        pending, self.unconfirmed = self.unconfirmed, []
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(results)
+
+
+class Checkpointer:
+    """Saves the changed model states, when a checkpoint is due, and then releases their records.
+
+    Records are released only once the broker has confirmed every state
+    write (and label-join write) made so far. A checkpoint lets the event
+    loop run every 50 ms or so: with hundreds of busy models it takes
+    seconds, and what the agents apply meanwhile is held for the next one. A
+    failed checkpoint holds its records again for the next one. Partitions
+    revoked meanwhile (:meth:`revoke`) end it without saving or releasing
+    anything more: the records are their next owner's to apply again.
+    """
+
+    def __init__(
+        self,
+        states: ModelStates,
+        table: Any,
+        held: HeldRecords,
+        writes: ChangelogWrites,
+        counters: WorkerCounters | None = None,
+    ) -> None:
+        self.states = states
+        self.table = table
+        self.held = held
+        self.writes = writes
+        self.counters = counters or WorkerCounters()
+        # One checkpoint at a time, and none while a poisoned batch is undone.
+        self.lock = asyncio.Lock()
+        # Counts the revocations: a checkpoint that outlives one must not save or release.
+        self.generation = 0
+        # The models of the checkpoint under way, until each is saved.
+        self.saving: dict[str, HeldModel] = {}
+        # Models whose live state a poisoned batch may have half-updated, until it is undone.
+        self.undone: set[str] = set()
+
+    def busy(self) -> set[str]:
+        """Models with changes no checkpoint has saved yet: the state cache must keep them."""
+        return self.held.models.keys() | self.saving.keys()
+
+    def save(self, model: str, partition: int, monitor: ModelMonitor) -> None:
+        """Write the model's state, with the offsets it covers, to its table entry and changelog.
+
+        The sequence number counts the checkpoints.
+        """
+        monitor.seq += 1
+        blob = encode_state(monitor.to_dict())
+        self.writes.write(self.table, partition, model.encode(), blob)
+        self.states.put(model, monitor, blob)
+
+    async def checkpoint(self, force: bool = False) -> int:
+        """Save every model changed since the last checkpoint, when one is due; release its records.
+
+        Returns how many models were saved.
+        """
+        if self.lock.locked() and not force:
+            return 0
+        async with self.lock:
+            if not self.held.changed or not (force or self.held.due()):
+                return 0
+            return await self._save_held()
+
+    async def _save_held(self) -> int:
+        generation = self.generation
+        taken = self.saving = self.held.take()
+        paused = time.perf_counter()
+        try:
+            monitors = {model: self.states.cached(model) for model in taken}
+            for model, held in list(taken.items()):
+                if model in self.undone:
+                    # Saved once the poisoned batch is undone, at the next checkpoint.
+                    self.held.restore({model: taken.pop(model)})
+                    continue
+                self.save(model, held.partition, monitors[model])
+                if time.perf_counter() - paused > 0.05:
+                    await asyncio.sleep(0)
+                    paused = time.perf_counter()
+                    if generation != self.generation:
+                        return 0
+            await self.writes.confirm()
+        except Exception:
+            log.exception("checkpoint failed; its %d models' records stay uncommitted until the next", len(taken))
+            if generation == self.generation:
+                self.held.restore(taken)
+            return 0
+        finally:
+            self.saving = {}
+        if generation != self.generation:
+            return 0
+        for held in taken.values():
+            self.held.release(held.records)
+        self.counters.checkpoints += 1
+        return len(taken)
+
+    def revoke(self) -> int:
+        """Partitions revoked: drop the live states and what they held; returns how many records were held."""
+        self.generation += 1
+        dropped = self.held.drop()
+        if dropped:
+            log.warning("%d input records not yet checkpointed are left for the partitions' next owner", dropped)
+        self.states.clear()
+        return dropped
+
+    @contextlib.asynccontextmanager
+    async def undoing(self, model: str) -> AsyncIterator[None]:
+        """No checkpoint runs, and none saves ``model``, while its half-updated state is undone."""
+        self.undone.add(model)
+        try:
+            async with self.lock:
+                yield
+        finally:
+            self.undone.discard(model)

@@ -1,0 +1,282 @@
+"""Every private name of Faust and aiokafka the worker relies on, checked when this module is imported.
+
+At-least-once delivery rests on a few of Faust's internals, which have
+changed between releases (``_add_gap`` became a coroutine, ``_gap`` an
+interval tree, ``_new_offset`` gained a ``+ 1``). They are all used here and
+nowhere else, and :func:`check_faust` stops the worker with one line naming
+the installed versions when one of them is missing or has another shape.
+``pyproject.toml`` pins the versions tested.
+
+What is worked around, each worth reporting upstream:
+
+- **Fetch wait.** Faust builds its aiokafka consumer with
+  ``fetch_max_wait_ms=1500`` and has no setting for it. On the embedded
+  broker a fetch was held that long even when records arrived meanwhile, so
+  records reached the agents in bursts about every 750 ms. With 100 ms they
+  reach them within 25 ms; on a real cluster it only costs a few more empty
+  fetches per second while idle.
+- **Records dropped around a rebalance.** Faust may fetch records and drop
+  them before they reach an agent, acknowledge them all the same and commit
+  past them. :class:`Consumer` acknowledges an input record only once the
+  ingest agent took it in, and reads a partition again from a hole (see
+  :mod:`stream.worker.offset_order`).
+- **Duplicate filter after a seek back.** Faust drops a fetched record whose
+  offset is below the last one read; after a seek back the records read
+  again were dropped too (:class:`ChangelogReadOffsets`).
+- **Commit off by one.** Faust commits past the record at the committed
+  offset when the one after it is done, and past any first record while it
+  revokes (:meth:`Consumer._new_offset`).
+- **A stop signal ignored.** A worker whose agents were stuck ignored
+  SIGTERM for an hour (:class:`StopSignalWorker`, used by
+  :mod:`stream.worker.run`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import weakref
+from collections.abc import Awaitable, Mapping, MutableMapping
+from typing import Any
+
+import aiokafka
+import faust
+from faust.assignor import PartitionAssignor
+from faust.tables.base import Collection
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, Message
+
+from stream.worker.offset_order import Hole, PartitionOrder
+
+# The versions this module was written against and the fault tests pass with.
+TESTED_FAUST = "0.15.3"
+TESTED_AIOKAFKA = "0.14.0"
+
+
+class FaustIncompatible(ImportError):
+    """The installed Faust or aiokafka lacks a private name the worker relies on."""
+
+
+FETCH_MAX_WAIT_MS = 100
+
+
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer waits at most ``FETCH_MAX_WAIT_MS`` per fetch."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by aiokafka when the consumer starts and builds its fetcher.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+def is_changelog(topic: str) -> bool:
+    """Whether ``topic`` is a table's changelog (Faust names them so) rather than an input."""
+    return topic.endswith("-changelog")
+
+
+class ChangelogReadOffsets(dict):
+    """Faust's last offset read per partition, kept for changelog partitions only.
+
+    Faust drops a fetched record whose offset is below the last one read, as
+    a duplicate. After a seek back, records already in flight raise that mark
+    again before the records read again arrive, and those were then dropped
+    too. Input records read twice are recognised by the model states instead.
+
+    >>> offsets = ChangelogReadOffsets()
+    >>> offsets.update({TP("events", 0): 7, TP("app-model-state-changelog", 0): 9})
+    >>> offsets[TP("events", 0)], offsets[TP("app-model-state-changelog", 0)]
+    (None, 9)
+    """
+
+    def __missing__(self, tp: TP) -> None:
+        return None
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        if is_changelog(tp.topic):
+            super().__setitem__(tp, offset)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for tp, offset in dict(*args, **kwargs).items():
+            self[tp] = offset
+
+
+class Consumer(driver.Consumer):
+    """Faust's aiokafka consumer, run by :class:`ConsumerThread`, that can read a partition again from a hole.
+
+    ``order`` learns where each partition is read from; the ingest agent
+    checks every record against it (see :mod:`stream.worker.offset_order`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.order = PartitionOrder()
+        self._read_offset = ChangelogReadOffsets()
+        # Committed offsets of partitions being revoked: Faust forgets them before its last commit.
+        self._revoked_committed: dict[TP, int | None] = {}
+        # Input records the ingest agent took in (see ack).
+        self.taken: weakref.WeakSet[Message] = weakref.WeakSet()
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition to its committed offset, and expect its records from there."""
+        offsets = await super().seek_to_committed()
+        for tp, offset in offsets.items():
+            if offset is not None and offset >= 0:
+                self.order.expect(tp, offset)
+        return offsets
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Forget where the revoked partitions were read, then let Faust revoke them."""
+        self.order.forget(revoked)
+        self._revoked_committed = {tp: self._committed_offset.get(tp) for tp in revoked}
+        try:
+            await super().on_partitions_revoked(revoked)
+        finally:
+            self._revoked_committed = {}
+
+    def ack(self, message: Message) -> bool:
+        """Count ``message`` as done, for the commit; an input record only if the ingest agent took it in.
+
+        Around a rebalance Faust skips some records on their way to the agent
+        and acknowledges them all the same: their offsets would be committed,
+        and they are read again here from the hole they leave instead.
+        """
+        if not is_changelog(message.topic) and message not in self.taken:
+            message.acked = True
+            return False
+        return super().ack(message)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Faust commits past the record at the committed offset when the one after it
+        # is done (its test is off by one), and past any first record while it revokes.
+        # That record may be held for its model's checkpoint: a crash would lose it.
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if committed is None:
+            committed = self._revoked_committed.get(tp)
+        if acked and committed is not None and not self._gap.get(tp) and min(acked) > committed:
+            return None
+        return super()._new_offset(tp)
+
+    async def skip_gap(self, tp: TP, gap: Hole) -> None:
+        """Let offsets be committed past ``gap``: the log has no record there (transaction markers)."""
+        await self._add_gap(tp, gap.start, gap.end - 1)
+
+
+class Transport(driver.Transport):
+    """Faust's aiokafka transport with :class:`Consumer`: the short fetch wait, holes read again."""
+
+    Consumer = Consumer
+
+
+def use_worker_transport(app: faust.App) -> None:
+    """Give ``app`` :class:`Transport`; call it before the app declares any topic."""
+    app.transport = Transport(app.conf.broker_consumer, app)
+
+
+class StopSignalWorker(faust.Worker):
+    """Faust's worker that calls :meth:`on_stop_signal` when a stop signal reaches its event loop."""
+
+    def on_stop_signal(self) -> None:
+        """Called from Faust's own signal handler, before it schedules the shutdown."""
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self.on_stop_signal()
+        super()._schedule_shutdown(signal)
+
+
+# What the worker reads of Faust's tables, app and messages. Public in spirit but
+# undocumented: a table's in-memory store, the changelog send that returns a
+# future, a message's reference count, the assignor's active partitions, and the
+# recovery flags.
+
+
+def table_store(table: Any) -> MutableMapping[Any, Any]:
+    """The table's in-memory store: read and written without Faust choosing a changelog partition."""
+    return table.data
+
+
+def send_changelog(table: Any, partition: int, key: bytes, value: Any) -> Awaitable[Any]:
+    """Send one changelog record of ``table`` to ``partition``; the future resolves once the broker has it."""
+    return table.send_changelog(partition, key, value)
+
+
+def hold_message(message: Message) -> None:
+    """Keep Faust from committing ``message``'s offset until its record is acknowledged once more."""
+    message.incref()
+
+
+def active_partitions(app: faust.App, topic: str) -> set[int]:
+    """The partitions of ``topic`` this worker actively owns (standby copies excluded)."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
+def tables_ready(app: faust.App) -> bool:
+    """Partitions assigned and table recovery done."""
+    recovery = app.tables.recovery
+    return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+
+def _instance_attributes(cls: type) -> str:
+    return inspect.getsource(cls.__init__)
+
+
+def check_faust() -> None:
+    """Stop with one line naming the installed versions if a private name this module needs has changed."""
+    consumer_init = _instance_attributes(FaustConsumer)
+    checks = [
+        (
+            "AIOKafkaConsumerThread._create_worker_consumer(transport)",
+            _params(driver.AIOKafkaConsumerThread, "_create_worker_consumer") == ["self", "transport"],
+        ),
+        ("Consumer._new_consumer_thread()", _params(driver.Consumer, "_new_consumer_thread") == ["self"]),
+        ("Consumer._new_offset(tp)", _params(FaustConsumer, "_new_offset") == ["self", "tp"]),
+        (
+            "Consumer._add_gap as a coroutine(tp, offset_from, offset_to)",
+            inspect.iscoroutinefunction(getattr(FaustConsumer, "_add_gap", None))
+            and _params(FaustConsumer, "_add_gap") == ["self", "tp", "offset_from", "offset_to"],
+        ),
+        *(
+            (f"Consumer.{name} set in __init__", f"self.{name} =" in consumer_init or f"self.{name}:" in consumer_init)
+            for name in ("_read_offset", "_committed_offset", "_acked", "_gap")
+        ),
+        (
+            "AIOKafkaConsumer._fetch_max_wait_ms",
+            "self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__),
+        ),
+        ("Worker._schedule_shutdown(signal)", _params(faust.Worker, "_schedule_shutdown") == ["self", "signal"]),
+        (
+            "Collection.send_changelog(partition, key, value)",
+            _params(Collection, "send_changelog")[:4] == ["self", "partition", "key", "value"],
+        ),
+        ("Collection.data", isinstance(inspect.getattr_static(Collection, "data", None), property)),
+        ("Message.incref", callable(getattr(Message, "incref", None))),
+        ("PartitionAssignor.assigned_actives", callable(getattr(PartitionAssignor, "assigned_actives", None))),
+        (
+            "Recovery.completed and in_recovery",
+            "self.completed" in inspect.getsource(Recovery.__init__) and hasattr(Recovery, "in_recovery"),
+        ),
+        ("App.rebalancing", hasattr(faust.App, "rebalancing")),
+    ]
+    missing = [name for name, ok in checks if not ok]
+    if missing:
+        raise FaustIncompatible(
+            f"faust-streaming {faust.__version__} with aiokafka {aiokafka.__version__} lacks what the worker relies on "
+            f"({'; '.join(missing)}); install the tested versions: "
+            f"faust-streaming=={TESTED_FAUST}, aiokafka=={TESTED_AIOKAFKA}"
+        )
+
+
+def _params(cls: type, name: str) -> list[str]:
+    function = getattr(cls, name, None)
+    if function is None:
+        return []
+    return list(inspect.signature(function).parameters)
+
+
+check_faust()

@@ -1,0 +1,193 @@
+"""Applying input records to the model states: decode, skip what a state already holds, apply, hold.
+
+Each model's share of a batch is applied together, in steps of about
+``STEP_S`` seconds with the event loop let run between them: a batch of big
+envelopes would otherwise hold it for seconds, and with it health checks,
+scrapes and the heartbeats that keep the worker in its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from stream.config import Settings
+from stream.contracts.codec import TimeBounds, decode_label, decode_record
+from stream.monitoring.label_join import ModelLabels
+from stream.monitoring.model_monitor import ModelMonitor
+from stream.privacy.protect import EventPrivacy
+from stream.worker.admission import Admission
+from stream.worker.checkpoint import Checkpointer
+from stream.worker.outputs import Outputs
+from stream.worker.records import Change, RecordInput, mark_applied, steps
+from stream.worker.recovery import Recovery
+from stream.worker.state_cache import ModelStates
+
+log = logging.getLogger(__name__)
+
+# Work between two chances for the event loop to run: about STEP_S seconds,
+# as many events as that takes lately, within these bounds.
+STEP_S = 0.02
+STEP_EVENTS = (50, 5_000)
+
+
+class Ingest:
+    """Takes admitted records to the model states and their alerts to :class:`Outputs`.
+
+    ``join_partition`` is told the partition of the model being applied: its
+    label-join entries live there, like everything else about it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        admission: Admission,
+        states: ModelStates,
+        checkpointer: Checkpointer,
+        outputs: Outputs,
+        labels: ModelLabels,
+        join_partition: Any,
+    ) -> None:
+        self.settings = settings
+        self.time_bounds = TimeBounds(settings.max_future_s, settings.earliest_timestamp)
+        self.privacy = EventPrivacy(settings)
+        self.admission = admission
+        self.states = states
+        self.checkpointer = checkpointer
+        self.outputs = outputs
+        self.labels = labels
+        self.join_partition = join_partition
+        self.counters = outputs.counters
+        self.metrics = outputs.metrics
+        self.recovery = Recovery(states, checkpointer, self.decode, self.change_for, self._dead_letter_item)
+        # The last offset read per input partition, for the lag on /metrics.
+        self.read_offsets: dict[tuple[str, int], int] = {}
+        self._step_events = STEP_EVENTS[1]
+
+    async def events(self, records: list[Any]) -> None:
+        """Apply a batch of inference-events records, each model's records together; checkpoint if due."""
+        admitted = await self.admission.admit(records)
+        by_model: dict[str, list[RecordInput]] = {}
+        decoded_since_pause = 0
+        for record, first_read in admitted:
+            decoded = decode_record(record.key, record.value, self.time_bounds)
+            # A record read again had its rejects dead-lettered the first time.
+            for reject in decoded.rejects if first_read else ():
+                await self.outputs.dead_letter(reject, record.key, record.message)
+            if decoded.events:
+                model = decoded.events[0]["model"]
+                by_model.setdefault(model, []).append(RecordInput(record, decoded.events, decoded.batch_id))
+            decoded_since_pause += len(decoded.events) + len(decoded.rejects)
+            if decoded_since_pause >= STEP_EVENTS[1]:
+                decoded_since_pause = 0
+                await asyncio.sleep(0)
+        for model, inputs in by_model.items():
+            for step in steps(inputs, self._step_events):
+                started = time.perf_counter()
+                monitor, events = await self.apply(model, self.process_events, step)
+                if monitor is not None:
+                    self.outputs.report_state(monitor)
+                    self.outputs.count_events(model, events)
+                if events:
+                    # Events with long texts to scan cost a hundred times what plain ones do.
+                    per_event = (time.perf_counter() - started) / events
+                    self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
+                await asyncio.sleep(0)
+        # Counted once handled, so a health check that sees them counted sees their effects too.
+        first_reads = sum(first_read for _, first_read in admitted)
+        self.counters.records += first_reads
+        self.metrics.records.inc(first_reads)
+        await self.checkpointer.checkpoint()
+
+    async def label(self, record: Any) -> None:
+        """Apply one inference-labels record; checkpoint if due."""
+        admitted = await self.admission.admit([record])
+        if not admitted:
+            return
+        _, first_read = admitted[0]
+        label, problem = decode_label(record.key, record.value, self.time_bounds)
+        if problem is not None:
+            if first_read:
+                await self.outputs.dead_letter(problem, record.key, record.message)
+            return
+        assert label is not None
+        _, applied = await self.apply(label["model"], self.labels.on_labels, [RecordInput(record, [label], None)])
+        self.counters.labels += applied
+        await self.checkpointer.checkpoint()
+
+    def decode(self, record: Any) -> RecordInput | None:
+        """A held record decoded again, to be re-applied (what it rejected was dead-lettered already)."""
+        if record.message.topic == self.settings.topics.labels:
+            label, _ = decode_label(record.key, record.value, self.time_bounds)
+            return None if label is None else RecordInput(record, [label], None)
+        decoded = decode_record(record.key, record.value, self.time_bounds)
+        return RecordInput(record, decoded.events, decoded.batch_id) if decoded.events else None
+
+    def change_for(self, record: Any) -> Change:
+        """What applies a record of this record's topic to a model's state."""
+        return self.labels.on_labels if record.message.topic == self.settings.topics.labels else self.process_events
+
+    def process_events(self, monitor: ModelMonitor, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Update the model's windows and detectors, and keep its predictions for their labels."""
+        events = self.privacy.prepare(events, monitor.model)
+        return monitor.process(events) + self.labels.on_events(monitor, events)
+
+    async def apply(self, model: str, change: Change, inputs: list[RecordInput]) -> tuple[ModelMonitor | None, int]:
+        """Run ``change(monitor, items)`` on the model's state with the items of ``inputs``; publish its alerts.
+
+        A record whose offset the state already covers is a replay (the
+        worker crashed or lost the partition before its checkpoint) and is
+        skipped; so is an envelope whose ``batch_id`` was applied already
+        (the SDK sent it again after losing the acknowledgement). Applied
+        records are held until the model's next checkpoint. One poisoned
+        item must not stop the worker or leave the state half-updated: see
+        :mod:`stream.worker.recovery`. Returns the monitor (None when nothing
+        was applied) and how many items were applied.
+        """
+        started = time.perf_counter()
+        self.join_partition.partition = inputs[0].record.message.partition
+        try:
+            monitor = self.states.get(model)
+        except Exception as exc:
+            log.exception("state of model %s cannot be loaded", model)
+            for inp in inputs:
+                await self.outputs.dead_letter_failure(exc, inp.record.value, inp.record.key, inp.record.message)
+            return None, 0
+        await self.outputs.publish_alerts(monitor.take_notices())
+        fresh = self._fresh(monitor, inputs)
+        if not fresh:
+            return None, 0
+        try:
+            alerts = change(monitor, [item for inp in fresh for item in inp.items])
+            applied = sum(len(inp.items) for inp in fresh)
+        except Exception:
+            log.exception("processing failed for model %s", model)
+            monitor, alerts, applied = await self.recovery.recover(model, change, fresh)
+        for inp in fresh:
+            self.checkpointer.held.hold(model, inp.record.message.partition, inp.record, frozenset(inp.skipped))
+        self.metrics.processing.observe(time.perf_counter() - started)
+        await self.outputs.publish_alerts(alerts)
+        await self.outputs.publish_retrain_requests(monitor)
+        return monitor, applied
+
+    def _fresh(self, monitor: ModelMonitor, inputs: list[RecordInput]) -> list[RecordInput]:
+        """The inputs the state does not hold yet (by offset, or by envelope id), marked as applied."""
+        fresh = []
+        for inp in inputs:
+            message = inp.record.message
+            self.read_offsets[(message.topic, message.partition)] = message.offset
+            if monitor.already_applied(inp.source, message.offset):
+                self.counters.replayed += 1
+                self.metrics.replayed.inc()
+            elif monitor.seen_batch(inp.batch_id):
+                self.counters.duplicate_batches += 1
+                self.metrics.duplicate_batches.inc()
+            else:
+                mark_applied(monitor, inp)
+                fresh.append(inp)
+        return fresh
+
+    async def _dead_letter_item(self, exc: Exception, value: bytes, inp: RecordInput) -> None:
+        await self.outputs.dead_letter_failure(exc, value, inp.record.key, inp.record.message)

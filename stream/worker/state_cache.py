@@ -1,0 +1,120 @@
+"""The live model states of a worker, over the table that stores them.
+
+A model's state is decoded from the table once and then kept live: the
+cached object is trusted while the table still holds the very bytes it was
+loaded from or last saved as. After a rebalance or a restart the table wins.
+The least recently used states are evicted beyond ``max_models``, except
+those with changes not yet checkpointed (``pinned``): evicting one would
+lose its records' effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
+
+import orjson
+
+from stream.config import Settings
+from stream.contracts.alert_messages import unreadable_state_alert
+from stream.monitoring.model_monitor import ModelMonitor, StateError
+from stream.monitoring.monitor_file import MonitorConfig
+from stream.worker.checkpoint import decode_state
+
+log = logging.getLogger(__name__)
+
+
+class ModelStates:
+    """Live :class:`ModelMonitor` objects, least recently used first, each with the stored bytes it matches.
+
+    ``table`` maps a model name (bytes) to its encoded state, as Faust's
+    table does; ``pinned`` names the models that must not be evicted.
+
+    >>> from stream.worker.checkpoint import encode_state
+    >>> table = {}
+    >>> states = ModelStates(table, Settings(state_cache_models=1))
+    >>> a = states.get("a")
+    >>> states.get("a") is a
+    True
+    >>> table[b"a"] = encode_state(a.to_dict())  # another worker's checkpoint, read from the changelog
+    >>> states.get("a") is a
+    False
+    """
+
+    def __init__(
+        self,
+        table: Mapping[bytes, bytes],
+        settings: Settings,
+        monitors: MonitorConfig | None = None,
+        pinned: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
+        self.table = table
+        self.settings = settings
+        self.monitors = monitors or MonitorConfig()
+        self.pinned = pinned
+        self.live: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
+
+    def get(self, model: str) -> ModelMonitor:
+        """The model's live state, rebuilt from the table when the cached one is stale.
+
+        A stored state that cannot be read (another format version, damage)
+        starts the model afresh with one ``state_unreadable`` notice: its
+        records are never dead-lettered for ever.
+        """
+        stored = self.table.get(model.encode())
+        cached = self.live.get(model)
+        if cached is not None and cached[1] is stored:
+            self.live.move_to_end(model)
+            return cached[0]
+        if stored is None:
+            monitor = ModelMonitor(model, self.settings, self.monitors)
+        else:
+            try:
+                monitor = ModelMonitor.from_dict(model, self.settings, decode_state(stored), self.monitors)
+            except (StateError, zlib.error, orjson.JSONDecodeError) as exc:
+                log.warning("state of model %s cannot be read (%s): monitoring it afresh", model, exc)
+                monitor = ModelMonitor(model, self.settings, self.monitors)
+                monitor.notices.append(unreadable_state_alert(model, stored, str(exc)))
+        self.put(model, monitor, stored)
+        return monitor
+
+    def put(self, model: str, monitor: ModelMonitor, stored: bytes | None) -> None:
+        """Keep ``monitor`` as the live state of ``model``, matching the ``stored`` bytes; evict beyond the cap."""
+        self.live[model] = (monitor, stored)
+        self.live.move_to_end(model)
+        excess = len(self.live) - self.settings.state_cache_models
+        if excess > 0:
+            pinned = self.pinned()
+            for name in [m for m in self.live if m not in pinned][:excess]:
+                del self.live[name]
+
+    def cached(self, model: str) -> ModelMonitor:
+        """The live state of a model known to be cached (one with held records: those are never evicted)."""
+        return self.live[model][0]
+
+    def rebuild(self, model: str) -> ModelMonitor:
+        """Forget the live state of ``model`` and load it again from the table (its last checkpoint)."""
+        self.live.pop(model, None)
+        return self.get(model)
+
+    def restore(self, model: str, snapshot: bytes) -> ModelMonitor:
+        """A state from :func:`snapshot` bytes (kept in memory by the recovery, never read from a topic)."""
+        return ModelMonitor.from_dict(model, self.settings, orjson.loads(snapshot), self.monitors)
+
+    def clear(self) -> None:
+        """Forget every live state (partitions revoked: the table is the truth)."""
+        self.live.clear()
+
+    def __contains__(self, model: object) -> bool:
+        return model in self.live
+
+    def names(self) -> list[str]:
+        """The models with a live state, least recently used first."""
+        return list(self.live)
+
+
+def snapshot(monitor: ModelMonitor) -> bytes:
+    """The state of ``monitor`` as bytes, to go back to should the next step raise."""
+    return orjson.dumps(monitor.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
