@@ -14,7 +14,7 @@ import hashlib
 import time
 from typing import Any
 
-from stream.contracts.schemas import SCHEMA_VERSION
+from stream.contracts import SCHEMA_VERSION
 from stream.detectors.base import Finding
 
 

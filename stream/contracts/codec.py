@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from stream.contracts.schemas import SCHEMA_VERSION, SchemaError, validate
+from stream.contracts import SCHEMA_VERSION
+from stream.contracts.schemas import SchemaError, validate
 
 
 @dataclass(slots=True)

@@ -8,8 +8,8 @@ import socket
 import time
 from typing import Any
 
+from stream.contracts import SCHEMA_VERSION
 from stream.contracts.codec import Reject
-from stream.contracts.schemas import SCHEMA_VERSION
 
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Kafka refuses records over about 1 MB by default; a dead letter of a record

@@ -27,7 +27,6 @@ import jsonschema_rs
 import orjson
 
 SCHEMA_NAMES = ("inference-event", "inference-envelope", "label-event", "alert", "dead-letter", "retrain-request")
-SCHEMA_VERSION = 1
 
 
 class SchemaError(ValueError):

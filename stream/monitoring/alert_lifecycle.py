@@ -6,8 +6,8 @@ import hashlib
 import time
 from typing import Any
 
+from stream.contracts import SCHEMA_VERSION
 from stream.contracts.alert_messages import alert_id, build_alert, fingerprint, identity_time
-from stream.contracts.schemas import SCHEMA_VERSION
 from stream.detectors.base import Finding
 
 # New changes of one fingerprint published within one cooldown, at most.

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream.config import parse_broker_url
-from stream.contracts.schemas import SCHEMA_VERSION
+from stream.contracts import SCHEMA_VERSION
 from stream.privacy.protect import FieldProtection
 from stream.sdk.resource_sampler import ResourceSampler
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.contracts.schemas import SCHEMA_VERSION
+from stream.contracts import SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)

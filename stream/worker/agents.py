@@ -34,7 +34,7 @@ def register(mon: MonitorApp) -> None:
             # When the worker stops, Faust cancels the agent and then acknowledges the
             # whole batch. So the batch is finished and its states saved first:
             # nothing may be committed that no saved state covers.
-            applying = asyncio.ensure_future(mon.ingest(records))
+            applying = asyncio.ensure_future(mon.ingest.events(records))
             try:
                 await asyncio.shield(applying)
             except asyncio.CancelledError:

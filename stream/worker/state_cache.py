@@ -86,7 +86,9 @@ class ModelStates:
         self.live.move_to_end(model)
         excess = len(self.live) - self.settings.state_cache_models
         if excess > 0:
-            pinned = self.pinned()
+            # The model just put is about to be changed: evicted now, its changes would land
+            # on an object no checkpoint saves (when more models than the cap are pinned).
+            pinned = {*self.pinned(), model}
             for name in [m for m in self.live if m not in pinned][:excess]:
                 del self.live[name]
 

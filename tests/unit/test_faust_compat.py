@@ -1,0 +1,111 @@
+"""Faust's internals in one module: the worker's consumer (short fetch wait, no read offsets for inputs,
+only taken records committed), and the import-time check of every private name it needs."""
+
+import asyncio
+import re
+import tomllib
+from pathlib import Path
+
+import aiokafka
+import faust
+import pytest
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from stream.config import Settings
+from stream.worker.app import MonitorApp
+from stream.worker.faust_compat import (
+    FETCH_MAX_WAIT_MS,
+    TESTED_AIOKAFKA,
+    TESTED_FAUST,
+    FaustIncompatible,
+    check_faust,
+)
+from stream.worker.offset_order import PartitionOrder
+
+
+def test_the_worker_consumer_waits_at_most_the_short_fetch_wait(tmp_path):
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        consumer = mon.app.consumer._thread._create_worker_consumer(mon.app.transport)
+        return consumer._fetch_max_wait_ms
+
+    assert FETCH_MAX_WAIT_MS < 1500
+    assert asyncio.run(build()) == FETCH_MAX_WAIT_MS
+
+
+def test_the_worker_consumer_keeps_no_read_offset_for_input_partitions(tmp_path):
+    # Faust drops a record below the last offset read as a duplicate; after a seek back
+    # that dropped the very records read again (see stream.worker.offset_order).
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        return mon.app.consumer
+
+    consumer = asyncio.run(build())
+    events = TP(consumer.app.conf.id, 0)
+    consumer._read_offset[events] = 41
+    consumer._read_offset.update({events: 42})
+    assert consumer._read_offset[events] is None
+    assert isinstance(consumer.order, PartitionOrder)
+
+
+def test_an_input_record_the_agent_never_took_in_is_not_counted_for_the_commit(tmp_path):
+    # Faust acknowledges records it skipped itself around a rebalance; their offsets must
+    # not be committed: the worker reads them again from the hole they leave.
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        return mon, mon.app.consumer
+
+    mon, consumer = asyncio.run(build())
+    topic = mon.settings.topics.events
+    # As Faust's conductor does once the agents subscribe.
+    mon.app.topics._acking_topics.add(topic)
+    skipped, taken = (ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"m", b"{}", None) for offset in (7, 8))
+    consumer.taken.add(taken)
+    assert consumer.ack(skipped) is False
+    assert skipped.acked
+    consumer.ack(taken)
+    assert taken.acked
+    assert consumer._acked[TP(topic, 0)] == [8]
+
+
+def test_a_faust_without_a_private_name_the_worker_needs_stops_it_with_one_line(monkeypatch):
+    from faust.transport.consumer import Consumer
+
+    monkeypatch.delattr(Consumer, "_add_gap")
+    with pytest.raises(FaustIncompatible) as raised:
+        check_faust()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"faust-streaming {faust.__version__}" in message and "Consumer._add_gap" in message
+    assert f"faust-streaming=={TESTED_FAUST}" in message
+
+
+def test_a_changed_signature_is_refused_too(monkeypatch):
+    from faust.transport.consumer import Consumer
+
+    monkeypatch.setattr(Consumer, "_new_offset", lambda self, tp, extra: None)
+    with pytest.raises(FaustIncompatible, match=r"Consumer\._new_offset\(tp\)"):
+        check_faust()
+
+
+def test_the_installed_and_declared_versions_are_the_tested_ones():
+    declared = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    worker = declared["project"]["optional-dependencies"]["worker"]
+    assert f"faust-streaming=={TESTED_FAUST}" in worker and f"aiokafka=={TESTED_AIOKAFKA}" in worker
+    assert (faust.__version__, aiokafka.__version__) == (TESTED_FAUST, TESTED_AIOKAFKA)
+
+
+def test_private_faust_names_are_used_in_the_compatibility_module_only():
+    root = Path(__file__).resolve().parents[2] / "stream"
+    private = re.compile(
+        r"\._(create_worker_consumer|new_consumer_thread|new_offset|read_offset|committed_offset|acked|gap|add_gap"
+        r"|fetch_max_wait_ms|schedule_shutdown)\b|\.(send_changelog|incref|assigned_actives|in_recovery)\b"
+        r"|\btable\.data\b|\.tables\.recovery\b"
+    )
+    users = {
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if private.search(path.read_text()) and path.name != "faust_compat.py"
+    }
+    assert users == set()
