@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import Settings
 
 
 def make_batch(rng: np.random.Generator, model: str, n: int, t0: float, features: int) -> list[dict]:
@@ -69,7 +69,7 @@ def run(events: int, models: int, features: int, batch: int, trace: bool = False
     if trace:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0] if trace else process.memory_info().rss
-    monitors = {f"model-{i:04d}": ModelMonitor(f"model-{i:04d}", settings) for i in range(models)}
+    monitors = {f"model-{i:04d}": ModelMonitor(f"model-{i:04d}", settings.detection) for i in range(models)}
     t0 = time.time() - 600
     started = time.perf_counter()
     done = 0

@@ -7,8 +7,8 @@ import statistics
 from typing import Any
 
 from bench.realistic import CHANGES, RATE, events
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import DetectionSettings
 
 WINDOW_EVENTS = int(60 * RATE)  # a 60 s tumbling window at the mean rate
 CHANGE_AT = 60_000  # after the learnt reference: 300 s at up to 150 events/s
@@ -19,7 +19,7 @@ HORIZONS = {"slow drift over an hour": 40 * WINDOW_EVENTS}
 
 def stationary(n: int, seed: int) -> dict[str, int]:
     """Firing alerts per detector of a default monitor on ``n`` stationary events."""
-    monitor = ModelMonitor("real", Settings())
+    monitor = ModelMonitor("real", DetectionSettings())
     counts: collections.Counter[str] = collections.Counter()
     for batch in events(n, seed):
         for alert in monitor.process(batch):
@@ -30,7 +30,7 @@ def stationary(n: int, seed: int) -> dict[str, int]:
 
 def first_alert(change: str, seed: int) -> tuple[int | None, str | None]:
     """Events from the change to the first firing alert after it (None: missed within its horizon), and its detector."""
-    monitor = ModelMonitor("real", Settings())
+    monitor = ModelMonitor("real", DetectionSettings())
     seen = 0
     for batch in events(CHANGE_AT + HORIZONS.get(change, HORIZON), seed, change, CHANGE_AT):
         alerts = [a for a in monitor.process(batch) if a["status"] == "firing"]

@@ -20,8 +20,8 @@ import uuid
 import faust
 import orjson
 
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import Settings
 
 EXPECTED = int(os.environ.get("NAIVE_EVENTS", "0"))
 app = faust.App(
@@ -49,7 +49,7 @@ async def monitor(stream):
         model = event["model"]
         state = monitors.get(model)
         if state is None:
-            state = monitors[model] = ModelMonitor(model, settings)
+            state = monitors[model] = ModelMonitor(model, settings.detection)
         state.process([event])
         seen["events"] += 1
         if seen["events"] == 1:

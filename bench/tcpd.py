@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from river.drift import datasets
 
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import DetectionSettings
 
 MARGIN = 5
 # The best default-parameter method per series in the paper's Table (F1), and reporting no change.
@@ -88,9 +88,9 @@ def f1(annotations: dict[str, list[int]], predicted: list[int], margin: int = MA
     return 2 * precision * recall / (precision + recall)
 
 
-def detect(values: np.ndarray, settings: Settings | None = None, batch: int = 10) -> list[dict[str, Any]]:
+def detect(values: np.ndarray, settings: DetectionSettings | None = None, batch: int = 10) -> list[dict[str, Any]]:
     """Firing drift, anomaly and data quality alerts of a default monitor fed ``values`` one event per second."""
-    monitor = ModelMonitor("series", settings or Settings())
+    monitor = ModelMonitor("series", settings or DetectionSettings())
     t0 = 1_600_000_000.0
     events = []
     for i, row in enumerate(values):

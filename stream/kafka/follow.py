@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from stream.config import Settings
+from stream.settings import Settings
 
 
 class TopicReader:

@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from stream.config import Settings
+from stream.settings import Settings
 
 MODEL_STATE_TABLE = "model-state"
 LABEL_JOIN_TABLE = "label-join"

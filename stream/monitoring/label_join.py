@@ -114,10 +114,10 @@ class ModelLabels:
     once the model's first label arrives. Expired entries are counted in the
     model's state with its next record (:meth:`count_expired`).
 
-    >>> from stream.config import Settings
+    >>> from stream.settings import DetectionSettings
     >>> from stream.monitoring.model_monitor import ModelMonitor
     >>> labels = ModelLabels(LabelJoiner({}), mode="always")
-    >>> monitor = ModelMonitor("m", Settings(join_predictions="always"))
+    >>> monitor = ModelMonitor("m", DetectionSettings(join_predictions="always"))
     >>> event = {"model_version": "1", "request_id": "r1", "prediction": 1, "timestamp": 10.0}
     >>> labels.on_events(monitor, [event])
     []

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stream.config import Settings
 from stream.monitoring.monitor_file import MonitorConfig
+from stream.monitoring.profiles import ProfileSource
 from stream.monitoring.version_monitor import VersionMonitor
+from stream.settings import DetectionSettings
 
 # Envelope ids remembered per model. The SDK sends a failed envelope again
 # before any newer one of the same model, so a handful would do; 64 ids cost
@@ -30,8 +31,7 @@ class StateError(ValueError):
 class ModelMonitor:
     """Everything watched for one model, split by model version.
 
-    >>> from stream.config import Settings
-    >>> mon = ModelMonitor("m", Settings(zscore_warmup=20, zscore_min_outliers=2))
+    >>> mon = ModelMonitor("m", DetectionSettings(zscore_warmup=20, zscore_min_outliers=2))
     >>> ev = lambda i, lat: {"model_version": "1", "timestamp": 100.0 + i,
     ...                      "latency_ms": lat, "error": None}
     >>> mon.process([ev(i, 10.0 + i % 3) for i in range(40)])
@@ -41,14 +41,22 @@ class ModelMonitor:
     ('latency_ms', 'firing', 42)
     """
 
-    def __init__(self, model: str, settings: Settings, monitors: MonitorConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        detection: DetectionSettings,
+        monitors: MonitorConfig | None = None,
+        profiles: ProfileSource | None = None,
+    ) -> None:
         self.model = model
-        self.settings = settings
+        self.detection = detection
+        # Where a version's reference profile comes from, if anywhere (see stream.monitoring.profiles).
+        self.profiles = profiles
         self.config = (monitors or MonitorConfig()).for_model(model)
         self.versions: dict[str, VersionMonitor] = {}
         self.seq = 0
         # Predictions are kept for joining once the model has shown it gets labels.
-        self.expects_labels = settings.join_predictions == "always"
+        self.expects_labels = detection.join_predictions == "always"
         self.labels: dict[str, int] = {}
         # The last input record applied, per "topic:partition", saved with the
         # state it produced: a record replayed after a crash or a rebalance
@@ -67,8 +75,7 @@ class ModelMonitor:
     def seen_batch(self, batch_id: str | None) -> bool:
         """Whether the envelope ``batch_id`` is among the last ones applied.
 
-        >>> from stream.config import Settings
-        >>> mon = ModelMonitor("m", Settings())
+        >>> mon = ModelMonitor("m", DetectionSettings())
         >>> mon.remember_batch("b1")
         >>> mon.seen_batch("b1"), mon.seen_batch("b2"), mon.seen_batch(None)
         (True, False, False)
@@ -85,8 +92,7 @@ class ModelMonitor:
     def already_applied(self, source: str, offset: int) -> bool:
         """Whether the record at ``offset`` of ``source`` is already in this state.
 
-        >>> from stream.config import Settings
-        >>> mon = ModelMonitor("m", Settings())
+        >>> mon = ModelMonitor("m", DetectionSettings())
         >>> mon.mark_applied("events:0", 41)
         >>> mon.already_applied("events:0", 41), mon.already_applied("events:0", 42)
         (True, False)
@@ -111,7 +117,9 @@ class ModelMonitor:
         """The state of ``version``, created on first use."""
         state = self.versions.get(version)
         if state is None:
-            state = self.versions[version] = VersionMonitor(self.model, version, self.settings, self.config)
+            state = self.versions[version] = VersionMonitor(
+                self.model, version, self.detection, self.config, self.profiles
+            )
         return state
 
     def process_label(self, version: str, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
@@ -165,7 +173,12 @@ class ModelMonitor:
 
     @classmethod
     def from_dict(
-        cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None = None
+        cls,
+        model: str,
+        detection: DetectionSettings,
+        state: dict[str, Any],
+        monitors: MonitorConfig | None = None,
+        profiles: ProfileSource | None = None,
     ) -> ModelMonitor:
         """Rebuild from :meth:`to_dict` output with the current settings.
 
@@ -176,22 +189,27 @@ class ModelMonitor:
             found = state.get("state_version", "none") if isinstance(state, dict) else type(state).__name__
             raise StateError(f"model state version {found}, this release reads {STATE_VERSION}")
         try:
-            return cls._from_state(model, settings, state, monitors)
+            return cls._from_state(model, detection, state, monitors, profiles)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise StateError(f"model state does not have the expected shape ({type(exc).__name__}: {exc})") from exc
 
     @classmethod
     def _from_state(
-        cls, model: str, settings: Settings, state: dict[str, Any], monitors: MonitorConfig | None
+        cls,
+        model: str,
+        detection: DetectionSettings,
+        state: dict[str, Any],
+        monitors: MonitorConfig | None,
+        profiles: ProfileSource | None,
     ) -> ModelMonitor:
-        out = cls(model, settings, monitors)
+        out = cls(model, detection, monitors, profiles)
         out.seq = state["seq"]
         out.expects_labels = out.expects_labels or state["expects_labels"]
         out.labels = dict(state["labels"])
         out.offsets = dict(state.get("offsets", {}))
         out.recent_batches = list(state.get("recent_batches", []))
         for version, vstate in state["versions"].items():
-            vm = VersionMonitor(model, version, settings, out.config)
+            vm = VersionMonitor(model, version, detection, out.config, profiles)
             vm.load_state(vstate)
             out.versions[version] = vm
         return out

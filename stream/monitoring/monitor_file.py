@@ -47,13 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.config import ConfigError
 from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.iqr import IQRRule
 from stream.detectors.level_shift import LevelShiftRule
 from stream.detectors.performance import HIGHER_IS_BETTER
 from stream.detectors.stream_drift import METHODS, StreamDriftRule
 from stream.detectors.zscore import ZScoreRule
+from stream.settings import ConfigError
 
 FIXED_SIGNALS = ("latency_ms", "error_rate", "confidence", "prediction", "tokens_in", "tokens_out")
 ANOMALY_RULES = {"zscore": ZScoreRule, "iqr": IQRRule}

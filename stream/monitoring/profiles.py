@@ -23,7 +23,7 @@ another version is refused with a message that says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,14 +115,44 @@ def profile_path(directory: Path, model: str, model_version: str | None = None) 
     return directory / f"{name}.profile.json"
 
 
-def find_profile(directory: Path | None, model: str, model_version: str) -> ReferenceProfile | None:
-    """The version's profile, else the model's, else None."""
-    if directory is None:
+# Where the monitoring domain gets a version's reference profile: (model, version) -> profile or None.
+ProfileSource = Callable[[str, str], "ReferenceProfile | None"]
+
+
+class ProfileStore:
+    """Reference profiles in a folder: the version's profile, else the model's, else None.
+
+    A worker asks on every state cache miss and restore, so each file is
+    read and parsed once, and again only when it changes on disk.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> store = ProfileStore(folder)
+    >>> store("m", "1") is None
+    True
+    >>> event = {"model": "m", "timestamp": 1.0, "latency_ms": 5.0, "error": None, "features": {"x": 1.0}}
+    >>> build_profile([event], "m").save(profile_path(folder, "m"))
+    >>> store("m", "1").events, store("m", "1") is store("m", "2")
+    (1, True)
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._loaded: dict[Path, tuple[float, ReferenceProfile]] = {}
+
+    def __call__(self, model: str, model_version: str) -> ReferenceProfile | None:
+        if self.directory is None:
+            return None
+        for candidate in (profile_path(self.directory, model, model_version), profile_path(self.directory, model)):
+            try:
+                modified = candidate.stat().st_mtime
+            except OSError:
+                continue
+            loaded = self._loaded.get(candidate)
+            if loaded is None or loaded[0] != modified:
+                loaded = self._loaded[candidate] = (modified, ReferenceProfile.load(candidate))
+            return loaded[1]
         return None
-    for candidate in (profile_path(directory, model, model_version), profile_path(directory, model)):
-        if candidate.is_file():
-            return ReferenceProfile.load(candidate)
-    return None
 
 
 def build_profile(

@@ -1,7 +1,7 @@
 """One model version's monitoring state: windows, reference profile and detectors.
 
-Pure domain, no I/O except finding a reference profile file when a version
-is first seen: feed :meth:`VersionMonitor.process` a version's decoded events,
+Pure domain, no I/O (a reference profile comes from the injected
+:data:`~stream.monitoring.profiles.ProfileSource`): feed :meth:`VersionMonitor.process` a version's decoded events,
 get alert messages back. :class:`stream.monitoring.model_monitor.ModelMonitor` holds one per
 version and the model-wide bookkeeping.
 """
@@ -9,12 +9,10 @@ version and the model-wide bookkeeping.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.config import Settings
 from stream.detectors.base import right_skewed
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceMonitor
@@ -24,7 +22,8 @@ from stream.detectors.resources import ResourceRule
 from stream.detectors.security import ClientAbuseRule, PrivateDataRule
 from stream.monitoring.alert_lifecycle import AlertLifecycle
 from stream.monitoring.monitor_file import ModelMonitors, MonitorConfig, build_rule
-from stream.monitoring.profiles import ReferenceProfile, find_profile
+from stream.monitoring.profiles import ProfileSource, ReferenceProfile
+from stream.settings import DetectionSettings
 from stream.stats import EventTimeWindows, WindowStats
 from stream.stats.features import FeatureColumns, is_numeric
 
@@ -38,6 +37,7 @@ class VersionMonitor:
     __slots__ = (
         "clients",
         "config",
+        "detection",
         "drift",
         "events",
         "lifecycle",
@@ -50,65 +50,70 @@ class VersionMonitor:
         "reference",
         "reference_builder",
         "resources",
-        "settings",
         "signal_rules",
         "version",
         "windows",
     )
 
-    def __init__(self, model: str, version: str, settings: Settings, config: ModelMonitors | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        detection: DetectionSettings,
+        config: ModelMonitors | None = None,
+        profiles: ProfileSource | None = None,
+    ) -> None:
         self.model = model
         self.version = version
-        self.settings = settings
+        self.detection = detection
         self.config = config or MonitorConfig().for_model(model)
         # Detectors per signal, built on the signal's first values.
         self.signal_rules: dict[str, dict[str, Any]] = {}
         self.windows = EventTimeWindows(
-            settings.window_s,
-            settings.hopping_s,
-            settings.hop_s,
-            settings.lateness_s,
-            settings.max_features,
-            settings.max_categories,
+            detection.window_s,
+            detection.hopping_s,
+            detection.hop_s,
+            detection.lateness_s,
+            detection.max_features,
+            detection.max_categories,
         )
         self.lifecycle = self._lifecycle()
         perf = self.config.performance
         self.performance = PerformanceMonitor(
-            window=perf.get("window", settings.performance_window),
-            reference_labels=perf.get("window", settings.performance_window),
-            margin=perf.get("margin", settings.performance_margin),
+            window=perf.get("window", detection.performance_window),
+            reference_labels=perf.get("window", detection.performance_window),
+            margin=perf.get("margin", detection.performance_margin),
             metric=perf.get("metric"),
             pos_label=perf.get("pos_label", 1),
-            window_s=settings.window_s,
+            window_s=detection.window_s,
         )
         # Labels run on their own clock (they may come hours after the
         # predictions), so their alerts fold and resolve separately.
         self.performance_lifecycle = self._lifecycle()
         self.events = 0
         # Security and resources: what every version is watched for, without configuration.
-        self.private_data = PrivateDataRule(settings.window_s)
-        self.clients = ClientAbuseRule(settings.window_s)
-        self.resources = ResourceRule(settings.window_s)
+        self.private_data = PrivateDataRule(detection.window_s)
+        self.clients = ClientAbuseRule(detection.window_s)
+        self.resources = ResourceRule(detection.window_s)
         self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None
         self.reference: ReferenceProfile | None = None
         self.reference_builder: WindowStats | None = None
         self.quality: DataQualityRule | None = None
-        profile_dir = Path(settings.profile_dir) if settings.profile_dir else None
-        profile = find_profile(profile_dir, model, version)
+        profile = profiles(model, version) if profiles is not None else None
         if profile is not None:
             self._set_reference(profile)
         else:
-            self.reference_builder = WindowStats(0.0, 0.0, settings.max_features, settings.max_categories)
+            self.reference_builder = WindowStats(0.0, 0.0, detection.max_features, detection.max_categories)
 
     def _lifecycle(self) -> AlertLifecycle:
-        settings = self.settings
+        detection = self.detection
         return AlertLifecycle(
             self.model,
             self.version,
-            cooldown_s=settings.alert_cooldown_s,
-            resolve_after_s=settings.resolve_after_s or 2 * settings.window_s,
-            sustained_s=settings.retrain_after_s,
+            cooldown_s=detection.alert_cooldown_s,
+            resolve_after_s=detection.resolve_after_s or 2 * detection.window_s,
+            sustained_s=detection.retrain_after_s,
         )
 
     def _set_reference(self, profile: ReferenceProfile) -> None:
@@ -125,9 +130,9 @@ class VersionMonitor:
             if len(numeric) >= 2:
                 skewed = [n for n in numeric if _positive_and_skewed(features[n])]
                 self.multivariate = MahalanobisRule(
-                    numeric, window_s=self.settings.window_s, log_features=skewed, **params
+                    numeric, window_s=self.detection.window_s, log_features=skewed, **params
                 )
-        options = {"alpha": self.settings.drift_alpha, "min_psi": self.settings.drift_min_psi}
+        options = {"alpha": self.detection.drift_alpha, "min_psi": self.detection.drift_min_psi}
         self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
 
     def rules(self, signal: str) -> dict[str, Any]:
@@ -139,12 +144,12 @@ class VersionMonitor:
                 if name == "zscore":
                     # The worker-wide z-score settings are the defaults of every z-score rule.
                     params = {
-                        "threshold": self.settings.zscore_threshold,
-                        "warmup": self.settings.zscore_warmup,
-                        "min_outliers": self.settings.zscore_min_outliers,
+                        "threshold": self.detection.zscore_threshold,
+                        "warmup": self.detection.zscore_warmup,
+                        "min_outliers": self.detection.zscore_min_outliers,
                         **params,
                     }
-                rules[name] = build_rule(signal, name, params, self.settings.window_s, f"{signal}.{name}")
+                rules[name] = build_rule(signal, name, params, self.detection.window_s, f"{signal}.{name}")
             self.signal_rules[signal] = rules
         return rules
 
@@ -183,7 +188,7 @@ class VersionMonitor:
         """
         if len(events) > 1:
             stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
-            windows = np.floor(stamps / self.settings.window_s)
+            windows = np.floor(stamps / self.detection.window_s)
             cuts = np.flatnonzero(windows[1:] != windows[:-1]) + 1
             # Events badly out of order would cut the batch into crumbs; those go in one piece.
             if 0 < cuts.size <= MAX_WINDOW_CUTS:
@@ -233,9 +238,9 @@ class VersionMonitor:
                 checked_columns = FeatureColumns(checked)
         if self.quality is not None and checked:
             window = self.windows.tumbling()
-            findings += self.quality.update(checked, window, self.settings.window_s, checked_columns)
+            findings += self.quality.update(checked, window, self.detection.window_s, checked_columns)
             if self.drift is not None:
-                findings += self.drift.check(window, self.settings.window_s, watermark)
+                findings += self.drift.check(window, self.detection.window_s, watermark)
             if self.multivariate is not None:
                 findings += self.multivariate.update(checked, checked_columns)
                 findings += self.multivariate.test_correlations(window.start, window.count, watermark)
@@ -261,16 +266,16 @@ class VersionMonitor:
     def _reference_complete(self, builder: WindowStats) -> bool:
         first, last = builder.first_event_time, builder.last_event_time
         span = 0.0 if first is None or last is None else last - first
-        return builder.count >= self.settings.reference_events and span >= self.settings.reference_min_s
+        return builder.count >= self.detection.reference_events and span >= self.detection.reference_min_s
 
     def _reference_room(self, builder: WindowStats, events: list[dict[str, Any]]) -> int:
         """How many of ``events`` the reference still takes: until it has its events and its span of time."""
-        by_count = max(self.settings.reference_events - builder.count, 0)
+        by_count = max(self.detection.reference_events - builder.count, 0)
         if not events or by_count >= len(events):
             return len(events)
         first = builder.first_event_time if builder.first_event_time is not None else events[0]["timestamp"]
         stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
-        spanned = np.flatnonzero(stamps - first >= self.settings.reference_min_s)
+        spanned = np.flatnonzero(stamps - first >= self.detection.reference_min_s)
         if not spanned.size:
             return len(events)
         return max(by_count, int(spanned[0]) + 1)
@@ -297,8 +302,8 @@ class VersionMonitor:
             if self.reference_builder is None
             else {
                 "events": self.reference_builder.count,
-                "needed": self.settings.reference_events,
-                "needed_s": self.settings.reference_min_s,
+                "needed": self.detection.reference_events,
+                "needed_s": self.detection.reference_min_s,
             },
         }
 

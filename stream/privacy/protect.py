@@ -28,8 +28,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from stream.config import ConfigError
 from stream.privacy.pii import mask_all
+from stream.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def key_from_text(text: str, name: str) -> bytes:
     >>> key_from_text("short", "text_key")
     Traceback (most recent call last):
     ...
-    stream.config.ConfigError: text_key: must be 32 bytes in URL-safe base64 (44 characters)
+    stream.settings.common.ConfigError: text_key: must be 32 bytes in URL-safe base64 (44 characters)
     """
     try:
         key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
@@ -160,7 +160,7 @@ def _replace(event: dict[str, Any], name: str, change: Any) -> None:
 class EventPrivacy:
     """What a worker does to events before anything looks at them: sensitive fields hashed, text decrypted.
 
-    >>> from stream.config import Settings
+    >>> from stream.settings import Settings
     >>> key = base64.urlsafe_b64encode(b"k" * 32).decode()
     >>> privacy = EventPrivacy(Settings(sensitive_fields="client_id,features.email", hash_key=key))
     >>> ev = privacy.prepare([{"client_id": "acme", "features": {"email": "a@b.io", "x": 1}}], "m")[0]

@@ -35,10 +35,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stream.config import parse_broker_url
 from stream.contracts import SCHEMA_VERSION
 from stream.privacy.protect import FieldProtection
 from stream.sdk.resource_sampler import ResourceSampler
+from stream.settings import parse_broker_url
 
 log = logging.getLogger(__name__)
 

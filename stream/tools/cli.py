@@ -15,10 +15,10 @@ from typing import Any
 import click
 import orjson
 
-from stream.config import ConfigError, Settings
 from stream.kafka.embedded_broker import BrokerUnavailable, EmbeddedBroker
 from stream.kafka.topics import BrokerUnreachable, TopicMismatch
 from stream.monitoring.profiles import ProfileError
+from stream.settings import ConfigError, Settings
 
 BROKER_HELP = "Kafka to use, as kafka://HOST:PORT (env STREAM_MONITOR_BROKER)."
 _CLEAR_ERRORS = (ConfigError, BrokerUnavailable, BrokerUnreachable, TopicMismatch, LookupError, ProfileError)

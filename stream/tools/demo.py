@@ -25,12 +25,12 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from stream.config import Settings
 from stream.contracts.alert_messages import format_alert
 from stream.kafka.embedded_broker import EmbeddedBroker
 from stream.kafka.follow import TopicReader
 from stream.kafka.topics import ensure_topics, required_topics
 from stream.sdk.client import MonitorClient
+from stream.settings import Settings
 from stream.tools.simulator import DEFAULT_INCIDENTS, Incident, SimulationReport, TrafficSimulator, simulate
 from stream.worker.child_process import WorkerProcess
 

@@ -28,10 +28,10 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.config import ConfigError, Settings
 from stream.contracts.codec import Reject
 from stream.contracts.dead_letters import dead_letter
 from stream.contracts.schemas import SchemaError, validate
+from stream.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def load_routes(path: str) -> list[Route]:
     >>> load_routes(f.name)
     Traceback (most recent call last):
     ...
-    stream.config.ConfigError: routes[0].format: 'alertmanger' is not one of json, alertmanager
+    stream.settings.common.ConfigError: routes[0].format: 'alertmanger' is not one of json, alertmanager
     >>> os.unlink(f.name)
     """
     try:

@@ -104,7 +104,7 @@ class ModelSeriesCollector:
 
 def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
     window = vm.windows.tumbling()
-    figures = window_figures(window, vm.settings.window_s)
+    figures = window_figures(window, vm.detection.window_s)
     g["events"].add_metric(labels, window.count)
     if window.count:
         g["errors"].add_metric(labels, figures["error_rate"])

@@ -101,7 +101,7 @@ def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) 
         "health": health(active),
         "events": vm.events,
         "last_event_time": vm.windows.watermark,
-        "current": window_point(current, vm, vm.settings.window_s, drift),
+        "current": window_point(current, vm, vm.detection.window_s, drift),
         "series": [window_point(pane, vm, vm.windows.pane_s, drift) for _, pane in panes],
         "firing": sorted(active, key=lambda a: a["event_time"], reverse=True),
         "incidents": incidents(active),

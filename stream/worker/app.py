@@ -23,11 +23,12 @@ from typing import Any
 
 import faust
 
-from stream.config import Settings
 from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
 from stream.monitoring.label_join import LabelJoiner, ModelLabels
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
+from stream.monitoring.profiles import ProfileStore
+from stream.settings import Settings
 from stream.web.exporter import ModelSeriesCollector
 from stream.web.metrics import WorkerMetrics
 from stream.worker.admission import Admission
@@ -70,8 +71,11 @@ class MonitorApp:
         self.writes = ChangelogWrites()
         self.join_store = PartitionStore(self.label_join, self.writes)
         self.joiner = LabelJoiner(self.join_store, settings.label_ttl_s)
-        self.labels = ModelLabels(self.joiner, settings.join_predictions)
-        self.states = ModelStates(self.model_state, settings, self.monitors)
+        self.labels = ModelLabels(self.joiner, settings.detection.join_predictions)
+        profiles = ProfileStore(Path(settings.profile_dir) if settings.profile_dir else None)
+        self.states = ModelStates(
+            self.model_state, settings.detection, settings.state_cache_models, self.monitors, profiles
+        )
         held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
         self.checkpointer = Checkpointer(self.states, self.model_state, held, self.writes, self.counters)
         self.states.pinned = self.checkpointer.busy
@@ -81,7 +85,7 @@ class MonitorApp:
             deadletter=self.app.topic(topics.deadletter, partitions=settings.partitions, **raw),
             counters=self.counters,
             metrics=self.metrics,
-            max_features=settings.max_features,
+            max_features=settings.detection.max_features,
         )
         self.admission = Admission(lambda: self.app.consumer, self._count_refetch)
         self.ingest = Ingest(

@@ -13,11 +13,11 @@ import logging
 import time
 from typing import Any
 
-from stream.config import Settings
 from stream.contracts.codec import TimeBounds, decode_label, decode_record
 from stream.monitoring.label_join import ModelLabels
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.privacy.protect import EventPrivacy
+from stream.settings import Settings
 from stream.worker.admission import Admission
 from stream.worker.checkpoint import Checkpointer
 from stream.worker.outputs import Outputs

@@ -18,9 +18,9 @@ import threading
 from dataclasses import replace
 from typing import Any, NoReturn
 
-from stream.config import Settings
 from stream.kafka.embedded_broker import TANSU_CLUSTER_IDS
 from stream.kafka.topics import cluster_id, ensure_topics_sync
+from stream.settings import Settings
 from stream.worker.app import create_app, load_monitors
 from stream.worker.faust_compat import StopSignalWorker
 

@@ -17,10 +17,11 @@ from collections.abc import Callable, Collection, Mapping
 
 import orjson
 
-from stream.config import Settings
 from stream.contracts.alert_messages import unreadable_state_alert
 from stream.monitoring.model_monitor import ModelMonitor, StateError
 from stream.monitoring.monitor_file import MonitorConfig
+from stream.monitoring.profiles import ProfileSource
+from stream.settings import DetectionSettings
 from stream.worker.checkpoint import decode_state
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,12 @@ class ModelStates:
     """Live :class:`ModelMonitor` objects, least recently used first, each with the stored bytes it matches.
 
     ``table`` maps a model name (bytes) to its encoded state, as Faust's
-    table does; ``pinned`` names the models that must not be evicted.
+    table does; at most ``max_models`` are kept live, besides those
+    ``pinned`` names (models that must not be evicted).
 
     >>> from stream.worker.checkpoint import encode_state
     >>> table = {}
-    >>> states = ModelStates(table, Settings(state_cache_models=1))
+    >>> states = ModelStates(table, DetectionSettings(), max_models=1)
     >>> a = states.get("a")
     >>> states.get("a") is a
     True
@@ -46,13 +48,17 @@ class ModelStates:
     def __init__(
         self,
         table: Mapping[bytes, bytes],
-        settings: Settings,
+        detection: DetectionSettings,
+        max_models: int,
         monitors: MonitorConfig | None = None,
+        profiles: ProfileSource | None = None,
         pinned: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.table = table
-        self.settings = settings
+        self.detection = detection
+        self.max_models = max_models
         self.monitors = monitors or MonitorConfig()
+        self.profiles = profiles
         self.pinned = pinned
         self.live: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
 
@@ -69,13 +75,13 @@ class ModelStates:
             self.live.move_to_end(model)
             return cached[0]
         if stored is None:
-            monitor = ModelMonitor(model, self.settings, self.monitors)
+            monitor = self._new(model)
         else:
             try:
-                monitor = ModelMonitor.from_dict(model, self.settings, decode_state(stored), self.monitors)
+                monitor = self._load(model, decode_state(stored))
             except (StateError, zlib.error, orjson.JSONDecodeError) as exc:
                 log.warning("state of model %s cannot be read (%s): monitoring it afresh", model, exc)
-                monitor = ModelMonitor(model, self.settings, self.monitors)
+                monitor = self._new(model)
                 monitor.notices.append(unreadable_state_alert(model, stored, str(exc)))
         self.put(model, monitor, stored)
         return monitor
@@ -84,7 +90,7 @@ class ModelStates:
         """Keep ``monitor`` as the live state of ``model``, matching the ``stored`` bytes; evict beyond the cap."""
         self.live[model] = (monitor, stored)
         self.live.move_to_end(model)
-        excess = len(self.live) - self.settings.state_cache_models
+        excess = len(self.live) - self.max_models
         if excess > 0:
             # The model just put is about to be changed: evicted now, its changes would land
             # on an object no checkpoint saves (when more models than the cap are pinned).
@@ -103,7 +109,13 @@ class ModelStates:
 
     def restore(self, model: str, snapshot: bytes) -> ModelMonitor:
         """A state from :func:`snapshot` bytes (kept in memory by the recovery, never read from a topic)."""
-        return ModelMonitor.from_dict(model, self.settings, orjson.loads(snapshot), self.monitors)
+        return self._load(model, orjson.loads(snapshot))
+
+    def _new(self, model: str) -> ModelMonitor:
+        return ModelMonitor(model, self.detection, self.monitors, self.profiles)
+
+    def _load(self, model: str, state: dict) -> ModelMonitor:
+        return ModelMonitor.from_dict(model, self.detection, state, self.monitors, self.profiles)
 
     def clear(self) -> None:
         """Forget every live state (partitions revoked: the table is the truth)."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from stream.config import Settings, Topics
 from stream.kafka.embedded_broker import EmbeddedBroker
+from stream.settings import Settings
 from stream.worker.child_process import WorkerProcess
 
 
@@ -46,7 +46,7 @@ class Isolated:
             "STREAM_MONITOR_TOPIC_DEADLETTER": t.deadletter,
             "STREAM_MONITOR_TOPIC_RETRAIN": t.retrain,
             "STREAM_MONITOR_PARTITIONS": str(self.settings.partitions),
-            "STREAM_MONITOR_ZSCORE_WARMUP": str(self.settings.zscore_warmup),
+            "STREAM_MONITOR_ZSCORE_WARMUP": str(self.settings.detection.zscore_warmup),
             # Tests send seconds of event time: their references are learnt from events, not minutes.
             "STREAM_MONITOR_REFERENCE_MIN_S": "0",
         }
@@ -58,15 +58,9 @@ class Isolated:
 
 def isolated_settings(broker: EmbeddedBroker, **overrides) -> Isolated:
     suffix = uuid.uuid4().hex[:8]
-    topics = Topics(
-        events=f"events-{suffix}",
-        labels=f"labels-{suffix}",
-        alerts=f"alerts-{suffix}",
-        deadletter=f"deadletter-{suffix}",
-        retrain=f"retrain-{suffix}",
-    )
-    settings = Settings(broker=broker.url, app_id=f"test-{suffix}", topics=topics, **overrides)
-    return Isolated(settings.validate())
+    topics = {f"topic_{name}": f"{name}-{suffix}" for name in ("events", "labels", "alerts", "deadletter", "retrain")}
+    # Detection settings (window_s, zscore_warmup, ...) are named like the others, as on the command line.
+    return Isolated(Settings.from_env({}, broker=broker.url, app_id=f"test-{suffix}", **topics, **overrides))
 
 
 @pytest.fixture

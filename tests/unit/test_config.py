@@ -2,7 +2,7 @@
 
 import pytest
 
-from stream.config import ConfigError, Settings, parse_broker_url
+from stream.settings import ConfigError, Settings, parse_broker_url
 
 
 def test_defaults_are_valid():
@@ -19,7 +19,7 @@ def test_environment_then_overrides():
     }
     s = Settings.from_env(env, partitions=8, topic_events="events-v2")
     assert s.bootstrap_servers == "k1:9092,k2:9092"
-    assert s.window_s == 30.0
+    assert s.detection.window_s == 30.0
     assert s.partitions == 8
     assert s.topics.alerts == "team-alerts"
     assert s.topics.events == "events-v2"

@@ -11,8 +11,8 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.config import ConfigError, Settings
 from stream.monitoring.monitor_file import MonitorConfig
+from stream.settings import ConfigError, Settings
 
 FIELDS = [f.name for f in dataclasses.fields(Settings) if f.name != "topics"]
 env_values = st.one_of(

@@ -7,7 +7,7 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.config import Settings, parse_broker_url
+from stream.settings import Settings, parse_broker_url
 from stream.web.exporter import ModelSeriesCollector
 from stream.web.metrics import PREFIX, ModelLabelCap, WorkerMetrics
 

@@ -7,13 +7,13 @@ import logging
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.sdk.client import make_event
+from stream.settings import DetectionSettings
 from stream.web.exporter import ModelSeriesCollector
 from stream.web.metrics import ModelLabelCap
 
-SETTINGS = Settings(zscore_warmup=50, reference_events=100, reference_min_s=0)
+SETTINGS = DetectionSettings(zscore_warmup=50, reference_events=100, reference_min_s=0)
 
 
 def monitor(model: str, latency: float = 20.0, errors_every: int = 0) -> ModelMonitor:

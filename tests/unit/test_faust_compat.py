@@ -12,7 +12,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from stream.config import Settings
+from stream.settings import Settings
 from stream.worker.app import MonitorApp
 from stream.worker.faust_compat import (
     FETCH_MAX_WAIT_MS,

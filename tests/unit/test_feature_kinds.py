@@ -1,7 +1,7 @@
 """A feature's kind is fixed once per model version: a type change at a window boundary is wrong_type."""
 
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import DetectionSettings
 
 
 def _event(i: int, value) -> dict:
@@ -15,7 +15,7 @@ def _event(i: int, value) -> dict:
 
 
 def test_numeric_feature_arriving_as_strings_from_a_window_boundary_is_wrong_type():
-    monitor = ModelMonitor("m", Settings(reference_events=200, reference_min_s=0))
+    monitor = ModelMonitor("m", DetectionSettings(reference_events=200, reference_min_s=0))
     alerts = []
     # 600 events = one minute: the reference is learnt, the first window closes with numbers only.
     for start in range(0, 600, 50):
@@ -32,9 +32,11 @@ def test_numeric_feature_arriving_as_strings_from_a_window_boundary_is_wrong_typ
 
 
 def test_kinds_survive_a_restore():
-    monitor = ModelMonitor("m", Settings(reference_events=100, reference_min_s=0))
+    monitor = ModelMonitor("m", DetectionSettings(reference_events=100, reference_min_s=0))
     monitor.process([_event(i, 5.0) for i in range(150)])
-    restored = ModelMonitor.from_dict("m", Settings(reference_events=100, reference_min_s=0), monitor.to_dict())
+    restored = ModelMonitor.from_dict(
+        "m", DetectionSettings(reference_events=100, reference_min_s=0), monitor.to_dict()
+    )
     assert restored.versions["1"].windows.feature_kinds == {"amount": "numeric", "country": "categorical"}
     alerts = restored.process([_event(i, "five") for i in range(700, 800)])
     assert [a["detector"] for a in alerts if a["detector"] == "wrong_type"] == ["wrong_type"]

@@ -6,15 +6,15 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.config import Settings
 from stream.contracts.alert_messages import build_alert, fingerprint, format_alert
 from stream.contracts.codec import Reject
 from stream.contracts.dead_letters import dead_letter
 from stream.contracts.schemas import validate
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import DetectionSettings
 from stream.worker.checkpoint import decode_state, encode_state
 
-SETTINGS = Settings(zscore_warmup=50, zscore_min_outliers=3, window_s=60)
+SETTINGS = DetectionSettings(zscore_warmup=50, zscore_min_outliers=3, window_s=60)
 
 
 def ev(i, latency, version="1", error=None):
@@ -234,7 +234,9 @@ def test_alerts_do_not_depend_on_how_events_are_batched():
     outcomes = {}
     for size in (2200, 10):
         evs = events(np.random.default_rng(1), 1_700_000_000.0)
-        mon = ModelMonitor("shifty", Settings(window_s=10.0, zscore_warmup=100, retrain_after_s=20, reference_min_s=0))
+        mon = ModelMonitor(
+            "shifty", DetectionSettings(window_s=10.0, zscore_warmup=100, retrain_after_s=20, reference_min_s=0)
+        )
         alerts = []
         for i in range(0, len(evs), size):
             alerts += mon.process(evs[i : i + size])

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from stream.config import ConfigError, Settings
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
+from stream.settings import ConfigError, DetectionSettings
 
 GOOD = """
 [defaults.signals.latency_ms]
@@ -59,7 +59,7 @@ def test_file_overrides_defaults_and_models(tmp_path):
 
 def test_configured_detectors_run_on_their_signals(tmp_path):
     config = load(tmp_path, GOOD)
-    mon = ModelMonitor("fraud-scorer", Settings(reference_events=100000), config)
+    mon = ModelMonitor("fraud-scorer", DetectionSettings(reference_events=100000), config)
     rng = random.Random(0)
     events = [
         {
@@ -138,7 +138,7 @@ detectors = ["zscore", "tests.poison_detector:PoisonRule"]
 "tests.poison_detector:PoisonRule" = { poison = 5.0 }
 """,
     )
-    mon = ModelMonitor("m", Settings(), config)
+    mon = ModelMonitor("m", DetectionSettings(), config)
     mon.process([{"model_version": "1", "timestamp": 1.0 + i, "latency_ms": 1.0 + i, "error": None} for i in range(3)])
     rule = mon.versions["1"].rules("latency_ms")["tests.poison_detector:PoisonRule"]
     assert rule.seen == 3 and rule.poison == 5.0
@@ -149,7 +149,7 @@ detectors = ["zscore", "tests.poison_detector:PoisonRule"]
     [
         ("tests.no_such_module:Rule", "cannot load detector"),
         ("tests.poison_detector:NoSuchClass", "cannot load detector"),
-        ("stream.config:Settings", "lacks update, to_dict, load_state"),
+        ("stream.settings:Settings", "lacks update, to_dict, load_state"),
     ],
 )
 def test_a_detector_that_cannot_be_loaded_names_the_setting(tmp_path, name, complaint):

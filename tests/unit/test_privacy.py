@@ -7,7 +7,6 @@ import logging
 
 import pytest
 
-from stream.config import ConfigError, Settings
 from stream.privacy.protect import (
     EventPrivacy,
     FieldProtection,
@@ -17,6 +16,7 @@ from stream.privacy.protect import (
     generate_key,
     keyed_hash,
 )
+from stream.settings import ConfigError, Settings
 
 
 def test_keyed_hash_is_stable_per_key_and_hides_the_value():

@@ -1,15 +1,16 @@
 """Data quality against a reference, and reference profiles on disk."""
 
+import os
 import random
 
 import orjson
 import pytest
 
-from stream.config import Settings
 from stream.contracts.schemas import validate
 from stream.detectors.quality import DataQualityRule
 from stream.monitoring.model_monitor import ModelMonitor
-from stream.monitoring.profiles import ProfileError, ReferenceProfile, build_profile, find_profile, profile_path
+from stream.monitoring.profiles import ProfileError, ProfileStore, ReferenceProfile, build_profile, profile_path
+from stream.settings import DetectionSettings
 from stream.stats import WindowStats
 from stream.worker.checkpoint import decode_state, encode_state
 
@@ -103,7 +104,7 @@ def test_each_check_fires_once_per_window():
 
 
 def test_monitor_learns_reference_from_first_events_then_alerts(tmp_path):
-    settings = Settings(reference_events=500, reference_min_s=0, zscore_warmup=100)
+    settings = DetectionSettings(reference_events=500, reference_min_s=0, zscore_warmup=100)
     mon = ModelMonitor("m", settings)
     assert mon.process(events(500, seed=8)) == []
     assert mon.versions["1"].reference.source == "first_events"
@@ -122,16 +123,21 @@ def test_profile_file_round_trip_and_lookup(tmp_path):
     profile.save(path)
     data = orjson.loads(path.read_bytes())
     assert (data["format"], data["format_version"], data["model"]) == ("stream-monitor-profile", 1, "m")
-    loaded = find_profile(tmp_path, "m", "7")
+    store = ProfileStore(tmp_path)
+    loaded = store("m", "7")
     assert loaded is not None and loaded.stats.summary() == profile.stats.summary()
     # A version's own profile wins over the model's.
     build_profile(events(10, seed=11), "m").save(profile_path(tmp_path, "m", "7"))
-    assert find_profile(tmp_path, "m", "7").events == 10
+    assert store("m", "7").events == 10
+    # A profile file rewritten is read again.
+    build_profile(events(20, seed=11), "m").save(profile_path(tmp_path, "m", "7"))
+    os.utime(profile_path(tmp_path, "m", "7"), (1, 1))
+    assert store("m", "7").events == 20
 
 
 def test_monitor_uses_a_profile_file(tmp_path):
     build_profile(events(1000, seed=12), "m").save(profile_path(tmp_path, "m"))
-    mon = ModelMonitor("m", Settings(profile_dir=str(tmp_path)))
+    mon = ModelMonitor("m", DetectionSettings(), profiles=ProfileStore(tmp_path))
     alerts = mon.process(events(200, seed=13, country="BR"))
     # All-new categories are a data-quality finding and a drift of that feature.
     assert [a["detector"] for a in alerts] == ["unseen_category", "reference_drift"]

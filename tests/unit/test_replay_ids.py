@@ -4,8 +4,8 @@
 import itertools
 
 from bench.realistic import events
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import DetectionSettings
 
 
 def _stream() -> list[dict]:
@@ -29,7 +29,7 @@ def _stream() -> list[dict]:
 
 
 def _alerts(stream: list[dict], batch: int) -> dict[str, tuple[str, str, str]]:
-    monitor = ModelMonitor("real", Settings(reference_events=1000, reference_min_s=0))
+    monitor = ModelMonitor("real", DetectionSettings(reference_events=1000, reference_min_s=0))
     out = {}
     for i in range(0, len(stream), batch):
         for a in monitor.process(stream[i : i + batch]):

@@ -7,7 +7,7 @@ import ssl
 import faust
 import pytest
 
-from stream.config import ConfigError, Settings
+from stream.settings import ConfigError, Settings
 
 
 def test_sasl_scram_over_tls_for_aiokafka_and_faust(tmp_path):

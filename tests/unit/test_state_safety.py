@@ -10,9 +10,9 @@ import zlib
 
 import pytest
 
-from stream.config import Settings
 from stream.contracts.schemas import validate
 from stream.monitoring.model_monitor import STATE_VERSION, ModelMonitor, StateError
+from stream.settings import DetectionSettings, Settings
 from stream.worker.app import MonitorApp
 from stream.worker.checkpoint import encode_state
 
@@ -31,7 +31,7 @@ def _hostile_state(tmp_path) -> tuple[dict, str]:
     marker = str(tmp_path / "pwned")
     payload = base64.b64encode(pickle.dumps(_Exploit(marker))).decode()
     # The shape the previous release wrote (no state_version; river objects pickled), with a payload in it.
-    version = ModelMonitor("m", Settings()).version("1").to_dict()
+    version = ModelMonitor("m", DetectionSettings()).version("1").to_dict()
     version["performance"] = {"pickle": payload}
     version["signal_rules"] = {"error_rate": {"adwin": {"detector": payload}}}
     return {"seq": 1, "expects_labels": False, "labels": {}, "versions": {"1": version}}, marker
@@ -40,16 +40,16 @@ def _hostile_state(tmp_path) -> tuple[dict, str]:
 def test_a_hostile_pickle_in_a_state_is_refused_not_run(tmp_path):
     state, marker = _hostile_state(tmp_path)
     with pytest.raises(StateError, match="version"):
-        ModelMonitor.from_dict("m", Settings(), state)
+        ModelMonitor.from_dict("m", DetectionSettings(), state)
     # Even stamped with the current version, the payload is only ever read as data.
     state["state_version"] = STATE_VERSION
     with pytest.raises(StateError):
-        ModelMonitor.from_dict("m", Settings(), state)
+        ModelMonitor.from_dict("m", DetectionSettings(), state)
     assert not os.path.exists(marker)
 
 
 def test_every_part_of_a_busy_state_is_plain_json():
-    monitor = ModelMonitor("m", Settings(reference_events=100, reference_min_s=0))
+    monitor = ModelMonitor("m", DetectionSettings(reference_events=100, reference_min_s=0))
     events = [
         {
             "model_version": "1",
@@ -67,7 +67,7 @@ def test_every_part_of_a_busy_state_is_plain_json():
     monitor.process_label("1", 1, 1, 2000.0)
     text = json.dumps(monitor.to_dict())  # raises on anything but JSON types
     assert "pickle" not in text
-    again = ModelMonitor.from_dict("m", Settings(reference_events=100, reference_min_s=0), json.loads(text))
+    again = ModelMonitor.from_dict("m", DetectionSettings(reference_events=100, reference_min_s=0), json.loads(text))
     assert again.to_dict()["versions"]["1"]["events"] == 3000
 
 

@@ -11,8 +11,8 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from stream.config import Settings
 from stream.monitoring.model_monitor import ModelMonitor
+from stream.settings import DetectionSettings, Settings
 from stream.worker.admission import Admission
 from stream.worker.app import MonitorApp
 from stream.worker.checkpoint import ChangelogWrites, Checkpointer, HeldRecords, decode_state
@@ -58,10 +58,9 @@ def _event(i: int, **extra) -> dict:
     return {"model": "m", "model_version": "1", "timestamp": 1000.0 + i, "latency_ms": 10.0 + i % 5, **extra}
 
 
-def _parts(settings: Settings | None = None, max_records: int = 1000):
-    settings = settings or Settings(state_cache_models=2)
+def _parts(max_models: int = 2, max_records: int = 1000):
     table = Table()
-    states = ModelStates(table, settings)
+    states = ModelStates(table, DetectionSettings(), max_models)
     held = HeldRecords(interval_s=3600, max_records=max_records)
     checkpointer = Checkpointer(states, table, held, ChangelogWrites())
     states.pinned = checkpointer.busy
@@ -77,7 +76,7 @@ def _apply(states, checkpointer, model, record, events):
 
 
 def test_the_cache_never_evicts_a_model_whose_changes_are_not_saved_nor_the_one_just_loaded():
-    _, states, checkpointer = _parts(Settings(state_cache_models=1))
+    _, states, checkpointer = _parts(max_models=1)
     busy = _apply(states, checkpointer, "busy", Record("events", 0, 0), [_event(0)])
     for name in ("a", "b", "c"):
         states.get(name)
@@ -87,7 +86,7 @@ def test_the_cache_never_evicts_a_model_whose_changes_are_not_saved_nor_the_one_
 
 def test_more_changed_models_than_the_cache_holds_are_all_saved():
     async def run():
-        table, states, checkpointer = _parts(Settings(state_cache_models=2))
+        table, states, checkpointer = _parts(max_models=2)
         records = [Record("events", 0, i) for i in range(5)]
         for i, record in enumerate(records):
             _apply(states, checkpointer, f"m{i}", record, [_event(i)])
@@ -264,7 +263,7 @@ def test_a_state_saved_by_the_checkpointer_is_what_the_cache_loads_after_a_resta
         return table
 
     table = asyncio.run(run())
-    restarted = ModelStates(table, Settings())
+    restarted = ModelStates(table, DetectionSettings(), max_models=10)
     monitor = restarted.get("m")
     assert monitor.versions["1"].events == 10 and monitor.seq == 1
     assert monitor.already_applied("events:0", 0)

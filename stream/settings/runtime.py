@@ -1,51 +1,22 @@
-"""Worker settings: connection and topic names from the environment or flags.
+"""The worker's runtime settings: connection, topics, web, checkpoints, security; from the environment or flags.
 
 Every setting has a default that works on the embedded broker. A wrong value
-stops the program with a :class:`ConfigError` that names the setting.
+stops the program with a :class:`~stream.settings.common.ConfigError` that
+names the setting.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import socket
 import tempfile
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
-ENV_PREFIX = "STREAM_MONITOR_"
-_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names it and says what is expected."""
-
-
-def parse_broker_url(url: str) -> str:
-    """Turn ``kafka://HOST:PORT[,HOST:PORT]`` into aiokafka's bootstrap string.
-
-    >>> parse_broker_url("kafka://127.0.0.1:9092")
-    '127.0.0.1:9092'
-    >>> parse_broker_url("localhost:9092;kafka://b2:9093")
-    'localhost:9092,b2:9093'
-    >>> parse_broker_url("http://x")
-    Traceback (most recent call last):
-    ...
-    stream.config.ConfigError: broker: 'http://x' is not of the form kafka://HOST:PORT
-    """
-    hosts = []
-    for part in re.split(r"[;,]", url.strip()):
-        part = part.strip()
-        if part.startswith("kafka://"):
-            part = part[len("kafka://") :]
-        part = part.rstrip("/")
-        if not _HOSTPORT.match(part) or not 0 < int(part.rsplit(":", 1)[1]) < 65536:
-            raise ConfigError(f"broker: {url!r} is not of the form kafka://HOST:PORT")
-        hosts.append(part)
-    if not hosts:
-        raise ConfigError("broker: empty broker URL; expected kafka://HOST:PORT")
-    return ",".join(hosts)
+from stream.settings.common import ENV_PREFIX, ConfigError, convert, parse_broker_url, positive
+from stream.settings.detection import DetectionSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +32,11 @@ class Topics:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a worker, the SDK and the CLI need to agree on."""
+    """What a worker, the SDK and the CLI need to agree on: connection, topics, web, checkpoints, security.
+
+    The detection settings are one field, :attr:`detection`, handed to the
+    monitoring domain as they are.
+    """
 
     broker: str = "kafka://127.0.0.1:9092"
     app_id: str = "stream-monitor"
@@ -71,40 +46,16 @@ class Settings:
     web_port: int = 6066
     # When set, /models, /models/*/stats and /metrics require "Authorization: Bearer <token>".
     web_token: str = field(default="", repr=False)
-    window_s: float = 60.0
-    hopping_s: float = 600.0
-    hop_s: float = 60.0
-    lateness_s: float = 30.0
     # Event timestamps beyond the worker's clock by more than this, or before
     # earliest_timestamp (2000-01-01), are dead-lettered: one event stamped in
     # the far future would close every window of its model.
     max_future_s: float = 300.0
     earliest_timestamp: float = 946_684_800.0
-    reference_events: int = 1000
-    # A learnt reference also spans at least this much event time, so that it holds
-    # the signal's ordinary variation from minute to minute, not one snapshot of it.
-    reference_min_s: float = 300.0
+    # Folder of reference profiles (see stream.monitoring.profiles); read by the worker, not by the domain.
     profile_dir: str = ""
     # TOML file of detectors per model and signal (see stream.monitoring.monitor_file); empty: built-in defaults.
     monitors_file: str = ""
-    max_features: int = 200
-    max_categories: int = 100
-    zscore_threshold: float = 4.0
-    zscore_warmup: int = 200
-    zscore_min_outliers: int = 5
-    alert_cooldown_s: float = 300.0
-    # 0: two tumbling windows without a finding resolve an alert.
-    resolve_after_s: float = 0.0
-    # Keep predictions for the label join: "auto" once a model got a label,
-    # "always", or "never".
-    join_predictions: str = "auto"
     label_ttl_s: float = 6 * 3600.0
-    performance_window: int = 500
-    performance_margin: float = 0.05
-    # Drift or a performance drop firing this long asks for retraining.
-    retrain_after_s: float = 900.0
-    drift_alpha: float = 0.001
-    drift_min_psi: float = 0.1
     # Per-model series on /metrics for at most this many models per worker;
     # beyond it, one warning and a count, so Prometheus is not flooded.
     metrics_max_models: int = 200
@@ -148,6 +99,7 @@ class Settings:
     # never reach an alert, a log line, a metric or a dead-letter reason: the
     # worker replaces them with keyed hashes as it decodes each event.
     sensitive_fields: str = ""
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
     # Faust's working folder; tables live in memory and in changelogs, so by
     # default it goes to the temp folder rather than the current directory.
     data_dir: str = ""
@@ -228,55 +180,27 @@ class Settings:
             name = getattr(self.topics, f.name)
             if not re.match(r"^[A-Za-z0-9._-]{1,200}$", name):
                 raise ConfigError(f"topics.{f.name}: {name!r} is not a valid topic name")
-        _positive("partitions", self.partitions, integer=True)
-        _positive("web_port", self.web_port, integer=True)
+        positive("partitions", self.partitions, integer=True)
+        positive("web_port", self.web_port, integer=True)
         if self.web_port > 65535:
             raise ConfigError(f"web_port: {self.web_port} is above 65535")
-        for name in ("window_s", "hopping_s", "hop_s"):
-            value = getattr(self, name)
-            _positive(name, value)
-            if value != int(value):
-                raise ConfigError(f"{name}: {value!r} must be a whole number of seconds")
-        if self.hopping_s % self.hop_s:
-            raise ConfigError(f"hopping_s: {self.hopping_s:g} must be a multiple of hop_s ({self.hop_s:g})")
-        if self.lateness_s < 0:
-            raise ConfigError(f"lateness_s: {self.lateness_s!r} must not be negative")
-        _positive("reference_events", self.reference_events, integer=True)
-        if self.reference_min_s < 0:
-            raise ConfigError(f"reference_min_s: {self.reference_min_s!r} must not be negative")
-        _positive("alert_cooldown_s", self.alert_cooldown_s)
-        if self.resolve_after_s < 0:
-            raise ConfigError(f"resolve_after_s: {self.resolve_after_s!r} must not be negative")
-        if not 0 < self.drift_alpha < 1:
-            raise ConfigError(f"drift_alpha: {self.drift_alpha!r} must be between 0 and 1")
-        _positive("drift_min_psi", self.drift_min_psi)
-        if self.join_predictions not in ("auto", "always", "never"):
-            raise ConfigError(f"join_predictions: {self.join_predictions!r} must be auto, always or never")
-        _positive("label_ttl_s", self.label_ttl_s)
-        _positive("max_future_s", self.max_future_s)
+        positive("label_ttl_s", self.label_ttl_s)
+        positive("max_future_s", self.max_future_s)
         if self.earliest_timestamp < 0:
             raise ConfigError(f"earliest_timestamp: {self.earliest_timestamp!r} must not be negative")
-        _positive("retrain_after_s", self.retrain_after_s)
-        _positive("performance_window", self.performance_window, integer=True)
-        _positive("performance_margin", self.performance_margin)
-        _positive("max_features", self.max_features, integer=True)
-        _positive("max_categories", self.max_categories, integer=True)
         if self.monitors_file and not os.path.isfile(self.monitors_file):
             raise ConfigError(f"monitors_file: {self.monitors_file!r} is not a file")
         if self.profile_dir and not os.path.isdir(self.profile_dir):
             raise ConfigError(f"profile_dir: {self.profile_dir!r} is not a folder")
-        _positive("zscore_threshold", self.zscore_threshold)
-        _positive("zscore_warmup", self.zscore_warmup, integer=True)
-        _positive("zscore_min_outliers", self.zscore_min_outliers, integer=True)
-        _positive("connect_timeout_s", self.connect_timeout_s)
-        _positive("group_timeout_s", self.group_timeout_s)
-        _positive("shutdown_grace_s", self.shutdown_grace_s)
-        _positive("metrics_max_models", self.metrics_max_models, integer=True)
-        _positive("checkpoint_interval_s", self.checkpoint_interval_s)
-        _positive("checkpoint_max_records", self.checkpoint_max_records, integer=True)
-        _positive("ingest_batch_records", self.ingest_batch_records, integer=True)
-        _positive("ingest_wait_s", self.ingest_wait_s)
-        _positive("state_cache_models", self.state_cache_models, integer=True)
+        positive("connect_timeout_s", self.connect_timeout_s)
+        positive("group_timeout_s", self.group_timeout_s)
+        positive("shutdown_grace_s", self.shutdown_grace_s)
+        positive("metrics_max_models", self.metrics_max_models, integer=True)
+        positive("checkpoint_interval_s", self.checkpoint_interval_s)
+        positive("checkpoint_max_records", self.checkpoint_max_records, integer=True)
+        positive("ingest_batch_records", self.ingest_batch_records, integer=True)
+        positive("ingest_wait_s", self.ingest_wait_s)
+        positive("state_cache_models", self.state_cache_models, integer=True)
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
         if self.security_protocol not in protocols:
             raise ConfigError(f"security_protocol: {self.security_protocol!r} is not one of {', '.join(protocols)}")
@@ -296,63 +220,50 @@ class Settings:
                 key_from_text(getattr(self, name), name)
         if self.sensitive_fields and not self.hash_key:
             raise ConfigError("hash_key: sensitive_fields are hashed with hash_key, which is not set")
+        self.detection.validate()
         return self
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``STREAM_MONITOR_*`` variables, then explicit overrides.
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``STREAM_MONITOR_*`` variables, then explicit overrides; validated.
 
-        >>> Settings.from_env({"STREAM_MONITOR_PARTITIONS": "8"}).partitions
-        8
+        Detection settings are named like the others (``STREAM_MONITOR_WINDOW_S``,
+        ``window_s=``) and land in :attr:`detection`.
+
+        >>> Settings.from_env({"STREAM_MONITOR_PARTITIONS": "8", "STREAM_MONITOR_WINDOW_S": "30"}).detection.window_s
+        30.0
         >>> Settings.from_env({"STREAM_MONITOR_PARTITIONS": "many"})
         Traceback (most recent call last):
         ...
-        stream.config.ConfigError: partitions (STREAM_MONITOR_PARTITIONS): 'many' is not a int
+        stream.settings.common.ConfigError: partitions (STREAM_MONITOR_PARTITIONS): 'many' is not a whole number
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        topic_values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "topics":
-                for tf in fields(Topics):
-                    var = f"{ENV_PREFIX}TOPIC_{tf.name.upper()}"
-                    if var in env:
-                        topic_values[tf.name] = env[var]
+        values = _read_env(env, [f for f in fields(cls) if f.name not in ("topics", "detection")])
+        detection = _read_env(env, fields(DetectionSettings))
+        topics = {
+            tf.name: env[f"{ENV_PREFIX}TOPIC_{tf.name.upper()}"]
+            for tf in fields(Topics)
+            if f"{ENV_PREFIX}TOPIC_{tf.name.upper()}" in env
+        }
+        for name, value in overrides.items():
+            if value is None:
                 continue
-            var = ENV_PREFIX + f.name.upper()
-            if var in env:
-                values[f.name] = _convert(f.name, var, env[var], f.type)
-        settings = cls(**values)
-        if topic_values:
-            settings = replace(settings, topics=replace(settings.topics, **topic_values))
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        topic_over = {k: clean.pop(k) for k in list(clean) if k.startswith("topic_")}
-        settings = replace(settings, **clean)
-        if topic_over:
-            topics = replace(settings.topics, **{k[6:]: v for k, v in topic_over.items()})
-            settings = replace(settings, topics=topics)
-        return settings.validate()
+            if name.startswith("topic_"):
+                topics[name[len("topic_") :]] = value
+            elif name in DETECTION_FIELDS:
+                detection[name] = value
+            else:
+                values[name] = value
+        return cls(**values, topics=Topics(**topics), detection=DetectionSettings(**detection)).validate()
 
 
-def _convert(name: str, var: str, raw: str, type_name: Any) -> Any:
-    if str(type_name) == "bool":
-        if raw.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.strip().lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ConfigError(f"{name} ({var}): {raw!r} is not a yes/no value")
-    kind = {"int": int, "float": float, "str": str}.get(str(type_name), str)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} ({var}): {raw!r} is not a {kind.__name__}") from None
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{name} ({var}): {raw!r} is not a finite number")
-    return value
+DETECTION_FIELDS = frozenset(f.name for f in fields(DetectionSettings))
 
 
-def _positive(name: str, value: Any, integer: bool = False) -> None:
-    if integer and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ConfigError(f"{name}: {value!r} must be a whole number")
-    if not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{name}: {value!r} must be greater than 0")
+def _read_env(env: Mapping[str, str], wanted: Iterable[Field[Any]]) -> dict[str, Any]:
+    values = {}
+    for f in wanted:
+        var = ENV_PREFIX + f.name.upper()
+        if var in env:
+            values[f.name] = convert(f.name, var, env[var], f.type)
+    return values
