@@ -27,9 +27,9 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
-from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
+from stream.detectors.base import Finding
+from stream.detectors.correlation import CorrelationShift, correlation
 from stream.detectors.outliers import WindowOutlierCount
 from stream.stats.features import FeatureColumns
 from stream.stats.sketch import QuantileSketch
@@ -61,7 +61,7 @@ class MahalanobisRule:
         warmup: int = 2000,
         quantile: float = 0.999,
         margin: float = 1.5,
-        half_life: float = 20_000.0,
+        half_life: float = 693.0,
         min_outliers: int = 5,
         min_share: float = 0.01,
         window_s: float = 60.0,
@@ -81,7 +81,10 @@ class MahalanobisRule:
         self.warmup = warmup
         self.quantile = quantile
         self.margin = margin
-        self.alpha = 1.0 - 0.5 ** (1.0 / half_life)
+        # The weight of each new normal event in the running mean and covariance. (Until this
+        # release the correlation test's alpha overwrote it: the rate in effect was 0.001, a
+        # half-life of 693 events, whatever half_life said. That default keeps the behaviour.)
+        self.learning_rate = 1.0 - 0.5 ** (1.0 / half_life)
         self.window_s = window_s
         self.seen = 0
         self.mean = np.zeros(p)
@@ -90,16 +93,9 @@ class MahalanobisRule:
         self.distances = QuantileSketch()  # squared distances of normal events
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
         self.worst: list[dict[str, Any]] = []
-        self.alpha = alpha
-        self.min_correlation_change = min_correlation_change
-        self.min_events = min_events
-        self.reference_corr: np.ndarray | None = None  # the warm-up's correlations, fixed
-        self.window_start: float | None = None
-        self.window_n = 0
-        self.window_sum = np.zeros(p)
-        self.window_outer = np.zeros((p, p))
-        self.checkpoints = WindowCheckpoints(min_events)
-        self.window_fired = False
+        self.correlations = CorrelationShift(
+            self.features, warmup, window_s, alpha=alpha, min_change=min_correlation_change, min_events=min_events
+        )
 
     def _matrix(self, columns: FeatureColumns) -> np.ndarray:
         x = np.column_stack([columns.get(name) for name in self.features])
@@ -126,7 +122,7 @@ class MahalanobisRule:
         n = x.shape[0]
         if n == 0:
             return
-        w = 1.0 - (1.0 - self.alpha) ** n
+        w = 1.0 - (1.0 - self.learning_rate) ** n
         batch_mean = x.mean(axis=0)
         batch_cov = (x - batch_mean).T @ (x - batch_mean) / n
         delta = batch_mean - self.mean
@@ -150,11 +146,11 @@ class MahalanobisRule:
         if not events:
             return []
         x = self._matrix(columns or FeatureColumns(events))
-        self._accumulate(x, float(events[0]["timestamp"]))
+        self.correlations.accumulate(x, float(events[0]["timestamp"]))
         if self.seen < self.warmup:
             self._learn_warmup(x)
             if self.seen >= self.warmup:
-                self.reference_corr = _correlation(self.cov)
+                self.correlations.reference = correlation(self.cov)
             return []
         d2, z = self._distances(x)
         limit = self.distances.quantile(self.quantile) if self.distances.count else None
@@ -180,81 +176,13 @@ class MahalanobisRule:
     def _raw(self, value: float, j: int) -> float:
         return float(np.exp(value)) if self.log_mask[j] else float(value)
 
-    def _accumulate(self, x: np.ndarray, first_time: float) -> None:
-        start = first_time - first_time % self.window_s
-        if start != self.window_start:
-            self.window_start, self.window_n = start, 0
-            self.window_sum = np.zeros(len(self.features))
-            self.window_outer = np.zeros((len(self.features), len(self.features)))
-        self.window_n += x.shape[0]
-        self.window_sum += x.sum(axis=0)
-        self.window_outer += x.T @ x
-
     def events_until_test(self, window_start: float, count: int) -> int | None:
-        """Events the window starting at ``window_start`` (holding ``count``) takes before its next test.
-
-        None: this window had its alert. See :class:`WindowCheckpoints`.
-        """
-        if self.window_fired and window_start == self.checkpoints.window_start:
-            return None
-        return self.checkpoints.events_until_due(window_start, count)
+        """Events the window starting at ``window_start`` (holding ``count``) takes before its correlation test."""
+        return self.correlations.events_until_test(window_start, count)
 
     def test_correlations(self, window_start: float, count: int, event_time: float) -> list[Finding]:
-        """Compare this window's correlations with the warm-up's when the window (holding ``count``) is due.
-
-        At most one finding per window.
-        """
-        if self.checkpoints.new_window(window_start):
-            self.window_fired = False
-        if self.window_fired or not self.checkpoints.reached(window_start, count):
-            return []
-        n = self.window_n
-        if self.reference_corr is None or n < self.min_events or len(self.features) < 2:
-            return []
-        mean = self.window_sum / n
-        cov = self.window_outer / n - np.outer(mean, mean)
-        corr = _correlation(cov)
-        upper = np.triu_indices(len(self.features), k=1)
-        ref = self.reference_corr[upper]
-        now = corr[upper]
-        se = math.sqrt(1 / max(n - 3, 1) + 1 / max(self.warmup - 3, 1))
-        z = np.abs(np.arctanh(np.clip(now, -0.999, 0.999)) - np.arctanh(np.clip(ref, -0.999, 0.999))) / se
-        level = self.checkpoints.level(self.alpha) / len(ref)
-        changed = (2 * scipy_stats.norm.sf(z) < level) & (np.abs(now - ref) >= self.min_correlation_change)
-        if not changed.any():
-            return []
-        self.window_fired = True
-        order = np.argsort(-np.abs(now - ref) * changed)
-        pairs = [
-            {
-                "features": [self.features[upper[0][k]], self.features[upper[1][k]]],
-                "reference": round(float(ref[k]), 4),
-                "window": round(float(now[k]), 4),
-            }
-            for k in order[: min(5, int(changed.sum()))]
-        ]
-        top = pairs[0]
-        a, b = top["features"]
-        biggest = abs(top["window"] - top["reference"])
-        return [
-            Finding(
-                signal="features",
-                detector="correlation",
-                kind="drift",
-                severity="critical" if biggest >= 0.5 else "warning",
-                value=top["window"],
-                threshold=self.min_correlation_change,
-                baseline={"correlation": top["reference"], "events": self.warmup, "pairs": len(ref)},
-                message=(
-                    f"the correlation of {a} and {b} is {top['window']:.2f} in this window's {n} events, "
-                    f"{top['reference']:.2f} in the first {self.warmup}; {int(changed.sum())} of {len(ref)} "
-                    "feature pairs changed (Fisher z test, Bonferroni over pairs)."
-                ),
-                event_time=event_time,
-                window=tumbling_window(self.window_start or 0.0, self.window_s),
-                evidence={"pairs": pairs, "window_events": n, "level": level},
-            )
-        ]
+        """Compare this window's correlations with the warm-up's when a test is due (see :class:`CorrelationShift`)."""
+        return self.correlations.test(window_start, count, event_time)
 
     def _finding(self, ts: float, limit: float) -> Finding:
         count = self.count
@@ -296,15 +224,7 @@ class MahalanobisRule:
             "cov": self.cov.tolist(),
             "m2": self.m2.tolist(),
             "distances": self.distances.to_dict(),
-            "reference_corr": None if self.reference_corr is None else self.reference_corr.tolist(),
-            "correlation_window": {
-                "start": self.window_start,
-                "n": self.window_n,
-                "sum": self.window_sum.tolist(),
-                "outer": self.window_outer.tolist(),
-                "checkpoints": self.checkpoints.to_dict(),
-                "fired": self.window_fired,
-            },
+            **self.correlations.to_dict(),
             "window": self.count.to_dict(),
             "worst": self.worst,
         }
@@ -318,20 +238,6 @@ class MahalanobisRule:
         self.seen = state["seen"]
         self.mean, self.cov, self.m2 = np.array(state["mean"]), np.array(state["cov"]), np.array(state["m2"])
         self.distances = QuantileSketch.from_dict(state["distances"])
-        corr = state["reference_corr"]
-        self.reference_corr = None if corr is None else np.array(corr)
-        w = state["correlation_window"]
-        self.window_start, self.window_n = w["start"], int(w["n"])
-        self.checkpoints.load_state(w["checkpoints"])
-        self.window_sum, self.window_outer, self.window_fired = np.array(w["sum"]), np.array(w["outer"]), w["fired"]
+        self.correlations.load_state(state)
         self.count.load_state(state["window"])
         self.worst = state["worst"]
-
-
-def _correlation(cov: np.ndarray) -> np.ndarray:
-    """The correlation matrix of a covariance matrix (0 where a feature does not vary)."""
-    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-    scale = np.outer(sd, sd)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = np.where(scale > 0, cov / scale, 0.0)
-    return np.clip(corr, -1.0, 1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stream.detectors.base import tumbling_window
-from stream.stats.windows import window_start
+from stream.stats.window_stats import window_start
 
 
 class WindowOutlierCount:

@@ -146,34 +146,6 @@ class DataQualityRule:
         self.fired.add(key)
         return True
 
-    def _finding(
-        self,
-        feature: str,
-        detector: str,
-        severity: str,
-        value: float,
-        threshold: float,
-        baseline: dict[str, Any],
-        message: str,
-        window: WindowStats,
-        window_s: float,
-        event_time: float,
-        evidence: dict[str, Any],
-    ) -> Finding:
-        return Finding(
-            signal=f"features.{feature}",
-            detector=detector,
-            kind="data_quality",
-            severity=severity,
-            value=round(value, 6),
-            threshold=round(threshold, 6),
-            baseline=baseline,
-            message=message,
-            event_time=event_time,
-            window=tumbling_window(window.start, window_s),
-            evidence={"feature": feature, "window_count": window.count, **evidence},
-        )
-
     def _missing(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
         n = stats.count
         if n < self.min_events or not ref.count:
@@ -186,7 +158,7 @@ class DataQualityRule:
         if not self._once(f"missing:{name}"):
             return None
         severity = "critical" if p >= 0.5 else "warning"
-        return self._finding(
+        return _finding(
             name,
             "missing_rate",
             severity,
@@ -220,7 +192,7 @@ class DataQualityRule:
         if not self._once(f"unseen:{name}"):
             return None
         top = sorted(unseen.items(), key=lambda kv: -kv[1])[:5]
-        return self._finding(
+        return _finding(
             name,
             "unseen_category",
             "critical" if share >= 0.1 else "warning",
@@ -253,7 +225,7 @@ class DataQualityRule:
             return None
         lo, hi = self._ranges[name]
         ref = self.reference.features.features[name]
-        return self._finding(
+        return _finding(
             name,
             "out_of_range",
             "critical" if share >= 0.1 else "warning",
@@ -273,7 +245,7 @@ class DataQualityRule:
             return None
         expected = "numbers" if isinstance(stats, NumericStats) else "categories"
         rate = stats.wrong_type / stats.count
-        return self._finding(
+        return _finding(
             name,
             "wrong_type",
             "warning",
@@ -310,3 +282,31 @@ def _upper(p: float, n: int, z: float) -> float:
     0.0377
     """
     return p + z * math.sqrt(max(p * (1 - p), 1 / n) / n)
+
+
+def _finding(
+    feature: str,
+    detector: str,
+    severity: str,
+    value: float,
+    threshold: float,
+    baseline: dict[str, Any],
+    message: str,
+    window: WindowStats,
+    window_s: float,
+    event_time: float,
+    evidence: dict[str, Any],
+) -> Finding:
+    return Finding(
+        signal=f"features.{feature}",
+        detector=detector,
+        kind="data_quality",
+        severity=severity,
+        value=round(value, 6),
+        threshold=round(threshold, 6),
+        baseline=baseline,
+        message=message,
+        event_time=event_time,
+        window=tumbling_window(window.start, window_s),
+        evidence={"feature": feature, "window_count": window.count, **evidence},
+    )

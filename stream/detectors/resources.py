@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from stream.detectors.base import Finding, tumbling_window
-from stream.stats.windows import window_start
+from stream.stats.window_stats import window_start
 
 
 def trend(points: list[tuple[float, float]]) -> tuple[float, float]:

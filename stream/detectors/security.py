@@ -19,7 +19,7 @@ import orjson
 
 from stream.detectors.base import Finding, tumbling_window
 from stream.privacy.pii import find_pii, iter_text_fields
-from stream.stats.windows import window_start
+from stream.stats.window_stats import window_start
 
 # Kinds whose leak is an incident by itself; e-mail, phone and IP addresses are warnings.
 CRITICAL_KINDS = {"payment_card", "iban", "cn_resident_id", "api_key", "private_key"}

@@ -8,7 +8,6 @@ version and the model-wide bookkeeping.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -23,9 +22,11 @@ from stream.detectors.security import ClientAbuseRule, PrivateDataRule
 from stream.monitoring.alert_lifecycle import AlertLifecycle
 from stream.monitoring.monitor_file import ModelMonitors, MonitorConfig, build_rule
 from stream.monitoring.profiles import ProfileSource, ReferenceProfile
+from stream.monitoring.reference_learning import ReferenceLearner
+from stream.monitoring.signals import signal_series
 from stream.settings import DetectionSettings
 from stream.stats import EventTimeWindows, WindowStats
-from stream.stats.features import FeatureColumns, is_numeric
+from stream.stats.features import FeatureColumns
 
 # A batch is split at most this many times at window boundaries (see VersionMonitor.process).
 MAX_WINDOW_CUTS = 64
@@ -40,6 +41,7 @@ class VersionMonitor:
         "detection",
         "drift",
         "events",
+        "learner",
         "lifecycle",
         "model",
         "multivariate",
@@ -48,7 +50,6 @@ class VersionMonitor:
         "private_data",
         "quality",
         "reference",
-        "reference_builder",
         "resources",
         "signal_rules",
         "version",
@@ -98,13 +99,13 @@ class VersionMonitor:
         self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None
         self.reference: ReferenceProfile | None = None
-        self.reference_builder: WindowStats | None = None
+        self.learner: ReferenceLearner | None = None
         self.quality: DataQualityRule | None = None
         profile = profiles(model, version) if profiles is not None else None
         if profile is not None:
             self._set_reference(profile)
         else:
-            self.reference_builder = WindowStats(0.0, 0.0, detection.max_features, detection.max_categories)
+            self.learner = self._learner()
 
     def _lifecycle(self) -> AlertLifecycle:
         detection = self.detection
@@ -118,20 +119,10 @@ class VersionMonitor:
 
     def _set_reference(self, profile: ReferenceProfile) -> None:
         self.reference = profile
-        self.reference_builder = None
+        self.learner = None
         self.windows.fix_kinds(profile.stats.features.kinds())
         self.quality = DataQualityRule(profile.stats)
-        params = self.config.multivariate
-        if params is not None:
-            params = dict(params)
-            limit = params.pop("max_features", 20)
-            features = profile.stats.features.features
-            numeric = [n for n, f in features.items() if f.kind == "numeric"][:limit]
-            if len(numeric) >= 2:
-                skewed = [n for n in numeric if _positive_and_skewed(features[n])]
-                self.multivariate = MahalanobisRule(
-                    numeric, window_s=self.detection.window_s, log_features=skewed, **params
-                )
+        self.multivariate = multivariate_rule(profile, self.config.multivariate, self.detection.window_s)
         options = {"alpha": self.detection.drift_alpha, "min_psi": self.detection.drift_min_psi}
         self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
 
@@ -152,32 +143,6 @@ class VersionMonitor:
                 rules[name] = build_rule(signal, name, params, self.detection.window_s, f"{signal}.{name}")
             self.signal_rules[signal] = rules
         return rules
-
-    def _signals(
-        self, events: list[dict[str, Any]], columns: FeatureColumns
-    ) -> list[tuple[str, list[float], list[float]]]:
-        times = [e["timestamp"] for e in events]
-        out = [
-            ("latency_ms", [e["latency_ms"] for e in events], times),
-            ("error_rate", [1.0 if e.get("error") else 0.0 for e in events], times),
-        ]
-        for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
-            if not self.config.detectors_for(name):
-                continue
-            present = [e for e in events if is_numeric(e.get(name))]
-            if present:
-                out.append((name, [float(e[name]) for e in present], [e["timestamp"] for e in present]))
-        if any(s.startswith("features.") for s in self.config.signals):
-            stamps = np.asarray(times)
-            for feature in self.windows.feature_names:
-                signal = f"features.{feature}"
-                if not self.config.detectors_for(signal):
-                    continue
-                column = columns.get(feature)
-                present = ~np.isnan(column)
-                if present.any():
-                    out.append((signal, column[present].tolist(), stamps[present].tolist()))
-        return out
 
     def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Update windows and detectors with one version's events; return alerts.
@@ -223,16 +188,18 @@ class VersionMonitor:
         columns = FeatureColumns(events)
         placed_columns = columns if placed is events else FeatureColumns(placed)
         findings = []
-        for signal, values, times in self._signals(events, columns):
+        for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
             for rule in self.rules(signal).values():
                 findings += rule.update(values, times)
         findings += self.private_data.update(events) + self.clients.update(events) + self.resources.update(events)
         watermark = self.windows.watermark
         assert watermark is not None
         checked, checked_columns = placed, placed_columns
-        if self.reference_builder is not None:
+        if self.learner is not None:
             # A batch may complete the reference and go on past it: the rest is checked against it.
-            used = self._learn_reference(events)
+            used, profile = self.learner.learn(events, kinds=self.windows.feature_kinds)
+            if profile is not None:
+                self._set_reference(profile)
             checked = _after(placed, events, used) if self.quality is not None else []
             if checked is not placed:
                 checked_columns = FeatureColumns(checked)
@@ -251,34 +218,11 @@ class VersionMonitor:
         findings = self.performance.update(label, prediction, label_time)
         return self.performance_lifecycle.observe(findings, label_time)
 
-    def _learn_reference(self, events: list[dict[str, Any]]) -> int:
-        """Learn the reference from the first events; return how many of ``events`` it took."""
-        builder = self.reference_builder
-        assert builder is not None
-        room = self._reference_room(builder, events)
-        builder.update(events[:room], kinds=self.windows.feature_kinds)
-        if room < len(events) or self._reference_complete(builder):
-            if builder.first_event_time is not None and builder.last_event_time is not None:
-                builder.start, builder.end = builder.first_event_time, builder.last_event_time
-            self._set_reference(ReferenceProfile(self.model, self.version, "first_events", time.time(), builder))
-        return min(room, len(events))
-
-    def _reference_complete(self, builder: WindowStats) -> bool:
-        first, last = builder.first_event_time, builder.last_event_time
-        span = 0.0 if first is None or last is None else last - first
-        return builder.count >= self.detection.reference_events and span >= self.detection.reference_min_s
-
-    def _reference_room(self, builder: WindowStats, events: list[dict[str, Any]]) -> int:
-        """How many of ``events`` the reference still takes: until it has its events and its span of time."""
-        by_count = max(self.detection.reference_events - builder.count, 0)
-        if not events or by_count >= len(events):
-            return len(events)
-        first = builder.first_event_time if builder.first_event_time is not None else events[0]["timestamp"]
-        stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
-        spanned = np.flatnonzero(stamps - first >= self.detection.reference_min_s)
-        if not spanned.size:
-            return len(events)
-        return max(by_count, int(spanned[0]) + 1)
+    def _learner(self, stats: WindowStats | None = None) -> ReferenceLearner:
+        d = self.detection
+        return ReferenceLearner(
+            self.model, self.version, d.reference_events, d.reference_min_s, d.max_features, d.max_categories, stats
+        )
 
     def summary(self, view: str = "tumbling") -> dict[str, Any]:
         """The version's statistics in the ``tumbling`` or ``hopping`` view."""
@@ -298,13 +242,7 @@ class VersionMonitor:
             if reference is None
             else {"source": reference.source, "events": reference.events, "created_at": reference.created_at},
             "performance": self.performance.summary(),
-            "reference_progress": None
-            if self.reference_builder is None
-            else {
-                "events": self.reference_builder.count,
-                "needed": self.detection.reference_events,
-                "needed_s": self.detection.reference_min_s,
-            },
+            "reference_progress": None if self.learner is None else self.learner.progress(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -313,7 +251,7 @@ class VersionMonitor:
             "events": self.events,
             "windows": self.windows.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),
-            "reference_builder": None if self.reference_builder is None else self.reference_builder.to_dict(),
+            "reference_builder": None if self.learner is None else self.learner.stats.to_dict(),
             "quality": None if self.quality is None else self.quality.to_dict(),
             "drift": None if self.drift is None else self.drift.to_dict(),
             "multivariate": None if self.multivariate is None else self.multivariate.to_dict(),
@@ -345,7 +283,7 @@ class VersionMonitor:
             if state["multivariate"] is not None and self.multivariate is not None:
                 self.multivariate.load_state(state["multivariate"])
         elif state["reference_builder"] is not None and self.reference is None:
-            self.reference_builder = WindowStats.from_dict(state["reference_builder"])
+            self.learner = self._learner(WindowStats.from_dict(state["reference_builder"]))
         for signal, saved in state["signal_rules"].items():
             rules = self.rules(signal)
             for name, rule_state in saved.items():
@@ -357,6 +295,22 @@ class VersionMonitor:
             getattr(self, name).load_state(state[name])
         self.performance = PerformanceMonitor.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
+
+
+def multivariate_rule(
+    profile: ReferenceProfile, params: dict[str, Any] | None, window_s: float
+) -> MahalanobisRule | None:
+    """The multivariate rule over the profile's numeric features (None: not configured, or under two features)."""
+    if params is None:
+        return None
+    params = dict(params)
+    limit = params.pop("max_features", 20)
+    features = profile.stats.features.features
+    numeric = [n for n, f in features.items() if f.kind == "numeric"][:limit]
+    if len(numeric) < 2:
+        return None
+    skewed = [n for n in numeric if _positive_and_skewed(features[n])]
+    return MahalanobisRule(numeric, window_s=window_s, log_features=skewed, **params)
 
 
 def _positive_and_skewed(stats: Any) -> bool:

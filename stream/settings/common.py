@@ -14,6 +14,10 @@ class ConfigError(ValueError):
     """A setting is wrong; the message names it and says what is expected."""
 
 
+class InstallError(ImportError):
+    """The installed packages cannot run this; the message says what to install."""
+
+
 def parse_broker_url(url: str) -> str:
     """Turn ``kafka://HOST:PORT[,HOST:PORT]`` into aiokafka's bootstrap string.
 

@@ -48,6 +48,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
+from stream.settings.common import InstallError
 from stream.worker.offset_order import Hole, PartitionOrder
 
 # The versions this module was written against and the fault tests pass with.
@@ -55,7 +56,7 @@ TESTED_FAUST = "0.15.3"
 TESTED_AIOKAFKA = "0.14.0"
 
 
-class FaustIncompatible(ImportError):
+class FaustIncompatible(InstallError):
     """The installed Faust or aiokafka lacks a private name the worker relies on."""
 
 

@@ -152,3 +152,15 @@ def test_dashboards_use_only_exported_metric_names():
         for expr in exprs:
             used = set(re.findall(rf"{PREFIX}_\w+", expr))
             assert used and used <= exported, f"{path.name}: {used - exported}"
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Development") :]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "stream").rglob("*.py"))
+        if path.name != "__init__.py" and path.stem not in layout
+    ]
+    assert missing == []

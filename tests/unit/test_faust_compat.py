@@ -109,3 +109,18 @@ def test_private_faust_names_are_used_in_the_compatibility_module_only():
         if private.search(path.read_text()) and path.name != "faust_compat.py"
     }
     assert users == set()
+
+
+def test_the_command_line_reports_an_incompatible_faust_in_one_line(capsys):
+    from stream.tools.cli_options import one_line_errors
+
+    @one_line_errors
+    def worker():
+        raise FaustIncompatible("faust-streaming 0.99.0 with aiokafka 0.14.0 lacks what the worker relies on (x)")
+
+    with pytest.raises(SystemExit) as exited:
+        worker()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "stream-monitor: error: faust-streaming 0.99.0 with aiokafka 0.14.0 lacks what the worker relies on (x)\n"
+    )

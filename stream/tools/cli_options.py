@@ -1,0 +1,75 @@
+"""What every ``stream-monitor`` command shares: options, settings, and errors in one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from stream.kafka.embedded_broker import BrokerUnavailable
+from stream.kafka.topics import BrokerUnreachable, TopicMismatch
+from stream.monitoring.profiles import ProfileError
+from stream.settings import ConfigError, Settings
+from stream.settings.common import InstallError
+
+BROKER_HELP = "Kafka to use, as kafka://HOST:PORT (env STREAM_MONITOR_BROKER)."
+
+
+CLEAR_ERRORS = (
+    ConfigError,
+    InstallError,
+    BrokerUnavailable,
+    BrokerUnreachable,
+    TopicMismatch,
+    LookupError,
+    ProfileError,
+)
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors an operator can fix into one line and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CLEAR_ERRORS as exc:
+            message = str(exc)
+            click.echo(f"stream-monitor: error: {message}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def settings_from(**options: Any) -> Settings:
+    """Settings from the environment with the command's options on top."""
+    return Settings.from_env(**options)
+
+
+def quiet_client_logs() -> None:
+    # aiokafka logs every failed connection attempt at ERROR; the CLI reports
+    # an unreachable broker itself, once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+broker_option = click.option("--broker", envvar="STREAM_MONITOR_BROKER", help=BROKER_HELP)
+
+
+partitions_option = click.option(
+    "--partitions", type=int, help="Partitions per topic (env STREAM_MONITOR_PARTITIONS; 4)."
+)
+
+
+app_id_option = click.option("--app-id", help="Faust app id, also the consumer group (env STREAM_MONITOR_APP_ID).")
+
+
+connect_timeout_option = click.option(
+    "--connect-timeout",
+    "connect_timeout_s",
+    type=float,
+    help="Seconds to keep trying to reach Kafka before giving up (env STREAM_MONITOR_CONNECT_TIMEOUT_S; 120).",
+)
