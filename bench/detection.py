@@ -46,7 +46,7 @@ from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.iqr import IQRRule
 from stream.detectors.level_shift import LevelShiftRule
 from stream.detectors.multivariate import MahalanobisRule
-from stream.detectors.performance import PerformanceMonitor
+from stream.detectors.performance import PerformanceRule
 from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.detectors.stream_drift import StreamDriftRule
 from stream.detectors.zscore import ZScoreRule
@@ -207,7 +207,7 @@ def _mahalanobis(values: np.ndarray) -> list:
 
 
 def _ddm(values: np.ndarray) -> list:
-    perf = PerformanceMonitor(window=500, reference_labels=1000)
+    perf = PerformanceRule(window=500, reference_labels=1000)
     found = []
     for i, wrong in enumerate(values):
         found += [f for f in perf.update(1, 0 if wrong else 1, i / RATE) if f.detector == "ddm"]

@@ -1,13 +1,31 @@
-"""What a detector reports (a finding, before it becomes an alert) and what a per-signal detector provides."""
+"""What a detector reports (a finding, before it becomes an alert), and the four kinds of detector.
+
+A version's monitor drives every detector through one of these protocols:
+
+- :class:`SignalDetector`: one signal's values with their event times (latency,
+  a feature, ...), as the monitor file names them; custom detectors are these;
+- :class:`BatchDetector`: whole events, for what spans fields (private data in
+  text, client abuse, host resources);
+- :class:`WindowDetector`: the tumbling window as it fills, against the
+  version's reference (data quality, reference drift, multivariate);
+- :class:`LabelDetector`: labelled predictions, when labels arrive.
+
+Each keeps its state as plain, versioned JSON data (``to_dict`` and
+``load_state``, which refuses a state version it does not know).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stream.stats.features import FeatureColumns
+    from stream.stats.window_stats import WindowStats
 
 
 def tumbling_window(start: float, size_s: float) -> dict[str, Any]:
@@ -126,6 +144,22 @@ class WindowCheckpoints:
         self.window_start, self.checked_at, self.tests = state["window_start"], state["checked_at"], state["tests"]
 
 
+def check_state_version(state: dict[str, Any], expected: int, detector: str) -> None:
+    """Refuse a detector state of another layout with ``ValueError`` (the model then starts afresh, with an alert).
+
+    A state without ``state_version`` has the first layout, written before states carried one.
+
+    >>> check_state_version({"seen": 3}, 1, "zscore")
+    >>> check_state_version({"state_version": 3}, 2, "cusum")
+    Traceback (most recent call last):
+    ...
+    ValueError: cusum state version 3, expected 2
+    """
+    found = state.get("state_version", 1)
+    if found != expected:
+        raise ValueError(f"{detector} state version {found!r}, expected {expected}")
+
+
 @dataclass(slots=True)
 class Finding:
     """A detector's verdict on a signal: the value, the baseline, the reason.
@@ -170,4 +204,75 @@ class SignalDetector(Protocol):
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        ...
+
+
+@runtime_checkable
+class BatchDetector(Protocol):
+    """A detector fed a version's events as they come, whole (several fields at once)."""
+
+    name: str
+
+    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+        """Feed decoded events; return findings."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, versioned state."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        ...
+
+
+@runtime_checkable
+class WindowDetector(Protocol):
+    """A detector that tests the tumbling window against the version's reference as the window fills.
+
+    The monitor ends its batches where :meth:`events_until_test` says, so a
+    test sees the same events whatever the batching (None: no test is due in
+    this window any more).
+    """
+
+    name: str
+
+    def events_until_test(self, window_start: float, count: int) -> int | None:
+        """Events the window starting at ``window_start`` (holding ``count``) takes before the next test."""
+        ...
+
+    def check_window(
+        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+    ) -> list[Finding]:
+        """The window now holds ``events`` too (their feature ``columns``); return findings."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, versioned state."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`to_dict` saved."""
+        ...
+
+
+@runtime_checkable
+class LabelDetector(Protocol):
+    """A detector fed labelled predictions, when the labels arrive (hours after the predictions, maybe)."""
+
+    def update(self, label: Any, prediction: Any, event_time: float) -> list[Finding]:
+        """Feed one joined label and its prediction; return findings."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, versioned state."""
+        ...
+
+
+@runtime_checkable
+class ScoredDetector(Protocol):
+    """A detector with figures for dashboards (outlier ratio, worst score, shift), exported to Prometheus."""
+
+    def scores(self) -> dict[str, float]:
+        """``outlier_ratio``, ``max_score`` and ``shift_sd``, those it has."""
         ...

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding, percentiles, plain_series, stream_window
+from stream.detectors.base import Finding, check_state_version, percentiles, plain_series, stream_window
 
 STATE_VERSION = 2
 # Each statistic: its name, and what its rising and falling sides mean.
@@ -323,8 +323,7 @@ class PercentileCusumRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved; a state of another version is refused."""
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(f"cusum state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        check_state_version(state, STATE_VERSION, "cusum")
         self.baseline = [float(v) for v in state["baseline"]]
         self.cusums = {name: TwoSidedCusum.from_dict(c) for name, c in state["cusums"].items()}
         self.partial = [float(v) for v in state["partial"]]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, check_state_version
 from stream.detectors.outliers import WindowOutlierCount
 
 STATE_VERSION = 2
@@ -168,8 +168,7 @@ class IQRRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved; a state of another version is refused."""
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(f"iqr state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        check_state_version(state, STATE_VERSION, "iqr")
         self.normal = deque((float(v) for v in state["normal"]), maxlen=self.normal.maxlen)
         self.recent = deque((float(v) for v in state["recent"]), maxlen=self.warmup)
         self.recent_outliers = deque((bool(v) for v in state["recent_outliers"]), maxlen=self.warmup)

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
-from stream.detectors.base import Finding, right_skewed, stream_window
+from stream.detectors.base import Finding, check_state_version, right_skewed, stream_window
 
 STATE_VERSION = 2
 MAD_TO_SD = 1.4826
@@ -278,8 +278,7 @@ class LevelShiftRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved; a state of another version is refused."""
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(f"level_shift state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        check_state_version(state, STATE_VERSION, "level_shift")
         self.xs = np.asarray(state["xs"], dtype=np.float64)
         self.ts = np.asarray(state["ts"], dtype=np.float64)
         self.origin, self.cut, self.next_split = int(state["origin"]), int(state["cut"]), int(state["next_split"])

@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, check_state_version
 from stream.detectors.correlation import CorrelationShift, correlation
 from stream.detectors.outliers import WindowOutlierCount
 from stream.stats.features import FeatureColumns
 from stream.stats.sketch import QuantileSketch
+from stream.stats.window_stats import WindowStats
 
 STATE_VERSION = 3
 
@@ -176,6 +177,12 @@ class MahalanobisRule:
     def _raw(self, value: float, j: int) -> float:
         return float(np.exp(value)) if self.log_mask[j] else float(value)
 
+    def check_window(
+        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+    ) -> list[Finding]:
+        """Score the new events, then test the window's correlations when a test is due."""
+        return self.update(events, columns) + self.test_correlations(window.start, window.count, event_time)
+
     def events_until_test(self, window_start: float, count: int) -> int | None:
         """Events the window starting at ``window_start`` (holding ``count``) takes before its correlation test."""
         return self.correlations.events_until_test(window_start, count)
@@ -233,8 +240,7 @@ class MahalanobisRule:
         """Restore what :meth:`to_dict` saved (if it watched the same features)."""
         if state["features"] != self.features:
             return
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(f"mahalanobis state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        check_state_version(state, STATE_VERSION, "mahalanobis")
         self.seen = state["seen"]
         self.mean, self.cov, self.m2 = np.array(state["mean"]), np.array(state["cov"]), np.array(state["m2"])
         self.distances = QuantileSketch.from_dict(state["distances"])

@@ -26,7 +26,7 @@ from typing import Any
 
 from river import metrics, utils
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, check_state_version
 
 CLASSIFICATION = ("accuracy", "precision", "recall", "f1")
 REGRESSION = ("mae", "rmse")
@@ -107,10 +107,10 @@ def task_of(prediction: Any, label: Any) -> str:
     return "classification"
 
 
-class PerformanceMonitor:
+class PerformanceRule:
     """Rolling metrics of one model version, its reference level, and DDM.
 
-    >>> perf = PerformanceMonitor(window=100, reference_labels=100, margin=0.1)
+    >>> perf = PerformanceRule(window=100, reference_labels=100, margin=0.1)
     >>> found = [perf.update(1, 1, float(t)) for t in range(200)]   # all right
     >>> found = [f for t in range(200) for f in perf.update(1, 0, 200.0 + t)]  # all wrong
     >>> sorted({f.detector for f in found}) >= ["ddm", "metric_drop"]
@@ -284,10 +284,9 @@ class PerformanceMonitor:
         }
 
     @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> PerformanceMonitor:
+    def from_dict(cls, state: dict[str, Any]) -> PerformanceRule:
         """Rebuild from :meth:`to_dict` output; a state of another version is refused."""
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(f"performance state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        check_state_version(state, STATE_VERSION, "performance")
         out = cls(**state["params"])
         if state["task"] is not None:
             out._start(state["task"])

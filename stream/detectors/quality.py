@@ -25,9 +25,12 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
+from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.features import OTHER, FeatureColumns
+
+# The layout of to_dict; a state without a version has this layout too (see check_state_version).
+STATE_VERSION = 1
 
 
 class DataQualityRule:
@@ -58,6 +61,7 @@ class DataQualityRule:
         min_out_of_range_share: float = 0.01,
         min_out_of_range: int = 5,
         range_tolerance: float = 0.1,
+        window_s: float = 60.0,
         alpha: float = 1e-6,
     ) -> None:
         self.reference = reference
@@ -69,6 +73,7 @@ class DataQualityRule:
         self.min_out_of_range_share = min_out_of_range_share
         self.min_out_of_range = min_out_of_range
         self.range_tolerance = range_tolerance
+        self.window_s = window_s
         self.alpha = alpha
         self.out_of_range: dict[str, list[int]] = {}  # feature -> [low, high] counts this window
         self.fired: set[str] = set()
@@ -131,6 +136,12 @@ class DataQualityRule:
                 if finding is not None:
                     findings.append(finding)
         return findings
+
+    def check_window(
+        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+    ) -> list[Finding]:
+        """Count the new events' out-of-range values, then check the window (see :class:`WindowDetector`)."""
+        return self.update(events, window, self.window_s, columns)
 
     def events_until_test(self, window_start: float, count: int) -> int:
         """Events the window starting at ``window_start`` (holding ``count``) takes before its next check."""
@@ -263,6 +274,7 @@ class DataQualityRule:
     def to_dict(self) -> dict[str, Any]:
         """The per-window state (the reference is kept separately)."""
         return {
+            "state_version": STATE_VERSION,
             "checkpoints": self.checkpoints.to_dict(),
             "out_of_range": self.out_of_range,
             "fired": sorted(self.fired),
@@ -270,6 +282,7 @@ class DataQualityRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        check_state_version(state, STATE_VERSION, "data_quality")
         self.checkpoints.load_state(state["checkpoints"])
         self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
         self.fired = set(state["fired"])

@@ -29,9 +29,9 @@ import numpy as np
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
+from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.features import OTHER
+from stream.stats.features import OTHER, FeatureColumns
 
 _EPS = 1e-4
 MIN_EXPECTED = 5.0
@@ -39,6 +39,9 @@ MIN_EXPECTED = 5.0
 NOISE_ALPHA = 1e-6
 DECILES = np.linspace(0.1, 0.9, 9)
 WASSERSTEIN_GRID = np.linspace(0.005, 0.995, 100)
+
+# The layout of to_dict; a state without a version has this layout too (see check_state_version).
+STATE_VERSION = 1
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -173,9 +176,16 @@ class ReferenceDriftRule:
     name = "reference_drift"
 
     def __init__(
-        self, reference: WindowStats, *, alpha: float = 0.001, min_psi: float = 0.1, min_events: int = 200
+        self,
+        reference: WindowStats,
+        *,
+        alpha: float = 0.001,
+        min_psi: float = 0.1,
+        min_events: int = 200,
+        window_s: float = 60.0,
     ) -> None:
         self.reference = reference
+        self.window_s = window_s
         self.alpha = alpha
         self.min_psi = min_psi
         self.min_events = min_events
@@ -220,6 +230,12 @@ class ReferenceDriftRule:
             return None
         return self.checkpoints.events_until_due(window_start, count)
 
+    def check_window(
+        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+    ) -> list[Finding]:
+        """Test the window when a test is due (see :class:`WindowDetector`); the events are in it already."""
+        return self.check(window, self.window_s, event_time)
+
     def check(self, window: WindowStats, window_s: float, event_time: float) -> list[Finding]:
         """Test ``window`` (the current tumbling window) when it is due; at most one finding per window."""
         if self.checkpoints.new_window(window.start):
@@ -257,10 +273,11 @@ class ReferenceDriftRule:
 
     def to_dict(self) -> dict[str, Any]:
         """Per-window state (the reference is kept separately)."""
-        return {"checkpoints": self.checkpoints.to_dict(), "fired": self.fired}
+        return {"state_version": STATE_VERSION, "checkpoints": self.checkpoints.to_dict(), "fired": self.fired}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        check_state_version(state, STATE_VERSION, "reference_drift")
         self.checkpoints.load_state(state["checkpoints"])
         self.fired = state["fired"]
 

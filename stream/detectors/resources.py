@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.detectors.base import Finding, tumbling_window
+from stream.detectors.base import Finding, check_state_version, tumbling_window
 from stream.stats.window_stats import window_start
+
+# The layout of to_dict; a state without a version has this layout too (see check_state_version).
+STATE_VERSION = 1
 
 
 def trend(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -209,6 +212,7 @@ class ResourceRule:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
         return {
+            "state_version": STATE_VERSION,
             "series": self.series,
             "limit_mb": self.limit_mb,
             "window_start": self.window_start,
@@ -219,6 +223,7 @@ class ResourceRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        check_state_version(state, STATE_VERSION, "resources")
         self.series = [list(p) for p in state["series"]]
         self.limit_mb, self.window_start = state["limit_mb"], state["window_start"]
         self.fired = list(state["fired"])

@@ -17,12 +17,15 @@ from typing import Any
 
 import orjson
 
-from stream.detectors.base import Finding, tumbling_window
+from stream.detectors.base import Finding, check_state_version, tumbling_window
 from stream.privacy.pii import find_pii, iter_text_fields
 from stream.stats.window_stats import window_start
 
 # Kinds whose leak is an incident by itself; e-mail, phone and IP addresses are warnings.
 CRITICAL_KINDS = {"payment_card", "iban", "cn_resident_id", "api_key", "private_key"}
+
+# The layout of to_dict; a state without a version has this layout too (see check_state_version).
+STATE_VERSION = 1
 
 
 class PrivateDataRule:
@@ -90,10 +93,16 @@ class PrivateDataRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
-        return {"window_start": self.window_start, "fired": self.fired, "input_hits": self.input_hits}
+        return {
+            "state_version": STATE_VERSION,
+            "window_start": self.window_start,
+            "fired": self.fired,
+            "input_hits": self.input_hits,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        check_state_version(state, STATE_VERSION, "private_data")
         self.window_start, self.fired = state["window_start"], state["fired"]
         self.input_hits = state["input_hits"]
 
@@ -308,6 +317,7 @@ class ClientAbuseRule:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state."""
         return {
+            "state_version": STATE_VERSION,
             "clients": self.clients,
             "untracked_events": self.untracked_events,
             "model_low": self.model_low,
@@ -316,6 +326,7 @@ class ClientAbuseRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        check_state_version(state, STATE_VERSION, "client_abuse")
         self.clients = {k: dict(v) for k, v in state["clients"].items()}
         self.untracked_events = state["untracked_events"]
         self.model_low, self.model_seen = state["model_low"], state["model_seen"]

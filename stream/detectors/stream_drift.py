@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from river import drift
 
-from stream.detectors.base import Finding, percentiles, plain_series, stream_window
+from stream.detectors.base import Finding, check_state_version, percentiles, plain_series, stream_window
 
 METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
 TIME_STRIDE = 32
@@ -74,6 +74,7 @@ class StreamDriftRule:
                 params.setdefault(key, value)
         self.signal = signal
         self.method = method
+        self.name = method
         self.direction = direction
         self.warmup = warmup
         self.window_s = window_s
@@ -250,8 +251,7 @@ class StreamDriftRule:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved; a state of another version is refused."""
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(f"{self.method} state version {state.get('state_version')!r}, expected {STATE_VERSION}")
+        check_state_version(state, STATE_VERSION, self.method)
         if state["method"] != self.method or state["params"] != self.params:
             # Configured otherwise since: start the detector afresh rather than mix settings.
             replay: list[float] = []

@@ -15,8 +15,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from stream.detectors.base import Finding
+from stream.detectors.base import Finding, check_state_version
 from stream.detectors.outliers import WindowOutlierCount
+
+# The layout of to_dict; a state without a version has this layout too (see check_state_version).
+STATE_VERSION = 1
 
 
 class ZScoreRule:
@@ -174,9 +177,16 @@ class ZScoreRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready learned state (the parameters come from configuration)."""
-        return {"seen": self.seen, "mean": self.mean, "var": self.var, "window": self.count.to_dict()}
+        return {
+            "state_version": STATE_VERSION,
+            "seen": self.seen,
+            "mean": self.mean,
+            "var": self.var,
+            "window": self.count.to_dict(),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        check_state_version(state, STATE_VERSION, "zscore")
         self.seen, self.mean, self.var = state["seen"], state["mean"], state["var"]
         self.count.load_state(state["window"])

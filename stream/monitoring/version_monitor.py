@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import right_skewed
+from stream.detectors.base import BatchDetector, WindowDetector, right_skewed
 from stream.detectors.multivariate import MahalanobisRule
-from stream.detectors.performance import PerformanceMonitor
+from stream.detectors.performance import PerformanceRule
 from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.detectors.resources import ResourceRule
@@ -80,7 +80,7 @@ class VersionMonitor:
         )
         self.lifecycle = self._lifecycle()
         perf = self.config.performance
-        self.performance = PerformanceMonitor(
+        self.performance = PerformanceRule(
             window=perf.get("window", detection.performance_window),
             reference_labels=perf.get("window", detection.performance_window),
             margin=perf.get("margin", detection.performance_margin),
@@ -121,10 +121,12 @@ class VersionMonitor:
         self.reference = profile
         self.learner = None
         self.windows.fix_kinds(profile.stats.features.kinds())
-        self.quality = DataQualityRule(profile.stats)
+        self.quality = DataQualityRule(profile.stats, window_s=self.detection.window_s)
         self.multivariate = multivariate_rule(profile, self.config.multivariate, self.detection.window_s)
         options = {"alpha": self.detection.drift_alpha, "min_psi": self.detection.drift_min_psi}
-        self.drift = ReferenceDriftRule(profile.stats, **{**options, **self.config.reference_drift})
+        self.drift = ReferenceDriftRule(
+            profile.stats, window_s=self.detection.window_s, **{**options, **self.config.reference_drift}
+        )
 
     def rules(self, signal: str) -> dict[str, Any]:
         """The detectors watching ``signal``, by detector name."""
@@ -173,7 +175,7 @@ class VersionMonitor:
         while events:
             take = len(events)
             # None of these exist before the reference is learnt, which may happen mid-batch.
-            rules = [r for r in (self.quality, self.drift, self.multivariate) if r is not None]
+            rules = self.window_rules()
             if rules:
                 window = self.windows.tumbling(events[0]["timestamp"])
                 rooms = (rule.events_until_test(window.start, window.count) for rule in rules)
@@ -191,7 +193,8 @@ class VersionMonitor:
         for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
             for rule in self.rules(signal).values():
                 findings += rule.update(values, times)
-        findings += self.private_data.update(events) + self.clients.update(events) + self.resources.update(events)
+        for batch_rule in self.batch_rules():
+            findings += batch_rule.update(events)
         watermark = self.windows.watermark
         assert watermark is not None
         checked, checked_columns = placed, placed_columns
@@ -203,15 +206,19 @@ class VersionMonitor:
             checked = _after(placed, events, used) if self.quality is not None else []
             if checked is not placed:
                 checked_columns = FeatureColumns(checked)
-        if self.quality is not None and checked:
+        if checked:
             window = self.windows.tumbling()
-            findings += self.quality.update(checked, window, self.detection.window_s, checked_columns)
-            if self.drift is not None:
-                findings += self.drift.check(window, self.detection.window_s, watermark)
-            if self.multivariate is not None:
-                findings += self.multivariate.update(checked, checked_columns)
-                findings += self.multivariate.test_correlations(window.start, window.count, watermark)
+            for window_rule in self.window_rules():
+                findings += window_rule.check_window(window, checked, checked_columns, watermark)
         return self.lifecycle.observe(findings, watermark)
+
+    def batch_rules(self) -> tuple[BatchDetector, ...]:
+        """The detectors fed whole events: private data, client abuse, host resources."""
+        return (self.private_data, self.clients, self.resources)
+
+    def window_rules(self) -> list[WindowDetector]:
+        """The detectors testing the tumbling window against the reference (none before there is one)."""
+        return [r for r in (self.quality, self.drift, self.multivariate) if r is not None]
 
     def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
         """Add one labelled prediction; return performance alerts."""
@@ -293,7 +300,7 @@ class VersionMonitor:
         self.lifecycle.load_state(state["lifecycle"])
         for name in ("private_data", "clients", "resources"):
             getattr(self, name).load_state(state[name])
-        self.performance = PerformanceMonitor.from_dict(state["performance"])
+        self.performance = PerformanceRule.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from stream.detectors.base import ScoredDetector
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.version_monitor import VersionMonitor
 from stream.web.metrics import OTHER_MODELS, PREFIX, ModelLabelCap
@@ -114,7 +115,8 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
                 g["latency"].add_metric([*labels, quantile], figures[key] / 1000.0)
     for signal, rules in vm.signal_rules.items():
         for name, rule in rules.items():
-            _export_scores(g, [*labels, signal, name], getattr(rule, "scores", None))
+            if isinstance(rule, ScoredDetector):  # a detector of the user's own may have none
+                _export_scores(g, [*labels, signal, name], rule.scores)
     if vm.multivariate is not None:
         _export_scores(g, [*labels, "features", vm.multivariate.name], vm.multivariate.scores)
     if vm.drift is not None and window.count >= vm.drift.min_events:
@@ -125,9 +127,7 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
             g["performance"].add_metric([*labels, metric], value)
 
 
-def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any] | None) -> None:
-    if scores is None:  # a detector of the user's own without scores()
-        return
+def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any]) -> None:
     found = scores()
     for key, family in (("outlier_ratio", "anomaly"), ("max_score", "anomaly_score"), ("shift_sd", "shift")):
         value = found.get(key)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from stream.detectors.iqr import IQRRule
-from stream.detectors.performance import PerformanceMonitor
+from stream.detectors.performance import PerformanceRule
 from stream.detectors.reference_drift import ReferenceDriftRule, categorical_drift, numeric_drift, psi
 from stream.detectors.stream_drift import StreamDriftRule
 from stream.monitoring.label_join import LabelJoiner
@@ -113,7 +113,7 @@ def test_reference_drift_is_silent_on_many_stationary_windows_and_fires_once_per
 
 def test_performance_monitor_silent_when_accuracy_holds_and_fires_when_it_drops():
     rng = np.random.default_rng(6)
-    steady = PerformanceMonitor(window=200, reference_labels=200)
+    steady = PerformanceRule(window=200, reference_labels=200)
     found = []
     for i in range(5000):
         y = int(rng.integers(2))
@@ -129,12 +129,12 @@ def test_performance_monitor_silent_when_accuracy_holds_and_fires_when_it_drops(
     assert "metric_drop" in detectors
     drop = next(f for f in found if f.detector == "metric_drop")
     assert drop.value < drop.threshold < drop.baseline["accuracy"]
-    restored = PerformanceMonitor.from_dict(orjson.loads(orjson.dumps(steady.to_dict())))
+    restored = PerformanceRule.from_dict(orjson.loads(orjson.dumps(steady.to_dict())))
     assert restored.summary() == steady.summary()
 
 
 def test_performance_monitor_regression_metrics():
-    perf = PerformanceMonitor(window=100, reference_labels=100, margin=0.2)
+    perf = PerformanceRule(window=100, reference_labels=100, margin=0.2)
     found = []
     for i in range(300):
         found += perf.update(10.0 + (i % 3) * 0.5, 10.25, float(i))

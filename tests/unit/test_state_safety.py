@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from stream.contracts.schemas import validate
 from stream.monitoring.model_monitor import STATE_VERSION, ModelMonitor, StateError
 from stream.settings import DetectionSettings, Settings
 from stream.worker.app import MonitorApp
-from stream.worker.checkpoint import encode_state
+from stream.worker.checkpoint import decode_state, encode_state
 
 
 class _Exploit:
@@ -91,3 +92,37 @@ def test_the_worker_starts_a_model_afresh_with_one_alert_when_its_state_cannot_b
     assert (alert["kind"], alert["detector"], alert["model"]) == ("data_quality", "state_unreadable", "m")
     assert "version" in alert["message"] and monitor.take_notices() == []
     assert [a["detector"] for a in damaged.take_notices()] == ["state_unreadable"]
+
+
+def _without_new_versions(current, stored):
+    """``current`` without the state_version keys ``stored`` (an older layout) did not have yet."""
+    if isinstance(current, dict) and isinstance(stored, dict):
+        return {
+            k: _without_new_versions(v, stored.get(k))
+            for k, v in current.items()
+            if not (k == "state_version" and k not in stored)
+        }
+    if isinstance(current, list) and isinstance(stored, list) and len(current) == len(stored):
+        return [_without_new_versions(c, s) for c, s in zip(current, stored, strict=True)]
+    return current
+
+
+def test_a_state_written_by_the_previous_release_is_read_whole_and_monitoring_goes_on():
+    # Written by tests/unit/data/make_state.py at commit f664217, before every detector state carried a version.
+    blob = (Path(__file__).parent / "data" / "model-state-f664217.json.z").read_bytes()
+    stored = decode_state(blob)
+    detection = DetectionSettings(reference_events=500, reference_min_s=0)
+    monitor = ModelMonitor.from_dict("fraud-scorer", detection, stored)
+    # Nothing was dropped or changed on the way in: saved again, it is the same state.
+    assert _without_new_versions(json.loads(json.dumps(monitor.to_dict())), stored) == stored
+    assert monitor.already_applied("inference-events:0", 41) and monitor.seq == 5
+    version = monitor.versions["2.3.0"]
+    assert version.reference is not None and version.multivariate is not None
+    before = version.events
+    spike = [
+        {"model_version": "2.3.0", "timestamp": 1_700_001_000.0 + i, "latency_ms": 900.0, "error": None}
+        for i in range(20)
+    ]
+    alerts = monitor.process(spike)
+    assert version.events == before + 20
+    assert any(a["signal"] == "latency_ms" and a["status"] == "firing" for a in alerts)
