@@ -179,6 +179,10 @@ class Finding:
     event_time: float
     window: dict[str, Any]
     evidence: dict[str, Any] = field(default_factory=dict)
+    # A change point the detector has re-baselined after (each change reported once, from
+    # evidence["change_started_at"]): news even within the alert cooldown. Per-window outlier
+    # counts are not: a spike that runs into the next window is the same incident.
+    change_point: bool = False
 
 
 @runtime_checkable

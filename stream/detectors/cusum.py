@@ -302,6 +302,7 @@ class PercentileCusumRule:
                 "blocks": cusum.blocks[side],
                 "change_started_at": onset,
             },
+            change_point=True,
         )
 
     def scores(self) -> dict[str, float]:

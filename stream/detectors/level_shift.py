@@ -256,6 +256,7 @@ class LevelShiftRule:
                 "change_started_at": started,
                 "log_scale": bool(self.log_scale),
             },
+            change_point=True,
         )
 
     def scores(self) -> dict[str, float]:

@@ -250,6 +250,7 @@ class PerformanceRule:
                 "task": self.task,
                 "change_started_at": self.warning_since,
             },
+            change_point=detector == "ddm",
         )
 
     def summary(self) -> dict[str, Any]:

@@ -210,6 +210,7 @@ class StreamDriftRule:
             event_time=ts,
             window=stream_window(ts, self.window_s),
             evidence={"before": before, "after": after, "new_regime_events": width, "change_started_at": started},
+            change_point=True,
         )
 
     def _time_of(self, event_number: int) -> float | None:

@@ -142,7 +142,8 @@ class AlertLifecycle:
         """
         started = finding.evidence.get("change_started_at")
         return (
-            started is not None
+            finding.change_point
+            and started is not None
             and started > state["alert"]["event_time"]
             and state["changes_in_cooldown"] < MAX_CHANGES_PER_COOLDOWN
         )

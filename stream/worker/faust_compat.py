@@ -19,13 +19,15 @@ What is worked around, each worth reporting upstream:
   them before they reach an agent, acknowledge them all the same and commit
   past them. :class:`Consumer` acknowledges an input record only once the
   ingest agent took it in, and reads a partition again from a hole (see
-  :mod:`stream.worker.offset_order`).
+  :mod:`stream.worker.offset_order`). Related upstream: faust-streaming
+  issue 221 (prefetched records out of order after a rebalance).
 - **Duplicate filter after a seek back.** Faust drops a fetched record whose
   offset is below the last one read; after a seek back the records read
   again were dropped too (:class:`ChangelogReadOffsets`).
 - **Commit off by one.** Faust commits past the record at the committed
   offset when the one after it is done, and past any first record while it
-  revokes (:meth:`Consumer._new_offset`).
+  revokes (:meth:`Consumer._new_offset`). Upstream: faust-streaming issue
+  606 (wrong offset commit with gaps, open), after 312 and 378.
 - **A stop signal ignored.** A worker whose agents were stuck ignored
   SIGTERM for an hour (:class:`StopSignalWorker`, used by
   :mod:`stream.worker.run`).

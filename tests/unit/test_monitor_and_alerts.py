@@ -243,3 +243,16 @@ def test_alerts_do_not_depend_on_how_events_are_batched():
         outcomes[size] = sorted((a["detector"], a["status"], a["window"]["start"]) for a in alerts)
     assert ("reference_drift", "firing", 1_700_000_020.0) in outcomes[10]
     assert outcomes[2200] == outcomes[10]
+
+
+def test_a_spike_that_runs_into_the_next_windows_pages_once_within_the_cooldown():
+    mon = ModelMonitor("m", SETTINGS)
+    warm(mon)
+    # Slow requests every few events, through three one-minute windows (events are 0.1 s apart).
+    alerts = []
+    for start in range(200, 2_000, 100):
+        alerts += mon.process([ev(i, 900.0 if i % 5 == 0 else 10.0 + i % 4) for i in range(start, start + 100)])
+    zscore = [a for a in alerts if a["detector"] == "zscore" and a["status"] == "firing"]
+    windows = {int((1_000.0 + i * 0.1) // 60) for i in range(200, 2_000) if i % 5 == 0}
+    assert len(windows) >= 3
+    assert len(zscore) == 1
