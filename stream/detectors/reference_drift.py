@@ -18,6 +18,12 @@ grown by a quarter; the j-th test of a window is made at level
 family-wise false-alarm rate per window stays below ``alpha`` however often
 it is re-tested. One alert per window ranks the drifting features by PSI,
 so it says which inputs moved and by how much.
+
+A shift that only just clears its floor (PSI under twice the floor) must
+also have drifted in the window before: an autocorrelated input whose mean
+wanders off for a minute and comes back is not a drift, and at a window's
+first tests a few hundred consecutive events see such a wander whole. A
+larger shift fires at once.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ DECILES = np.linspace(0.1, 0.9, 9)
 WASSERSTEIN_GRID = np.linspace(0.005, 0.995, 100)
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -191,6 +197,9 @@ class ReferenceDriftRule:
         self.min_events = min_events
         self.checkpoints = WindowCheckpoints(min_events)
         self.fired = False  # this window has had its alert
+        # Features that drifted at some test of this window, and of the window just before it.
+        self.drifting: set[str] = set()
+        self.drifted_before: set[str] = set()
 
     def _pairs(self, window: WindowStats) -> list[tuple[str, Any, Any]]:
         pairs = [
@@ -238,13 +247,21 @@ class ReferenceDriftRule:
 
     def check(self, window: WindowStats, window_s: float, event_time: float) -> list[Finding]:
         """Test ``window`` (the current tumbling window) when it is due; at most one finding per window."""
+        previous = self.checkpoints.window_start
         if self.checkpoints.new_window(window.start):
             self.fired = False
+            follows = previous is not None and window.start - previous == window_s
+            self.drifted_before, self.drifting = (self.drifting if follows else set()), set()
         if self.fired or not self.checkpoints.reached(window.start, window.count):
             return []
         spent = self.checkpoints.level(self.alpha)
         ranking = self.scores(window, spent)
-        drifted = [s for s in ranking if s["drifted"]]
+        self.drifting |= {s["feature"] for s in ranking if s["drifted"]}
+        drifted = [
+            s
+            for s in ranking
+            if s["drifted"] and (s["psi"] >= 2 * s["psi_floor"] or s["feature"] in self.drifted_before)
+        ]
         if not drifted:
             return []
         self.fired = True
@@ -273,13 +290,23 @@ class ReferenceDriftRule:
 
     def to_dict(self) -> dict[str, Any]:
         """Per-window state (the reference is kept separately)."""
-        return {"state_version": STATE_VERSION, "checkpoints": self.checkpoints.to_dict(), "fired": self.fired}
+        return {
+            "state_version": STATE_VERSION,
+            "checkpoints": self.checkpoints.to_dict(),
+            "fired": self.fired,
+            "drifting": sorted(self.drifting),
+            "drifted_before": sorted(self.drifted_before),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved."""
+        if state.get("state_version", 1) == 1:  # no memory of the window before yet: it starts empty
+            state = {**state, "state_version": STATE_VERSION}
         check_state_version(state, STATE_VERSION, "reference_drift")
         self.checkpoints.load_state(state["checkpoints"])
         self.fired = state["fired"]
+        self.drifting = set(state.get("drifting", ()))
+        self.drifted_before = set(state.get("drifted_before", ()))
 
 
 def _round(score: dict[str, Any]) -> dict[str, Any]:

@@ -78,19 +78,11 @@ class VersionMonitor:
             detection.max_features,
             detection.max_categories,
         )
-        self.lifecycle = self._lifecycle()
-        perf = self.config.performance
-        self.performance = PerformanceRule(
-            window=perf.get("window", detection.performance_window),
-            reference_labels=perf.get("window", detection.performance_window),
-            margin=perf.get("margin", detection.performance_margin),
-            metric=perf.get("metric"),
-            pos_label=perf.get("pos_label", 1),
-            window_s=detection.window_s,
-        )
+        self.lifecycle = lifecycle(model, version, detection)
+        self.performance = performance_rule(self.config.performance, detection)
         # Labels run on their own clock (they may come hours after the
         # predictions), so their alerts fold and resolve separately.
-        self.performance_lifecycle = self._lifecycle()
+        self.performance_lifecycle = lifecycle(model, version, detection)
         self.events = 0
         # Security and resources: what every version is watched for, without configuration.
         self.private_data = PrivateDataRule(detection.window_s)
@@ -106,16 +98,6 @@ class VersionMonitor:
             self._set_reference(profile)
         else:
             self.learner = self._learner()
-
-    def _lifecycle(self) -> AlertLifecycle:
-        detection = self.detection
-        return AlertLifecycle(
-            self.model,
-            self.version,
-            cooldown_s=detection.alert_cooldown_s,
-            resolve_after_s=detection.resolve_after_s or 2 * detection.window_s,
-            sustained_s=detection.retrain_after_s,
-        )
 
     def _set_reference(self, profile: ReferenceProfile) -> None:
         self.reference = profile
@@ -302,6 +284,29 @@ class VersionMonitor:
             getattr(self, name).load_state(state[name])
         self.performance = PerformanceRule.from_dict(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
+
+
+def lifecycle(model: str, version: str, detection: DetectionSettings) -> AlertLifecycle:
+    """An alert lifecycle with the worker-wide cooldown, resolve delay and retraining delay."""
+    return AlertLifecycle(
+        model,
+        version,
+        cooldown_s=detection.alert_cooldown_s,
+        resolve_after_s=detection.resolve_after_s or 2 * detection.window_s,
+        sustained_s=detection.retrain_after_s,
+    )
+
+
+def performance_rule(params: dict[str, Any], detection: DetectionSettings) -> PerformanceRule:
+    """The label-based performance rule: the monitor file's parameters over the worker-wide defaults."""
+    return PerformanceRule(
+        window=params.get("window", detection.performance_window),
+        reference_labels=params.get("window", detection.performance_window),
+        margin=params.get("margin", detection.performance_margin),
+        metric=params.get("metric"),
+        pos_label=params.get("pos_label", 1),
+        window_s=detection.window_s,
+    )
 
 
 def multivariate_rule(

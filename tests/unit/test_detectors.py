@@ -211,3 +211,25 @@ def test_a_fading_correlation_is_a_correlation_drift_and_a_steady_one_is_not():
     assert found and {f.detector for f in found} == {"correlation"}  # once per window it spans
     assert found[0].evidence["pairs"][0]["features"] == ["a", "b"]
     assert found[0].baseline["correlation"] > 0.7 and abs(found[0].value) < 0.3
+
+
+def test_reference_drift_waits_a_window_for_a_shift_that_only_just_clears_its_floor():
+    rng = np.random.default_rng(8)
+    reference = window_of(rng.normal(0, 1, 30_000))
+
+    def psi_of(shift):
+        probe = ReferenceDriftRule(reference)
+        return probe.scores(window_of(rng.normal(shift, 1, 2000)), 0.001)[0]
+
+    weak = next(s for s in np.arange(0.2, 1.0, 0.02) if psi_of(s)["drifted"])
+    assert psi_of(weak)["psi"] < 2 * psi_of(weak)["psi_floor"]
+    rule = ReferenceDriftRule(reference)
+    # A wander for one window, then back: nothing; the same shift held over two windows: one alert, in the second.
+    assert rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=0.0), 60, 30.0) == []
+    assert rule.check(window_of(rng.normal(0, 1, 2000), start=60.0), 60, 90.0) == []
+    assert rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=120.0), 60, 150.0) == []
+    [finding] = rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=180.0), 60, 210.0)
+    assert finding.signal == "features.x"
+    # A large shift fires at once.
+    fresh = ReferenceDriftRule(reference)
+    assert len(fresh.check(window_of(rng.normal(1.5, 1, 2000), start=0.0), 60, 30.0)) == 1
