@@ -223,7 +223,7 @@ class VersionMonitor:
             "last_event_time": self.windows.watermark,
             "late_events": self.windows.late,
             "too_late_events": self.windows.too_late,
-            "window": {"type": view, **window.summary()},
+            "window": {"type": view, **window.summary(self.windows.watermark)},
             "latency_baseline": next(
                 (r.baseline() for r in self.rules("latency_ms").values() if hasattr(r, "baseline")), None
             ),

@@ -146,15 +146,32 @@ class WindowStats:
         """Length of the window in seconds."""
         return self.end - self.start
 
-    def summary(self) -> dict[str, Any]:
-        """The figures an on-call engineer looks at first."""
+    def throughput(self, watermark: float | None = None, size_s: float | None = None) -> float | None:
+        """Events per second over the part of the window that has passed by ``watermark`` (the newest event time).
+
+        A window still filling is divided by the time elapsed in it, not by its
+        full length (at least a second, so its first event is not a burst).
+
+        >>> w = WindowStats(0.0, 60.0)
+        >>> w.update([{"timestamp": t / 10, "latency_ms": 1.0} for t in range(150)])
+        >>> w.throughput(watermark=15.0), w.throughput(watermark=75.0)
+        (10.0, 2.5)
+        """
+        size = self.size_s if size_s is None else size_s
+        if not size:
+            return None
+        elapsed = size if watermark is None else min(size, max(watermark - self.start, 1.0))
+        return self.count / elapsed
+
+    def summary(self, watermark: float | None = None) -> dict[str, Any]:
+        """The figures an on-call engineer looks at first (``watermark``: the newest event time, for throughput)."""
         count = self.count
         latency = self.latency.summary()
         return {
             "start": self.start,
             "end": self.end,
             "count": count,
-            "throughput_per_s": count / self.size_s if self.size_s else None,
+            "throughput_per_s": self.throughput(watermark),
             "errors": self.errors,
             "error_rate": self.errors / count if count else None,
             "errors_by_kind": dict(self.error_kinds),

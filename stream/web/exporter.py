@@ -9,6 +9,7 @@ and logged once.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -83,6 +84,11 @@ class ModelSeriesCollector:
             "performance": _gauge(
                 "performance", "Rolling performance over the latest labels, by metric.", [*VERSION, "metric"]
             ),
+            "firing": _gauge(
+                "alerts_firing",
+                "Alerts firing now (not yet resolved), by severity and kind: what dashboards show as current.",
+                [*VERSION, "severity", "kind"],
+            ),
         }
         # The same cap as the counters' model label: a model counted under _other gets no series either.
         models = sorted(self._models(), key=lambda m: m.model)
@@ -105,7 +111,7 @@ class ModelSeriesCollector:
 
 def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
     window = vm.windows.tumbling()
-    figures = window_figures(window, vm.detection.window_s)
+    figures = window_figures(window, vm.detection.window_s, vm.windows.watermark)
     g["events"].add_metric(labels, window.count)
     if window.count:
         g["errors"].add_metric(labels, figures["error_rate"])
@@ -122,6 +128,13 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
     if vm.drift is not None and window.count >= vm.drift.min_events:
         for score in vm.drift.scores(window):
             g["psi"].add_metric([*labels, score["feature"]], score["psi"])
+    firing: collections.Counter[tuple[str, str]] = collections.Counter(
+        (state["alert"]["severity"], state["alert"]["kind"])
+        for lifecycle in (vm.lifecycle, vm.performance_lifecycle)
+        for state in lifecycle.active.values()
+    )
+    for (severity, kind), n in sorted(firing.items()):
+        g["firing"].add_metric([*labels, severity, kind], n)
     for metric, value in (vm.performance.summary().get("metrics") or {}).items():
         if isinstance(value, int | float) and math.isfinite(value):
             g["performance"].add_metric([*labels, metric], value)

@@ -60,8 +60,10 @@ class DriftCache:
         return result
 
 
-def window_figures(window: WindowStats, size_s: float) -> dict[str, Any]:
+def window_figures(window: WindowStats, size_s: float, watermark: float | None = None) -> dict[str, Any]:
     """A window's health at a glance: events, latency quantiles (ms), error rate, throughput.
+
+    Throughput counts the time elapsed in the window by ``watermark`` (see :meth:`WindowStats.throughput`).
 
     >>> from stream.stats import WindowStats
     >>> w = WindowStats(0.0, 60.0)
@@ -70,6 +72,8 @@ def window_figures(window: WindowStats, size_s: float) -> dict[str, Any]:
     >>> f = window_figures(w, 60.0)
     >>> f["count"], f["error_rate"], round(f["p50"]), f["throughput_per_s"] * 60
     (4, 0.25, 20, 4.0)
+    >>> window_figures(w, 60.0, watermark=4.0)["throughput_per_s"]
+    1.0
     """
     count = window.count
     p50, p95, p99 = window.latency.sketch.table().quantiles((0.5, 0.95, 0.99)).tolist() if count else (None,) * 3
@@ -81,14 +85,15 @@ def window_figures(window: WindowStats, size_s: float) -> dict[str, Any]:
         "p95": _finite(p95),
         "p99": _finite(p99),
         "error_rate": window.errors / count if count else None,
-        "throughput_per_s": count / size_s,
+        "throughput_per_s": window.throughput(watermark, size_s),
     }
 
 
 def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: DriftCache) -> dict[str, Any]:
     """One window's figures for the charts, with its worst drift (PSI) and the input it belongs to."""
     psi_max, psi_top = drift.worst(vm, window)
-    return {**window_figures(window, size_s), "psi_max": psi_max, "psi_top": psi_top}
+    figures = window_figures(window, size_s, vm.windows.watermark)
+    return {**figures, "psi_max": psi_max, "psi_top": psi_top}
 
 
 def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) -> dict[str, Any]:

@@ -82,3 +82,29 @@ def test_counters_beyond_the_model_cap_go_to_other(caplog):
     assert 'stream_monitor_events_processed_total{model="_other"} 2.0' in text
     assert 'model="c"' not in text
     assert len([r for r in caplog.records if "metrics_max_models=2" in r.getMessage()]) == 1
+
+
+def test_alerts_firing_now_are_a_gauge_that_falls_when_they_resolve():
+    mon = monitor("slow")
+    spike = [make_event("slow", "1", 900.0, 0, timestamp=1_004.0 + i * 0.01) for i in range(20)]
+    fired = [a for a in mon.process(spike) if a["status"] == "firing"]
+    assert fired
+    collector = ModelSeriesCollector(lambda: [mon], lambda: [], ModelLabelCap(10))
+    firing = {k: v for k, v in samples(collector).items() if k[0] == "stream_monitor_alerts_firing"}
+    expected = {}
+    for alert in fired:
+        key = (
+            "stream_monitor_alerts_firing",
+            (("kind", alert["kind"]), ("model", "slow"), ("model_version", "1"), ("severity", alert["severity"])),
+        )
+        expected[key] = expected.get(key, 0) + 1
+    assert firing == expected
+    # Two quiet windows later the alert resolves, and the gauge has nothing firing.
+    quiet = [
+        make_event("slow", "1", 20.0 + i % 3, 0, timestamp=1_010.0 + i, features={"x": float(i % 10)})
+        for i in range(200)
+    ]
+    resolved = [a for a in mon.process(quiet) if a["status"] == "resolved"]
+    assert {a["fingerprint"] for a in resolved} >= {a["fingerprint"] for a in fired}
+    still = {dict(k[1])["kind"] for k in samples(collector) if k[0] == "stream_monitor_alerts_firing"}
+    assert not still & {a["kind"] for a in fired}

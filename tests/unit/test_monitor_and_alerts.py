@@ -256,3 +256,19 @@ def test_a_spike_that_runs_into_the_next_windows_pages_once_within_the_cooldown(
     windows = {int((1_000.0 + i * 0.1) // 60) for i in range(200, 2_000) if i % 5 == 0}
     assert len(windows) >= 3
     assert len(zscore) == 1
+
+
+def test_throughput_is_right_in_the_middle_of_a_window():
+    from stream.web.status import DriftCache, version_status
+
+    mon = ModelMonitor("m", SETTINGS)
+    # 100 events a second for the first 15 s of a 60 s window.
+    mon.process([{"model_version": "1", "timestamp": 1_020.0 + i / 100, "latency_ms": 5.0} for i in range(1_500)])
+    window = mon.summary()["versions"]["1"]["window"]
+    assert window["throughput_per_s"] == pytest.approx(100.0, rel=0.01)
+    current = version_status(mon.versions["1"], DriftCache())["current"]
+    assert current["throughput_per_s"] == pytest.approx(100.0, rel=0.01)
+    # Once the window is over, its whole length counts.
+    mon.process([{"model_version": "1", "timestamp": 1_085.0, "latency_ms": 5.0}])
+    closed = mon.versions["1"].windows.tumbling(1_030.0)
+    assert closed.throughput(mon.versions["1"].windows.watermark) == pytest.approx(1_500 / 60)
