@@ -127,8 +127,11 @@ def worker(
 ) -> None:
     """Run a monitoring worker: creates the topics, then consumes inference events.
 
-    GET /health on the web server answers {"ready": true} once partitions are
-    assigned and table state is recovered.
+    Once ready it prints the addresses of its pages on stderr. On its web
+    server (--web-host, --web-port; 6066): / the live page, /metrics for
+    Prometheus, /models and /models/MODEL/stats as JSON, and /health, which
+    answers {"ready": true} once partitions are assigned and table state is
+    recovered.
     """
     from stream.worker.run import run_worker
 

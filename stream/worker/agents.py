@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ def register(mon: MonitorApp) -> None:
     async def start_checkpoint_clock():
         # Kept on the app object so the task is not garbage-collected.
         mon.checkpoint_clock = asyncio.ensure_future(clock())
+
+    @mon.app.task
+    async def say_where_the_pages_are():
+        # Faust's start-up tables end without the addresses an operator needs next.
+        while not mon.ready:
+            await asyncio.sleep(0.25)
+        url = settings.advertised_url
+        sys.stderr.write(
+            f"stream-monitor worker: ready; live page {url}/  metrics {url}/metrics  health {url}/health\n"
+        )
+        sys.stderr.flush()
 
     @mon.app.on_partitions_revoked.connect
     async def on_partitions_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:

@@ -58,6 +58,13 @@ def test_web_server_listens_on_loopback_only_by_default(guarded):
     assert {c.laddr.ip for c in web} == {"127.0.0.1"}
 
 
+def test_the_worker_says_where_its_pages_are_once_ready(guarded):
+    log = guarded.log_path.read_text(errors="replace")
+    lines = [line for line in log.splitlines() if "stream-monitor worker: ready" in line]
+    assert len(lines) == 1
+    assert f"live page {guarded.url}/" in lines[0] and f"metrics {guarded.url}/metrics" in lines[0]
+
+
 def test_health_stays_open_for_probes(guarded):
     status, body = call(guarded.url + "/health")
     assert status == 200 and json.loads(body)["ready"] is True
