@@ -130,11 +130,12 @@ def format_alert(alert: dict[str, Any]) -> str:
     >>> print(format_alert({"event_time": 0, "status": "firing", "severity": "critical",
     ...     "kind": "anomaly", "model": "m", "model_version": "1", "signal": "latency_ms",
     ...     "detector": "zscore", "message": "m 1: slow"}))
-    00:00:00 FIRING critical anomaly m 1 latency_ms/zscore: m 1: slow
+    00:00:00 FIRING critical anomaly m 1 latency_ms/zscore: slow
     """
     when = time.strftime("%H:%M:%S", time.gmtime(alert.get("event_time", 0)))
+    # The message names the model and version for pagers that show it alone; the line has them already.
+    message = alert["message"].removeprefix(f"{alert['model']} {alert['model_version']}: ")
     return (
         f"{when} {alert['status'].upper()} {alert['severity']} {alert['kind']} "
-        f"{alert['model']} {alert['model_version']} {alert['signal']}/{alert['detector']}: "
-        f"{alert['message']}"
+        f"{alert['model']} {alert['model_version']} {alert['signal']}/{alert['detector']}: {message}"
     )

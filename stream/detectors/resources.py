@@ -171,7 +171,7 @@ class ResourceRule:
             "limit_mb": limit,
             "minutes_to_limit": round(seconds_left / 60, 1) if limit else None,
         }
-        reach = f"; the {limit:.0f} MB limit is reached in about {seconds_left / 60:.0f} min" if limit else ""
+        reach = f"; the {limit:.0f} MB limit is reached in about {_duration(seconds_left)}" if limit else ""
         out.append(
             self._finding(
                 ts,
@@ -228,3 +228,16 @@ class ResourceRule:
         self.limit_mb, self.window_start = state["limit_mb"], state["window_start"]
         self.fired = list(state["fired"])
         self.cpu_sum, self.cpu_n = state["cpu_sum"], state["cpu_n"]
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration for a message: seconds under two minutes, minutes under two hours, then hours.
+
+    >>> _duration(25), _duration(90), _duration(1800), _duration(9000)
+    ('25 s', '90 s', '30 min', '2.5 h')
+    """
+    if seconds < 120:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

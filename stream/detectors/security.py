@@ -66,7 +66,7 @@ class PrivateDataRule:
             self.fired = True
             kinds = Counter(hit.kind for _, hit, _ in hits)
             worst = "critical" if CRITICAL_KINDS & set(kinds) else "warning"
-            names = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in kinds.most_common())
+            names = ", ".join(_count_of(n, k) for k, n in kinds.most_common())
             out.append(
                 Finding(
                     signal="output_text",
@@ -76,7 +76,7 @@ class PrivateDataRule:
                     value=float(len(hits)),
                     threshold=0.0,
                     baseline={"expected_hits": 0},
-                    message=f"model output carries private data: {names} this window (values withheld).",
+                    message=f"model output carries private data this window: {names} (values withheld).",
                     event_time=hits[-1][2],
                     window=tumbling_window(self.window_start, self.window_s),
                     evidence={
@@ -330,3 +330,25 @@ class ClientAbuseRule:
         self.clients = {k: dict(v) for k, v in state["clients"].items()}
         self.untracked_events = state["untracked_events"]
         self.model_low, self.model_seen = state["model_low"], state["model_seen"]
+
+
+def _count_of(n: int, kind: str) -> str:
+    """``n`` findings of a private-data kind, in words.
+
+    >>> _count_of(1, "payment_card"), _count_of(2, "payment_card"), _count_of(3, "email"), _count_of(2, "iban")
+    ('1 payment card number', '2 payment card numbers', '3 email addresses', '2 IBANs')
+    """
+    singular, plural = _KIND_WORDS.get(kind, (kind.replace("_", " "), kind.replace("_", " ") + "s"))
+    return f"{n} {singular if n == 1 else plural}"
+
+
+_KIND_WORDS = {
+    "api_key": ("API key", "API keys"),
+    "cn_resident_id": ("Chinese resident ID", "Chinese resident IDs"),
+    "email": ("email address", "email addresses"),
+    "iban": ("IBAN", "IBANs"),
+    "ip_address": ("IP address", "IP addresses"),
+    "payment_card": ("payment card number", "payment card numbers"),
+    "phone": ("phone number", "phone numbers"),
+    "private_key": ("private key", "private keys"),
+}

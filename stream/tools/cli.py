@@ -155,8 +155,12 @@ def worker(
 
 @cli.command()
 @broker_option
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=float, default=300.0, show_default=True, help="Events per second.")
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds to run."
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True, help="Events per second."
+)
 @click.option("--seed", type=int, default=None, help="Random seed for repeatable traffic.")
 @click.option("--topic", default=None, help="Inference events topic (inference-events).")
 @one_line_errors
@@ -207,8 +211,12 @@ def simulate(broker: str | None, duration: float, rate: float, seed: int | None,
 
 
 @cli.command()
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=float, default=300.0, show_default=True, help="Events per second.")
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds to run."
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True, help="Events per second."
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed.")
 @click.option(
     "--broker",

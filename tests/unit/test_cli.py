@@ -96,3 +96,10 @@ def test_profile_build_for_an_absent_model_is_one_line(tmp_path):
     )
     assert result.exit_code == 2
     assert "error: no events of model 'ghost'" in result.output
+
+
+@pytest.mark.parametrize("option", ["--rate", "--duration"])
+def test_simulate_refuses_a_rate_or_duration_that_is_not_positive(option):
+    done = run_cli("simulate", option, "-5", "--broker", "kafka://127.0.0.1:1")
+    assert done.returncode == 2
+    assert option in done.stderr and "sent" not in done.stdout

@@ -93,3 +93,10 @@ def test_steady_noisy_memory_gives_nothing_and_the_limit_does():
     assert rule.update(memory_events(0, 3600, lambda t: 900 + 50 * np.sin(t / 300), noise=10.0)) == []
     found = rule.update(memory_events(3600, 3700, lambda t: 1900.0))
     assert found[0].detector == "memory_limit" and found[0].severity == "critical"
+
+
+def test_every_private_data_kind_has_words_for_the_alert_message():
+    from stream.detectors.security import _KIND_WORDS
+    from stream.privacy.pii import KINDS
+
+    assert set(_KIND_WORDS) == set(KINDS)
