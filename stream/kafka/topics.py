@@ -156,6 +156,12 @@ async def cluster_id(
         await admin.close()
 
 
+async def wait_for_kafka(settings: Settings, on_retry: Callable[[str], None] | None = None) -> None:
+    """Return once a broker answers at ``settings.broker``; :class:`BrokerUnreachable` after ``connect_timeout_s``."""
+    admin = await _admin(settings.bootstrap_servers, settings.connect_timeout_s, on_retry, settings.kafka_options())
+    await admin.close()
+
+
 def ensure_topics_sync(settings: Settings, on_retry: Callable[[str], None] | None = None) -> dict[str, str]:
     """:func:`ensure_topics` for every required topic, from synchronous code."""
     specs = required_topics(settings)

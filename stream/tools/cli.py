@@ -20,6 +20,8 @@ from stream.tools.cli_options import (
     one_line_errors,
     partitions_option,
     quiet_client_logs,
+    require_kafka,
+    say_waiting,
     settings_from,
 )
 from stream.tools.cli_read import alerts, profile, report, route, stats, tensorboard
@@ -74,7 +76,8 @@ def topics_create(
 
     quiet_client_logs()
     settings = settings_from(broker=broker, partitions=partitions, app_id=app_id, connect_timeout_s=connect_timeout_s)
-    result = ensure_topics_sync(settings)
+    quiet_client_logs()
+    result = ensure_topics_sync(settings, on_retry=say_waiting)
     for spec in required_topics(settings):
         click.echo(f"{result[spec.name]:>8}  {spec.name}  ({spec.partitions} partitions; {spec.purpose})")
 
@@ -174,6 +177,7 @@ def simulate(broker: str | None, duration: float, rate: float, seed: int | None,
 
     quiet_client_logs()
     settings = settings_from(broker=broker, topic_events=topic)
+    require_kafka(settings)
     for incident in DEFAULT_INCIDENTS:
         click.echo(
             f"incident {incident.name}: {incident.description} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -73,3 +74,20 @@ connect_timeout_option = click.option(
     type=float,
     help="Seconds to keep trying to reach Kafka before giving up (env STREAM_MONITOR_CONNECT_TIMEOUT_S; 120).",
 )
+
+
+def say_waiting(line: str) -> None:
+    """A progress line while a command waits for Kafka."""
+    click.echo(f"stream-monitor: {line}", err=True)
+
+
+def require_kafka(settings: Settings) -> None:
+    """Wait for Kafka as the worker does: a progress line every 10 s, then one line naming the broker and the fix.
+
+    Every command that talks to Kafka calls this first, so an unreachable
+    broker reads the same everywhere (see :func:`one_line_errors`).
+    """
+    from stream.kafka.topics import wait_for_kafka
+
+    quiet_client_logs()
+    asyncio.run(wait_for_kafka(settings, on_retry=say_waiting))

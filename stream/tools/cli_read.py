@@ -17,6 +17,7 @@ from stream.tools.cli_options import (
     broker_option,
     one_line_errors,
     quiet_client_logs,
+    require_kafka,
     settings_from,
 )
 
@@ -38,6 +39,7 @@ def alerts(broker: str | None, follow: bool, as_json: bool, from_beginning: bool
 
     quiet_client_logs()
     settings = settings_from(broker=broker, topic_alerts=topic)
+    require_kafka(settings)
 
     async def main() -> None:
         start_at_beginning = from_beginning or not follow
@@ -75,6 +77,7 @@ def report(broker: str | None, output: str, models: tuple[str, ...], hours: floa
 
     quiet_client_logs()
     settings = settings_from(broker=broker, topic_alerts=topic)
+    require_kafka(settings)
     console = Console(stderr=True)
     since = time.time() - hours * 3600 if hours else None
 
@@ -153,6 +156,7 @@ def route(
         raise ConfigError("route: give --routes FILE, --webhook URL or --alertmanager URL")
     if attempts < 1:
         raise ConfigError(f"attempts: {attempts} must be at least 1")
+    require_kafka(settings)
 
     def said(r: Any, alert: dict[str, Any], outcome: Any) -> None:
         state = "delivered" if outcome.ok else "UNDELIVERABLE"
