@@ -8,9 +8,12 @@ The state is plain, versioned data (``STATE_VERSION``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
+from stream.detectors.silence import SilenceRule
+from stream.monitoring.alert_lifecycle import AlertLifecycle
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileSource
 from stream.monitoring.version_monitor import VersionMonitor
@@ -20,6 +23,8 @@ from stream.settings import DetectionSettings
 # before any newer one of the same model, so a handful would do; 64 ids cost
 # about 2 KB of state.
 RECENT_BATCHES = 64
+# The model_version of a model-wide alert (silence): no version sends.
+ALL_VERSIONS = "*"
 # The layout of ModelMonitor.to_dict. Version 1 (unversioned) held pickled river objects.
 STATE_VERSION = 2
 
@@ -66,6 +71,13 @@ class ModelMonitor:
         # a lost acknowledgement arrives at a new offset but with the same id.
         self.recent_batches: list[str] = []
         self.notices: list[dict[str, Any]] = []
+        # Silence is the model's, by the wall clock: whichever version sends, records arrive.
+        self.traffic = SilenceRule(after_s=detection.silence_after_s, min_silence_s=detection.silence_min_s)
+        # Repeats fold within the cooldown; the alert resolves at the first record after it
+        # (any time after the last check that found the model silent).
+        self.traffic_lifecycle = AlertLifecycle(
+            model, ALL_VERSIONS, cooldown_s=detection.alert_cooldown_s, resolve_after_s=1e-3, sustained_s=float("inf")
+        )
 
     def take_notices(self) -> list[dict[str, Any]]:
         """Alerts about the monitor itself (an unreadable state), published once by the caller."""
@@ -103,15 +115,32 @@ class ModelMonitor:
         """Record that the record at ``offset`` of ``source`` is in this state."""
         self.offsets[source] = offset
 
-    def process(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Update every version's windows and detectors; return alert messages."""
+    def process(self, events: Iterable[dict[str, Any]], arrived_at: float | None = None) -> list[dict[str, Any]]:
+        """Update every version's windows and detectors; return alert messages.
+
+        ``arrived_at`` is the wall-clock time the records arrived (now by default), for :meth:`check_traffic`.
+        """
         by_version: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             by_version.setdefault(event["model_version"], []).append(event)
+        arrived_at = time.time() if arrived_at is None else arrived_at
         alerts: list[dict[str, Any]] = []
         for version, batch in by_version.items():
+            self.traffic.arrived(arrived_at, version)
             alerts.extend(self.version(version).process(batch))
+        if by_version and self.traffic_lifecycle.active:
+            alerts += self.traffic_lifecycle.observe([], arrived_at)
         return alerts
+
+    def check_traffic(self, now: float) -> list[dict[str, Any]]:
+        """A ``traffic`` alert while the model has been silent past its threshold (call it on a clock)."""
+        findings = self.traffic.check(now)
+        return self.traffic_lifecycle.observe(findings, now) if findings else []
+
+    def silent(self, now: float) -> bool:
+        """Whether the model is silent now: its firing alerts are then about the past, not the present."""
+        limit, quiet = self.traffic.threshold(), self.traffic.quiet_s(now)
+        return limit is not None and quiet is not None and quiet >= limit
 
     def version(self, version: str) -> VersionMonitor:
         """The state of ``version``, created on first use."""
@@ -137,10 +166,22 @@ class ModelMonitor:
         """Count one outcome of the label join (joined, duplicate, never matched, ...)."""
         self.labels[outcome] = self.labels.get(outcome, 0) + n
 
+    def traffic_status(self, now: float | None = None) -> dict[str, Any]:
+        """When records last arrived (wall clock), how long ago, and whether the model is silent."""
+        now = time.time() if now is None else now
+        quiet = self.traffic.quiet_s(now)
+        return {
+            "last_record_at": self.traffic.last_arrival,
+            "quiet_s": None if quiet is None else round(quiet, 1),
+            "silent_after_s": self.traffic.threshold(),
+            "silent": self.silent(now),
+        }
+
     def overview(self) -> dict[str, Any]:
-        """Models list entry: versions, last event time, events in the current window."""
+        """Models list entry: versions, last event time, events in the current window, and traffic."""
         return {
             "model": self.model,
+            "traffic": self.traffic_status(),
             "versions": {
                 version: {
                     "events": v.events,
@@ -155,6 +196,7 @@ class ModelMonitor:
         """Every version's statistics in the ``tumbling`` or ``hopping`` view."""
         return {
             "model": self.model,
+            "traffic": self.traffic_status(),
             "labels": dict(self.labels),
             "versions": {v: vm.summary(view) for v, vm in self.versions.items()},
         }
@@ -169,6 +211,7 @@ class ModelMonitor:
             "offsets": dict(self.offsets),
             "recent_batches": list(self.recent_batches),
             "versions": {version: v.to_dict() for version, v in self.versions.items()},
+            "traffic": {"rule": self.traffic.to_dict(), "lifecycle": self.traffic_lifecycle.to_dict()},
         }
 
     @classmethod
@@ -208,6 +251,9 @@ class ModelMonitor:
         out.labels = dict(state["labels"])
         out.offsets = dict(state.get("offsets", {}))
         out.recent_batches = list(state.get("recent_batches", []))
+        if "traffic" in state:  # states written before silence was watched start without its history
+            out.traffic.load_state(state["traffic"]["rule"])
+            out.traffic_lifecycle.load_state(state["traffic"]["lifecycle"])
         for version, vstate in state["versions"].items():
             vm = VersionMonitor(model, version, detection, out.config, profiles)
             vm.load_state(vstate)

@@ -51,6 +51,10 @@ class DetectionSettings:
     retrain_after_s: float = 900.0
     drift_alpha: float = 0.001
     drift_min_psi: float = 0.1
+    # A model that had traffic and gets no record for this long is silent (0: learnt
+    # from its own quiet spells, at least silence_min_s; see stream.detectors.silence).
+    silence_after_s: float = 0.0
+    silence_min_s: float = 120.0
 
     def validate(self) -> DetectionSettings:
         """Check every field; raise :class:`ConfigError` naming the first bad one."""
@@ -82,4 +86,7 @@ class DetectionSettings:
         positive("zscore_threshold", self.zscore_threshold)
         positive("zscore_warmup", self.zscore_warmup, integer=True)
         positive("zscore_min_outliers", self.zscore_min_outliers, integer=True)
+        if self.silence_after_s < 0:
+            raise ConfigError(f"silence_after_s: {self.silence_after_s!r} must not be negative")
+        positive("silence_min_s", self.silence_min_s)
         return self

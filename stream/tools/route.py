@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("json", "alertmanager")
 SEVERITIES = ("info", "warning", "critical")
-KINDS = ("drift", "anomaly", "performance", "data_quality", "resource", "security")
+KINDS = ("drift", "anomaly", "performance", "data_quality", "resource", "security", "traffic")
 
 
 @dataclass(frozen=True)

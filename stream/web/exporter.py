@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import collections
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from stream.detectors.base import ScoredDetector
-from stream.monitoring.model_monitor import ModelMonitor
+from stream.monitoring.alert_lifecycle import AlertLifecycle
+from stream.monitoring.model_monitor import ALL_VERSIONS, ModelMonitor
 from stream.monitoring.version_monitor import VersionMonitor
 from stream.web.metrics import OTHER_MODELS, PREFIX, ModelLabelCap
 from stream.web.status import window_figures
@@ -84,6 +86,11 @@ class ModelSeriesCollector:
             "performance": _gauge(
                 "performance", "Rolling performance over the latest labels, by metric.", [*VERSION, "metric"]
             ),
+            "age": _gauge(
+                "last_record_age_seconds",
+                "Seconds since the model's last record arrived (wall clock); a silence alert fires past its threshold.",
+                ["model"],
+            ),
             "firing": _gauge(
                 "alerts_firing",
                 "Alerts firing now (not yet resolved), by severity and kind: what dashboards show as current.",
@@ -94,7 +101,12 @@ class ModelSeriesCollector:
         models = sorted(self._models(), key=lambda m: m.model)
         exported = [m for m in models if self.model_label(m.model) != OTHER_MODELS]
         dropped = len(models) - len(exported)
+        now = time.time()
         for monitor in exported:
+            quiet = monitor.traffic.quiet_s(now)
+            if quiet is not None:
+                g["age"].add_metric([monitor.model], quiet)
+            _export_firing(g, [monitor.model, ALL_VERSIONS], [monitor.traffic_lifecycle])
             for version, vm in monitor.versions.items():
                 _export_version(g, [monitor.model, version], vm)
         yield from g.values()
@@ -128,13 +140,7 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
     if vm.drift is not None and window.count >= vm.drift.min_events:
         for score in vm.drift.scores(window):
             g["psi"].add_metric([*labels, score["feature"]], score["psi"])
-    firing: collections.Counter[tuple[str, str]] = collections.Counter(
-        (state["alert"]["severity"], state["alert"]["kind"])
-        for lifecycle in (vm.lifecycle, vm.performance_lifecycle)
-        for state in lifecycle.active.values()
-    )
-    for (severity, kind), n in sorted(firing.items()):
-        g["firing"].add_metric([*labels, severity, kind], n)
+    _export_firing(g, labels, [vm.lifecycle, vm.performance_lifecycle])
     for metric, value in (vm.performance.summary().get("metrics") or {}).items():
         if isinstance(value, int | float) and math.isfinite(value):
             g["performance"].add_metric([*labels, metric], value)
@@ -146,3 +152,11 @@ def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: C
         value = found.get(key)
         if value is not None and math.isfinite(value):
             g[family].add_metric(labels, value)
+
+
+def _export_firing(g: dict[str, GaugeMetricFamily], labels: list[str], lifecycles: list[AlertLifecycle]) -> None:
+    firing = collections.Counter(
+        (state["alert"]["severity"], state["alert"]["kind"]) for life in lifecycles for state in life.active.values()
+    )
+    for (severity, kind), n in sorted(firing.items()):
+        g["firing"].add_metric([*labels, severity, kind], n)

@@ -14,6 +14,8 @@ from stream.monitoring.version_monitor import VersionMonitor
 from stream.stats import WindowStats
 
 SEVERITY_ORDER = {"info": 1, "warning": 2, "critical": 3}
+# A model's health when no record has arrived for longer than its silence threshold.
+SILENT = "silent"
 
 
 def health(active: list[dict[str, Any]]) -> str:
@@ -148,8 +150,20 @@ def incidents(active: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def model_status(monitor: ModelMonitor, drift: DriftCache) -> dict[str, Any]:
     """Every version of a model, worst health first in ``health``."""
     versions = [version_status(vm, drift) for vm in monitor.versions.values()]
+    traffic = monitor.traffic_status()
+    silence = [state["alert"] for state in monitor.traffic_lifecycle.active.values()]
+    for version in versions:
+        version["traffic"] = traffic
+        if traffic["silent"]:
+            # Its alerts describe the last traffic, not now: listed, but not as its current health.
+            version["stale"] = True
+            version["health"] = SILENT
     return {
         "model": monitor.model,
-        "health": health([{"severity": v["health"]} for v in versions if v["health"] != "ok"]),
+        "health": SILENT
+        if traffic["silent"]
+        else health([{"severity": v["health"]} for v in versions if v["health"] != "ok"]),
+        "traffic": traffic,
+        "silence": silence,
         "versions": versions,
     }

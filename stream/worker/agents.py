@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How often the models this worker holds are checked for silence (no records by the wall clock).
+SILENCE_CHECK_S = 5.0
+
 
 def register(mon: MonitorApp) -> None:
     """Attach the ingest and labels agents, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
@@ -47,6 +50,10 @@ def register(mon: MonitorApp) -> None:
     async def labels(stream):
         async for record in stream.events():
             await mon.ingest.label(record)
+
+    @mon.app.timer(interval=SILENCE_CHECK_S)
+    async def check_silence():
+        await mon.check_traffic()
 
     @mon.app.timer(interval=60.0)
     async def expire_join_entries():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,29 @@ class MonitorApp:
     def recent_alerts(self) -> Any:
         """The alerts this worker published lately, newest last."""
         return self.outputs.recent_alerts
+
+    async def check_traffic(self) -> int:
+        """Publish silence alerts of the live models this worker owns; returns how many.
+
+        A model whose state was evicted from the cache is not checked: with
+        more models than ``state_cache_models`` the quietest are the ones out.
+        """
+        if not self.ready:
+            return 0
+        now = time.time()
+        owned = active_partitions(self.app, self.settings.topics.events)
+        alerts = []
+        for model in self.states.names():
+            partition = self.partition_of(model)
+            if partition not in owned or model in self.checkpointer.undone:
+                continue
+            found = self.states.cached(model).check_traffic(now)
+            if found:
+                # The alert changed the model's state: the next checkpoint saves it.
+                self.checkpointer.held.mark(model, partition)
+                alerts += found
+        await self.outputs.publish_alerts(alerts)
+        return len(alerts)
 
     def expire_join_entries(self) -> int:
         """Drop join entries past their TTL from the partitions this worker owns."""

@@ -272,3 +272,35 @@ def test_throughput_is_right_in_the_middle_of_a_window():
     mon.process([{"model_version": "1", "timestamp": 1_085.0, "latency_ms": 5.0}])
     closed = mon.versions["1"].windows.tumbling(1_030.0)
     assert closed.throughput(mon.versions["1"].windows.watermark) == pytest.approx(1_500 / 60)
+
+
+def test_a_model_that_goes_quiet_raises_one_traffic_alert_resolved_when_records_return():
+    from stream.web.status import DriftCache, model_status
+
+    mon = ModelMonitor("quiet", SETTINGS)
+    clock = 1_700_000_000.0
+    for k in range(200):  # a record every 5 s for over 16 minutes
+        mon.process([ev(k, 10.0 + k % 4)], arrived_at=clock + 5 * k)
+    last = clock + 5 * 199
+    assert mon.traffic.threshold() == pytest.approx(120.0)  # 3 x 5 s is below the 120 s floor
+    assert mon.check_traffic(last + 100) == []
+    [alert] = mon.check_traffic(last + 130)
+    validate("alert", alert)
+    assert (alert["kind"], alert["signal"], alert["detector"], alert["model_version"]) == (
+        "traffic",
+        "traffic",
+        "silence",
+        "*",
+    )
+    assert alert["value"] == 130 and alert["threshold"] == 120
+    # Still silent: folded within the cooldown, not paged again.
+    assert mon.check_traffic(last + 200) == []
+    # The page reads the real clock, long past these times: the model shows as silent, its figures as stale.
+    status = model_status(mon, DriftCache())
+    assert status["health"] == "silent" and status["versions"][0]["stale"] is True
+    # Records return: the alert resolves with them.
+    resolved = [a for a in mon.process([ev(300, 10.0)], arrived_at=last + 260) if a["status"] == "resolved"]
+    assert [a["fingerprint"] for a in resolved] == [alert["fingerprint"]]
+    assert mon.check_traffic(last + 265) == []
+    again = ModelMonitor.from_dict("quiet", SETTINGS, decode_state(encode_state(mon.to_dict())))
+    assert again.traffic.last_arrival == last + 260 and again.traffic.threshold() == mon.traffic.threshold()

@@ -71,8 +71,13 @@ function card(model, version) {
       el("span", {}, `p95 ${fmt(current.p95, 1, " ms")}`),
       el("span", {}, `errors ${fmt(current.error_rate === null ? null : current.error_rate * 100, 1, " %")}`),
       el("span", {}, `${fmt(current.throughput_per_s, 1, "/s")}`),
+      el("span", { class: "age" }, version.traffic && version.traffic.quiet_s !== null
+        ? `last record ${fmt(version.traffic.quiet_s, 0, " s")} ago` : "no record yet"),
     ),
   );
+  if (version.stale) {
+    node.append(el("p", { class: "stale" }, "silent: no records lately; the figures and alerts below are from the last traffic"));
+  }
   const series = version.series.map((p) => ({ ...p, error_pct: p.error_rate === null ? null : p.error_rate * 100 }));
   node.append(chart("latency", series, [["p50", "p50"], ["p95", "p95"], ["p99", "p99"]], " ms"));
   node.append(chart("errors", series, [["error_pct", "errors"]], " %"));
