@@ -28,7 +28,7 @@ def _when(ts: Any) -> str:
 def render_models(models: list[dict[str, Any]]) -> Table:
     """The models list as one table."""
     table = Table(title="models")
-    for column in ("model", "version", "events", "last event (UTC)", "events in window"):
+    for column in ("model", "version", "events", "last event (UTC)", "events in window", "last record"):
         table.add_column(column, justify="right" if column.startswith("events") else "left")
     for entry in models:
         for version, v in sorted(entry["versions"].items()):
@@ -38,8 +38,20 @@ def render_models(models: list[dict[str, Any]]) -> Table:
                 _num(v["events"]),
                 _when(v["last_event_time"]),
                 _num(v["window_events"]),
+                _traffic(entry.get("traffic")),
             )
     return table
+
+
+def _traffic(traffic: dict[str, Any] | None) -> str:
+    """How long ago the model's last record arrived, and SILENT past its threshold.
+
+    >>> _traffic({"quiet_s": 4.2, "silent": False}), _traffic({"quiet_s": 900.0, "silent": True}), _traffic(None)
+    ('4 s ago', '900 s ago SILENT', '-')
+    """
+    if not traffic or traffic.get("quiet_s") is None:
+        return "-"
+    return f"{traffic['quiet_s']:.0f} s ago" + (" SILENT" if traffic.get("silent") else "")
 
 
 def render_stats(stats: dict[str, Any]) -> Group:
@@ -55,6 +67,7 @@ def render_stats(stats: dict[str, Any]) -> Group:
         health.add_column("what")
         health.add_column("value", justify="right")
         rows = [
+            ("last record", _traffic(stats.get("traffic"))),
             ("events in window", _num(w["count"])),
             ("throughput per s", _num(w["throughput_per_s"])),
             ("error rate", _pct(w["error_rate"])),
