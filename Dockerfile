@@ -5,7 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 COPY schemas ./schemas
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[worker]'
 
 # Bind the web server to every interface inside the container so Prometheus
 # (another container) can scrape it; the host only sees the published port.

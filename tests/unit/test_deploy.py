@@ -15,8 +15,41 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.kafka.yml").read_text())
 
 
-def test_compose_has_the_four_services():
-    assert set(COMPOSE["services"]) == {"kafka", "worker", "prometheus", "grafana"}
+def test_compose_has_its_services():
+    assert set(COMPOSE["services"]) == {"kafka", "worker", "route", "alertmanager", "prometheus", "grafana"}
+
+
+def test_workers_scale_up_to_the_partition_count_without_port_collisions():
+    worker = COMPOSE["services"]["worker"]
+    [mapping] = worker["ports"]
+    host, container = mapping.split(":")
+    first, last = (int(p) for p in host.split("-"))
+    assert int(container) == int(worker["environment"]["STREAM_MONITOR_WEB_PORT"])
+    assert last - first + 1 >= int(worker["environment"]["STREAM_MONITOR_PARTITIONS"])
+
+
+def test_the_image_installs_the_monitor_not_only_the_sdk():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install [^\n]*'\.\[worker\]'", dockerfile)
+
+
+def test_route_sends_to_the_alertmanager_of_the_compose_file_grouped_by_incident():
+    route = COMPOSE["services"]["route"]
+    [target] = [arg for arg in route["command"] if arg.startswith("http://")]
+    assert target.startswith("http://alertmanager:9093/")
+    assert parse_broker_url(route["environment"]["STREAM_MONITOR_BROKER"]) == "kafka:19092"
+    config = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    assert "incident" in config["route"]["group_by"]
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    assert {r["receiver"] for r in config["route"].get("routes", [])} <= receivers
+
+
+def test_the_readme_gives_containers_the_internal_listener():
+    readme = (ROOT / "README.md").read_text()
+    internal = parse_broker_url(COMPOSE["services"]["worker"]["environment"]["STREAM_MONITOR_BROKER"])
+    assert f"kafka://{internal}" in readme
+    assert 'MonitorClient("kafka://kafka:9092"' not in readme
 
 
 def test_every_mounted_file_exists():
