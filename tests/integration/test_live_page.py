@@ -93,16 +93,25 @@ def test_live_page_shows_the_incident_and_the_charts(broker, chromium, tmp_path)
     assert '<div class="card critical" data-model="checkout-ranker" data-health="critical">' in dom
     assert '<div class="card ok" data-model="quiet-model" data-health="ok">' in dom
     assert "2 models: 1 ok, 0 warning, 1 critical" in dom
-    rows = re.findall(r'<tr class="alert".*?</tr>', dom, flags=re.S)
+    rows = re.findall(r'<tr class="alert firing".*?</tr>', dom, flags=re.S)
     latency = [r for r in rows if "latency_ms (zscore)" in r]
     assert latency and "critical" in latency[0] and "firing" in latency[0]
     card = dom[dom.index('data-model="checkout-ranker"') :]
     # The detectors that agree about the latency are one incident: one line, naming them.
-    incident = re.search(r'<li data-incident="[0-9a-f]{32}">critical: latency_ms \(([a-z_, ]+), since', card)
+    incident = re.search(
+        r'<li data-incident="[0-9a-f]{32}" class="sev-critical">critical: latency_ms \(([a-z_, ]+), since', card
+    )
     assert incident and "zscore" in incident.group(1).split(", ")
     for name in ("latency", "errors", "drift"):
         svg = re.search(rf'<svg class="chart chart-{name}".*?</svg>', card, flags=re.S)
         assert svg, f"no {name} chart"
         points = re.findall(r'points="([^"]+)"', svg.group(0))
         assert points and len(points[0].split()) >= 3, f"{name} chart has no line over the last windows"
+    # The latency chart says which line is which, and its label is the card's p95.
+    legend = re.search(r'<div class="legend">(.*?)</div>', card, flags=re.S)
+    assert legend and re.findall(r'class="key (p\d\d)"', legend.group(1)) == ["p50", "p95", "p99"]
+    assert re.search(r"<text[^>]*>latency p95: ", card)
+    # Drift is drawn to at least PSI 0.25, so a small drift looks small on every card.
+    drift_label = re.search(r"<text[^>]*>drift: [^<]*\(scale ([0-9.]+)\)</text>", card)
+    assert drift_label and float(drift_label.group(1)) >= 0.25
     assert shot.stat().st_size > 10_000, "the screenshot is empty"

@@ -25,15 +25,17 @@ function when(ts) {
   return ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "–";
 }
 
-// A small line chart: one polyline per series over the same x positions, a label and the last value.
-function chart(name, points, lines, unit) {
+// A small line chart: one polyline per series over the same x positions, a label with the last value
+// of `labelKey`, and a legend when it draws several lines. The scale reaches at least `floor`, so that
+// a small value looks small on every card instead of filling its chart.
+function chart(name, points, lines, unit, { labelKey = lines[lines.length - 1][0], floor = 1e-9 } = {}) {
   const width = 300, height = 56, pad = 12;
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", `chart chart-${name}`);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("preserveAspectRatio", "none");
   const values = points.flatMap((p) => lines.map(([key]) => p[key])).filter((v) => v !== null && v !== undefined);
-  const top = Math.max(...values, 1e-9);
+  const top = Math.max(...values, floor);
   for (const [key, cls] of lines) {
     const coords = points
       .map((p, i) => [i, p[key]])
@@ -52,10 +54,15 @@ function chart(name, points, lines, unit) {
   const label = document.createElementNS(SVG, "text");
   label.setAttribute("x", "2");
   label.setAttribute("y", "9");
-  const last = points.length ? points[points.length - 1][lines[lines.length - 1][0]] : null;
-  label.textContent = `${name}: ${fmt(last, unit === "%" ? 2 : 1, unit === "%" ? "" : unit)} (max ${fmt(top, 2)})`;
+  const last = points.length ? points[points.length - 1][labelKey] : null;
+  const title = lines.length > 1 ? `${name} ${labelKey}` : name;
+  label.textContent = `${title}: ${fmt(last, unit.trim() === "PSI" ? 2 : 1, unit)} (scale ${fmt(top, 2)})`;
   svg.append(label);
-  return svg;
+  if (lines.length === 1) return svg;
+  const legend = el("div", { class: "legend" }, ...lines.map(([key, cls]) => el("span", { class: `key ${cls}` }, key)));
+  const box = el("div", { class: `chart-box chart-box-${name}` });
+  box.append(svg, legend);
+  return box;
 }
 
 function card(model, version) {
@@ -79,14 +86,16 @@ function card(model, version) {
     node.append(el("p", { class: "stale" }, "silent: no records lately; the figures and alerts below are from the last traffic"));
   }
   const series = version.series.map((p) => ({ ...p, error_pct: p.error_rate === null ? null : p.error_rate * 100 }));
-  node.append(chart("latency", series, [["p50", "p50"], ["p95", "p95"], ["p99", "p99"]], " ms"));
-  node.append(chart("errors", series, [["error_pct", "errors"]], " %"));
-  node.append(chart("drift", series, [["psi_max", "drift"]], " PSI"));
+  // The card's figure is p95: so is the chart's label. Errors are drawn to at least 5 %, drift to at least
+  // PSI 0.25 (a large shift), so that every card's chart is on a comparable scale.
+  node.append(chart("latency", series, [["p50", "p50"], ["p95", "p95"], ["p99", "p99"]], " ms", { labelKey: "p95" }));
+  node.append(chart("errors", series, [["error_pct", "errors"]], " %", { floor: 5 }));
+  node.append(chart("drift", series, [["psi_max", "drift"]], " PSI", { floor: 0.25 }));
   if (version.incidents.length) {
     // One line per incident: the detectors that agree about one signal are one episode, not several pages.
     const list = el("ul", { class: "firing" });
     for (const incident of version.incidents) {
-      list.append(el("li", { "data-incident": incident.incident },
+      list.append(el("li", { "data-incident": incident.incident, class: `sev-${incident.severity}` },
         `${incident.severity}: ${incident.signal} (${incident.detectors.join(", ")}, since ${when(incident.since)}): ${incident.message}`));
     }
     node.append(list);
@@ -100,9 +109,10 @@ function alertRow(alert) {
   }, null, 2)));
   return el(
     "tr",
-    { class: "alert", "data-alert-id": alert.alert_id },
+    { class: `alert ${alert.status}`, "data-alert-id": alert.alert_id },
     el("td", {}, when(alert.event_time)),
-    el("td", { class: `sev-${alert.severity}` }, alert.severity),
+    // A resolved alert is over: not coloured as an incident.
+    el("td", { class: alert.status === "resolved" ? "sev-resolved" : `sev-${alert.severity}` }, alert.severity),
     el("td", {}, alert.status),
     el("td", {}, `${alert.model} ${alert.model_version}`),
     el("td", {}, `${alert.signal} (${alert.detector})`),
@@ -120,7 +130,8 @@ function render(status) {
   document.getElementById("no-alerts").hidden = status.alerts.length > 0;
   const counts = status.models.reduce((acc, m) => ((acc[m.health] = (acc[m.health] || 0) + 1), acc), {});
   document.getElementById("summary").textContent =
-    `${status.models.length} models: ${counts.ok || 0} ok, ${counts.warning || 0} warning, ${counts.critical || 0} critical`;
+    `${status.models.length} models: ${counts.ok || 0} ok, ${counts.warning || 0} warning, ${counts.critical || 0} critical` +
+    (counts.silent ? `, ${counts.silent} silent` : "");
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   document.body.dataset.loaded = "true";
 }
