@@ -32,6 +32,7 @@ from stream.kafka.topics import ensure_topics, required_topics
 from stream.sdk.client import MonitorClient
 from stream.settings import Settings
 from stream.tools.simulator import DEFAULT_INCIDENTS, Incident, SimulationReport, TrafficSimulator, simulate
+from stream.web.status import SEVERITY_ORDER
 from stream.worker.child_process import WorkerProcess
 
 
@@ -64,7 +65,7 @@ def _caught(incident: Incident, alerts: list[dict[str, Any]]) -> dict[str, Any] 
 def _view(state: DemoState, worker_url: str) -> Group:
     elapsed = time.monotonic() - state.started
     models = Table(title="traffic", expand=True)
-    models.add_column("model")
+    models.add_column("model", overflow="fold")
     models.add_column("events sent", justify="right")
     models.add_column("events/s", justify="right")
     models.add_column("alerts", justify="right")
@@ -73,7 +74,7 @@ def _view(state: DemoState, worker_url: str) -> Group:
         models.add_row(model, f"{count:,}", f"{count / max(elapsed, 1e-9):,.0f}", str(alerts_by_model[model]))
     incidents = Table(title="scripted incidents", expand=True)
     for column in ("incident", "model", "when", "state", "caught"):
-        incidents.add_column(column)
+        incidents.add_column(column, overflow="fold")
     for inc in DEFAULT_INCIDENTS:
         caught = _caught(inc, state.alerts)
         incidents.add_row(
@@ -188,14 +189,23 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
     table.add_row("alerts received", str(len(state.alerts)))
     console.print(table)
 
-    by_series = Counter((a["model"], a["signal"], a["detector"], a["severity"], a["status"]) for a in state.alerts)
-    if by_series:
-        series = Table(title="alerts by series")
-        for column in ("model", "signal", "detector", "severity", "status", "count"):
-            series.add_column(column)
-        for (model, signal_name, detector, severity, status), n in sorted(by_series.items()):
-            series.add_row(model, signal_name, detector, severity, status, str(n))
-        console.print(series)
+    rows = incident_rows(state.alerts)
+    if rows:
+        incidents = Table(title="incidents, by start")
+        for column in ("started", "model", "signal", "detectors", "severity", "now", "alerts"):
+            # Long model and signal names wrap instead of being cut at 80 columns.
+            incidents.add_column(column, overflow="fold")
+        for row in rows:
+            incidents.add_row(
+                time.strftime("%H:%M:%S", time.gmtime(row["started"])),
+                row["model"],
+                row["signal"],
+                ", ".join(row["detectors"]),
+                row["severity"],
+                row["now"],
+                str(row["alerts"]),
+            )
+        console.print(incidents)
 
     latency_caught = False
     for incident in DEFAULT_INCIDENTS:
@@ -218,6 +228,39 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
             )
     console.print(f"worker log: {worker.log_path}")
     return latency_caught
+
+
+def incident_rows(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per incident (firing and resolved alerts together), oldest first.
+
+    >>> alert = lambda status, detector, t, incident="i1": {"incident": incident, "fingerprint": detector,
+    ...     "model": "m", "signal": "latency_ms", "detector": detector, "severity": "critical",
+    ...     "status": status, "event_time": t}
+    >>> rows = incident_rows([alert("firing", "zscore", 10.0), alert("firing", "cusum", 12.0),
+    ...     alert("resolved", "zscore", 50.0), alert("firing", "iqr", 5.0, incident="i0")])
+    >>> [(r["started"], r["detectors"], r["now"], r["alerts"]) for r in rows]
+    [(5.0, ['iqr'], 'firing', 1), (10.0, ['cusum', 'zscore'], 'firing', 3)]
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.get("incident") or alert["fingerprint"], []).append(alert)
+    rows = []
+    for group in groups.values():
+        firing = [a for a in group if a["status"] == "firing"]
+        resolved = {a["fingerprint"] for a in group if a["status"] == "resolved"}
+        rows.append(
+            {
+                "started": min(a["event_time"] for a in firing or group),
+                "model": group[0]["model"],
+                "signal": group[0]["signal"],
+                "detectors": sorted({a["detector"] for a in group}),
+                "severity": max((a["severity"] for a in group), key=lambda s: SEVERITY_ORDER.get(s, 0)),
+                # Resolved once every detector that fired has resolved.
+                "now": "resolved" if {a["fingerprint"] for a in firing} <= resolved else "firing",
+                "alerts": len(group),
+            }
+        )
+    return sorted(rows, key=lambda r: r["started"])
 
 
 def run_demo(

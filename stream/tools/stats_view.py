@@ -29,7 +29,7 @@ def render_models(models: list[dict[str, Any]]) -> Table:
     """The models list as one table."""
     table = Table(title="models")
     for column in ("model", "version", "events", "last event (UTC)", "events in window", "last record"):
-        table.add_column(column, justify="right" if column.startswith("events") else "left")
+        table.add_column(column, justify="right" if column.startswith("events") else "left", overflow="fold")
     for entry in models:
         for version, v in sorted(entry["versions"].items()):
             table.add_row(
@@ -64,7 +64,7 @@ def render_stats(stats: dict[str, Any]) -> Group:
             title=f"{stats['model']} {version}: {w['type']} window {_when(w['start'])} - {_when(w['end'])}",
             show_header=False,
         )
-        health.add_column("what")
+        health.add_column("what", overflow="fold")
         health.add_column("value", justify="right")
         rows = [
             ("last record", _traffic(stats.get("traffic"))),
@@ -113,7 +113,9 @@ def render_stats(stats: dict[str, Any]) -> Group:
                 "top / distinct",
             ):
                 features.add_column(
-                    column, justify="left" if column in ("feature", "kind", "top / distinct") else "right"
+                    column,
+                    justify="left" if column in ("feature", "kind", "top / distinct") else "right",
+                    overflow="fold",
                 )
             for name, f in sorted(w["features"].items()):
                 if f["kind"] == "numeric":

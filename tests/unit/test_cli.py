@@ -1,5 +1,6 @@
 """The command line: help for every command, one clear line for a bad --broker."""
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,30 @@ def test_simulate_refuses_a_rate_or_duration_that_is_not_positive(option):
     done = run_cli("simulate", option, "-5", "--broker", "kafka://127.0.0.1:1")
     assert done.returncode == 2
     assert option in done.stderr and "sent" not in done.stdout
+
+
+def test_stats_tables_fit_80_columns_and_never_cut_a_name():
+    from rich.console import Console
+
+    from stream.monitoring.model_monitor import ModelMonitor
+    from stream.settings import DetectionSettings
+    from stream.tools.stats_view import render_models, render_stats
+
+    model = "checkout-fraud-scorer-eu-west-production"
+    monitor = ModelMonitor(model, DetectionSettings())
+    feature = "client.duplicate_request_ratio_last_hour"
+    monitor.process(
+        [
+            {"model_version": "2.3.0-rc.1", "timestamp": 1_000.0 + i, "latency_ms": 5.0, "features": {feature: i}}
+            for i in range(50)
+        ]
+    )
+    console = Console(width=80, record=True)
+    console.print(render_models([monitor.overview()]))
+    console.print(render_stats(json.loads(json.dumps(monitor.summary(), default=float))))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    # A long name wraps inside its column (rich folds it) rather than ending in an ellipsis.
+    first_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert feature in first_column and model in first_column
