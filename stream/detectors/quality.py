@@ -177,7 +177,8 @@ class DataQualityRule:
             threshold,
             {"missing_rate": p0, "count": ref.count},
             f"feature {name!r} is missing in {p:.1%} of {n} events this window "
-            f"(reference {p0:.1%} over {ref.count} events; alert above {threshold:.1%}).",
+            f"(normally {p0:.1%}, over {ref.count} reference events; alert above {threshold:.1%}). "
+            "Look at the producer of this input: a failing upstream lookup or a renamed field.",
             window,
             window_s,
             event_time,
@@ -212,7 +213,8 @@ class DataQualityRule:
             {"categories": len(ref.counts), "count": ref.count, "expected_unseen_rate": round(missing_mass, 6)},
             f"feature {name!r} has {len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} never seen in the "
             f"reference in {share:.1%} of {present} values this window "
-            f"(most frequent: {', '.join(repr(k) for k, _ in top)}).",
+            f"(most frequent: {', '.join(repr(k) for k, _ in top)}; normally under {missing_mass:.2%} of values "
+            "are new). A new value upstream, a changed encoding, or a profile that needs building again.",
             window,
             window_s,
             event_time,
@@ -244,7 +246,8 @@ class DataQualityRule:
             self.min_out_of_range_share,
             {"min": ref.moments.min, "max": ref.moments.max, "allowed_low": lo, "allowed_high": hi},
             f"feature {name!r} is outside the reference range [{lo:g}, {hi:g}] in {share:.1%} "
-            f"of {present} values this window ({counts[0]} below, {counts[1]} above).",
+            f"of {present} values this window ({counts[0]} below, {counts[1]} above); normally none. "
+            "A unit or scaling change upstream, or inputs the model never saw in training.",
             window,
             window_s,
             event_time,
@@ -264,7 +267,7 @@ class DataQualityRule:
             0.0,
             {"kind": ref.kind, "wrong_type": 0, "count": ref.count},
             f"feature {name!r} should hold {expected} but {stats.wrong_type} of {stats.count} values "
-            "this window had another type.",
+            "this window had another type (normally none): the producer now sends this field differently.",
             window,
             window_s,
             event_time,

@@ -157,6 +157,7 @@ class ClientAbuseRule:
         min_probe: int = 30,
         duplicate_share: float = 0.5,
         min_duplicates: int = 30,
+        check_duplicates: bool = True,
         max_clients: int = 100,
         idle_s: float = 3600.0,
         recent_inputs: int = 32,
@@ -170,6 +171,7 @@ class ClientAbuseRule:
         self.min_probe = min_probe
         self.duplicate_share = duplicate_share
         self.min_duplicates = min_duplicates
+        self.check_duplicates = check_duplicates
         self.max_clients = max_clients
         self.idle_s = idle_s
         self.recent_inputs = recent_inputs
@@ -257,7 +259,8 @@ class ClientAbuseRule:
                 usual = state["baseline"]
                 message = (
                     f"client {client_id} sent {count} requests this window, {count / max(usual, 1):.0f}x its "
-                    f"usual {usual:.0f} (burst limit {limit:.0f})"
+                    f"usual {usual:.0f} (burst limit {limit:.0f}). Look at what it sends: a retry loop, a "
+                    "batch job or a scraper; rate-limit it if it is none of those."
                 )
                 found.append(("burst", count, limit, {"requests_per_window": round(usual, 1)}, message))
         if "probing" not in fired and state["low"] >= self.min_probe:
@@ -269,11 +272,12 @@ class ClientAbuseRule:
                         share,
                         self.probe_factor * max(base, 0.01),
                         {"low_confidence_share": round(base, 4)},
-                        f"client {client_id}: {share:.0%} of its {count} requests got low-confidence answers "
-                        f"(model-wide {base:.0%}); probing or extraction?",
+                        f"client {client_id}: {share:.0%} of its {count} requests got low-confidence answers, "
+                        f"where {base:.0%} is normal model-wide. Look at its inputs: edge cases one after another "
+                        "suggest probing or model extraction.",
                     )
                 )
-        if "duplicates" not in fired and state["dups"] >= self.min_duplicates:
+        if self.check_duplicates and "duplicates" not in fired and state["dups"] >= self.min_duplicates:
             share = state["dups"] / count
             if share >= self.duplicate_share:
                 found.append(
@@ -282,8 +286,10 @@ class ClientAbuseRule:
                         share,
                         self.duplicate_share,
                         {"duplicate_share": 0.0},
-                        f"client {client_id}: {state['dups']} of its {count} requests this window repeat an earlier "
-                        "input (near-duplicates)",
+                        f"client {client_id}: {state['dups']} of its {count} requests this window repeat one of "
+                        f"its recent inputs, where under {self.duplicate_share:.0%} is normal. Look at the client: "
+                        "a retry loop or a replayed session; if this model's users legitimately resend the same "
+                        "inputs, set repeats_normal = true under [models.NAME.clients] in the monitor file.",
                     )
                 )
         out = []

@@ -22,6 +22,9 @@ nobody configured is still watched::
     metric = "f1"
     margin = 0.03
 
+    [models."faq-bot".clients]
+    repeats_normal = true  # its users legitimately send the same few prompts
+
 Signals: ``latency_ms``, ``error_rate`` (1 for a failed request, else 0),
 ``confidence``, ``prediction`` (numeric scores), ``tokens_in``,
 ``tokens_out``, ``features.NAME`` and ``features.*`` (every numeric
@@ -62,6 +65,16 @@ CHANGE_RULES = {"level_shift": LevelShiftRule, "cusum": PercentileCusumRule}
 DRIFT_RULES = (*CHANGE_RULES, *METHODS)
 PERFORMANCE_KEYS = {"metric": str, "margin": float, "window": int, "pos_label": (int, str, bool)}
 REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
+# Client abuse (see stream.detectors.security.ClientAbuseRule); repeats_normal turns the repeated-input check off.
+CLIENT_KEYS = {
+    "burst_factor": float,
+    "min_burst": int,
+    "probe_factor": float,
+    "min_probe": int,
+    "duplicate_share": float,
+    "min_duplicates": int,
+    "repeats_normal": bool,
+}
 
 DEFAULTS: dict[str, Any] = {
     "signals": {
@@ -103,6 +116,7 @@ class ModelMonitors:
     performance: dict[str, Any] = field(default_factory=dict)
     # Parameters of the multivariate (Mahalanobis) rule, or None when it is off.
     multivariate: dict[str, Any] | None = field(default_factory=dict)
+    clients: dict[str, Any] = field(default_factory=dict)
 
     def detectors_for(self, signal: str) -> list[tuple[str, dict[str, Any]]]:
         """The detectors of ``signal``; ``features.*`` covers features without their own entry."""
@@ -206,7 +220,7 @@ class MonitorConfig:
         return self.models.get(model, self.defaults)
 
     def _parse(self, table: dict[str, Any], where: str) -> ModelMonitors:
-        unknown = set(table) - {"signals", "reference_drift", "performance", "multivariate"}
+        unknown = set(table) - {"signals", "reference_drift", "performance", "multivariate", "clients"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         signals: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -238,6 +252,7 @@ class MonitorConfig:
             ),
             performance=_typed(table.get("performance") or {}, PERFORMANCE_KEYS, f"{where}.performance"),
             multivariate=self._multivariate(table.get("multivariate") or {}, f"{where}.multivariate"),
+            clients=_typed(table.get("clients") or {}, CLIENT_KEYS, f"{where}.clients"),
         )
 
     def _multivariate(self, table: dict[str, Any], where: str) -> dict[str, Any] | None:

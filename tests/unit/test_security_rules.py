@@ -100,3 +100,24 @@ def test_every_private_data_kind_has_words_for_the_alert_message():
     from stream.privacy.pii import KINDS
 
     assert set(_KIND_WORDS) == set(KINDS)
+
+
+def test_a_model_whose_users_resend_the_same_inputs_can_say_so_in_the_monitor_file():
+    from stream.monitoring.model_monitor import ModelMonitor
+    from stream.monitoring.monitor_file import MonitorConfig
+    from stream.settings import DetectionSettings
+
+    config = MonitorConfig({"models": {"faq-bot": {"clients": {"repeats_normal": True}}}})
+    repeats = [
+        {**e, "model_version": "1", "latency_ms": 5.0}
+        for e in client_events("kiosk", 1_000.0, 60, 0.5, x=2.0) + client_events("kiosk-2", 1_000.0, 60, 0.5, x=2.0)
+    ]
+    repeats.sort(key=lambda e: e["timestamp"])
+
+    def duplicates(model):
+        alerts = ModelMonitor(model, DetectionSettings(), config).process(repeats)
+        return [a for a in alerts if a["signal"] == "client.duplicates"]
+
+    assert duplicates("faq-bot") == []
+    [alert] = duplicates("fraud-scorer")[:1]
+    assert "repeats_normal = true" in alert["message"] and "normal" in alert["message"]
