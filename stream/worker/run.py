@@ -9,7 +9,9 @@ the process exits anyway, with a log line saying so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import io
 import logging
 import os
 import signal
@@ -63,9 +65,54 @@ class BoundedWorker(StopSignalWorker):
             self._watchdog.start()
 
     def _force_exit(self) -> None:
-        sys.stderr.write(f"stream-monitor worker: shutdown took longer than {self.grace_s:g} s; exiting now\n")
-        sys.stderr.flush()
+        # Behind `worker | tee log`, Ctrl-C kills tee too: writing to its pipe then raises, and the
+        # exit must happen all the same.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"stream-monitor worker: shutdown took longer than {self.grace_s:g} s; exiting now\n")
+            sys.stderr.flush()
         os._exit(EXIT_SHUTDOWN_TIMEOUT)
+
+
+class PipeSafeStream(io.TextIOBase):
+    """A text stream that drops what it can no longer write, instead of raising.
+
+    Behind ``worker 2>&1 | tee log``, Ctrl-C stops ``tee`` first; every later
+    write to the pipe raised, in the middle of Faust's orderly shutdown, which
+    then never finished and only the shutdown watchdog ended the process.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (BrokenPipeError, ValueError):
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                self.broken = True
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (buffer, errors, ...) is the wrapped stream's.
+        return getattr(self.stream, name)
 
 
 def _say(line: str) -> None:
@@ -98,12 +145,16 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
             "per batch so table recovery sees every record"
         )
         settings = replace(settings, single_record_batches=True)
+    sys.stdout, sys.stderr = PipeSafeStream(sys.stdout), PipeSafeStream(sys.stderr)
     monitor_app = create_app(settings)
     worker = BoundedWorker(
         monitor_app.app,
         loglevel=loglevel,
         grace_s=settings.shutdown_grace_s,
         redirect_stdouts=False,
+        # mode's defaults are the streams of import time, not the pipe-safe ones.
+        stdout=sys.stdout,
+        stderr=sys.stderr,
     )
     collect_garbage_less_often()
     worker.execute_from_commandline()
