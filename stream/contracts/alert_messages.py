@@ -61,6 +61,32 @@ def identity_time(finding: Finding) -> float:
     return finding.event_time
 
 
+def where_to_look(kind: str, signal: str) -> str:
+    """The first place an on-call engineer should look, for alerts whose detector does not say it itself.
+
+    >>> where_to_look("anomaly", "latency_ms")
+    "Look at the service: a recent deploy, its dependencies' latency, its CPU and memory."
+    >>> where_to_look("drift", "features.amount").startswith("Look at what feeds this input")
+    True
+    """
+    if signal == "latency_ms":
+        return "Look at the service: a recent deploy, its dependencies' latency, its CPU and memory."
+    if signal == "error_rate":
+        return "Look at the service's error logs and at its dependencies."
+    if kind == "performance":
+        return "Look at the labelled mistakes since the change: a shifted input, new traffic, stale training data."
+    if kind == "resource":
+        return "Look at the serving host: memory growth per request, other processes, the container's limits."
+    if kind == "security":
+        return "Look at this window's outputs and the output filters (the values are withheld here)."
+    if signal.startswith("features") or signal in ("confidence", "prediction", "tokens_in", "tokens_out"):
+        return (
+            "Look at what feeds this input upstream (a deploy, a data source, a changed encoding) "
+            "and whether the model still sees the traffic it was trained on."
+        )
+    return "Look at what changed upstream at that time."
+
+
 def build_alert(
     finding: Finding,
     model: str,
@@ -86,11 +112,17 @@ def build_alert(
         "value": finding.value,
         "threshold": finding.threshold,
         "baseline": finding.baseline,
-        "message": f"{model} {model_version}: {finding.message}",
+        "message": _with_where_to_look(f"{model} {model_version}: {finding.message}", finding),
         "evidence": finding.evidence,
         "timestamp": time.time() if now is None else now,
         "event_time": finding.event_time,
     }
+
+
+def _with_where_to_look(message: str, finding: Finding) -> str:
+    if "look at" in message.lower():
+        return message
+    return f"{message.rstrip()} {where_to_look(finding.kind, finding.signal)}"
 
 
 def unreadable_state_alert(model: str, stored: bytes, reason: str, now: float | None = None) -> dict[str, Any]:

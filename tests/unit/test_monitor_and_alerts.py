@@ -35,6 +35,10 @@ def test_alerts_are_schema_valid_and_name_model_version_and_signal():
     assert (alert["model"], alert["model_version"], alert["signal"]) == ("fraud-scorer", "1", "latency_ms")
     assert alert["fingerprint"] == fingerprint("fraud-scorer", "1", "latency_ms", "zscore")
     assert alert["message"].startswith("fraud-scorer 1: ")
+    # Every alert says where to look first.
+    assert alert["message"].endswith(
+        "Look at the service: a recent deploy, its dependencies' latency, its CPU and memory."
+    )
     assert alert["event_time"] == pytest.approx(1_000.0 + 302 * 0.1)
     assert "fraud-scorer" in format_alert(alert)
 
