@@ -189,7 +189,7 @@ def _reference_drift(values: np.ndarray, categorical: bool) -> list:
         if window is None or window.start != w_start:
             window = WindowStats(w_start, w_start + 60)
         window.update(batch)
-        found += rule.check(window, 60.0, batch[-1]["timestamp"])
+        found += rule.check(window, batch[-1]["timestamp"])
     return found
 
 

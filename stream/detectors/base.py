@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from stream.stats.window_stats import window_start
+
 if TYPE_CHECKING:
     from stream.stats.features import FeatureColumns
     from stream.stats.window_stats import WindowStats
@@ -43,7 +45,7 @@ def stream_window(event_time: float, size_s: float) -> dict[str, Any]:
     >>> stream_window(75.0, 60.0)
     {'type': 'stream', 'start': 60.0, 'end': 120.0, 'size_s': 60.0}
     """
-    start = event_time - event_time % size_s
+    start = window_start(event_time, size_s)
     return {"type": "stream", "start": start, "end": start + size_s, "size_s": size_s}
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from stream.detectors.base import Finding, WindowCheckpoints, tumbling_window
+from stream.stats.window_stats import window_start
 
 
 class CorrelationShift:
@@ -65,7 +66,7 @@ class CorrelationShift:
         self.fired = False
 
     def accumulate(self, x: np.ndarray, first_time: float) -> None:
-        start = first_time - first_time % self.window_s
+        start = window_start(first_time, self.window_s)
         if start != self.start:
             self.start, self.n = start, 0
             self.sum = np.zeros(len(self.features))

@@ -78,9 +78,9 @@ class IQRRule:
         self.normal: deque[float] = deque(maxlen=memory)
         self.recent: deque[float] = deque(maxlen=warmup)  # every value, outlier or not
         self.recent_outliers: deque[bool] = deque(maxlen=warmup)
+        self.outliers_in_recent = 0  # sum(recent_outliers), kept as it goes: it is read for every outlier
         self.quartiles: tuple[float, float] | None = None
         self.seen = 0
-        self.relearned = 0
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
 
     def fences(self) -> tuple[float, float]:
@@ -112,13 +112,16 @@ class IQRRule:
             else:
                 self.normal.append(x)
             self.recent.append(x)
+            if len(self.recent_outliers) == self.warmup:
+                self.outliers_in_recent -= self.recent_outliers[0]
             self.recent_outliers.append(outlier)
-            if outlier and len(self.recent) == self.warmup and 2 * sum(self.recent_outliers) > self.warmup:
+            self.outliers_in_recent += outlier
+            if outlier and len(self.recent) == self.warmup and 2 * self.outliers_in_recent > self.warmup:
                 # Most recent values are "outliers": the level moved for good. Learn it.
                 self.normal.clear()
                 self.normal.extend(self.recent)
                 self.recent_outliers.extend([False] * self.warmup)
-                self.relearned += 1
+                self.outliers_in_recent = 0
                 self._learn_quartiles()
                 lo, hi = self.fences()
             elif self.seen % self.refresh == 0 and len(self.normal) >= self.warmup:
@@ -162,7 +165,6 @@ class IQRRule:
             "recent_outliers": list(self.recent_outliers),
             "quartiles": None if self.quartiles is None else list(self.quartiles),
             "seen": self.seen,
-            "relearned": self.relearned,
             "window": self.count.to_dict(),
         }
 
@@ -172,8 +174,9 @@ class IQRRule:
         self.normal = deque((float(v) for v in state["normal"]), maxlen=self.normal.maxlen)
         self.recent = deque((float(v) for v in state["recent"]), maxlen=self.warmup)
         self.recent_outliers = deque((bool(v) for v in state["recent_outliers"]), maxlen=self.warmup)
+        self.outliers_in_recent = sum(self.recent_outliers)
         self.quartiles = (
             None if state["quartiles"] is None else (float(state["quartiles"][0]), float(state["quartiles"][1]))
         )
-        self.seen, self.relearned = int(state["seen"]), int(state["relearned"])
+        self.seen = int(state["seen"])
         self.count.load_state(state["window"])

@@ -82,9 +82,7 @@ class MahalanobisRule:
         self.warmup = warmup
         self.quantile = quantile
         self.margin = margin
-        # The weight of each new normal event in the running mean and covariance. (Until this
-        # release the correlation test's alpha overwrote it: the rate in effect was 0.001, a
-        # half-life of 693 events, whatever half_life said. That default keeps the behaviour.)
+        # The weight of each new normal event in the running mean and covariance.
         self.learning_rate = 1.0 - 0.5 ** (1.0 / half_life)
         self.window_s = window_s
         self.seen = 0

@@ -27,6 +27,7 @@ from typing import Any
 from river import metrics, utils
 
 from stream.detectors.base import Finding, check_state_version
+from stream.stats.window_stats import window_start
 
 CLASSIFICATION = ("accuracy", "precision", "recall", "f1")
 REGRESSION = ("mae", "rmse")
@@ -229,7 +230,7 @@ class PerformanceRule:
                 f"(threshold {threshold:.4g})."
             )
             baseline = {**ref, "labels": self.reference_labels}
-        start = event_time - event_time % self.window_s
+        start = window_start(event_time, self.window_s)
         far = detector == "metric_drop" and abs(value - ref.get(signal, value)) >= 2 * self.margin
         severity = "critical" if far else "warning"
         return Finding(

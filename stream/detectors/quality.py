@@ -43,7 +43,7 @@ class DataQualityRule:
     >>> win = WindowStats(0, 60)
     >>> batch = [{"timestamp": 1, "latency_ms": 1, "features": {"c": "XX"}}] * 30
     >>> win.update(batch)
-    >>> [f.detector for f in rule.update(batch, win, window_s=60)]
+    >>> [f.detector for f in rule.update(batch, win)]
     ['unseen_category']
     """
 
@@ -93,7 +93,6 @@ class DataQualityRule:
         self,
         events: list[dict[str, Any]],
         window: WindowStats,
-        window_s: float,
         columns: FeatureColumns | None = None,
     ) -> list[Finding]:
         """Count this batch's out-of-range values, then check ``window`` (the current tumbling window).
@@ -120,10 +119,10 @@ class DataQualityRule:
             if ref is None:
                 continue
             for finding in (
-                self._wrong_type(name, stats, ref, window, window_s, event_time),
-                self._missing(name, stats, ref, window, window_s, event_time),
-                self._unseen(name, stats, ref, window, window_s, event_time),
-                self._range(name, stats, window, window_s, event_time),
+                self._wrong_type(name, stats, ref, window, event_time),
+                self._missing(name, stats, ref, window, event_time),
+                self._unseen(name, stats, ref, window, event_time),
+                self._range(name, stats, window, event_time),
             ):
                 if finding is not None:
                     findings.append(finding)
@@ -132,7 +131,7 @@ class DataQualityRule:
             if name not in window.features.features and window.count >= self.min_events:
                 absent = NumericStats() if isinstance(ref, NumericStats) else CategoricalStats()
                 absent.count = absent.missing = window.count
-                finding = self._missing(name, absent, ref, window, window_s, event_time)
+                finding = self._missing(name, absent, ref, window, event_time)
                 if finding is not None:
                     findings.append(finding)
         return findings
@@ -141,7 +140,7 @@ class DataQualityRule:
         self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
     ) -> list[Finding]:
         """Count the new events' out-of-range values, then check the window (see :class:`WindowDetector`)."""
-        return self.update(events, window, self.window_s, columns)
+        return self.update(events, window, columns)
 
     def events_until_test(self, window_start: float, count: int) -> int:
         """Events the window starting at ``window_start`` (holding ``count``) takes before its next check."""
@@ -157,7 +156,7 @@ class DataQualityRule:
         self.fired.add(key)
         return True
 
-    def _missing(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
+    def _missing(self, name, stats, ref, window, event_time) -> Finding | None:
         n = stats.count
         if n < self.min_events or not ref.count:
             return None
@@ -180,12 +179,12 @@ class DataQualityRule:
             f"(normally {p0:.1%}, over {ref.count} reference events; alert above {threshold:.1%}). "
             "Look at the producer of this input: a failing upstream lookup or a renamed field.",
             window,
-            window_s,
+            self.window_s,
             event_time,
             {"missing": stats.missing, "observed_rate": p, "baseline_rate": p0},
         )
 
-    def _unseen(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
+    def _unseen(self, name, stats, ref, window, event_time) -> Finding | None:
         if not isinstance(stats, CategoricalStats) or not isinstance(ref, CategoricalStats):
             return None
         if ref.distinct_capped:
@@ -216,7 +215,7 @@ class DataQualityRule:
             f"(most frequent: {', '.join(repr(k) for k, _ in top)}; normally under {missing_mass:.2%} of values "
             "are new). A new value upstream, a changed encoding, or a profile that needs building again.",
             window,
-            window_s,
+            self.window_s,
             event_time,
             {
                 "unseen": [{"value": k, "count": v} for k, v in top],
@@ -225,7 +224,7 @@ class DataQualityRule:
             },
         )
 
-    def _range(self, name, stats, window, window_s, event_time) -> Finding | None:
+    def _range(self, name, stats, window, event_time) -> Finding | None:
         counts = self.out_of_range.get(name)
         if not counts or not isinstance(stats, NumericStats):
             return None
@@ -249,12 +248,12 @@ class DataQualityRule:
             f"of {present} values this window ({counts[0]} below, {counts[1]} above); normally none. "
             "A unit or scaling change upstream, or inputs the model never saw in training.",
             window,
-            window_s,
+            self.window_s,
             event_time,
             {"below": counts[0], "above": counts[1], "observed_rate": share, "baseline_rate": 0.0},
         )
 
-    def _wrong_type(self, name, stats, ref, window, window_s, event_time) -> Finding | None:
+    def _wrong_type(self, name, stats, ref, window, event_time) -> Finding | None:
         if not stats.wrong_type or ref.wrong_type or not self._once(f"type:{name}"):
             return None
         expected = "numbers" if isinstance(stats, NumericStats) else "categories"
@@ -269,7 +268,7 @@ class DataQualityRule:
             f"feature {name!r} should hold {expected} but {stats.wrong_type} of {stats.count} values "
             "this window had another type (normally none): the producer now sends this field differently.",
             window,
-            window_s,
+            self.window_s,
             event_time,
             {"wrong_type": stats.wrong_type, "observed_rate": rate, "baseline_rate": 0.0},
         )

@@ -175,7 +175,7 @@ class ReferenceDriftRule:
     >>> ev = lambda x: {"timestamp": 0, "latency_ms": 1, "features": {"x": float(x)}}
     >>> ref = WindowStats(0, 1); ref.update([ev(v) for v in rng.normal(0, 1, 2000)])
     >>> win = WindowStats(0, 60); win.update([ev(v) for v in rng.normal(1.5, 1, 500)])
-    >>> [f.evidence["ranking"][0]["feature"] for f in ReferenceDriftRule(ref).check(win, 60, 1.0)]
+    >>> [f.evidence["ranking"][0]["feature"] for f in ReferenceDriftRule(ref).check(win, 1.0)]
     ['features.x']
     """
 
@@ -243,14 +243,14 @@ class ReferenceDriftRule:
         self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
     ) -> list[Finding]:
         """Test the window when a test is due (see :class:`WindowDetector`); the events are in it already."""
-        return self.check(window, self.window_s, event_time)
+        return self.check(window, event_time)
 
-    def check(self, window: WindowStats, window_s: float, event_time: float) -> list[Finding]:
+    def check(self, window: WindowStats, event_time: float) -> list[Finding]:
         """Test ``window`` (the current tumbling window) when it is due; at most one finding per window."""
         previous = self.checkpoints.window_start
         if self.checkpoints.new_window(window.start):
             self.fired = False
-            follows = previous is not None and window.start - previous == window_s
+            follows = previous is not None and window.start - previous == self.window_s
             self.drifted_before, self.drifting = (self.drifting if follows else set()), set()
         if self.fired or not self.checkpoints.reached(window.start, window.count):
             return []
@@ -283,7 +283,7 @@ class ReferenceDriftRule:
                 baseline={"events": self.reference.count, "alpha": spent, "tests": len(ranking)},
                 message=message,
                 event_time=event_time,
-                window=tumbling_window(window.start, window_s),
+                window=tumbling_window(window.start, self.window_s),
                 evidence={"drifted": len(drifted), "ranking": [_round(s) for s in ranking[:10]]},
             )
         ]

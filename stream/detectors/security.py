@@ -157,7 +157,7 @@ class ClientAbuseRule:
         min_probe: int = 30,
         duplicate_share: float = 0.5,
         min_duplicates: int = 30,
-        check_duplicates: bool = True,
+        repeats_normal: bool = False,
         max_clients: int = 100,
         idle_s: float = 3600.0,
         recent_inputs: int = 32,
@@ -171,7 +171,7 @@ class ClientAbuseRule:
         self.min_probe = min_probe
         self.duplicate_share = duplicate_share
         self.min_duplicates = min_duplicates
-        self.check_duplicates = check_duplicates
+        self.repeats_normal = repeats_normal
         self.max_clients = max_clients
         self.idle_s = idle_s
         self.recent_inputs = recent_inputs
@@ -277,7 +277,7 @@ class ClientAbuseRule:
                         "suggest probing or model extraction.",
                     )
                 )
-        if self.check_duplicates and "duplicates" not in fired and state["dups"] >= self.min_duplicates:
+        if not self.repeats_normal and "duplicates" not in fired and state["dups"] >= self.min_duplicates:
             share = state["dups"] / count
             if share >= self.duplicate_share:
                 found.append(

@@ -85,20 +85,28 @@ class SilenceRule:
             return None
         if self.arrivals < self.min_arrivals or self.last_arrival - self.first_arrival < self.min_history_s:
             return None
-        longest = max((gap for _, gap in self.buckets), default=0.0)
-        return max(self.min_silence_s, self.factor * longest)
+        return max(self.min_silence_s, self.factor * self._longest_gap())
+
+    def _longest_gap(self) -> float:
+        return max((gap for _, gap in self.buckets), default=0.0)
 
     def quiet_s(self, now: float) -> float | None:
         """Seconds since the last record arrived (None before the first)."""
         return None if self.last_arrival is None else max(now - self.last_arrival, 0.0)
 
+    def silent(self, now: float) -> bool:
+        """Whether the model has been quiet past its threshold at ``now``."""
+        limit, quiet = self.threshold(), self.quiet_s(now)
+        return limit is not None and quiet is not None and quiet >= limit
+
     def check(self, now: float) -> list[Finding]:
         """A finding while the model has been quiet past its threshold."""
-        limit, quiet = self.threshold(), self.quiet_s(now)
-        if limit is None or quiet is None or quiet < limit or self.last_arrival is None:
+        if not self.silent(now):
             return []
+        assert self.last_arrival is not None
+        limit, quiet = self.threshold() or 0.0, now - self.last_arrival
         learnt = not self.after_s
-        longest = max((gap for _, gap in self.buckets), default=0.0)
+        longest = self._longest_gap()
         return [
             Finding(
                 signal="traffic",

@@ -99,9 +99,18 @@ class AlertLifecycle:
                 "retrain_requested": bool(state and state.get("retrain_requested")),
             }
             out.append(alert)
+        return out + self.resolve(event_time)
+
+    def resolve(self, event_time: float, after_s: float | None = None) -> list[dict[str, Any]]:
+        """Resolve the alerts whose detector has been quiet ``after_s`` (default ``resolve_after_s``) by ``event_time``.
+
+        ``after_s=0`` resolves every firing alert: what it was about has ended.
+        """
+        after_s = self.resolve_after_s if after_s is None else after_s
+        out = []
         for fp, state in list(self.active.items()):
-            if event_time - state["last_seen"] >= self.resolve_after_s:
-                out.append(self._resolved(state, event_time))
+            if event_time - state["last_seen"] >= after_s:
+                out.append(self._resolved(state, event_time, after_s))
                 del self.active[fp]
                 signal = state["alert"]["signal"]
                 incident = self.incidents.get(signal)
@@ -181,11 +190,11 @@ class AlertLifecycle:
         out, self.retrain_requests = self.retrain_requests, []
         return out
 
-    def _resolved(self, state: dict[str, Any], event_time: float) -> dict[str, Any]:
+    def _resolved(self, state: dict[str, Any], event_time: float, after_s: float) -> dict[str, Any]:
         firing = state["alert"]
         quiet = event_time - state["last_seen"]
         # Resolvable from the moment the quiet period was complete: that, not the batch that noticed, is its id.
-        resolvable_at = state["last_identity"] + self.resolve_after_s
+        resolvable_at = state["last_identity"] + after_s
         return {
             **firing,
             "alert_id": alert_id(firing["fingerprint"], "resolved", resolvable_at),

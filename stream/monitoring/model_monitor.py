@@ -8,6 +8,7 @@ The state is plain, versioned data (``STATE_VERSION``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -73,10 +74,10 @@ class ModelMonitor:
         self.notices: list[dict[str, Any]] = []
         # Silence is the model's, by the wall clock: whichever version sends, records arrive.
         self.traffic = SilenceRule(after_s=detection.silence_after_s, min_silence_s=detection.silence_min_s)
-        # Repeats fold within the cooldown; the alert resolves at the first record after it
-        # (any time after the last check that found the model silent).
+        # Repeats fold within the cooldown; the alert resolves with the first record back (see process),
+        # never for quiet: quiet is what it is about.
         self.traffic_lifecycle = AlertLifecycle(
-            model, ALL_VERSIONS, cooldown_s=detection.alert_cooldown_s, resolve_after_s=1e-3, sustained_s=float("inf")
+            model, ALL_VERSIONS, cooldown_s=detection.alert_cooldown_s, resolve_after_s=math.inf
         )
 
     def take_notices(self) -> list[dict[str, Any]]:
@@ -128,19 +129,14 @@ class ModelMonitor:
         for version, batch in by_version.items():
             self.traffic.arrived(arrived_at, version)
             alerts.extend(self.version(version).process(batch))
-        if by_version and self.traffic_lifecycle.active:
-            alerts += self.traffic_lifecycle.observe([], arrived_at)
+        if by_version:
+            alerts += self.traffic_lifecycle.resolve(arrived_at, after_s=0.0)
         return alerts
 
     def check_traffic(self, now: float) -> list[dict[str, Any]]:
         """A ``traffic`` alert while the model has been silent past its threshold (call it on a clock)."""
         findings = self.traffic.check(now)
         return self.traffic_lifecycle.observe(findings, now) if findings else []
-
-    def silent(self, now: float) -> bool:
-        """Whether the model is silent now: its firing alerts are then about the past, not the present."""
-        limit, quiet = self.traffic.threshold(), self.traffic.quiet_s(now)
-        return limit is not None and quiet is not None and quiet >= limit
 
     def version(self, version: str) -> VersionMonitor:
         """The state of ``version``, created on first use."""
@@ -174,7 +170,7 @@ class ModelMonitor:
             "last_record_at": self.traffic.last_arrival,
             "quiet_s": None if quiet is None else round(quiet, 1),
             "silent_after_s": self.traffic.threshold(),
-            "silent": self.silent(now),
+            "silent": self.traffic.silent(now),
         }
 
     def overview(self) -> dict[str, Any]:

@@ -65,7 +65,7 @@ CHANGE_RULES = {"level_shift": LevelShiftRule, "cusum": PercentileCusumRule}
 DRIFT_RULES = (*CHANGE_RULES, *METHODS)
 PERFORMANCE_KEYS = {"metric": str, "margin": float, "window": int, "pos_label": (int, str, bool)}
 REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
-# Client abuse (see stream.detectors.security.ClientAbuseRule); repeats_normal turns the repeated-input check off.
+# Client abuse: ClientAbuseRule's parameters (repeats_normal turns the repeated-input check off).
 CLIENT_KEYS = {
     "burst_factor": float,
     "min_burst": int,

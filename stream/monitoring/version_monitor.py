@@ -86,10 +86,7 @@ class VersionMonitor:
         self.events = 0
         # Security and resources: what every version is watched for, without configuration.
         self.private_data = PrivateDataRule(detection.window_s)
-        clients = dict(self.config.clients)
-        self.clients = ClientAbuseRule(
-            detection.window_s, check_duplicates=not clients.pop("repeats_normal", False), **clients
-        )
+        self.clients = ClientAbuseRule(detection.window_s, **self.config.clients)
         self.resources = ResourceRule(detection.window_s)
         self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None

@@ -17,9 +17,11 @@ from stream.tools.cli_options import (
     app_id_option,
     broker_option,
     connect_timeout_option,
+    duration_option,
     one_line_errors,
     partitions_option,
     quiet_client_logs,
+    rate_option,
     require_kafka,
     say_waiting,
     settings_from,
@@ -158,12 +160,8 @@ def worker(
 
 @cli.command()
 @broker_option
-@click.option(
-    "--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds to run."
-)
-@click.option(
-    "--rate", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True, help="Events per second."
-)
+@duration_option
+@rate_option
 @click.option("--seed", type=int, default=None, help="Random seed for repeatable traffic.")
 @click.option("--topic", default=None, help="Inference events topic (inference-events).")
 @one_line_errors
@@ -215,12 +213,8 @@ def simulate(broker: str | None, duration: float, rate: float, seed: int | None,
 
 
 @cli.command()
-@click.option(
-    "--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds to run."
-)
-@click.option(
-    "--rate", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True, help="Events per second."
-)
+@duration_option
+@rate_option
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed.")
 @click.option(
     "--broker",

@@ -68,6 +68,10 @@ partitions_option = click.option(
 app_id_option = click.option("--app-id", help="Faust app id, also the consumer group (env STREAM_MONITOR_APP_ID).")
 
 
+# Simulated traffic (simulate, demo): both must be positive, or nothing is sent.
+positive = click.FloatRange(min=0, min_open=True)
+duration_option = click.option("--duration", type=positive, default=60.0, show_default=True, help="Seconds to run.")
+rate_option = click.option("--rate", type=positive, default=300.0, show_default=True, help="Events per second.")
 connect_timeout_option = click.option(
     "--connect-timeout",
     "connect_timeout_s",

@@ -32,7 +32,7 @@ from stream.kafka.topics import ensure_topics, required_topics
 from stream.sdk.client import MonitorClient
 from stream.settings import Settings
 from stream.tools.simulator import DEFAULT_INCIDENTS, Incident, SimulationReport, TrafficSimulator, simulate
-from stream.web.status import SEVERITY_ORDER
+from stream.web.status import incidents
 from stream.worker.child_process import WorkerProcess
 
 
@@ -189,15 +189,15 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
     table.add_row("alerts received", str(len(state.alerts)))
     console.print(table)
 
-    rows = incident_rows(state.alerts)
+    rows = sorted(incidents(state.alerts), key=lambda r: r["since"])
     if rows:
-        incidents = Table(title="incidents, by start")
+        by_start = Table(title="incidents, by start")
         for column in ("started", "model", "signal", "detectors", "severity", "now", "alerts"):
             # Long model and signal names wrap instead of being cut at 80 columns.
-            incidents.add_column(column, overflow="fold")
+            by_start.add_column(column, overflow="fold")
         for row in rows:
-            incidents.add_row(
-                time.strftime("%H:%M:%S", time.gmtime(row["started"])),
+            by_start.add_row(
+                time.strftime("%H:%M:%S", time.gmtime(row["since"])),
                 row["model"],
                 row["signal"],
                 ", ".join(row["detectors"]),
@@ -205,7 +205,7 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
                 row["now"],
                 str(row["alerts"]),
             )
-        console.print(incidents)
+        console.print(by_start)
 
     latency_caught = False
     for incident in DEFAULT_INCIDENTS:
@@ -228,39 +228,6 @@ def _summary(console: Console, state: DemoState, health: dict[str, Any] | None, 
             )
     console.print(f"worker log: {worker.log_path}")
     return latency_caught
-
-
-def incident_rows(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per incident (firing and resolved alerts together), oldest first.
-
-    >>> alert = lambda status, detector, t, incident="i1": {"incident": incident, "fingerprint": detector,
-    ...     "model": "m", "signal": "latency_ms", "detector": detector, "severity": "critical",
-    ...     "status": status, "event_time": t}
-    >>> rows = incident_rows([alert("firing", "zscore", 10.0), alert("firing", "cusum", 12.0),
-    ...     alert("resolved", "zscore", 50.0), alert("firing", "iqr", 5.0, incident="i0")])
-    >>> [(r["started"], r["detectors"], r["now"], r["alerts"]) for r in rows]
-    [(5.0, ['iqr'], 'firing', 1), (10.0, ['cusum', 'zscore'], 'firing', 3)]
-    """
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for alert in alerts:
-        groups.setdefault(alert.get("incident") or alert["fingerprint"], []).append(alert)
-    rows = []
-    for group in groups.values():
-        firing = [a for a in group if a["status"] == "firing"]
-        resolved = {a["fingerprint"] for a in group if a["status"] == "resolved"}
-        rows.append(
-            {
-                "started": min(a["event_time"] for a in firing or group),
-                "model": group[0]["model"],
-                "signal": group[0]["signal"],
-                "detectors": sorted({a["detector"] for a in group}),
-                "severity": max((a["severity"] for a in group), key=lambda s: SEVERITY_ORDER.get(s, 0)),
-                # Resolved once every detector that fired has resolved.
-                "now": "resolved" if {a["fingerprint"] for a in firing} <= resolved else "firing",
-                "alerts": len(group),
-            }
-        )
-    return sorted(rows, key=lambda r: r["started"])
 
 
 def run_demo(

@@ -116,32 +116,40 @@ def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) 
     }
 
 
-def incidents(active: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Firing alerts grouped by incident, newest first: one entry per episode, whatever number of detectors agree.
+def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts grouped by incident, newest first: one entry per episode, whatever number of detectors agree.
 
-    >>> rows = incidents([
-    ...     {"incident": "i1", "signal": "x", "detector": "cusum", "severity": "warning", "event_time": 5.0,
-    ...      "message": "m1", "evidence": {"incident": {"since": 1.0}}},
-    ...     {"incident": "i1", "signal": "x", "detector": "level_shift", "severity": "critical", "event_time": 3.0,
-    ...      "message": "m2", "evidence": {"incident": {"since": 1.0}}}])
-    >>> [(r["signal"], r["severity"], r["detectors"], r["message"]) for r in rows]
-    [('x', 'critical', ['cusum', 'level_shift'], 'm1')]
+    ``now`` is ``resolved`` once every detector that fired has resolved; ``alerts`` counts the messages.
+
+    >>> alert = lambda detector, severity, t, status="firing": {"incident": "i1", "fingerprint": detector,
+    ...     "model": "m", "signal": "x", "detector": detector, "severity": severity, "status": status,
+    ...     "event_time": t, "message": f"{detector} at {t:g}", "evidence": {"incident": {"since": 1.0}}}
+    >>> rows = incidents([alert("cusum", "warning", 5.0), alert("level_shift", "critical", 3.0)])
+    >>> [(r["signal"], r["severity"], r["detectors"], r["message"], r["now"]) for r in rows]
+    [('x', 'critical', ['cusum', 'level_shift'], 'cusum at 5', 'firing')]
+    >>> incidents([alert("cusum", "warning", 5.0), alert("cusum", "warning", 9.0, "resolved")])[0]["now"]
+    'resolved'
     """
     groups: dict[str, list[dict[str, Any]]] = {}
-    for alert in active:
+    for alert in alerts:
         groups.setdefault(alert.get("incident") or alert["fingerprint"], []).append(alert)
     out = []
-    for key, alerts in groups.items():
-        latest = max(alerts, key=lambda a: a["event_time"])
+    for key, group in groups.items():
+        latest = max(group, key=lambda a: a["event_time"])
+        firing = {a["fingerprint"] for a in group if a["status"] == "firing"}
+        resolved = {a["fingerprint"] for a in group if a["status"] == "resolved"}
         out.append(
             {
                 "incident": key,
+                "model": latest["model"],
                 "signal": latest["signal"],
-                "severity": health(alerts),
-                "detectors": sorted({a["detector"] for a in alerts}),
-                "since": min(a["evidence"].get("incident", {}).get("since", a["event_time"]) for a in alerts),
+                "severity": health(group),
+                "detectors": sorted({a["detector"] for a in group}),
+                "since": min(a["evidence"].get("incident", {}).get("since", a["event_time"]) for a in group),
                 "last_event_time": latest["event_time"],
                 "message": latest["message"],
+                "now": "resolved" if firing <= resolved else "firing",
+                "alerts": len(group),
             }
         )
     return sorted(out, key=lambda r: r["last_event_time"], reverse=True)

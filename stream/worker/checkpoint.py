@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# How the worker writes a state (and anything holding detector values) as JSON.
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
@@ -52,7 +53,7 @@ def encode_state(state: dict[str, Any]) -> bytes:
     >>> decode_state(encode_state({"seq": 3, "buckets": {7: 2}}))
     {'seq': 3, 'buckets': {'7': 2}}
     """
-    return zlib.compress(orjson.dumps(state, option=_DUMP_OPTIONS), 1)
+    return zlib.compress(orjson.dumps(state, option=JSON_OPTIONS), 1)
 
 
 def decode_state(blob: bytes) -> dict[str, Any]:

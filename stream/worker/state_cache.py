@@ -22,7 +22,7 @@ from stream.monitoring.model_monitor import ModelMonitor, StateError
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileSource
 from stream.settings import DetectionSettings
-from stream.worker.checkpoint import decode_state
+from stream.worker.checkpoint import JSON_OPTIONS, decode_state
 
 log = logging.getLogger(__name__)
 
@@ -131,4 +131,4 @@ class ModelStates:
 
 def snapshot(monitor: ModelMonitor) -> bytes:
     """The state of ``monitor`` as bytes, to go back to should the next step raise."""
-    return orjson.dumps(monitor.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(monitor.to_dict(), option=JSON_OPTIONS)

@@ -101,14 +101,14 @@ def test_reference_drift_is_silent_on_many_stationary_windows_and_fires_once_per
     rng = np.random.default_rng(5)
     rule = ReferenceDriftRule(window_of(rng.normal(0, 1, 2000)))
     for k in range(30):
-        assert rule.check(window_of(rng.normal(0, 1, 1000), start=60.0 * k), 60, 60.0 * k) == []
+        assert rule.check(window_of(rng.normal(0, 1, 1000), start=60.0 * k), 60.0 * k) == []
     window = window_of(rng.normal(2, 1, 1000), start=6000.0)
-    assert len(rule.check(window, 60, 6000.0)) == 1
+    assert len(rule.check(window, 6000.0)) == 1
     window.update([{"timestamp": 6001.0, "latency_ms": 1.0, "features": {"x": 5.0}}] * 500)
-    assert rule.check(window, 60, 6001.0) == []
+    assert rule.check(window, 6001.0) == []
     restored = ReferenceDriftRule(rule.reference)
     restored.load_state(orjson.loads(orjson.dumps(rule.to_dict())))
-    assert restored.check(window, 60, 6002.0) == []
+    assert restored.check(window, 6002.0) == []
 
 
 def test_performance_monitor_silent_when_accuracy_holds_and_fires_when_it_drops():
@@ -225,11 +225,11 @@ def test_reference_drift_waits_a_window_for_a_shift_that_only_just_clears_its_fl
     assert psi_of(weak)["psi"] < 2 * psi_of(weak)["psi_floor"]
     rule = ReferenceDriftRule(reference)
     # A wander for one window, then back: nothing; the same shift held over two windows: one alert, in the second.
-    assert rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=0.0), 60, 30.0) == []
-    assert rule.check(window_of(rng.normal(0, 1, 2000), start=60.0), 60, 90.0) == []
-    assert rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=120.0), 60, 150.0) == []
-    [finding] = rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=180.0), 60, 210.0)
+    assert rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=0.0), 30.0) == []
+    assert rule.check(window_of(rng.normal(0, 1, 2000), start=60.0), 90.0) == []
+    assert rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=120.0), 150.0) == []
+    [finding] = rule.check(window_of(rng.normal(weak + 0.05, 1, 2000), start=180.0), 210.0)
     assert finding.signal == "features.x"
     # A large shift fires at once.
     fresh = ReferenceDriftRule(reference)
-    assert len(fresh.check(window_of(rng.normal(1.5, 1, 2000), start=0.0), 60, 30.0)) == 1
+    assert len(fresh.check(window_of(rng.normal(1.5, 1, 2000), start=0.0), 30.0)) == 1

@@ -41,10 +41,10 @@ def reference(n=2000):
     return ref
 
 
-def check(rule, batch, window_s=60.0):
-    window = WindowStats(0.0, window_s)
+def check(rule, batch):
+    window = WindowStats(0.0, rule.window_s)
     window.update(batch)
-    return rule.update(batch, window, window_s)
+    return rule.update(batch, window)
 
 
 def test_normal_windows_raise_nothing():
@@ -53,7 +53,7 @@ def test_normal_windows_raise_nothing():
         window = WindowStats(k * 60.0, k * 60.0 + 60)
         batch = events(3000, seed=100 + k, t0=k * 60.0)
         window.update(batch)
-        assert rule.update(batch, window, 60.0) == [], k
+        assert rule.update(batch, window) == [], k
 
 
 def test_missing_rate_jump_names_feature_rate_and_baseline():
@@ -97,10 +97,10 @@ def test_each_check_fires_once_per_window():
     window = WindowStats(0.0, 60.0)
     first = events(200, seed=6, country="BR")
     window.update(first)
-    assert len(rule.update(first, window, 60.0)) == 1
+    assert len(rule.update(first, window)) == 1
     more = events(200, seed=7, country="BR", t0=10)
     window.update(more)
-    assert rule.update(more, window, 60.0) == []
+    assert rule.update(more, window) == []
 
 
 def test_monitor_learns_reference_from_first_events_then_alerts(tmp_path):
