@@ -60,5 +60,5 @@ class Admission:
                     message.tp,
                 )
                 self.on_refetch()
-                await consumer.seek(message.tp, hole.start)
+                await consumer.seek_back(message.tp, hole.start)
         return admitted

@@ -21,6 +21,11 @@ What is worked around, each worth reporting upstream:
   ingest agent took it in, and reads a partition again from a hole (see
   :mod:`stream.worker.offset_order`). Related upstream: faust-streaming
   issue 221 (prefetched records out of order after a rebalance).
+- **Seek from the wrong thread.** Faust's ``seek`` calls aiokafka from the
+  agents' thread while the consumer thread may be draining that partition's
+  prefetched records; aiokafka's fetcher then deletes the partition's entry
+  twice (``KeyError`` in ``fetched_records``) and the worker crashes
+  (:meth:`Consumer.seek_back` seeks in the consumer's thread instead).
 - **Duplicate filter after a seek back.** Faust drops a fetched record whose
   offset is below the last one read; after a seek back the records read
   again were dropped too (:class:`ChangelogReadOffsets`).
@@ -124,6 +129,10 @@ class Consumer(driver.Consumer):
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_back(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` again from ``offset``; the seek runs in the consumer's thread, as aiokafka needs."""
+        await self.seek_wait({tp: offset})
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek every assigned partition to its committed offset, and expect its records from there."""
@@ -251,6 +260,11 @@ def check_faust() -> None:
         (
             "AIOKafkaConsumer._fetch_max_wait_ms",
             "self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__),
+        ),
+        (
+            "Consumer.seek_wait(partitions) run in the consumer thread",
+            inspect.iscoroutinefunction(getattr(driver.Consumer, "seek_wait", None))
+            and "call_thread" in inspect.getsource(driver.AIOKafkaConsumerThread.seek_wait),
         ),
         ("Worker._schedule_shutdown(signal)", _params(faust.Worker, "_schedule_shutdown") == ["self", "signal"]),
         (

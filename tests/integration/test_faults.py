@@ -81,13 +81,20 @@ def counted(worker, models) -> dict[str, int]:
     return out
 
 
+def first_error(worker, lines: int = 60) -> str:
+    """The log from the worker's first error on (a crash's cause comes long before its last lines)."""
+    log = worker.log_path.read_text(errors="replace").splitlines() if worker.log_path.exists() else []
+    start = next((i for i, line in enumerate(log) if "[ERROR]" in line or "[CRITICAL]" in line), None)
+    return worker.log_tail() if start is None else "\n".join(log[start : start + lines])
+
+
 def wait_for_counts(worker, expected: dict[str, int], timeout_s: float = 120.0, settle_s: float = 3.0) -> dict:
     """Counts once every model reached its expected number and nothing more arrived for ``settle_s``."""
     deadline = time.monotonic() + timeout_s
     seen = counted(worker, expected)
     while any(seen[m] < n for m, n in expected.items()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"counts {seen}, expected {expected}; worker log:\n{worker.log_tail()}")
+            raise AssertionError(f"counts {seen}, expected {expected}; worker log:\n{first_error(worker)}")
         time.sleep(0.5)
         seen = counted(worker, expected)
     time.sleep(settle_s)  # duplicates, if any, would show up now

@@ -129,12 +129,17 @@ def test_a_failed_checkpoint_releases_nothing_and_holds_its_records_for_the_next
         table.fail = False
         held = [r for r, _ in checkpointer.held.records_of("m")]
         saved = await checkpointer.checkpoint(force=True)
-        return first, later, failed, held, saved
+        return first, later, failed, held, saved, checkpointer
 
-    first, later, failed, held, saved = asyncio.run(run())
+    first, later, failed, held, saved, checkpointer = asyncio.run(run())
     assert failed == 0
     assert held == [first, later]
     assert saved == 1 and (first.acked, later.acked) == (1, 1)
+    # What Prometheus's StreamMonitorCheckpointsFailing rule reads.
+    exposed = checkpointer.metrics.render()
+    assert b"stream_monitor_checkpoint_failures_total 1.0" in exposed
+    assert b"stream_monitor_checkpoints_total 1.0" in exposed
+    assert (checkpointer.counters.checkpoint_failures, checkpointer.counters.checkpoints) == (1, 1)
 
 
 def test_a_checkpoint_outlived_by_a_revocation_releases_nothing():
@@ -183,10 +188,11 @@ def _consumer(tmp_path, owned):
     consumer.assignment = lambda: owned
     consumer.sought = []
 
-    async def seek(tp, offset):
-        consumer.sought.append((tp, offset))
+    async def seek_wait(partitions):
+        consumer.sought.extend(partitions.items())
 
-    consumer.seek = seek
+    # seek_back must go through seek_wait, which runs in the consumer's thread.
+    consumer.seek_wait = seek_wait
     return consumer
 
 
