@@ -108,6 +108,16 @@ class WorkerMetrics:
             ["model", "kind", "severity"],
             registry=self.registry,
         )
+        self.checkpoints = Counter(
+            f"{PREFIX}_checkpoints",
+            "Checkpoints that saved model states, after which their input records were committed.",
+            registry=self.registry,
+        )
+        self.checkpoint_failures = Counter(
+            f"{PREFIX}_checkpoint_failures",
+            "Checkpoints that failed; their records stay uncommitted until a later one succeeds.",
+            registry=self.registry,
+        )
         self.processing = Histogram(
             f"{PREFIX}_processing_seconds",
             "Time to apply one input record (an envelope or a label) to its model's state.",

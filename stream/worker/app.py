@@ -78,7 +78,7 @@ class MonitorApp:
             self.model_state, settings.detection, settings.state_cache_models, self.monitors, profiles
         )
         held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
-        self.checkpointer = Checkpointer(self.states, self.model_state, held, self.writes, self.counters)
+        self.checkpointer = Checkpointer(self.states, self.model_state, held, self.writes, self.counters, self.metrics)
         self.states.pinned = self.checkpointer.busy
         self.outputs = Outputs(
             alerts=self.app.topic(topics.alerts, partitions=settings.partitions, **raw),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from stream.web.metrics import WorkerMetrics
 from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import hold_message, send_changelog, table_store
 
@@ -235,12 +236,14 @@ class Checkpointer:
         held: HeldRecords,
         writes: ChangelogWrites,
         counters: WorkerCounters | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.states = states
         self.table = table
         self.held = held
         self.writes = writes
         self.counters = counters or WorkerCounters()
+        self.metrics = metrics or WorkerMetrics()
         # One checkpoint at a time, and none while a poisoned batch is undone.
         self.lock = asyncio.Lock()
         # Counts the revocations: a checkpoint that outlives one must not save or release.
@@ -296,6 +299,8 @@ class Checkpointer:
             await self.writes.confirm()
         except Exception:
             log.exception("checkpoint failed; its %d models' records stay uncommitted until the next", len(taken))
+            self.counters.checkpoint_failures += 1
+            self.metrics.checkpoint_failures.inc()
             if generation == self.generation:
                 self.held.restore(taken)
             return 0
@@ -306,6 +311,7 @@ class Checkpointer:
         for held in taken.values():
             self.held.release(held.records)
         self.counters.checkpoints += 1
+        self.metrics.checkpoints.inc()
         return len(taken)
 
     def revoke(self) -> int:

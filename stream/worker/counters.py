@@ -25,6 +25,7 @@ class WorkerCounters:
     replayed: int = 0
     duplicate_batches: int = 0
     checkpoints: int = 0
+    checkpoint_failures: int = 0
     refetches: int = 0
     started_at: float = field(default_factory=time.time)
 

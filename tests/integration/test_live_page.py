@@ -8,9 +8,7 @@ done. The screenshot is saved as ``artifacts/live-page.png``.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from stream.sdk.client import make_event
+from tests.debian import debian_program
 
 from .conftest import isolated_settings
 from .helpers import publish, wait_for_events
@@ -39,21 +38,7 @@ FLAGS = [
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("Chromium is not installed and apt-get cannot install it here (not root, or no apt-get)")
-    print("\ninstalling Debian's chromium for the browser test (apt-get)...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0 or not shutil.which("chromium"):
-        pytest.skip(f"apt-get could not install chromium: {result.stderr[-500:]}")
-    return shutil.which("chromium")
+    return debian_program("chromium", "chromium")
 
 
 def browse(chromium: str, url: str, profile: Path, *args: str) -> str:
