@@ -32,6 +32,7 @@ class TopicReader:
         self.topic = topic
         self.from_beginning = from_beginning
         self.consumer: AIOKafkaConsumer | None = None
+        self.partitions: list[TopicPartition] = []
 
     @classmethod
     def alerts(cls, settings: Settings, *, from_beginning: bool = False) -> TopicReader:
@@ -55,6 +56,7 @@ class TopicReader:
             raise LookupError(f"topic {self.topic!r} does not exist; run `stream-monitor topics create`")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
+        self.partitions = tps
         if self.from_beginning:
             await consumer.seek_to_beginning(*tps)
         else:
@@ -78,6 +80,19 @@ class TopicReader:
             for tp_records in batch.values():
                 for record in tp_records:
                     yield record
+
+    async def until_end(self) -> AsyncIterator[ConsumerRecord]:
+        """Yield the records up to the end offsets as they are now, then stop."""
+        assert self.consumer is not None, "call start() first"
+        end = await self.consumer.end_offsets(self.partitions)
+        behind = {tp for tp in self.partitions if await self.consumer.position(tp) < end[tp]}
+        while behind:
+            batch = await self.consumer.getmany(*behind, timeout_ms=500)
+            for tp, tp_records in batch.items():
+                for record in tp_records:
+                    if record.offset < end[tp]:
+                        yield record
+            behind = {tp for tp in behind if await self.consumer.position(tp) < end[tp]}
 
     async def stop(self) -> None:
         """Close the consumer."""

@@ -121,6 +121,14 @@ def report(broker: str | None, output: str, models: tuple[str, ...], hours: floa
 @click.option("--min-severity", default="info", show_default=True, help="info, warning or critical.")
 @click.option("--attempts", type=int, default=5, show_default=True, help="Tries per alert and route.")
 @click.option("--from-beginning", is_flag=True, help="Route the alerts kept so far too (default: only new ones).")
+@click.option(
+    "--resend",
+    "resend_s",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between sending Alertmanager the alerts still firing (keep it below its resolve_timeout).",
+)
 @click.option("--topic", default=None, help="Alerts topic (monitor-alerts).")
 @one_line_errors
 def route(
@@ -134,6 +142,7 @@ def route(
     min_severity: str,
     attempts: int,
     from_beginning: bool,
+    resend_s: float,
     topic: str | None,
 ) -> None:
     """Forward alerts to HTTP webhooks and Alertmanager, with retries.
@@ -171,13 +180,19 @@ def route(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         router = Router(
-            settings, routes, from_beginning=from_beginning, policy=RetryPolicy(attempts=attempts), on_delivery=said
+            settings,
+            routes,
+            from_beginning=from_beginning,
+            policy=RetryPolicy(attempts=attempts),
+            on_delivery=said,
+            resend_s=resend_s,
         )
         click.echo(f"routing alerts from {settings.topics.alerts} to {len(routes)} route(s)", err=True)
         stats = await router.run(stop)
         click.echo(
             f"routed {stats.alerts} alerts: {stats.delivered} deliveries, {stats.retries} retries, "
-            f"{stats.undeliverable} undeliverable, {stats.filtered} matched no route",
+            f"{stats.undeliverable} undeliverable, {stats.filtered} matched no route, "
+            f"{stats.resent} firing alerts sent again to Alertmanager",
             err=True,
         )
 

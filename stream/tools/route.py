@@ -10,6 +10,13 @@ answer as the reason. Offsets are committed only after every route has
 delivered or dead-lettered the alert, so a router that dies loses nothing
 (a receiver may see an alert twice: Alertmanager folds them; JSON receivers
 can use ``alert_id``).
+
+Alertmanager resolves an alert it has not heard of for its
+``resolve_timeout`` (5 minutes by default), which is why Prometheus sends its
+firing alerts again at every evaluation. The worker publishes an alert once
+per episode, so the router keeps the alerts firing now (learnt from the
+topic's history when it starts) and sends them again to every Alertmanager
+route every ``resend_s``, until their ``resolved`` message comes.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from stream.contracts.codec import Reject
 from stream.contracts.dead_letters import dead_letter
 from stream.contracts.schemas import SchemaError, validate
+from stream.kafka.follow import TopicReader
 from stream.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -112,8 +121,12 @@ def alertmanager_alert(alert: dict[str, Any], generator_url: str = "") -> dict[s
             "value": str(alert.get("value")),
             "threshold": str(alert.get("threshold")),
             "alert_id": alert["alert_id"],
+            "event_time": _rfc3339(alert["event_time"]),
         },
-        "startsAt": _rfc3339(alert["event_time"]),
+        # When the monitor raised it, not the event time it is about: Alertmanager sends a new group at
+        # once, without its group_wait, when the first alert's startsAt is older than group_wait, and the
+        # other detectors of the same incident would then page a second time.
+        "startsAt": _rfc3339(alert["timestamp"]),
     }
     if alert.get("status") == "resolved":
         out["endsAt"] = _rfc3339(alert["timestamp"])
@@ -180,6 +193,38 @@ def route_from(entry: Any, where: str) -> Route:
     )
 
 
+class FiringAlerts:
+    """The alerts firing now, one per fingerprint, until a ``resolved`` message or ``forget_after_s``.
+
+    An alert whose resolution never comes (its model retired, say) is dropped
+    after ``forget_after_s`` seconds, so that Alertmanager lets it go too.
+
+    >>> firing = FiringAlerts(forget_after_s=100)
+    >>> for fp, status, t in (("f1", "firing", 10.0), ("f2", "firing", 20.0), ("f1", "resolved", 30.0)):
+    ...     firing.update({"fingerprint": fp, "status": status, "timestamp": t})
+    >>> [a["fingerprint"] for a in firing.now(now=50.0)], firing.now(now=121.0)
+    (['f2'], [])
+    """
+
+    def __init__(self, forget_after_s: float = 86400.0) -> None:
+        self.forget_after_s = forget_after_s
+        self.by_fingerprint: dict[str, dict[str, Any]] = {}
+
+    def update(self, alert: dict[str, Any]) -> None:
+        """Take in one alert message, in the order of its partition."""
+        if alert["status"] == "firing":
+            self.by_fingerprint[alert["fingerprint"]] = alert
+        else:
+            self.by_fingerprint.pop(alert["fingerprint"], None)
+
+    def now(self, now: float) -> list[dict[str, Any]]:
+        """The alerts still firing, forgetting those older than ``forget_after_s``."""
+        stale = [fp for fp, a in self.by_fingerprint.items() if now - a["timestamp"] > self.forget_after_s]
+        for fp in stale:
+            del self.by_fingerprint[fp]
+        return list(self.by_fingerprint.values())
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently to try one delivery.
@@ -217,11 +262,16 @@ class RouterStats:
     undeliverable: int = 0
     filtered: int = 0
     bad_records: int = 0
+    resent: int = 0
 
 
 async def deliver(session: aiohttp.ClientSession, route: Route, alert: dict[str, Any], policy: RetryPolicy) -> Delivery:
     """POST ``alert`` on ``route``, retrying connection errors, 429 and 5xx with backoff."""
-    body = route.body(alert)
+    return await deliver_body(session, route, route.body(alert), policy)
+
+
+async def deliver_body(session: aiohttp.ClientSession, route: Route, body: bytes, policy: RetryPolicy) -> Delivery:
+    """POST ``body`` on ``route`` with the policy's retries."""
     headers = {"Content-Type": "application/json", **route.headers}
     last = ""
     for attempt in range(1, policy.attempts + 1):
@@ -253,6 +303,7 @@ class Router:
         from_beginning: bool = False,
         policy: RetryPolicy | None = None,
         on_delivery: Callable[[Route, dict[str, Any], Delivery], None] | None = None,
+        resend_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self.routes = routes
@@ -261,6 +312,9 @@ class Router:
         self.policy = policy or RetryPolicy()
         self.on_delivery = on_delivery
         self.stats = RouterStats()
+        self.resend_s = resend_s
+        self.firing = FiringAlerts()
+        self.alertmanagers = [r for r in routes if r.format == "alertmanager"]
 
     async def run(self, stop: asyncio.Event) -> RouterStats:
         """Route alerts until ``stop`` is set; returns the stats."""
@@ -275,10 +329,13 @@ class Router:
             **self.settings.kafka_options(),
         )
         producer = AIOKafkaProducer(bootstrap_servers=servers, **self.settings.kafka_options())
+        if self.alertmanagers:
+            await self._learn_firing()
         await consumer.start()
         await producer.start()
         try:
             async with aiohttp.ClientSession() as session:
+                resent_at = time.monotonic()
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=500)
                     for records in batches.values():
@@ -286,10 +343,39 @@ class Router:
                             await self._route(session, producer, record)
                     if batches:
                         await consumer.commit()
+                    if self.alertmanagers and time.monotonic() - resent_at >= self.resend_s:
+                        resent_at = time.monotonic()
+                        await self._resend(session)
         finally:
             await consumer.stop()
             await producer.stop()
         return self.stats
+
+    async def _learn_firing(self) -> None:
+        """The alerts firing when the router starts, from the topic's history."""
+        async with TopicReader.alerts(self.settings, from_beginning=True) as reader:
+            async for record in reader.until_end():
+                try:
+                    alert = orjson.loads(record.value)
+                    validate("alert", alert)
+                except (orjson.JSONDecodeError, SchemaError):
+                    continue
+                self.firing.update(alert)
+        log.info("%d alerts firing in the history of %s", len(self.firing.by_fingerprint), self.settings.topics.alerts)
+
+    async def _resend(self, session: aiohttp.ClientSession) -> None:
+        """Tell every Alertmanager route again what is still firing; a failure waits for the next round."""
+        firing = self.firing.now(time.time())
+        for route in self.alertmanagers:
+            alerts = [alertmanager_alert(a) for a in firing if route.matches(a)]
+            if not alerts:
+                continue
+            policy = RetryPolicy(attempts=1, timeout_s=self.policy.timeout_s)
+            outcome = await deliver_body(session, route, orjson.dumps(alerts), policy)
+            if outcome.ok:
+                self.stats.resent += len(alerts)
+            else:
+                log.warning("could not send %d firing alerts again to %s: %s", len(alerts), route.name, outcome.last)
 
     async def _route(self, session: aiohttp.ClientSession, producer: AIOKafkaProducer, record: Any) -> None:
         self.stats.alerts += 1
@@ -305,6 +391,7 @@ class Router:
             self.stats.bad_records += 1
             await self._dead_letter(producer, record, Reject(str(exc), "invalid_schema", record.value))
             return
+        self.firing.update(alert)
         matching = [r for r in self.routes if r.matches(alert)]
         if not matching:
             self.stats.filtered += 1

@@ -144,7 +144,8 @@ min_severity = "critical"
     assert first["labels"]["alertname"] == "StreamMonitorAnomaly"
     assert first["labels"]["model"] == "fraud-scorer" and first["labels"]["severity"] == "critical"
     assert first["annotations"]["summary"] == anomaly["message"]
-    assert abs(datetime.fromisoformat(first["startsAt"]).timestamp() - anomaly["event_time"]) < 1e-3
+    assert abs(datetime.fromisoformat(first["startsAt"]).timestamp() - anomaly["timestamp"]) < 1e-3
+    assert abs(datetime.fromisoformat(first["annotations"]["event_time"]).timestamp() - anomaly["event_time"]) < 1e-3
     assert "endsAt" not in first
     assert resolved["labels"]["alertname"] == "StreamMonitorDrift" and "endsAt" in resolved
     # The JSON route only took the drift, as published.
