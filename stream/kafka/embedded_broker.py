@@ -30,6 +30,7 @@ _PR_SET_PDEATHSIG = 1
 #: with, and Tansu's own default. Workers look for them to work around a Tansu
 #: quirk (see ``stream.worker.run``).
 EMBEDDED_CLUSTER_ID = "stream-monitor-embedded"
+MEMORY = "memory://tansu/"
 TANSU_CLUSTER_IDS = frozenset({EMBEDDED_CLUSTER_ID, "tansu_cluster"})
 
 
@@ -115,7 +116,11 @@ class EmbeddedBroker:
         stop_grace_s: float = 3.0,
         log_path: Path | None = None,
         advertised_port: int | None = None,
+        storage: str = MEMORY,
+        env: dict[str, str] | None = None,
     ) -> None:
+        if not storage.startswith(("memory://", "s3://")):
+            raise BrokerUnavailable(f"--storage-engine: {storage!r} is not memory://NAME/ or s3://BUCKET/")
         self.host = host
         self.port = port
         # Clients are told to reconnect here; differs from ``port`` behind a proxy.
@@ -123,6 +128,9 @@ class EmbeddedBroker:
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self.log_path = log_path
+        # Where Tansu keeps topics, records, offsets and groups; s3:// reads the AWS_* variables of ``env``.
+        self.storage = storage
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,13 +170,14 @@ class EmbeddedBroker:
                     "--advertised-listener-url",
                     advertised,
                     "--storage-engine",
-                    "memory://tansu/",
+                    self.storage,
                     "--cluster-id",
                     EMBEDDED_CLUSTER_ID,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
@@ -222,6 +231,14 @@ class EmbeddedBroker:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would: nothing is flushed or closed."""
+        process, self.process = self.process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -43,13 +43,22 @@ def cli() -> None:
 @cli.command()
 @click.option("--port", type=int, default=9092, show_default=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--storage-engine",
+    "storage",
+    default="memory://tansu/",
+    show_default=True,
+    help="memory://NAME/, or s3://BUCKET/ on an S3 store that honours conditional writes "
+    "(AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP from the environment).",
+)
 @one_line_errors
-def broker(port: int, host: str) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in memory) in the foreground."""
+def broker(port: int, host: str, storage: str) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) in the foreground."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with EmbeddedBroker(port=port, host=host) as embedded:
-        click.echo(f"broker ready at {embedded.url} (in memory; Ctrl-C stops it)")
+    with EmbeddedBroker(port=port, host=host, storage=storage) as embedded:
+        kept = "in memory" if storage.startswith("memory://") else f"kept in {storage}"
+        click.echo(f"broker ready at {embedded.url} ({kept}; Ctrl-C stops it)")
         click.echo(f"  stream-monitor worker --broker {embedded.url}")
         try:
             while not stop.wait(0.5) and embedded.running:

@@ -1,4 +1,5 @@
-"""Tools for inflicting faults: a TCP proxy that can cut a broker off, and the fault report.
+"""Tools for inflicting faults: a TCP proxy that can cut a broker off, a local S3 store
+that a broker can be killed and restarted on, and the fault report.
 
 The proxy sits between the clients and the broker (which advertises the
 proxy's port), so cutting it is the broker going away for every client at
@@ -9,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from dataclasses import dataclass
 
 from stream.kafka.embedded_broker import free_port
@@ -83,6 +88,53 @@ class TcpProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+class LocalS3:
+    """moto's S3 server on a loopback port, with one bucket: where a broker keeps its log across restarts.
+
+    moto honours S3's conditional writes (If-Match, If-None-Match), which Tansu's S3 storage
+    relies on when requests race on one partition's metadata; a store that ignores them
+    loses acknowledged records.
+    """
+
+    bucket = "tansu"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What Tansu reads to reach the store."""
+        return {
+            "AWS_ENDPOINT": self.url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self) -> LocalS3:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(f"{self.url}/{self.bucket}", method="PUT")
+                with urllib.request.urlopen(request, timeout=2):
+                    return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
 
 
 @dataclass
