@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import murmur2
 
 from stream.settings import Settings
 
@@ -24,8 +25,26 @@ LABEL_JOIN_TABLE = "label-join"
 _TOPIC_EXISTS = 36
 
 
+def model_partition(model: str, partitions: int) -> int:
+    """The partition of a topic keyed by model that holds ``model``: what Kafka's default partitioner picks.
+
+    Computed, not asked of a producer: a producer knows the partitions of the topics it writes
+    to, and the worker never writes to the events topic.
+
+    >>> from aiokafka.partitioner import DefaultPartitioner
+    >>> all(model_partition(m, 4) == DefaultPartitioner()(m.encode(), list(range(4)), [])
+    ...     for m in ("fraud-scorer", "churn", "ranker", "m7"))
+    True
+    """
+    return (murmur2(model.encode()) & 0x7FFFFFFF) % partitions
+
+
 class TopicMismatch(RuntimeError):
     """A topic exists with another partition count than the one declared."""
+
+
+class TopicsNotCreated(RuntimeError):
+    """The broker would not create the topics; the text names the broker, the topic or the reason."""
 
 
 class BrokerUnreachable(RuntimeError):
@@ -119,12 +138,21 @@ async def ensure_topics(
         missing = [s for s in specs if s.name not in existing]
         result: dict[str, str] = {}
         if missing:
-            response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
+            try:
+                response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
+            # aiokafka raises AttributeError when the broker names no controller to send CreateTopics to
+            # (librdkafka's mock cluster, for one).
+            except (KafkaError, AttributeError) as exc:
+                wanted = ", ".join(f"{s.name} ({s.partitions} partitions)" for s in missing)
+                raise TopicsNotCreated(
+                    f"the broker at {bootstrap} did not create the topics ({type(exc).__name__}: {exc}); "
+                    f"create them with your Kafka tools: {wanted}"
+                ) from None
             for name, code, message in response.topic_errors:
                 if code == _TOPIC_EXISTS:
                     existing.add(name)
                 elif code != 0:
-                    raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
+                    raise TopicsNotCreated(f"could not create topic {name}: {message} (error {code})")
                 else:
                     result[name] = "created"
         present = [s for s in specs if s.name in existing]

@@ -24,7 +24,7 @@ from typing import Any
 
 import faust
 
-from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE
+from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, model_partition
 from stream.monitoring.label_join import LabelJoiner, ModelLabels
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
@@ -161,8 +161,8 @@ class MonitorApp:
         return [model for model in models if self.partition_of(model) in actives]
 
     def partition_of(self, model: str) -> int:
-        """The partition of the events topic that holds ``model``."""
-        return self.app.producer.key_partition(self.settings.topics.events, model.encode()).partition
+        """The partition of the events topic that holds ``model`` (its partition count is checked at start)."""
+        return model_partition(model, self.settings.partitions)
 
     def has_model(self, model: str) -> bool:
         """Whether this worker holds state for ``model``."""
