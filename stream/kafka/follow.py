@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.settings import Settings
 
@@ -50,7 +51,7 @@ class TopicReader:
             bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None, **self.kafka_options
         )
         await consumer.start()
-        partitions = consumer.partitions_for_topic(self.topic)
+        partitions = consumer.partitions_for_topic(self.topic) or await self._partitions_from_broker()
         if not partitions:
             await consumer.stop()
             raise LookupError(f"topic {self.topic!r} does not exist; run `stream-monitor topics create`")
@@ -65,6 +66,18 @@ class TopicReader:
             for tp in tps:
                 await consumer.position(tp)
         self.consumer = consumer
+
+    async def _partitions_from_broker(self) -> set[int]:
+        # The consumer learns every topic's partitions from its first metadata answer, in which an
+        # empty topic list means all topics; a broker that reads it as none (librdkafka's mock
+        # cluster) is asked about the topic by name.
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.kafka_options)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        return {p["partition"] for d in described if d["error_code"] == 0 for p in d["partitions"]}
 
     async def records(self, timeout_s: float | None = None) -> AsyncIterator[ConsumerRecord]:
         """Yield records as they arrive; stop after ``timeout_s`` without any."""

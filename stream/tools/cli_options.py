@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from stream.kafka.embedded_broker import BrokerUnavailable
-from stream.kafka.topics import BrokerUnreachable, TopicMismatch
+from stream.kafka.topics import BrokerUnreachable, TopicMismatch, TopicsNotCreated
 from stream.monitoring.profiles import ProfileError
 from stream.settings import ConfigError, Settings
 from stream.settings.common import InstallError
@@ -26,6 +26,7 @@ CLEAR_ERRORS = (
     BrokerUnavailable,
     BrokerUnreachable,
     TopicMismatch,
+    TopicsNotCreated,
     LookupError,
     ProfileError,
 )
