@@ -117,10 +117,13 @@ def register(mon: MonitorApp) -> None:
 
     @app.page("/models/{model}/stats")
     class ModelStats(faust.web.View):
-        @app.table_route(table=mon.model_state, match_info="model")
         async def get(self, request, model: str):
             if (denied := refused(self, request)) is not None:
                 return denied
+            owner = _owner_of(mon, model)
+            if owner is not None and request.query.get("scope") != "local":
+                answer, status = await _fetch_json(mon, f"{owner}/models/{model}/stats", dict(request.query))
+                return self.json(answer, status=status)
             view = request.query.get("window", "tumbling")
             if view not in VIEWS:
                 return self.json({"error": f"window must be one of {', '.join(VIEWS)}, not {view!r}"}, status=400)
@@ -143,6 +146,37 @@ def authorized(token: str, header: str | None) -> bool:
 def bearer(token: str) -> dict[str, str]:
     """Headers that carry ``token`` (none when no token is set)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _owner_of(mon: MonitorApp, model: str) -> str | None:
+    """The URL of the other worker that owns ``model``'s partition; None when it is this one or unknown.
+
+    Faust's table_route asks its producer for the changelog's partitions, which a producer
+    knows only once it has written there; the partition is computed instead.
+    """
+    me = str(mon.app.conf.canonical_url).rstrip("/")
+    changelog = mon.model_state.changelog_topic.get_topic_name()
+    partition = mon.partition_of(model)
+    try:
+        hosts = mon.app.router.tables_metadata()
+    except Exception:  # no assignment yet
+        return None
+    for url, topics in hosts.items():
+        if partition in topics.get(changelog, ()) and str(url).rstrip("/") != me:
+            return str(url).rstrip("/")
+    return None
+
+
+async def _fetch_json(mon: MonitorApp, url: str, query: dict[str, str]) -> tuple[Any, int]:
+    """Another worker's answer and status, asked to answer for itself; 503 when it cannot be asked."""
+    timeout = ClientTimeout(total=5)
+    try:
+        async with mon.app.http_client.get(
+            url, params={**query, "scope": "local"}, timeout=timeout, headers=bearer(mon.settings.web_token)
+        ) as response:
+            return await response.json(), response.status
+    except (ClientError, TimeoutError, ValueError) as exc:
+        return {"error": f"the worker that owns this model ({url}) did not answer: {type(exc).__name__}"}, 503
 
 
 def _other_workers(mon: MonitorApp) -> list[str]:
