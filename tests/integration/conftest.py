@@ -1,4 +1,10 @@
-"""Integration fixtures: one real Kafka-protocol broker (Tansu) per test session.
+"""Integration fixtures: real Kafka-protocol brokers, one of each kind per test session.
+
+Every test that takes ``broker`` runs on two independent implementations of
+the protocol: Tansu (the embedded broker users get) and librdkafka's mock
+cluster (see :mod:`tests.integration.librdkafka_mock`), so that what a test
+proves does not rest on one broker's quirks. ``STREAM_MONITOR_TEST_BROKERS``
+(comma-separated ``tansu``, ``librdkafka``) narrows the run.
 
 Each test gets its own topic names and app id, so tests never see each
 other's records and every worker joins a fresh consumer group (rejoining an
@@ -7,6 +13,7 @@ old group is slow on Tansu).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,8 +21,13 @@ from dataclasses import dataclass
 import pytest
 
 from stream.kafka.embedded_broker import EmbeddedBroker
+from stream.kafka.topics import required_topics
 from stream.settings import Settings
 from stream.worker.child_process import WorkerProcess
+
+from .librdkafka_mock import LibrdkafkaMock
+
+BROKERS = {"tansu": EmbeddedBroker, "librdkafka": LibrdkafkaMock}
 
 
 def pytest_collection_modifyitems(items):
@@ -24,10 +36,10 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as embedded:
-        yield embedded
+@pytest.fixture(scope="session", params=os.environ.get("STREAM_MONITOR_TEST_BROKERS", ",".join(BROKERS)).split(","))
+def broker(request) -> Iterator[EmbeddedBroker | LibrdkafkaMock]:
+    with BROKERS[request.param]() as running:
+        yield running
 
 
 @dataclass
@@ -60,7 +72,10 @@ def isolated_settings(broker: EmbeddedBroker, **overrides) -> Isolated:
     suffix = uuid.uuid4().hex[:8]
     topics = {f"topic_{name}": f"{name}-{suffix}" for name in ("events", "labels", "alerts", "deadletter", "retrain")}
     # Detection settings (window_s, zscore_warmup, ...) are named like the others, as on the command line.
-    return Isolated(Settings.from_env({}, broker=broker.url, app_id=f"test-{suffix}", **topics, **overrides))
+    settings = Settings.from_env({}, broker=broker.url, app_id=f"test-{suffix}", **topics, **overrides)
+    if isinstance(broker, LibrdkafkaMock):
+        broker.create_topics(required_topics(settings))  # its clients cannot
+    return Isolated(settings)
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ def test_ctrl_c_through_a_pipe_stops_the_worker_within_the_grace_period(broker, 
     iso = isolated_settings(broker)
     port = free_port()
     log = tmp_path / "worker.log"
-    worker = shlex.join(
-        [sys.executable, "-m", "stream.tools.cli", "worker", "--broker", iso.settings.broker, "--web-port", str(port)]
-    )
+    command = [sys.executable, "-m", "stream.tools.cli", "worker", "--broker", iso.settings.broker]
+    worker = shlex.join([*command, "--web-port", str(port), "--app-id", iso.settings.app_id])
     # A shell pipeline in its own process group, as a terminal runs it: Ctrl-C signals the whole group.
     shell = subprocess.Popen(
         ["bash", "-c", f"{worker} 2>&1 | tee {shlex.quote(str(log))} > /dev/null"],

@@ -1,4 +1,9 @@
-"""Every topic is created with its declared partitions; a mismatch stops the worker."""
+"""Every topic is created with its declared partitions; a mismatch stops the worker; a broker
+that will not create topics gets a one-line error naming what to create.
+
+Creating topics needs a broker that names a controller: these tests run on Tansu only;
+librdkafka's mock cluster names none, which is the last test's subject.
+"""
 
 import asyncio
 import os
@@ -8,10 +13,17 @@ import sys
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.kafka.embedded_broker import free_port
+from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.topics import TopicMismatch, ensure_topics, required_topics
 
 from .conftest import isolated_settings
+from .librdkafka_mock import LibrdkafkaMock
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with EmbeddedBroker() as tansu:
+        yield tansu
 
 
 async def partition_counts(bootstrap, names):
@@ -100,6 +112,21 @@ def test_topics_create_command(broker):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("created") == 7
     assert iso.settings.topics.deadletter in result.stdout
+
+
+def test_a_broker_that_will_not_create_topics_gets_one_line_naming_them():
+    with LibrdkafkaMock() as mock:
+        for command in (["topics", "create"], ["worker", "--web-port", str(free_port())]):
+            result = subprocess.run(
+                [sys.executable, "-m", "stream.tools.cli", *command, "--broker", mock.url, "--app-id", "noctl"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 2, result.stderr
+            [line] = result.stderr.strip().splitlines()
+            assert line.startswith(f"stream-monitor: error: the broker at {mock.bootstrap_servers} did not create")
+            assert "inference-events (4 partitions)" in line and "noctl-model-state-changelog (4 partitions)" in line
 
 
 async def _create(bootstrap, name, partitions):
