@@ -90,9 +90,10 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("faults inflicted")
-    tr.write_line("| fault | what the test did | produced | counted | duplicates | dead letters | result |")
-    tr.write_line("|---|---|---|---|---|---|---|")
+    tr.write_line("| fault | broker | what the test did | produced | counted | duplicates | dead letters | result |")
+    tr.write_line("|---|---|---|---|---|---|---|---|")
     for r in FAULT_ROWS:
         tr.write_line(
-            f"| {r.fault} | {r.action} | {r.produced} | {r.counted} | {r.duplicates} | {r.dead_letters} | {r.result} |"
+            f"| {r.fault} | {r.broker} | {r.action} | {r.produced} | {r.counted} | {r.duplicates} | "
+            f"{r.dead_letters} | {r.result} |"
         )

@@ -148,6 +148,12 @@ class FaultRow:
     duplicates: int
     dead_letters: int
     result: str
+    broker: str = "Tansu"
+
+
+def broker_kind(broker: object) -> str:
+    """How the fault table names the broker a test ran on."""
+    return "librdkafka mock" if type(broker).__name__ == "LibrdkafkaMock" else "Tansu"
 
 
 FAULT_ROWS: list[FaultRow] = []

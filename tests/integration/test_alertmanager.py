@@ -66,7 +66,7 @@ def config_for(receiver_url: str, tmp: Path) -> Path:
     config = yaml.safe_load(SHIPPED.read_text())
     # Seconds instead of minutes, so that the test sees the first page and the resolution; and an
     # alert not heard of for 5 s is over, so that only the router's resends keep the others firing.
-    config["route"].update(group_wait="2s", group_interval="2s")
+    config["route"].update(group_wait="4s", group_interval="2s")
     config.setdefault("global", {})["resolve_timeout"] = "5s"
     [on_call] = [r for r in config["receivers"] if r["name"] == "on-call"]
     on_call["webhook_configs"][0]["url"] = receiver_url

@@ -26,7 +26,7 @@ from stream.kafka.topics import ensure_topics_sync
 from stream.sdk.client import MonitorClient, make_event
 
 from .conftest import isolated_settings
-from .faults import FaultRow, LocalS3, TcpProxy, report
+from .faults import FaultRow, LocalS3, TcpProxy, broker_kind, report
 from .helpers import publish, wait_for_events
 
 
@@ -134,6 +134,7 @@ def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
                 sum(seen.values()) - len(events),
                 health["dead_letters"],
                 f"exact; {health['replayed']} replayed records recognised and skipped",
+                broker_kind(broker),
             )
         )
         assert health["dead_letters"] == 0
@@ -230,6 +231,7 @@ def test_a_record_that_makes_a_detector_raise_is_dead_lettered_and_undone(broker
                 0,
                 len(letters),
                 "only the 3 poisoned events dead-lettered with ValueError; window count excludes them",
+                broker_kind(broker),
             )
         )
     finally:
@@ -323,6 +325,7 @@ def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
                 a.health()["dead_letters"],
                 f"exact; {len(firing)} alert series, each fired once; {copies} republished copies (same id); "
                 f"{refetches + a.health()['refetches']} holes left by Faust read again",
+                broker_kind(broker),
             )
         )
     finally:
@@ -480,6 +483,7 @@ def test_a_worker_stuck_in_a_detector_still_exits_within_the_grace_period(broker
             0,
             0,
             f"worker exited with code {code} after {took:.1f} s (SIGKILL would have come at 30 s)",
+            broker_kind(broker),
         )
     )
     assert code == 3, f"exit code {code}: the watchdog did not end the process"
@@ -544,6 +548,7 @@ def test_the_broker_killed_and_restarted_on_its_store_keeps_records_offsets_and_
                     resumed["dead_letters"],
                     f"same worker process reconnected; exact; {resumed['replayed']} replayed records skipped; "
                     "the next worker recovered every state from the changelog and re-read no record",
+                    "Tansu on moto's S3",
                 )
             )
         finally:
