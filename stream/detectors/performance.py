@@ -287,18 +287,33 @@ class PerformanceRule:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PerformanceRule:
-        """Rebuild from :meth:`to_dict` output; a state of another version is refused."""
+        """Rebuild from :meth:`to_dict` output, with the parameters it was saved with."""
         check_state_version(state, STATE_VERSION, "performance")
         out = cls(**state["params"])
-        if state["task"] is not None:
-            out._start(state["task"])
-            out.metric = state["params"]["metric"] or out.metric
-        for label, prediction in state["pairs"]:
-            for m in out.metrics.values():
-                m.update(label, prediction)
-            out.pairs.append((label, prediction))
-        out.reference = state["reference"]
-        out.labelled, out.since_fired = int(state["labelled"]), int(state["since_fired"])
-        out.ddm.load_state(state["ddm"])
-        out.warning_since = state["warning_since"]
+        out.load_state(state)
         return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what was learnt (task, reference, recent labels, DDM) under this rule's own parameters.
+
+        The parameters are the monitor file's as it is now, so a changed window, margin or
+        metric applies to a running model at once, as it does for every other detector.
+
+        >>> old = PerformanceRule(window=100, reference_labels=100, margin=0.1)
+        >>> _ = [old.update(1, 1, float(t)) for t in range(150)]
+        >>> new = PerformanceRule(window=50, reference_labels=100, margin=0.2)
+        >>> new.load_state(old.to_dict())
+        >>> new.margin, len(new.pairs), new.labelled, new.reference == old.reference
+        (0.2, 50, 150, True)
+        """
+        check_state_version(state, STATE_VERSION, "performance")
+        if state["task"] is not None:
+            self._start(state["task"])
+        for label, prediction in state["pairs"][-self.window :]:
+            for m in self.metrics.values():
+                m.update(label, prediction)
+            self.pairs.append((label, prediction))
+        self.reference = state["reference"]
+        self.labelled, self.since_fired = int(state["labelled"]), int(state["since_fired"])
+        self.ddm.load_state(state["ddm"])
+        self.warning_since = state["warning_since"]

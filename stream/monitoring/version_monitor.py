@@ -282,7 +282,8 @@ class VersionMonitor:
         self.lifecycle.load_state(state["lifecycle"])
         for name in ("private_data", "clients", "resources"):
             getattr(self, name).load_state(state[name])
-        self.performance = PerformanceRule.from_dict(state["performance"])
+        # Learnt labels and reference over the monitor file's current parameters.
+        self.performance.load_state(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
 
 

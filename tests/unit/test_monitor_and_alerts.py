@@ -1,6 +1,7 @@
 """Per-model state, alert messages and dead letters against their contracts."""
 
 import base64
+import dataclasses
 
 import numpy as np
 import orjson
@@ -81,6 +82,16 @@ def test_state_round_trip_gives_the_same_alerts():
             k: v for k, v in b_rule.items() if k != "detector"
         }
     assert sa["lifecycle"]["active"].keys() == sb["lifecycle"]["active"].keys()
+
+
+def test_a_restored_state_takes_the_performance_settings_of_now():
+    a = ModelMonitor("m", SETTINGS)
+    warm(a)
+    later = dataclasses.replace(SETTINGS, performance_margin=0.2, performance_window=50)
+    b = ModelMonitor.from_dict("m", later, a.to_dict())
+    # What was learnt comes back; how to judge it is the configuration's, as for every other detector.
+    assert (b.versions["1"].performance.margin, b.versions["1"].performance.window) == (0.2, 50)
+    assert b.versions["1"].performance.pairs.maxlen == 50
 
 
 def test_fingerprint_differs_per_series():
