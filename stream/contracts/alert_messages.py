@@ -120,9 +120,7 @@ def build_alert(
 
 
 def _with_where_to_look(message: str, finding: Finding) -> str:
-    if "look at" in message.lower():
-        return message
-    return f"{message.rstrip()} {where_to_look(finding.kind, finding.signal)}"
+    return f"{message.rstrip()} {finding.where_to_look or where_to_look(finding.kind, finding.signal)}"
 
 
 def unreadable_state_alert(model: str, stored: bytes, reason: str, now: float | None = None) -> dict[str, Any]:

@@ -185,6 +185,9 @@ class Finding:
     # evidence["change_started_at"]): news even within the alert cooldown. Per-window outlier
     # counts are not: a spike that runs into the next window is the same incident.
     change_point: bool = False
+    # Where an on-call engineer should look first, when the detector knows better than the
+    # alert's kind and signal do (``stream.contracts.alert_messages.where_to_look`` otherwise).
+    where_to_look: str = ""
 
 
 @runtime_checkable

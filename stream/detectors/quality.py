@@ -176,12 +176,12 @@ class DataQualityRule:
             threshold,
             {"missing_rate": p0, "count": ref.count},
             f"feature {name!r} is missing in {p:.1%} of {n} events this window "
-            f"(normally {p0:.1%}, over {ref.count} reference events; alert above {threshold:.1%}). "
-            "Look at the producer of this input: a failing upstream lookup or a renamed field.",
+            f"(normally {p0:.1%}, over {ref.count} reference events; alert above {threshold:.1%}).",
             window,
             self.window_s,
             event_time,
             {"missing": stats.missing, "observed_rate": p, "baseline_rate": p0},
+            where_to_look="Look at the producer of this input: a failing upstream lookup or a renamed field.",
         )
 
     def _unseen(self, name, stats, ref, window, event_time) -> Finding | None:
@@ -311,6 +311,7 @@ def _finding(
     window_s: float,
     event_time: float,
     evidence: dict[str, Any],
+    where_to_look: str = "",
 ) -> Finding:
     return Finding(
         signal=f"features.{feature}",
@@ -324,4 +325,5 @@ def _finding(
         event_time=event_time,
         window=tumbling_window(window.start, window_s),
         evidence={"feature": feature, "window_count": window.count, **evidence},
+        where_to_look=where_to_look,
     )

@@ -259,10 +259,13 @@ class ClientAbuseRule:
                 usual = state["baseline"]
                 message = (
                     f"client {client_id} sent {count} requests this window, {count / max(usual, 1):.0f}x its "
-                    f"usual {usual:.0f} (burst limit {limit:.0f}). Look at what it sends: a retry loop, a "
-                    "batch job or a scraper; rate-limit it if it is none of those."
+                    f"usual {usual:.0f} (burst limit {limit:.0f})."
                 )
-                found.append(("burst", count, limit, {"requests_per_window": round(usual, 1)}, message))
+                hint = (
+                    "Look at what it sends: a retry loop, a batch job or a scraper; "
+                    "rate-limit it if it is none of those."
+                )
+                found.append(("burst", count, limit, {"requests_per_window": round(usual, 1)}, message, hint))
         if "probing" not in fired and state["low"] >= self.min_probe:
             share, base = state["low"] / count, self.model_low
             if share > self.probe_factor * max(base, 0.01):
@@ -273,8 +276,8 @@ class ClientAbuseRule:
                         self.probe_factor * max(base, 0.01),
                         {"low_confidence_share": round(base, 4)},
                         f"client {client_id}: {share:.0%} of its {count} requests got low-confidence answers, "
-                        f"where {base:.0%} is normal model-wide. Look at its inputs: edge cases one after another "
-                        "suggest probing or model extraction.",
+                        f"where {base:.0%} is normal model-wide.",
+                        "Look at its inputs: edge cases one after another suggest probing or model extraction.",
                     )
                 )
         if not self.repeats_normal and "duplicates" not in fired and state["dups"] >= self.min_duplicates:
@@ -287,13 +290,14 @@ class ClientAbuseRule:
                         self.duplicate_share,
                         {"duplicate_share": 0.0},
                         f"client {client_id}: {state['dups']} of its {count} requests this window repeat one of "
-                        f"its recent inputs, where under {self.duplicate_share:.0%} is normal. Look at the client: "
-                        "a retry loop or a replayed session; if this model's users legitimately resend the same "
-                        "inputs, set repeats_normal = true under [models.NAME.clients] in the monitor file.",
+                        f"its recent inputs, where under {self.duplicate_share:.0%} is normal.",
+                        "Look at the client: a retry loop or a replayed session; if this model's users legitimately "
+                        "resend the same inputs, set repeats_normal = true under [models.NAME.clients] in the "
+                        "monitor file.",
                     )
                 )
         out = []
-        for reason, value, threshold, baseline, message in found:
+        for reason, value, threshold, baseline, message, hint in found:
             fired.append(reason)
             out.append(
                 Finding(
@@ -304,7 +308,8 @@ class ClientAbuseRule:
                     value=float(value),
                     threshold=float(threshold),
                     baseline=baseline,
-                    message=message + ".",
+                    message=message,
+                    where_to_look=hint,
                     event_time=ts,
                     window=tumbling_window(state["window_start"], self.window_s),
                     evidence={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stream.contracts.alert_messages import build_alert
 from stream.detectors.resources import ResourceRule
 from stream.detectors.security import ClientAbuseRule, PrivateDataRule
 
@@ -18,6 +19,18 @@ def client_events(client, start, n, spacing, confidence=0.9, x=None):
         }
         for i in range(n)
     ]
+
+
+def test_a_burst_message_says_where_to_look_once():
+    rule = ClientAbuseRule(window_s=60, min_burst=50)
+    for w in range(5):
+        rule.update(client_events("bursty", w * 60, 20, 3.0))
+    [found] = rule.update(client_events("bursty", 300, 400, 0.1))
+    message = build_alert(found, "m", "1")["message"]
+    assert message.endswith(
+        "(burst limit 100). Look at what it sends: a retry loop, a batch job or a scraper; "
+        "rate-limit it if it is none of those."
+    )
 
 
 def test_a_burst_against_the_clients_own_baseline_names_the_client():
@@ -49,6 +62,11 @@ def test_probing_and_near_duplicates():
         ("prober", "probing"),
         ("repeater", "duplicates"),
     }
+    # Each alert reads as a sentence, then where to look, once.
+    for f in found:
+        message = build_alert(f, "m", "1")["message"]
+        assert message.endswith(f.where_to_look) and message.count("Look at") == 1
+        assert ".." not in message
 
 
 def test_client_state_is_bounded():
