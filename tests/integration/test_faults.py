@@ -267,7 +267,8 @@ def models_on_every_partition(partitions: int, per_partition: int = 2) -> list[s
     raise AssertionError("no spread found")
 
 
-def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(broker):
+def test_a_worker_joining_and_leaving_mid_stream_moves_state_exactly(tansu):
+    broker = tansu
     iso = isolated_settings(broker)
     models = models_on_every_partition(iso.settings.partitions)
     per_model = 3000

@@ -161,8 +161,8 @@ def test_missing_rate_jump_and_unseen_category_raise_data_quality_alerts(broker)
     assert unseen["evidence"]["unseen"][0]["value"] == "BR"
 
 
-def test_queries_are_answered_by_any_worker_of_the_group(broker):
-    iso = isolated_settings(broker, partitions=4)
+def test_queries_are_answered_by_any_worker_of_the_group(tansu):
+    iso = isolated_settings(tansu, partitions=4)
     models = [f"route-{i}" for i in range(8)]
     with iso.worker() as first:
         asyncio.run(publish(iso, [e for m in models for e in model_events(m, 100, time.time() - 10, 7)]))
