@@ -154,17 +154,9 @@ def _owner_of(mon: MonitorApp, model: str) -> str | None:
     Faust's table_route asks its producer for the changelog's partitions, which a producer
     knows only once it has written there; the partition is computed instead.
     """
-    me = str(mon.app.conf.canonical_url).rstrip("/")
     changelog = mon.model_state.changelog_topic.get_topic_name()
     partition = mon.partition_of(model)
-    try:
-        hosts = mon.app.router.tables_metadata()
-    except Exception:  # no assignment yet
-        return None
-    for url, topics in hosts.items():
-        if partition in topics.get(changelog, ()) and str(url).rstrip("/") != me:
-            return str(url).rstrip("/")
-    return None
+    return next((url for url, topics in _other_hosts(mon).items() if partition in topics.get(changelog, ())), None)
 
 
 async def _fetch_json(mon: MonitorApp, url: str, query: dict[str, str]) -> tuple[Any, int]:
@@ -179,23 +171,21 @@ async def _fetch_json(mon: MonitorApp, url: str, query: dict[str, str]) -> tuple
         return {"error": f"the worker that owns this model ({url}) did not answer: {type(exc).__name__}"}, 503
 
 
-def _other_workers(mon: MonitorApp) -> list[str]:
+def _other_hosts(mon: MonitorApp) -> dict[str, Any]:
+    """The other workers of the group, by URL, with the changelog partitions each holds."""
     me = str(mon.app.conf.canonical_url).rstrip("/")
     try:
         hosts = mon.app.router.tables_metadata()
     except Exception:  # no assignment yet
-        return []
-    return [str(url).rstrip("/") for url in hosts if str(url).rstrip("/") != me]
+        return {}
+    return {str(url).rstrip("/"): topics for url, topics in hosts.items() if str(url).rstrip("/") != me}
+
+
+def _other_workers(mon: MonitorApp) -> list[str]:
+    return list(_other_hosts(mon))
 
 
 async def _fetch_local(mon: MonitorApp, url: str, path: str) -> dict[str, Any]:
     """Another worker's answer for its own models only; empty when it cannot be asked."""
-    timeout = ClientTimeout(total=3)
-    try:
-        async with mon.app.http_client.get(
-            f"{url}{path}?scope=local", timeout=timeout, headers=bearer(mon.settings.web_token)
-        ) as response:
-            answer = await response.json()
-            return answer if isinstance(answer, dict) else {}
-    except (ClientError, TimeoutError, ValueError):
-        return {}
+    answer, status = await _fetch_json(mon, f"{url}{path}", {})
+    return answer if status < 300 and isinstance(answer, dict) else {}
