@@ -69,6 +69,9 @@ REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
 CLIENT_KEYS = {
     "burst_factor": float,
     "min_burst": int,
+    "new_client_factor": float,
+    "swarm_factor": float,
+    "min_swarm": int,
     "probe_factor": float,
     "min_probe": int,
     "duplicate_share": float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 
 from stream.contracts.alert_messages import build_alert
 from stream.detectors.resources import ResourceRule
@@ -75,6 +76,97 @@ def test_client_state_is_bounded():
     assert len(rule.clients) == 10 and rule.untracked_events == 15
     rule.update([{"timestamp": 1000.0, "client_id": "late"}])  # the idle ones make room
     assert "late" in rule.clients and len(rule.clients) == 1
+
+
+def skewed_population(rng, rates, start):
+    """One 60 s window of callers with the given mean rates: Poisson counts, random inputs, time order."""
+    counts = rng.poisson(rates)
+    ids = np.repeat(np.arange(rates.size), counts)
+    stamps = np.sort(start + rng.uniform(0, 60, ids.size))
+    rng.shuffle(ids)
+    return [
+        {"timestamp": float(t), "client_id": f"user-{i}", "features": {"x": float(x)}}
+        for t, i, x in zip(stamps, ids, rng.lognormal(3, 1, ids.size), strict=True)
+    ]
+
+
+def merged(*batches):
+    return sorted((e for b in batches for e in b), key=lambda e: e["timestamp"])
+
+
+def feed(rule, events, chunk=250):
+    return [f for i in range(0, len(events), chunk) for f in rule.update(events[i : i + chunk])]
+
+
+def test_a_new_client_at_100x_the_usual_per_client_rate_is_flagged_in_its_first_window():
+    rng = np.random.default_rng(3)
+    rates = 1.0 + rng.pareto(1.2, 2_000)  # heavy-tailed: a few callers send much of the traffic
+    rule = ClientAbuseRule(window_s=60)
+    quiet = [f for w in range(6) for f in feed(rule, skewed_population(rng, rates, w * 60.0))]
+    assert quiet == []
+    usual = rule.population.usual_requests_per_client
+    attacker = client_events("newcomer", 360.0, round(100 * usual), 59.0 / round(100 * usual), x=None)
+    found = feed(rule, merged(skewed_population(rng, rates, 360.0), attacker))
+    assert [(f.evidence["client_id"], f.evidence["judged_against"]) for f in found] == [
+        ("newcomer", "model_per_client_norm")
+    ]
+    [burst] = found
+    usual = rule.population.usual_requests_per_client  # now with the window before the burst in it
+    assert burst.window["start"] == 360.0 and burst.baseline["requests_per_client"] == round(usual, 2)
+    assert burst.value > burst.threshold >= 20 * usual
+
+
+def test_heavy_regulars_beyond_the_tracked_clients_are_not_taken_for_newcomers():
+    # 30 callers at 50x the rest, room to track 5: the others lose their history over and over.
+    rng = np.random.default_rng(5)
+    rates = np.concatenate([np.full(30, 100.0), np.full(1_000, 2.0)])
+    rule = ClientAbuseRule(window_s=60, max_clients=5)
+    found = [f for w in range(12) for f in feed(rule, skewed_population(rng, rates, w * 60.0))]
+    assert found == [] and len(rule.clients) == 5 and rule.untracked_events > 0
+
+
+def test_a_swarm_of_rotated_ids_is_flagged_once_and_a_steady_population_is_not():
+    rng = np.random.default_rng(11)
+    rates = 1.0 + rng.pareto(1.2, 1_000)
+    rule = ClientAbuseRule(window_s=60)
+    assert [f for w in range(8) for f in feed(rule, skewed_population(rng, rates, w * 60.0))] == []
+    swarm = [
+        {"timestamp": 480.0 + k * 0.01, "client_id": f"rotating-{k // 2}", "features": {"x": float(k)}}
+        for k in range(4_000)
+    ]
+    found = feed(rule, merged(skewed_population(rng, rates, 480.0), swarm))
+    assert [f.signal for f in found] == ["client.rotation"]
+    usual = rule.population.usual_distinct
+    assert found[0].value > 2 * usual and found[0].baseline["distinct_clients"] == round(usual, 1)
+
+
+def test_a_million_callers_cost_a_bounded_state_that_survives_a_restart():
+    rule = ClientAbuseRule(window_s=60, max_clients=50)
+    n = 200_000
+    for chunk in range(0, n, 20_000):
+        rule.update([{"timestamp": i * 600.0 / n, "client_id": f"c{i}"} for i in range(chunk, chunk + 20_000)])
+    state = orjson.dumps(rule.to_dict())
+    assert len(state) < 100_000 and len(rule.clients) == 50
+    restored = ClientAbuseRule(window_s=60, max_clients=50)
+    restored.load_state(orjson.loads(state))
+    assert restored.population.windows == rule.population.windows == 9
+    assert restored.population.distinct_clients() == rule.population.distinct_clients()
+    # The restored rule judges a newcomer as the original would.
+    burst = client_events("newcomer", 590.0, 300, 0.01)
+    assert [f.evidence["client_id"] for f in restored.update(burst)] == ["newcomer"]
+    assert [f.evidence["client_id"] for f in rule.update(burst)] == ["newcomer"]
+
+
+def test_a_client_state_saved_before_population_sketches_still_loads():
+    old = ClientAbuseRule(window_s=60)
+    old.update(client_events("a", 0.0, 10, 1.0))
+    state = old.to_dict()
+    for key in ("population", "population_window", "population_fired"):
+        del state[key]
+    state["state_version"] = 1
+    rule = ClientAbuseRule(window_s=60)
+    rule.load_state(orjson.loads(orjson.dumps(state)))
+    assert rule.clients["a"]["count"] == 10 and rule.population.windows == 0
 
 
 def test_private_data_alert_never_holds_the_value():
