@@ -8,8 +8,10 @@ positive class configurable), regressors MAE and RMSE, all over the last
 ``window`` labelled predictions. The first ``reference_labels`` labelled
 predictions fix the reference level; a ``performance`` finding fires when the
 rolling metric is worse than that by ``margin`` (absolute for classification
-metrics, relative for errors), once per ``window`` labels. DDM (Gama et al.
-2004) watches the 0/1 error stream of classifiers for concept drift.
+metrics, relative for errors) and, for classification metrics, by three
+standard errors of the difference of two proportions; once per ``window``
+labels. DDM (Gama et al. 2004) watches the 0/1 error stream of classifiers
+for concept drift.
 
 State is plain data: the last ``window`` labelled pairs (river's rolling
 metrics are rebuilt from them, exactly) and DDM's few running figures.
@@ -200,7 +202,8 @@ class PerformanceRule:
         now = self.values()[self.metric]
         ref = self.reference[self.metric]
         if HIGHER_IS_BETTER[self.metric]:
-            threshold = ref - self.margin
+            # Both the reference and the rolling window are samples: a drop within their noise is no drop.
+            threshold = ref - max(self.margin, 3 * self._sampling_error(ref))
             worse = now < threshold
         else:
             threshold = ref * (1 + self.margin) if ref > 0 else self.margin
@@ -208,6 +211,15 @@ class PerformanceRule:
         if worse:
             findings.append(self._finding(self.metric, "metric_drop", event_time, now, threshold))
         return findings
+
+    def _sampling_error(self, level: float) -> float:
+        """The standard error of the difference between the rolling metric and the reference, as proportions.
+
+        >>> round(PerformanceRule(window=500, reference_labels=500)._sampling_error(0.87), 4)
+        0.0213
+        """
+        variance = min(max(level, 0.0), 1.0) * (1 - min(max(level, 0.0), 1.0))
+        return math.sqrt(variance * (1 / self.window + 1 / self.reference_labels))
 
     def _error_rate(self) -> float:
         return 1.0 - self.values().get("accuracy", math.nan)

@@ -5,7 +5,8 @@ the worker passes its Faust table (changelog-backed, so a restart keeps
 pending predictions), tests pass a dict. Entries carry the wall-clock time
 they were written and expire after ``ttl_s``:
 
-- a prediction waiting for its label: ``{"p": prediction, "v": version, "t": event time, "w": wall}``;
+- a prediction waiting for its label: ``{"p": prediction, "v": version, "t": event time, "w": wall}``,
+  with ``"c": confidence`` when the prediction had one (it calibrates the estimated performance);
 - a label that came before its prediction: ``{"l": label, "lt": label time, "w": wall}``;
 - a pair already joined, kept to recognise a second label: ``{"done": 1, "w": wall}``.
 """
@@ -35,6 +36,7 @@ class Joined:
     label: Any
     prediction_time: float
     label_time: float
+    confidence: float | None = None
 
 
 class LabelJoiner:
@@ -56,7 +58,13 @@ class LabelJoiner:
         self.counts: Counter[str] = Counter()
 
     def on_prediction(
-        self, model: str, version: str, request_id: str, prediction: Any, event_time: float
+        self,
+        model: str,
+        version: str,
+        request_id: str,
+        prediction: Any,
+        event_time: float,
+        confidence: float | None = None,
     ) -> tuple[str, Joined | None]:
         """Remember a prediction; return the outcome and the join if its label came first."""
         key = join_key(model, request_id)
@@ -64,10 +72,12 @@ class LabelJoiner:
         now = time.time()
         if entry is not None and "l" in entry:
             self.store[key] = {"done": 1, "w": now}
-            return self._count("joined_label_first"), Joined(version, prediction, entry["l"], event_time, entry["lt"])
+            joined = Joined(version, prediction, entry["l"], event_time, entry["lt"], confidence)
+            return self._count("joined_label_first"), joined
         if entry is not None:
             return self._count("duplicate_prediction"), None
-        self.store[key] = {"p": prediction, "v": version, "t": event_time, "w": now}
+        waiting = {"p": prediction, "v": version, "t": event_time, "w": now}
+        self.store[key] = waiting if confidence is None else {**waiting, "c": confidence}
         return "stored", None
 
     def on_label(self, model: str, request_id: str, label: Any, label_time: float) -> tuple[str, Joined | None]:
@@ -80,7 +90,7 @@ class LabelJoiner:
             return self._count("label_before_prediction"), None
         if "p" in entry:
             self.store[key] = {"done": 1, "w": now}
-            return self._count("joined"), Joined(entry["v"], entry["p"], label, entry["t"], label_time)
+            return self._count("joined"), Joined(entry["v"], entry["p"], label, entry["t"], label_time, entry.get("c"))
         return self._count("duplicate_label"), None
 
     def _count(self, outcome: str) -> str:
@@ -142,14 +152,20 @@ class ModelLabels:
             request_id = event.get("request_id")
             if request_id is None:
                 continue
+            confidence = event.get("confidence")
             outcome, joined = self.joiner.on_prediction(
-                monitor.model, event["model_version"], request_id, event.get("prediction"), event["timestamp"]
+                monitor.model,
+                event["model_version"],
+                request_id,
+                event.get("prediction"),
+                event["timestamp"],
+                confidence if isinstance(confidence, int | float) else None,
             )
             if outcome != "stored":
                 monitor.count_labels(outcome)
             if joined is not None:
                 alerts += monitor.process_label(
-                    joined.model_version, joined.label, joined.prediction, joined.label_time
+                    joined.model_version, joined.label, joined.prediction, joined.label_time, joined.confidence
                 )
         return alerts
 
@@ -168,7 +184,7 @@ class ModelLabels:
             monitor.count_labels(outcome)
             if joined is not None:
                 alerts += monitor.process_label(
-                    joined.model_version, joined.label, joined.prediction, joined.label_time
+                    joined.model_version, joined.label, joined.prediction, joined.label_time, joined.confidence
                 )
         return alerts
 

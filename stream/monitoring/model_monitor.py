@@ -147,9 +147,11 @@ class ModelMonitor:
             )
         return state
 
-    def process_label(self, version: str, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
-        """Add one joined label; return performance alerts."""
-        return self.version(version).process_label(label, prediction, label_time)
+    def process_label(
+        self, version: str, label: Any, prediction: Any, label_time: float, confidence: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Add one joined label (and the prediction's confidence); return performance alerts."""
+        return self.version(version).process_label(label, prediction, label_time, confidence)
 
     def take_retrain_requests(self) -> list[dict[str, Any]]:
         """Retraining requests raised since the last call, across versions."""

@@ -63,7 +63,8 @@ ANOMALY_RULES = {"zscore": ZScoreRule, "iqr": IQRRule}
 # Change detectors of our own, with plain state; river's are in METHODS.
 CHANGE_RULES = {"level_shift": LevelShiftRule, "cusum": PercentileCusumRule}
 DRIFT_RULES = (*CHANGE_RULES, *METHODS)
-PERFORMANCE_KEYS = {"metric": str, "margin": float, "window": int, "pos_label": (int, str, bool)}
+# estimate = false: no estimate from confidence (for a model whose confidence is not a probability of being right).
+PERFORMANCE_KEYS = {"metric": str, "margin": float, "window": int, "pos_label": (int, str, bool), "estimate": bool}
 REFERENCE_DRIFT_KEYS = {"alpha": float, "min_psi": float, "min_events": int}
 # Client abuse: ClientAbuseRule's parameters (repeats_normal turns the repeated-input check off).
 CLIENT_KEYS = {

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stream.detectors.base import BatchDetector, WindowDetector, right_skewed
+from stream.detectors.cbpe import ConfidenceBasedPerformance
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceRule
 from stream.detectors.quality import DataQualityRule
@@ -40,6 +41,7 @@ class VersionMonitor:
         "config",
         "detection",
         "drift",
+        "estimated",
         "events",
         "learner",
         "lifecycle",
@@ -83,6 +85,10 @@ class VersionMonitor:
         # Labels run on their own clock (they may come hours after the
         # predictions), so their alerts fold and resolve separately.
         self.performance_lifecycle = lifecycle(model, version, detection)
+        # Performance estimated from confidence, before labels; its alerts run on the events' clock.
+        self.estimated = estimated_performance_rule(self.config.performance, detection)
+        if self.estimated is not None:
+            self.estimated.realised = self._realised
         self.events = 0
         # Security and resources: what every version is watched for, without configuration.
         self.private_data = PrivateDataRule(detection.window_s)
@@ -195,15 +201,23 @@ class VersionMonitor:
         return self.lifecycle.observe(findings, watermark)
 
     def batch_rules(self) -> tuple[BatchDetector, ...]:
-        """The detectors fed whole events: private data, client abuse, host resources."""
-        return (self.private_data, self.clients, self.resources)
+        """The detectors fed whole events: private data, client abuse, host resources, estimated performance."""
+        rules: tuple[BatchDetector, ...] = (self.private_data, self.clients, self.resources)
+        return rules if self.estimated is None else (*rules, self.estimated)
+
+    def _realised(self) -> dict[str, float]:
+        return self.performance.values() if self.performance.labelled else {}
 
     def window_rules(self) -> list[WindowDetector]:
         """The detectors testing the tumbling window against the reference (none before there is one)."""
         return [r for r in (self.quality, self.drift, self.multivariate) if r is not None]
 
-    def process_label(self, label: Any, prediction: Any, label_time: float) -> list[dict[str, Any]]:
-        """Add one labelled prediction; return performance alerts."""
+    def process_label(
+        self, label: Any, prediction: Any, label_time: float, confidence: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Add one labelled prediction (with the confidence it was published with); return performance alerts."""
+        if self.estimated is not None:
+            self.estimated.learn(label, prediction, confidence)
         findings = self.performance.update(label, prediction, label_time)
         return self.performance_lifecycle.observe(findings, label_time)
 
@@ -231,6 +245,7 @@ class VersionMonitor:
             if reference is None
             else {"source": reference.source, "events": reference.events, "created_at": reference.created_at},
             "performance": self.performance.summary(),
+            "estimated_performance": None if self.estimated is None else self.estimated.summary(),
             "reference_progress": None if self.learner is None else self.learner.progress(),
         }
 
@@ -254,6 +269,7 @@ class VersionMonitor:
             "resources": self.resources.to_dict(),
             "performance": self.performance.to_dict(),
             "performance_lifecycle": self.performance_lifecycle.to_dict(),
+            "estimated_performance": None if self.estimated is None else self.estimated.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -285,6 +301,9 @@ class VersionMonitor:
         # Learnt labels and reference over the monitor file's current parameters.
         self.performance.load_state(state["performance"])
         self.performance_lifecycle.load_state(state["performance_lifecycle"])
+        # States saved before estimation existed, or with it turned off since, start it afresh.
+        if self.estimated is not None and state.get("estimated_performance") is not None:
+            self.estimated.load_state(state["estimated_performance"])
 
 
 def lifecycle(model: str, version: str, detection: DetectionSettings) -> AlertLifecycle:
@@ -303,6 +322,23 @@ def performance_rule(params: dict[str, Any], detection: DetectionSettings) -> Pe
     return PerformanceRule(
         window=params.get("window", detection.performance_window),
         reference_labels=params.get("window", detection.performance_window),
+        margin=params.get("margin", detection.performance_margin),
+        metric=params.get("metric"),
+        pos_label=params.get("pos_label", 1),
+        window_s=detection.window_s,
+    )
+
+
+def estimated_performance_rule(
+    params: dict[str, Any], detection: DetectionSettings
+) -> ConfidenceBasedPerformance | None:
+    """Performance estimated from confidence, over as many predictions as the label-based rule's window."""
+    if not params.get("estimate", True):
+        return None
+    window = params.get("window", detection.performance_window)
+    return ConfidenceBasedPerformance(
+        chunk=window,
+        check_every=max(1, window // 5) if window % 5 == 0 else window,
         margin=params.get("margin", detection.performance_margin),
         metric=params.get("metric"),
         pos_label=params.get("pos_label", 1),
