@@ -8,7 +8,7 @@ positive class configurable), regressors MAE and RMSE, all over the last
 ``window`` labelled predictions. The first ``reference_labels`` labelled
 predictions fix the reference level; a ``performance`` finding fires when the
 rolling metric is worse than that by ``margin`` (absolute for classification
-metrics, relative for errors) and, for classification metrics, by three
+metrics, relative for errors) and, for classification metrics, by four
 standard errors of the difference of two proportions; once per ``window``
 labels. DDM (Gama et al. 2004) watches the 0/1 error stream of classifiers
 for concept drift.
@@ -202,8 +202,10 @@ class PerformanceRule:
         now = self.values()[self.metric]
         ref = self.reference[self.metric]
         if HIGHER_IS_BETTER[self.metric]:
-            # Both the reference and the rolling window are samples: a drop within their noise is no drop.
-            threshold = ref - max(self.margin, 3 * self._sampling_error(ref))
+            # Both the reference and the rolling window are samples of ``window`` labels, compared at every
+            # label: a drop within four standard errors of their difference is noise (with three, a
+            # stationary stream of a few hundred thousand labels raised false alarms).
+            threshold = ref - max(self.margin, 4 * self._sampling_error(ref))
             worse = now < threshold
         else:
             threshold = ref * (1 + self.margin) if ref > 0 else self.margin
@@ -213,13 +215,15 @@ class PerformanceRule:
         return findings
 
     def _sampling_error(self, level: float) -> float:
-        """The standard error of the difference between the rolling metric and the reference, as proportions.
+        """The standard error of the difference of two proportions over ``window`` labels each.
 
-        >>> round(PerformanceRule(window=500, reference_labels=500)._sampling_error(0.87), 4)
+        (The reference is the rolling metrics once ``reference_labels`` have come: ``window`` labels too.)
+
+        >>> round(PerformanceRule(window=500)._sampling_error(0.87), 4)
         0.0213
         """
-        variance = min(max(level, 0.0), 1.0) * (1 - min(max(level, 0.0), 1.0))
-        return math.sqrt(variance * (1 / self.window + 1 / self.reference_labels))
+        level = min(max(level, 0.0), 1.0)
+        return math.sqrt(level * (1 - level) * 2 / self.window)
 
     def _error_rate(self) -> float:
         return 1.0 - self.values().get("accuracy", math.nan)

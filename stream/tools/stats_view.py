@@ -54,6 +54,21 @@ def _traffic(traffic: dict[str, Any] | None) -> str:
     return f"{traffic['quiet_s']:.0f} s ago" + (" SILENT" if traffic.get("silent") else "")
 
 
+def _accuracy(version: dict[str, Any]) -> str:
+    """Estimated accuracy (from confidence, with its band) beside the one labels show.
+
+    >>> _accuracy({"estimated_performance": {"estimated": {"accuracy": 0.91, "accuracy_band": 0.012}},
+    ...            "performance": {"metrics": {"accuracy": 0.9}}})
+    '91.00% ± 1.20% / 90.00%'
+    >>> _accuracy({"performance": {"metrics": {}}})
+    '- / -'
+    """
+    estimated = (version.get("estimated_performance") or {}).get("estimated") or {}
+    realised = ((version.get("performance") or {}).get("metrics") or {}).get("accuracy")
+    left = f"{_pct(estimated['accuracy'])} ± {_pct(estimated['accuracy_band'])}" if "accuracy" in estimated else "-"
+    return f"{left} / {_pct(realised)}"
+
+
 def render_stats(stats: dict[str, Any]) -> Group:
     """One model's statistics: a health table and a feature table per version."""
     parts: list[Any] = []
@@ -87,6 +102,7 @@ def render_stats(stats: dict[str, Any]) -> Group:
                 "tokens in / out mean",
                 f"{_num((w['tokens_in'] or {}).get('mean'))} / {_num((w['tokens_out'] or {}).get('mean'))}",
             ),
+            ("accuracy estimated / realised", _accuracy(v)),
             ("events total", _num(v["events"])),
             ("late / too late", f"{_num(v['late_events'])} / {_num(v['too_late_events'])}"),
             (

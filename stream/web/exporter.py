@@ -86,6 +86,12 @@ class ModelSeriesCollector:
             "performance": _gauge(
                 "performance", "Rolling performance over the latest labels, by metric.", [*VERSION, "metric"]
             ),
+            "estimated": _gauge(
+                "estimated_performance",
+                "Performance estimated from calibrated confidence over the latest predictions, before labels "
+                "(metric accuracy_band: the 95 % sampling band of the estimated accuracy).",
+                [*VERSION, "metric"],
+            ),
             "age": _gauge(
                 "last_record_age_seconds",
                 "Seconds since the model's last record arrived (wall clock); a silence alert fires past its threshold.",
@@ -144,6 +150,10 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
     for metric, value in (vm.performance.summary().get("metrics") or {}).items():
         if isinstance(value, int | float) and math.isfinite(value):
             g["performance"].add_metric([*labels, metric], value)
+    estimated = vm.estimated.summary()["estimated"] if vm.estimated is not None else {}
+    for metric, value in estimated.items():
+        if math.isfinite(value):
+            g["estimated"].add_metric([*labels, metric], value)
 
 
 def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any]) -> None:

@@ -113,6 +113,7 @@ def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) 
         "firing": sorted(active, key=lambda a: a["event_time"], reverse=True),
         "incidents": incidents(active),
         "performance": vm.performance.summary().get("metrics") or {},
+        "estimated_performance": vm.estimated.summary()["estimated"] if vm.estimated is not None else {},
     }
 
 

@@ -108,3 +108,18 @@ def test_alerts_firing_now_are_a_gauge_that_falls_when_they_resolve():
     assert {a["fingerprint"] for a in resolved} >= {a["fingerprint"] for a in fired}
     still = {dict(k[1])["kind"] for k in samples(collector) if k[0] == "stream_monitor_alerts_firing"}
     assert not still & {a["kind"] for a in fired}
+
+
+def test_estimated_performance_is_a_series_beside_the_realised_one():
+    mon = ModelMonitor("a", SETTINGS)
+    mon.process(
+        [
+            {**make_event("a", "1", 5.0, i % 2, timestamp=1_000.0 + i * 0.01), "confidence": 0.75 + 0.2 * (i % 2)}
+            for i in range(600)
+        ]
+    )
+    found = samples(ModelSeriesCollector(lambda: [mon], lambda: [], ModelLabelCap(10)))
+    labels = (("metric", "accuracy"), ("model", "a"), ("model_version", "1"))
+    # No label yet: the model's own confidences, 0.75 and 0.95 alike often.
+    assert abs(found[("stream_monitor_estimated_performance", labels)] - 0.85) < 0.01
+    assert ("stream_monitor_performance", labels) not in found
