@@ -18,15 +18,24 @@ from stream.contracts import SCHEMA_VERSION
 from stream.detectors.base import Finding
 
 
-def fingerprint(model: str, model_version: str, signal: str, detector: str) -> str:
+def fingerprint(model: str, model_version: str, signal: str, detector: str, segment: str | None = None) -> str:
     """Stable id of one alert series: same inputs, same fingerprint, on any worker.
+
+    A segment's alerts are series of their own (a model-wide alert has no segment).
 
     >>> fingerprint("m", "1", "latency_ms", "zscore") == fingerprint("m", "1", "latency_ms", "zscore")
     True
+    >>> fingerprint("m", "1", "latency_ms", "zscore") == fingerprint("m", "1", "latency_ms", "zscore", "eu")
+    False
     >>> len(fingerprint("m", "1", "latency_ms", "zscore"))
     32
     """
-    text = "\x1f".join((model, model_version, signal, detector))
+    parts = (
+        (model, model_version, signal, detector)
+        if segment is None
+        else (model, model_version, signal, detector, segment)
+    )
+    text = "\x1f".join(parts)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -94,10 +103,12 @@ def build_alert(
     *,
     status: str = "firing",
     now: float | None = None,
+    segment: str | None = None,
 ) -> dict[str, Any]:
-    """The alert message for ``finding`` about one model version."""
-    fp = fingerprint(model, model_version, finding.signal, finding.detector)
-    return {
+    """The alert message for ``finding`` about one model version (and one of its segments, if given)."""
+    fp = fingerprint(model, model_version, finding.signal, finding.detector, segment)
+    where = f"{model} {model_version}" if segment is None else f"{model} {model_version} segment {segment}"
+    alert = {
         "schema_version": SCHEMA_VERSION,
         "alert_id": alert_id(fp, status, identity_time(finding)),
         "fingerprint": fp,
@@ -112,11 +123,14 @@ def build_alert(
         "value": finding.value,
         "threshold": finding.threshold,
         "baseline": finding.baseline,
-        "message": _with_where_to_look(f"{model} {model_version}: {finding.message}", finding),
+        "message": _with_where_to_look(f"{where}: {finding.message}", finding),
         "evidence": finding.evidence,
         "timestamp": time.time() if now is None else now,
         "event_time": finding.event_time,
     }
+    if segment is not None:
+        alert["segment"] = segment
+    return alert
 
 
 def _with_where_to_look(message: str, finding: Finding) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from stream.contracts import SCHEMA_VERSION
 from stream.contracts.alert_messages import alert_id, build_alert, fingerprint, identity_time
 from stream.detectors.base import Finding
+from stream.settings import DetectionSettings
 
 # New changes of one fingerprint published within one cooldown, at most.
 MAX_CHANGES_PER_COOLDOWN = 10
@@ -52,9 +53,12 @@ class AlertLifecycle:
         cooldown_s: float = 300.0,
         resolve_after_s: float = 120.0,
         sustained_s: float = 900.0,
+        segment: str | None = None,
     ) -> None:
         self.model = model
         self.model_version = model_version
+        # The segment these alerts are about (None: the whole version).
+        self.segment = segment
         self.cooldown_s = cooldown_s
         self.resolve_after_s = resolve_after_s
         self.sustained_s = sustained_s
@@ -69,7 +73,7 @@ class AlertLifecycle:
         """Feed this batch's findings (possibly none) at ``event_time``; return alerts to publish."""
         out: list[dict[str, Any]] = []
         for finding in findings:
-            fp = fingerprint(self.model, self.model_version, finding.signal, finding.detector)
+            fp = fingerprint(self.model, self.model_version, finding.signal, finding.detector, self.segment)
             incident = self._incident(finding, fp)
             state = self.active.get(fp)
             in_cooldown = state is not None and finding.event_time - state["last_published"] < self.cooldown_s
@@ -80,7 +84,7 @@ class AlertLifecycle:
                 if in_cooldown and not self._new_change(state, finding):
                     state["folded"] += 1
                     continue
-            alert = build_alert(finding, self.model, self.model_version)
+            alert = build_alert(finding, self.model, self.model_version, segment=self.segment)
             alert["incident"] = incident["key"]
             alert["evidence"] = {
                 **alert["evidence"],
@@ -128,7 +132,8 @@ class AlertLifecycle:
         """
         incident = self.incidents.get(finding.signal)
         if incident is None:
-            text = "\x1f".join((self.model, self.model_version, finding.signal, repr(finding.event_time)))
+            parts = [self.model, self.model_version, finding.signal, repr(finding.event_time)]
+            text = "\x1f".join(parts if self.segment is None else [*parts, self.segment])
             key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
             incident = self.incidents[finding.signal] = {
                 "key": key,
@@ -200,7 +205,9 @@ class AlertLifecycle:
             "alert_id": alert_id(firing["fingerprint"], "resolved", resolvable_at),
             "status": "resolved",
             "message": (
-                f"{self.model} {self.model_version}: resolved: {firing['signal']}/{firing['detector']} "
+                f"{self.model} {self.model_version}"
+                + ("" if self.segment is None else f" segment {self.segment}")
+                + f": resolved: {firing['signal']}/{firing['detector']} "
                 + (
                     # A change detector re-baselines: quiet means no further change, not the old level back.
                     "saw no further change; the level since the change is now its baseline"
@@ -232,3 +239,15 @@ class AlertLifecycle:
             signal: {**incident, "detectors": list(incident["detectors"]), "open": list(incident["open"])}
             for signal, incident in state["incidents"].items()
         }
+
+
+def lifecycle(model: str, version: str, detection: DetectionSettings, segment: str | None = None) -> AlertLifecycle:
+    """An alert lifecycle with the worker-wide cooldown, resolve delay and retraining delay."""
+    return AlertLifecycle(
+        model,
+        version,
+        cooldown_s=detection.alert_cooldown_s,
+        resolve_after_s=detection.resolve_after_s or 2 * detection.window_s,
+        sustained_s=detection.retrain_after_s,
+        segment=segment,
+    )

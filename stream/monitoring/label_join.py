@@ -6,7 +6,8 @@ pending predictions), tests pass a dict. Entries carry the wall-clock time
 they were written and expire after ``ttl_s``:
 
 - a prediction waiting for its label: ``{"p": prediction, "v": version, "t": event time, "w": wall}``,
-  with ``"c": confidence`` when the prediction had one (it calibrates the estimated performance);
+  with ``"c": confidence`` and ``"s": segment`` when the prediction had them (they calibrate the estimated
+  performance, and count a segment's accuracy);
 - a label that came before its prediction: ``{"l": label, "lt": label time, "w": wall}``;
 - a pair already joined, kept to recognise a second label: ``{"done": 1, "w": wall}``.
 """
@@ -37,6 +38,7 @@ class Joined:
     prediction_time: float
     label_time: float
     confidence: float | None = None
+    segment: str | None = None
 
 
 class LabelJoiner:
@@ -65,6 +67,7 @@ class LabelJoiner:
         prediction: Any,
         event_time: float,
         confidence: float | None = None,
+        segment: str | None = None,
     ) -> tuple[str, Joined | None]:
         """Remember a prediction; return the outcome and the join if its label came first."""
         key = join_key(model, request_id)
@@ -72,12 +75,16 @@ class LabelJoiner:
         now = time.time()
         if entry is not None and "l" in entry:
             self.store[key] = {"done": 1, "w": now}
-            joined = Joined(version, prediction, entry["l"], event_time, entry["lt"], confidence)
+            joined = Joined(version, prediction, entry["l"], event_time, entry["lt"], confidence, segment)
             return self._count("joined_label_first"), joined
         if entry is not None:
             return self._count("duplicate_prediction"), None
-        waiting = {"p": prediction, "v": version, "t": event_time, "w": now}
-        self.store[key] = waiting if confidence is None else {**waiting, "c": confidence}
+        waiting: dict[str, Any] = {"p": prediction, "v": version, "t": event_time, "w": now}
+        if confidence is not None:
+            waiting["c"] = confidence
+        if segment is not None:
+            waiting["s"] = segment
+        self.store[key] = waiting
         return "stored", None
 
     def on_label(self, model: str, request_id: str, label: Any, label_time: float) -> tuple[str, Joined | None]:
@@ -90,7 +97,8 @@ class LabelJoiner:
             return self._count("label_before_prediction"), None
         if "p" in entry:
             self.store[key] = {"done": 1, "w": now}
-            return self._count("joined"), Joined(entry["v"], entry["p"], label, entry["t"], label_time, entry.get("c"))
+            joined = Joined(entry["v"], entry["p"], label, entry["t"], label_time, entry.get("c"), entry.get("s"))
+            return self._count("joined"), joined
         return self._count("duplicate_label"), None
 
     def _count(self, outcome: str) -> str:
@@ -160,12 +168,18 @@ class ModelLabels:
                 event.get("prediction"),
                 event["timestamp"],
                 confidence if isinstance(confidence, int | float) else None,
+                event.get("segment") if isinstance(event.get("segment"), str) else None,
             )
             if outcome != "stored":
                 monitor.count_labels(outcome)
             if joined is not None:
                 alerts += monitor.process_label(
-                    joined.model_version, joined.label, joined.prediction, joined.label_time, joined.confidence
+                    joined.model_version,
+                    joined.label,
+                    joined.prediction,
+                    joined.label_time,
+                    joined.confidence,
+                    joined.segment,
                 )
         return alerts
 
@@ -184,7 +198,12 @@ class ModelLabels:
             monitor.count_labels(outcome)
             if joined is not None:
                 alerts += monitor.process_label(
-                    joined.model_version, joined.label, joined.prediction, joined.label_time, joined.confidence
+                    joined.model_version,
+                    joined.label,
+                    joined.prediction,
+                    joined.label_time,
+                    joined.confidence,
+                    joined.segment,
                 )
         return alerts
 

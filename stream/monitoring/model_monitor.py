@@ -148,10 +148,16 @@ class ModelMonitor:
         return state
 
     def process_label(
-        self, version: str, label: Any, prediction: Any, label_time: float, confidence: float | None = None
+        self,
+        version: str,
+        label: Any,
+        prediction: Any,
+        label_time: float,
+        confidence: float | None = None,
+        segment: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Add one joined label (and the prediction's confidence); return performance alerts."""
-        return self.version(version).process_label(label, prediction, label_time, confidence)
+        """Add one joined label (and the prediction's confidence and segment); return performance alerts."""
+        return self.version(version).process_label(label, prediction, label_time, confidence, segment)
 
     def take_retrain_requests(self) -> list[dict[str, Any]]:
         """Retraining requests raised since the last call, across versions."""
@@ -188,6 +194,15 @@ class ModelMonitor:
                 }
                 for version, v in self.versions.items()
             },
+        }
+
+    def segments(self) -> dict[str, Any]:
+        """Every version's segments: their current window, usual levels and accuracy; small slices suppressed."""
+        return {
+            "model": self.model,
+            "max_segments": self.detection.max_segments,
+            "min_slice_events": self.detection.min_slice_events,
+            "versions": {v: vm.segments.summary() for v, vm in self.versions.items()},
         }
 
     def summary(self, view: str = "tumbling") -> dict[str, Any]:

@@ -56,7 +56,7 @@ from stream.detectors.level_shift import LevelShiftRule
 from stream.detectors.performance import HIGHER_IS_BETTER
 from stream.detectors.stream_drift import METHODS, StreamDriftRule
 from stream.detectors.zscore import ZScoreRule
-from stream.settings import ConfigError
+from stream.settings import ConfigError, DetectionSettings
 
 FIXED_SIGNALS = ("latency_ms", "error_rate", "confidence", "prediction", "tokens_in", "tokens_out")
 ANOMALY_RULES = {"zscore": ZScoreRule, "iqr": IQRRule}
@@ -295,3 +295,18 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             base[key] = value
     return base
+
+
+def build_signal_rules(signal: str, config: ModelMonitors, detection: DetectionSettings) -> dict[str, Any]:
+    """The detectors the monitor file gives ``signal``, by name, over the worker-wide z-score settings."""
+    rules = {}
+    for name, params in config.detectors_for(signal):
+        if name == "zscore":
+            params = {
+                "threshold": detection.zscore_threshold,
+                "warmup": detection.zscore_warmup,
+                "min_outliers": detection.zscore_min_outliers,
+                **params,
+            }
+        rules[name] = build_rule(signal, name, params, detection.window_s, f"{signal}.{name}")
+    return rules

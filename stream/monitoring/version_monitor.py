@@ -20,10 +20,11 @@ from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.detectors.resources import ResourceRule
 from stream.detectors.security import ClientAbuseRule, PrivateDataRule
-from stream.monitoring.alert_lifecycle import AlertLifecycle
-from stream.monitoring.monitor_file import ModelMonitors, MonitorConfig, build_rule
+from stream.monitoring.alert_lifecycle import lifecycle
+from stream.monitoring.monitor_file import ModelMonitors, MonitorConfig, build_signal_rules
 from stream.monitoring.profiles import ProfileSource, ReferenceProfile
 from stream.monitoring.reference_learning import ReferenceLearner
+from stream.monitoring.segments import EXPLAINED_SIGNALS, SegmentMonitor
 from stream.monitoring.signals import signal_series
 from stream.settings import DetectionSettings
 from stream.stats import EventTimeWindows, WindowStats
@@ -53,6 +54,7 @@ class VersionMonitor:
         "quality",
         "reference",
         "resources",
+        "segments",
         "signal_rules",
         "version",
         "windows",
@@ -89,6 +91,9 @@ class VersionMonitor:
         self.estimated = estimated_performance_rule(self.config.performance, detection)
         if self.estimated is not None:
             self.estimated.realised = self._realised
+        self.segments = SegmentMonitor(
+            model, version, detection, self.config, None if self.estimated is None else self.estimated.calibration
+        )
         self.events = 0
         # Security and resources: what every version is watched for, without configuration.
         self.private_data = PrivateDataRule(detection.window_s)
@@ -120,18 +125,7 @@ class VersionMonitor:
         """The detectors watching ``signal``, by detector name."""
         rules = self.signal_rules.get(signal)
         if rules is None:
-            rules = {}
-            for name, params in self.config.detectors_for(signal):
-                if name == "zscore":
-                    # The worker-wide z-score settings are the defaults of every z-score rule.
-                    params = {
-                        "threshold": self.detection.zscore_threshold,
-                        "warmup": self.detection.zscore_warmup,
-                        "min_outliers": self.detection.zscore_min_outliers,
-                        **params,
-                    }
-                rules[name] = build_rule(signal, name, params, self.detection.window_s, f"{signal}.{name}")
-            self.signal_rules[signal] = rules
+            rules = self.signal_rules[signal] = build_signal_rules(signal, self.config, self.detection)
         return rules
 
     def process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,7 +192,17 @@ class VersionMonitor:
             window = self.windows.tumbling()
             for window_rule in self.window_rules():
                 findings += window_rule.check_window(window, checked, checked_columns, watermark)
-        return self.lifecycle.observe(findings, watermark)
+        segment_alerts = self.segments.process(placed)
+        return self._with_drivers(self.lifecycle.observe(findings, watermark)) + segment_alerts
+
+    def _with_drivers(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Firing model-wide alerts about latency, errors or confidence, with the segments that drive them."""
+        if not self.segments.segments:
+            return alerts
+        for alert in alerts:
+            if alert["status"] == "firing" and alert["signal"] in EXPLAINED_SIGNALS:
+                alert["evidence"] = {**alert["evidence"], "segments": self.segments.drivers(alert["signal"])}
+        return alerts
 
     def batch_rules(self) -> tuple[BatchDetector, ...]:
         """The detectors fed whole events: private data, client abuse, host resources, estimated performance."""
@@ -213,11 +217,17 @@ class VersionMonitor:
         return [r for r in (self.quality, self.drift, self.multivariate) if r is not None]
 
     def process_label(
-        self, label: Any, prediction: Any, label_time: float, confidence: float | None = None
+        self,
+        label: Any,
+        prediction: Any,
+        label_time: float,
+        confidence: float | None = None,
+        segment: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Add one labelled prediction (with the confidence it was published with); return performance alerts."""
+        """Add one labelled prediction (with its confidence and segment, as published); return performance alerts."""
         if self.estimated is not None:
             self.estimated.learn(label, prediction, confidence)
+        self.segments.process_label(segment, label == prediction)
         findings = self.performance.update(label, prediction, label_time)
         return self.performance_lifecycle.observe(findings, label_time)
 
@@ -270,6 +280,7 @@ class VersionMonitor:
             "performance": self.performance.to_dict(),
             "performance_lifecycle": self.performance_lifecycle.to_dict(),
             "estimated_performance": None if self.estimated is None else self.estimated.to_dict(),
+            "segments": self.segments.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -304,17 +315,8 @@ class VersionMonitor:
         # States saved before estimation existed, or with it turned off since, start it afresh.
         if self.estimated is not None and state.get("estimated_performance") is not None:
             self.estimated.load_state(state["estimated_performance"])
-
-
-def lifecycle(model: str, version: str, detection: DetectionSettings) -> AlertLifecycle:
-    """An alert lifecycle with the worker-wide cooldown, resolve delay and retraining delay."""
-    return AlertLifecycle(
-        model,
-        version,
-        cooldown_s=detection.alert_cooldown_s,
-        resolve_after_s=detection.resolve_after_s or 2 * detection.window_s,
-        sustained_s=detection.retrain_after_s,
-    )
+        if "segments" in state:
+            self.segments.load_state(state["segments"])
 
 
 def performance_rule(params: dict[str, Any], detection: DetectionSettings) -> PerformanceRule:

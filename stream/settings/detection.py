@@ -55,6 +55,10 @@ class DetectionSettings:
     # from its own quiet spells, at least silence_min_s; see stream.detectors.silence).
     silence_after_s: float = 0.0
     silence_min_s: float = 120.0
+    # Segments (the events' segment field) watched one by one per version; later ones pool as "other".
+    max_segments: int = 20
+    # A slice (segment, client) with fewer events than this in a window is never exported raw.
+    min_slice_events: int = 20
 
     def validate(self) -> DetectionSettings:
         """Check every field; raise :class:`ConfigError` naming the first bad one."""
@@ -89,4 +93,7 @@ class DetectionSettings:
         if self.silence_after_s < 0:
             raise ConfigError(f"silence_after_s: {self.silence_after_s!r} must not be negative")
         positive("silence_min_s", self.silence_min_s)
+        if self.max_segments < 0 or self.max_segments != int(self.max_segments):
+            raise ConfigError(f"max_segments: {self.max_segments!r} must be a whole number, 0 or more")
+        positive("min_slice_events", self.min_slice_events, integer=True)
         return self

@@ -209,20 +209,26 @@ def route(
     help="A worker's web address (any worker: queries are routed). Env STREAM_MONITOR_URL.",
 )
 @click.option("--window", type=click.Choice(["tumbling", "hopping"]), default="tumbling", show_default=True)
+@click.option("--segments", is_flag=True, help="MODEL's segments instead: one row per segment of each version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the worker's JSON as it is.")
 @click.option("--token", envvar="STREAM_MONITOR_WEB_TOKEN", help="Bearer token, if the worker requires one.")
 @one_line_errors
-def stats(model: str | None, url: str, window: str, as_json: bool, token: str | None) -> None:
-    """Show MODEL's window statistics, or list the models when MODEL is left out."""
+def stats(model: str | None, url: str, window: str, segments: bool, as_json: bool, token: str | None) -> None:
+    """Show MODEL's window statistics (or its segments), or list the models when MODEL is left out."""
     import json
     import urllib.parse
 
-    from stream.tools.stats_view import print_stats, render_models
+    from stream.tools.stats_view import print_segments, print_stats, render_models
 
-    path = f"/models/{urllib.parse.quote(model, safe='')}/stats?window={window}" if model else "/models"
+    if segments and not model:
+        raise click.UsageError("--segments needs a MODEL")
+    page = "segments" if segments else f"stats?window={window}"
+    path = f"/models/{urllib.parse.quote(model, safe='')}/{page}" if model else "/models"
     data = _get_json(url, path, token)
     if as_json:
         click.echo(json.dumps(data, indent=2))
+    elif segments:
+        print_segments(data)
     elif model:
         print_stats(data)
     else:

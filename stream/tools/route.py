@@ -114,6 +114,8 @@ def alertmanager_alert(alert: dict[str, Any], generator_url: str = "") -> dict[s
     if alert.get("incident"):
         # Group by it in Alertmanager's route (group_by: [incident]): one page per episode.
         labels["incident"] = alert["incident"]
+    if alert.get("segment"):
+        labels["segment"] = alert["segment"]
     out: dict[str, Any] = {
         "labels": labels,
         "annotations": {

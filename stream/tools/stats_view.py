@@ -165,6 +165,55 @@ def render_stats(stats: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
+def render_segments(data: dict[str, Any]) -> Group:
+    """One table per version: each segment's current window, usual latency, accuracy and firing alerts.
+
+    >>> seg = {"events": 900, "usual": {"latency_ms": 20.0}, "firing": ["latency_ms"],
+    ...        "window": {"count": 300, "error_rate": 0.0, "latency_ms": {"p50": 21.0, "p99": 850.0}},
+    ...        "accuracy": {"estimated": 0.9, "realised": None, "labelled": 0}}
+    >>> data = {"model": "m", "max_segments": 20, "min_slice_events": 20,
+    ...         "versions": {"1": {"eu": seg, "tiny": {"suppressed": True, "reason": "fewer than 20 events"}}}}
+    >>> import io
+    >>> console = Console(width=160, record=True, file=io.StringIO())
+    >>> console.print(render_segments(data))
+    >>> rows = [[c.strip() for c in line.split("│")[1:-1]] for line in console.export_text().splitlines()]
+    >>> [r for r in rows if r and r[0] in ("eu", "tiny")]  # doctest: +NORMALIZE_WHITESPACE
+    [['eu', '300', '0.00%', '21.00 / 850.00', '20.00', '90.00% / -', 'latency_ms'],
+     ['tiny', 'fewer than 20 events', '', '', '', '', '']]
+    """
+    parts: list[Any] = []
+    for version, segments in sorted(data["versions"].items()):
+        table = Table(
+            title=f"{data['model']} {version}: segments (at most {data['max_segments']} watched; slices under "
+            f"{data['min_slice_events']} events suppressed)"
+        )
+        for column in ("segment", "events in window", "error rate", "latency p50 / p99 ms", "usual latency ms"):
+            table.add_column(column, justify="left" if column == "segment" else "right")
+        table.add_column("accuracy estimated / realised", justify="right")
+        table.add_column("firing", overflow="fold")
+        for name, s in sorted(segments.items()):
+            if s.get("suppressed"):
+                table.add_row(name, s["reason"], "", "", "", "", "")
+                continue
+            w, lat, acc = s["window"], s["window"]["latency_ms"] or {}, s["accuracy"]
+            table.add_row(
+                name,
+                _num(w["count"]),
+                _pct(w["error_rate"]),
+                f"{_num(lat.get('p50'))} / {_num(lat.get('p99'))}",
+                _num(s["usual"].get("latency_ms")),
+                f"{_pct(acc['estimated'])} / {_pct(acc['realised'])}",
+                ", ".join(s["firing"]) or "-",
+            )
+        parts.append(table)
+    return Group(*parts)
+
+
+def print_segments(data: dict[str, Any], console: Console | None = None) -> None:
+    """Print :func:`render_segments`."""
+    (console or Console()).print(render_segments(data))
+
+
 def print_stats(stats: dict[str, Any], console: Console | None = None) -> None:
     """Print :func:`render_stats` output."""
     (console or Console()).print(render_stats(stats))

@@ -66,6 +66,22 @@ class ModelSeriesCollector:
             "throughput": _gauge(
                 "window_throughput_events_per_second", "Events per second of the current tumbling window.", VERSION
             ),
+            "segment_events": _gauge(
+                "segment_window_events",
+                "Events of one segment in the current tumbling window (at most max_segments segments per version, "
+                "the rest as 'other'; none under min_slice_events).",
+                [*VERSION, "segment"],
+            ),
+            "segment_errors": _gauge(
+                "segment_window_error_ratio",
+                "Share of failed requests of one segment in the current tumbling window.",
+                [*VERSION, "segment"],
+            ),
+            "segment_latency": _gauge(
+                "segment_window_latency_seconds",
+                "Latency quantiles of one segment in the current tumbling window.",
+                [*VERSION, "segment", "quantile"],
+            ),
             "anomaly": _gauge(
                 "anomaly_outlier_ratio", "Share of outliers in the current window, per anomaly detector.", DETECTOR
             ),
@@ -137,6 +153,7 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
         for quantile, key in QUANTILES:
             if figures[key] is not None:
                 g["latency"].add_metric([*labels, quantile], figures[key] / 1000.0)
+    _export_segments(g, labels, vm)
     for signal, rules in vm.signal_rules.items():
         for name, rule in rules.items():
             if isinstance(rule, ScoredDetector):  # a detector of the user's own may have none
@@ -154,6 +171,20 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
     for metric, value in estimated.items():
         if math.isfinite(value):
             g["estimated"].add_metric([*labels, metric], value)
+
+
+def _export_segments(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
+    """The segments' window series; a slice under ``min_slice_events`` gets none (it would describe a few people)."""
+    for name, state in vm.segments.segments.items():
+        window = state.windows.tumbling()
+        if window.count < vm.detection.min_slice_events:
+            continue
+        figures = window_figures(window, vm.detection.window_s, state.windows.watermark)
+        g["segment_events"].add_metric([*labels, name], window.count)
+        g["segment_errors"].add_metric([*labels, name], figures["error_rate"])
+        for quantile, key in QUANTILES:
+            if figures[key] is not None:
+                g["segment_latency"].add_metric([*labels, name, quantile], figures[key] / 1000.0)
 
 
 def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any]) -> None:

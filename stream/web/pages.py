@@ -3,8 +3,9 @@
 With ``web_token`` set, every page but ``/health`` (for orchestrators' probes,
 and it holds no model data) requires ``Authorization: Bearer <token>``.
 
-Tables are partitioned across workers. ``/models/{model}/stats`` is routed by
-Faust to the worker that owns the model's partition; ``/models`` asks every
+Tables are partitioned across workers. ``/models/{model}/stats`` and
+``/models/{model}/segments`` are answered by the worker that owns the
+model's partition; ``/models`` asks every
 worker in the group (their addresses come from Faust's assignment metadata)
 and merges the answers.
 """
@@ -115,21 +116,31 @@ def register(mon: MonitorApp) -> None:
                     found.setdefault(entry["model"], entry)
         return web.json({"models": [found[m] for m in sorted(found)]})
 
+    async def model_page(view: Any, request: Any, model: str, page: str) -> Any:
+        """A page about one model, answered by the worker that owns its partition."""
+        if (denied := refused(view, request)) is not None:
+            return denied
+        owner = _owner_of(mon, model)
+        if owner is not None and request.query.get("scope") != "local":
+            answer, status = await _fetch_json(mon, f"{owner}/models/{model}/{page}", dict(request.query))
+            return view.json(answer, status=status)
+        window = request.query.get("window", "tumbling")
+        if window not in VIEWS:
+            return view.json({"error": f"window must be one of {', '.join(VIEWS)}, not {window!r}"}, status=400)
+        if not mon.has_model(model):
+            return view.json({"error": f"no events seen for model {model!r}"}, status=404)
+        monitor = mon.monitor_for(model)
+        return view.json(monitor.summary(window) if page == "stats" else monitor.segments())
+
     @app.page("/models/{model}/stats")
     class ModelStats(faust.web.View):
         async def get(self, request, model: str):
-            if (denied := refused(self, request)) is not None:
-                return denied
-            owner = _owner_of(mon, model)
-            if owner is not None and request.query.get("scope") != "local":
-                answer, status = await _fetch_json(mon, f"{owner}/models/{model}/stats", dict(request.query))
-                return self.json(answer, status=status)
-            view = request.query.get("window", "tumbling")
-            if view not in VIEWS:
-                return self.json({"error": f"window must be one of {', '.join(VIEWS)}, not {view!r}"}, status=400)
-            if not mon.has_model(model):
-                return self.json({"error": f"no events seen for model {model!r}"}, status=404)
-            return self.json(mon.monitor_for(model).summary(view))
+            return await model_page(self, request, model, "stats")
+
+    @app.page("/models/{model}/segments")
+    class ModelSegments(faust.web.View):
+        async def get(self, request, model: str):
+            return await model_page(self, request, model, "segments")
 
 
 def authorized(token: str, header: str | None) -> bool:

@@ -100,7 +100,8 @@ def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: 
 
 def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) -> dict[str, Any]:
     """One model version: health, the current window, the last windows as series, its firing alerts."""
-    active = [state["alert"] for state in (*vm.lifecycle.active.values(), *vm.performance_lifecycle.active.values())]
+    lifecycles = [vm.lifecycle, vm.performance_lifecycle, *(s.lifecycle for s in vm.segments.segments.values())]
+    active = [state["alert"] for life in lifecycles for state in life.active.values()]
     panes = sorted(vm.windows.panes.items())[-max_points:]
     current = vm.windows.tumbling()
     return {
@@ -114,7 +115,27 @@ def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) 
         "incidents": incidents(active),
         "performance": vm.performance.summary().get("metrics") or {},
         "estimated_performance": vm.estimated.summary()["estimated"] if vm.estimated is not None else {},
+        "segments": segment_rows(vm),
     }
+
+
+def segment_rows(vm: VersionMonitor) -> list[dict[str, Any]]:
+    """The version's segments for the live page: events, p95, error rate and what fires; small slices left out."""
+    rows = []
+    for name, seg in sorted(vm.segments.summary().items()):
+        if seg.get("suppressed"):
+            continue
+        window = seg["window"]
+        rows.append(
+            {
+                "segment": name,
+                "events": window["count"],
+                "p95": (window["latency_ms"] or {}).get("p95"),
+                "error_rate": window["error_rate"],
+                "firing": seg["firing"],
+            }
+        )
+    return rows
 
 
 def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -144,6 +165,7 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "incident": key,
                 "model": latest["model"],
                 "signal": latest["signal"],
+                "segment": latest.get("segment"),
                 "severity": health(group),
                 "detectors": sorted({a["detector"] for a in group}),
                 "since": min(a["evidence"].get("incident", {}).get("since", a["event_time"]) for a in group),

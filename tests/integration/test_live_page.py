@@ -55,11 +55,21 @@ def test_live_page_shows_the_incident_and_the_charts(broker, chromium, tmp_path)
     try:
         t0 = time.time() - 200
         normal = [
-            make_event("checkout-ranker", "4", 20.0 + i % 5, i % 2, timestamp=t0 + i * 0.1, features={"x": i % 9})
+            make_event(
+                "checkout-ranker",
+                "4",
+                20.0 + i % 5,
+                i % 2,
+                timestamp=t0 + i * 0.1,
+                features={"x": i % 9},
+                segment=("web", "app")[i % 2],
+            )
             for i in range(1900)
         ]
         spike = [
-            make_event("checkout-ranker", "4", 900.0 + i, 0, timestamp=t0 + 190 + i * 0.01, features={"x": 1})
+            make_event(
+                "checkout-ranker", "4", 900.0 + i, 0, timestamp=t0 + 190 + i * 0.01, features={"x": 1}, segment="app"
+            )
             for i in range(20)
         ]
         quiet = [make_event("quiet-model", "1", 15.0, 0, timestamp=t0 + i * 0.5) for i in range(300)]
@@ -87,6 +97,10 @@ def test_live_page_shows_the_incident_and_the_charts(broker, chromium, tmp_path)
         r'<li data-incident="[0-9a-f]{32}" class="sev-critical">critical: latency_ms \(([a-z_, ]+), since', card
     )
     assert incident and "zscore" in incident.group(1).split(", ")
+    # The slice in trouble is marked, and named in its own incident line; the other is not.
+    assert re.search(r'<tr data-segment="app" class="segment-firing">.*?latency_ms', card, flags=re.S)
+    assert re.search(r'<tr data-segment="web" class="">', card)
+    assert re.search(r'class="sev-critical">critical: latency_ms in app \(', card)
     for name in ("latency", "errors", "drift"):
         svg = re.search(rf'<svg class="chart chart-{name}".*?</svg>', card, flags=re.S)
         assert svg, f"no {name} chart"

@@ -91,12 +91,23 @@ function card(model, version) {
   node.append(chart("latency", series, [["p50", "p50"], ["p95", "p95"], ["p99", "p99"]], " ms", { labelKey: "p95" }));
   node.append(chart("errors", series, [["error_pct", "errors"]], " %", { floor: 5 }));
   node.append(chart("drift", series, [["psi_max", "drift"]], " PSI", { floor: 0.25 }));
+  if (version.segments && version.segments.length) {
+    // Which slice of the traffic is in trouble: a segment with alerts firing is marked.
+    const table = el("table", { class: "segments" }, el("tr", {}, ...["segment", "events", "p95", "errors", "firing"].map((h) => el("th", {}, h))));
+    for (const s of version.segments) {
+      table.append(el("tr", { "data-segment": s.segment, class: s.firing.length ? "segment-firing" : "" },
+        el("td", {}, s.segment), el("td", {}, `${s.events}`), el("td", {}, fmt(s.p95, 1, " ms")),
+        el("td", {}, fmt(s.error_rate === null ? null : s.error_rate * 100, 1, " %")),
+        el("td", {}, s.firing.join(", ") || "-")));
+    }
+    node.append(table);
+  }
   if (version.incidents.length) {
     // One line per incident: the detectors that agree about one signal are one episode, not several pages.
     const list = el("ul", { class: "firing" });
     for (const incident of version.incidents) {
       list.append(el("li", { "data-incident": incident.incident, class: `sev-${incident.severity}` },
-        `${incident.severity}: ${incident.signal} (${incident.detectors.join(", ")}, since ${when(incident.since)}): ${incident.message}`));
+        `${incident.severity}: ${incident.signal}${incident.segment ? ` in ${incident.segment}` : ""} (${incident.detectors.join(", ")}, since ${when(incident.since)}): ${incident.message}`));
     }
     node.append(list);
   }
@@ -114,7 +125,7 @@ function alertRow(alert) {
     // A resolved alert is over: not coloured as an incident.
     el("td", { class: alert.status === "resolved" ? "sev-resolved" : `sev-${alert.severity}` }, alert.severity),
     el("td", {}, alert.status),
-    el("td", {}, `${alert.model} ${alert.model_version}`),
+    el("td", {}, `${alert.model} ${alert.model_version}${alert.segment ? ` (${alert.segment})` : ""}`),
     el("td", {}, `${alert.signal} (${alert.detector})`),
     el("td", {}, evidence),
   );
