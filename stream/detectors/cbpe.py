@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,8 +137,6 @@ class ConfidenceBasedPerformance:
         self.window_start: float | None = None
         self.window_counts = np.zeros((2, bins), dtype=np.int64)
         self.closed_windows: deque[dict[str, Any]] = deque(maxlen=KEPT_WINDOWS)
-        # The realised metrics from labels, for the evidence (set by the version monitor).
-        self.realised: Callable[[], dict[str, float]] = dict
 
     @property
     def binary(self) -> bool:
@@ -237,7 +234,6 @@ class ConfidenceBasedPerformance:
         self, now: dict[str, float], value: float, threshold: float, level: float, spread: float, ts: float
     ) -> Finding:
         labels = self.calibration.labels()
-        realised = self.realised()
         calibrated = f"calibrated on {labels} labels" if labels else "taking its confidence at its word (no label yet)"
         message = (
             f"estimated {self.metric} of the last {self.chunk} predictions is {value:.3f}, below the reference "
@@ -267,7 +263,8 @@ class ConfidenceBasedPerformance:
             evidence={
                 "estimated": now,
                 "calibration_labels": labels,
-                "realised": {k: round(v, 6) for k, v in realised.items()} or None,
+                # What labels show so far (the version monitor fills it in: it holds the label-based rule).
+                "realised": None,
                 "predictions": self.chunk,
             },
         )

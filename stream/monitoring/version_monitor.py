@@ -89,8 +89,6 @@ class VersionMonitor:
         self.performance_lifecycle = lifecycle(model, version, detection)
         # Performance estimated from confidence, before labels; its alerts run on the events' clock.
         self.estimated = estimated_performance_rule(self.config.performance, detection)
-        if self.estimated is not None:
-            self.estimated.realised = self._realised
         self.segments = SegmentMonitor(
             model, version, detection, self.config, None if self.estimated is None else self.estimated.calibration
         )
@@ -177,6 +175,10 @@ class VersionMonitor:
                 findings += rule.update(values, times)
         for batch_rule in self.batch_rules():
             findings += batch_rule.update(events)
+        for finding in findings:
+            if finding.detector == "cbpe" and self.performance.labelled:
+                # The realised metrics beside the estimate (not a reference held by the rule: no cycle).
+                finding.evidence["realised"] = {k: round(v, 6) for k, v in self.performance.values().items()}
         watermark = self.windows.watermark
         assert watermark is not None
         checked, checked_columns = placed, placed_columns
@@ -208,9 +210,6 @@ class VersionMonitor:
         """The detectors fed whole events: private data, client abuse, host resources, estimated performance."""
         rules: tuple[BatchDetector, ...] = (self.private_data, self.clients, self.resources)
         return rules if self.estimated is None else (*rules, self.estimated)
-
-    def _realised(self) -> dict[str, float]:
-        return self.performance.values() if self.performance.labelled else {}
 
     def window_rules(self) -> list[WindowDetector]:
         """The detectors testing the tumbling window against the reference (none before there is one)."""

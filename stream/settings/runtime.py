@@ -44,7 +44,7 @@ class Settings:
     partitions: int = 4
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    # When set, /models, /models/*/stats and /metrics require "Authorization: Bearer <token>".
+    # When set, /models, /models/*/stats, /models/*/segments and /metrics require "Authorization: Bearer <token>".
     web_token: str = field(default="", repr=False)
     # Event timestamps beyond the worker's clock by more than this, or before
     # earliest_timestamp (2000-01-01), are dead-lettered: one event stamped in
@@ -59,6 +59,10 @@ class Settings:
     # Per-model series on /metrics for at most this many models per worker;
     # beyond it, one warning and a count, so Prometheus is not flooded.
     metrics_max_models: int = 200
+    # Differential privacy for exported segment figures (0: off): epsilon per segment per window, and the
+    # epsilon a segment may spend a day (see stream.privacy.noise).
+    slice_noise_epsilon: float = 0.0
+    slice_noise_budget: float = 0.0
     # A model's state goes to its changelog at most once per interval (and
     # its input records are committed only then), not once per record; a
     # crash replays at most this much, and the offsets saved in the state
@@ -196,6 +200,13 @@ class Settings:
         positive("group_timeout_s", self.group_timeout_s)
         positive("shutdown_grace_s", self.shutdown_grace_s)
         positive("metrics_max_models", self.metrics_max_models, integer=True)
+        if self.slice_noise_epsilon < 0:
+            raise ConfigError(f"slice_noise_epsilon: {self.slice_noise_epsilon!r} must not be negative")
+        if self.slice_noise_epsilon and self.slice_noise_budget < self.slice_noise_epsilon:
+            raise ConfigError(
+                f"slice_noise_budget: {self.slice_noise_budget!r} must be at least slice_noise_epsilon "
+                f"({self.slice_noise_epsilon!r}): the epsilon each segment may spend a day"
+            )
         positive("checkpoint_interval_s", self.checkpoint_interval_s)
         positive("checkpoint_max_records", self.checkpoint_max_records, integer=True)
         positive("ingest_batch_records", self.ingest_batch_records, integer=True)

@@ -21,6 +21,7 @@ from stream.detectors.base import ScoredDetector
 from stream.monitoring.alert_lifecycle import AlertLifecycle
 from stream.monitoring.model_monitor import ALL_VERSIONS, ModelMonitor
 from stream.monitoring.version_monitor import VersionMonitor
+from stream.privacy.noise import SliceNoise, private_segments
 from stream.web.metrics import OTHER_MODELS, PREFIX, ModelLabelCap
 from stream.web.status import window_figures
 
@@ -46,10 +47,13 @@ class ModelSeriesCollector:
         models: Callable[[], Iterable[ModelMonitor]],
         lag: Callable[[], Iterable[tuple[str, int, int]]],
         model_label: ModelLabelCap,
+        noise: SliceNoise | None = None,
     ) -> None:
         self._models = models
         self._lag = lag
         self.model_label = model_label
+        # Segment series go out noisy when the worker is set to (see stream.privacy.noise).
+        self.noise = noise
 
     def describe(self) -> list[Metric]:
         # Empty: the registry must not call collect() at registration, before the app runs.
@@ -130,7 +134,7 @@ class ModelSeriesCollector:
                 g["age"].add_metric([monitor.model], quiet)
             _export_firing(g, [monitor.model, ALL_VERSIONS], [monitor.traffic_lifecycle])
             for version, vm in monitor.versions.items():
-                _export_version(g, [monitor.model, version], vm)
+                _export_version(g, [monitor.model, version], vm, self.noise)
         yield from g.values()
         gone = _gauge("metrics_models_dropped", "Models beyond metrics_max_models, without per-model series.", [])
         gone.add_metric([], dropped)
@@ -143,7 +147,9 @@ class ModelSeriesCollector:
         yield lag
 
 
-def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
+def _export_version(
+    g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor, noise: SliceNoise | None = None
+) -> None:
     window = vm.windows.tumbling()
     figures = window_figures(window, vm.detection.window_s, vm.windows.watermark)
     g["events"].add_metric(labels, window.count)
@@ -153,7 +159,7 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
         for quantile, key in QUANTILES:
             if figures[key] is not None:
                 g["latency"].add_metric([*labels, quantile], figures[key] / 1000.0)
-    _export_segments(g, labels, vm)
+    _export_segments(g, labels, vm, noise)
     for signal, rules in vm.signal_rules.items():
         for name, rule in rules.items():
             if isinstance(rule, ScoredDetector):  # a detector of the user's own may have none
@@ -173,18 +179,21 @@ def _export_version(g: dict[str, GaugeMetricFamily], labels: list[str], vm: Vers
             g["estimated"].add_metric([*labels, metric], value)
 
 
-def _export_segments(g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor) -> None:
-    """The segments' window series; a slice under ``min_slice_events`` gets none (it would describe a few people)."""
-    for name, state in vm.segments.segments.items():
-        window = state.windows.tumbling()
-        if window.count < vm.detection.min_slice_events:
+def _export_segments(
+    g: dict[str, GaugeMetricFamily], labels: list[str], vm: VersionMonitor, noise: SliceNoise | None
+) -> None:
+    """The segments' window series, as the segments page shows them (small slices none; noisy if set)."""
+    segments = private_segments(vm.segments.summary(), f"{vm.model}/{vm.version}", noise)
+    for name, segment in segments.items():
+        if segment.get("suppressed"):
             continue
-        figures = window_figures(window, vm.detection.window_s, state.windows.watermark)
-        g["segment_events"].add_metric([*labels, name], window.count)
-        g["segment_errors"].add_metric([*labels, name], figures["error_rate"])
+        window = segment["window"]
+        g["segment_events"].add_metric([*labels, name], window["count"])
+        g["segment_errors"].add_metric([*labels, name], window["error_rate"])
+        latency = window.get("latency_ms") or {}
         for quantile, key in QUANTILES:
-            if figures[key] is not None:
-                g["segment_latency"].add_metric([*labels, name, quantile], figures[key] / 1000.0)
+            if latency.get(key) is not None:
+                g["segment_latency"].add_metric([*labels, name, quantile], latency[key] / 1000.0)
 
 
 def _export_scores(g: dict[str, GaugeMetricFamily], labels: list[str], scores: Callable[[], Any]) -> None:

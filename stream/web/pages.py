@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 from aiohttp import ClientError, ClientTimeout
 
+from stream.privacy.noise import private_segments
 from stream.web.status import DriftCache, model_status
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def register(mon: MonitorApp) -> None:
     async def status(web, request):
         if (denied := refused(web, request)) is not None:
             return denied
-        models = {m: model_status(mon.monitor_for(m), drift_cache) for m in mon.local_models()}
+        models = {m: model_status(mon.monitor_for(m), drift_cache, mon.noise) for m in mon.local_models()}
         alerts = {a["alert_id"]: a for a in mon.recent_alerts}
         for entry in models.values():
             for version in entry["versions"]:
@@ -130,7 +131,12 @@ def register(mon: MonitorApp) -> None:
         if not mon.has_model(model):
             return view.json({"error": f"no events seen for model {model!r}"}, status=404)
         monitor = mon.monitor_for(model)
-        return view.json(monitor.summary(window) if page == "stats" else monitor.segments())
+        if page == "stats":
+            return view.json(monitor.summary(window))
+        found = monitor.segments()
+        versions = {v: private_segments(s, f"{model}/{v}", mon.noise) for v, s in found["versions"].items()}
+        noise = None if mon.noise is None else mon.noise.describe()
+        return view.json({**found, "versions": versions, "noise": noise})
 
     @app.page("/models/{model}/stats")
     class ModelStats(faust.web.View):

@@ -11,6 +11,7 @@ from typing import Any
 
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.version_monitor import VersionMonitor
+from stream.privacy.noise import SliceNoise, private_segments
 from stream.stats import WindowStats
 
 SEVERITY_ORDER = {"info": 1, "warning": 2, "critical": 3}
@@ -98,7 +99,9 @@ def window_point(window: WindowStats, vm: VersionMonitor, size_s: float, drift: 
     return {**figures, "psi_max": psi_max, "psi_top": psi_top}
 
 
-def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) -> dict[str, Any]:
+def version_status(
+    vm: VersionMonitor, drift: DriftCache, max_points: int = 10, noise: SliceNoise | None = None
+) -> dict[str, Any]:
     """One model version: health, the current window, the last windows as series, its firing alerts."""
     lifecycles = [vm.lifecycle, vm.performance_lifecycle, *(s.lifecycle for s in vm.segments.segments.values())]
     active = [state["alert"] for life in lifecycles for state in life.active.values()]
@@ -115,14 +118,15 @@ def version_status(vm: VersionMonitor, drift: DriftCache, max_points: int = 10) 
         "incidents": incidents(active),
         "performance": vm.performance.summary().get("metrics") or {},
         "estimated_performance": vm.estimated.summary()["estimated"] if vm.estimated is not None else {},
-        "segments": segment_rows(vm),
+        "segments": segment_rows(vm, noise),
     }
 
 
-def segment_rows(vm: VersionMonitor) -> list[dict[str, Any]]:
+def segment_rows(vm: VersionMonitor, noise: SliceNoise | None = None) -> list[dict[str, Any]]:
     """The version's segments for the live page: events, p95, error rate and what fires; small slices left out."""
     rows = []
-    for name, seg in sorted(vm.segments.summary().items()):
+    segments = private_segments(vm.segments.summary(), f"{vm.model}/{vm.version}", noise)
+    for name, seg in sorted(segments.items()):
         if seg.get("suppressed"):
             continue
         window = seg["window"]
@@ -130,7 +134,7 @@ def segment_rows(vm: VersionMonitor) -> list[dict[str, Any]]:
             {
                 "segment": name,
                 "events": window["count"],
-                "p95": (window["latency_ms"] or {}).get("p95"),
+                "p95": (window.get("latency_ms") or {}).get("p95"),
                 "error_rate": window["error_rate"],
                 "firing": seg["firing"],
             }
@@ -178,9 +182,9 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["last_event_time"], reverse=True)
 
 
-def model_status(monitor: ModelMonitor, drift: DriftCache) -> dict[str, Any]:
+def model_status(monitor: ModelMonitor, drift: DriftCache, noise: SliceNoise | None = None) -> dict[str, Any]:
     """Every version of a model, worst health first in ``health``."""
-    versions = [version_status(vm, drift) for vm in monitor.versions.values()]
+    versions = [version_status(vm, drift, noise=noise) for vm in monitor.versions.values()]
     traffic = monitor.traffic_status()
     silence = [state["alert"] for state in monitor.traffic_lifecycle.active.values()]
     for version in versions:

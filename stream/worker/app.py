@@ -29,6 +29,7 @@ from stream.monitoring.label_join import LabelJoiner, ModelLabels
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileStore
+from stream.privacy.noise import SliceNoise
 from stream.settings import Settings
 from stream.web.exporter import ModelSeriesCollector
 from stream.web.metrics import WorkerMetrics
@@ -50,7 +51,14 @@ class MonitorApp:
         self.counters = WorkerCounters()
         os.makedirs(settings.data_path, exist_ok=True)
         self.metrics = WorkerMetrics(max_models=settings.metrics_max_models)
-        self.metrics.registry.register(ModelSeriesCollector(self._exported_models, self._lag, self.metrics.model_label))
+        self.noise = (
+            SliceNoise(settings.slice_noise_epsilon, settings.slice_noise_budget)
+            if settings.slice_noise_epsilon
+            else None
+        )
+        self.metrics.registry.register(
+            ModelSeriesCollector(self._exported_models, self._lag, self.metrics.model_label, self.noise)
+        )
         self.app = _faust_app(settings)
         use_worker_transport(self.app)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

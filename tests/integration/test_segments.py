@@ -108,3 +108,25 @@ def test_a_latency_incident_in_one_segment_of_five_is_named_and_ranked_first(bro
         assert any("fewer than 20 events" in r for r in rows if "tiny" in r)
     finally:
         worker.stop()
+
+
+def test_with_noise_set_segments_leave_the_worker_as_noisy_counts_only(broker):
+    iso = isolated_settings(broker)
+    env = {"STREAM_MONITOR_SLICE_NOISE_EPSILON": "1", "STREAM_MONITOR_SLICE_NOISE_BUDGET": "100"}
+    worker = iso.worker(env_extra=env).start()
+    try:
+        normal = traffic(time.time() - 100, 1_000, np.random.default_rng(6))
+        asyncio.run(publish(iso, normal))
+        wait_for_events(worker, len(normal))
+        page = json.loads(get(f"{worker.url}/models/shop/segments"))
+        assert page["noise"]["mechanism"] == "discrete Laplace (OpenDP)" and page["noise"]["epsilon_per_window"] == 1
+        for name in SEGMENTS:
+            segment = page["versions"]["1"][name]
+            assert segment["noisy"] and set(segment["window"]) == {"start", "end", "count", "error_rate"}
+        # Read again: the same draw, not a fresh one (which would spend the budget again).
+        assert json.loads(get(f"{worker.url}/models/shop/segments"))["versions"] == page["versions"]
+        names = {s.name for f in text_string_to_metric_families(get(f"{worker.url}/metrics")) for s in f.samples}
+        assert "stream_monitor_segment_window_events" in names
+        assert "stream_monitor_segment_window_latency_seconds" not in names
+    finally:
+        worker.stop()
