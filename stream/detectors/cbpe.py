@@ -41,6 +41,9 @@ STATE_VERSION = 1
 KEPT_WINDOWS = 10
 
 
+_NUMBERS = (int, float)
+
+
 def is_class(prediction: Any) -> bool:
     """Whether ``prediction`` is a class (string, boolean, whole number), not a score or a vector.
 
@@ -64,21 +67,29 @@ def estimate(counts: np.ndarray, right: np.ndarray, binary: bool) -> dict[str, f
     >>> estimate(counts, np.array([0.5, 0.9]), binary=True)["accuracy"]
     0.9
     """
-    n = counts.sum()
-    if n == 0:
+    if counts.sum() == 0:
         return {}
-    per_bin = counts.sum(axis=0)
-    out = {
-        "accuracy": float(per_bin @ right / n),
-        "accuracy_band": float(1.96 * math.sqrt(per_bin @ (right * (1 - right))) / n),
-    }
-    if binary:
-        tp, fp = counts[1] @ right, counts[1] @ (1 - right)
-        fn = counts[0] @ (1 - right)
-        out["precision"] = float(tp / (tp + fp)) if tp + fp else math.nan
-        out["recall"] = float(tp / (tp + fn)) if tp + fn else math.nan
-        out["f1"] = float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else math.nan
-    return {k: round(v, 6) for k, v in out.items()}
+    return {k: round(float(v), 6) for k, v in metrics(counts, right, binary).items()}
+
+
+def metrics(counts: np.ndarray, right: np.ndarray, binary: bool) -> dict[str, np.ndarray]:
+    """:func:`estimate` for counts of shape (..., 2, bins) at once, unrounded (NaN where undefined).
+
+    >>> counts = np.array([[[0, 100], [0, 100]], [[0, 100], [100, 0]]])
+    >>> metrics(counts, np.array([0.5, 0.9]), binary=False)["accuracy"].round(3).tolist()
+    [0.9, 0.7]
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = counts.sum(axis=(-2, -1))
+        per_bin = counts.sum(axis=-2)
+        out = {"accuracy": per_bin @ right / n, "accuracy_band": 1.96 * np.sqrt(per_bin @ (right * (1 - right))) / n}
+        if binary:
+            tp, fp = counts[..., 1, :] @ right, counts[..., 1, :] @ (1 - right)
+            fn = counts[..., 0, :] @ (1 - right)
+            out["precision"] = tp / (tp + fp)
+            out["recall"] = tp / (tp + fn)
+            out["f1"] = 2 * tp / (2 * tp + fp + fn)
+    return out
 
 
 class ConfidenceBasedPerformance:
@@ -146,19 +157,24 @@ class ConfidenceBasedPerformance:
     def update(self, events: list[dict[str, Any]]) -> list[Finding]:
         """Count the confident class predictions of ``events``; return findings."""
         taken = [
-            (e["timestamp"], c, p)
+            e
             for e in events
-            if isinstance(c := e.get("confidence"), int | float) and is_class(p := e.get("prediction"))
+            if (c := e.get("confidence")).__class__ in _NUMBERS and c is not None and is_class(e.get("prediction"))
         ]
         if not taken:
             return []
-        for _, _, prediction in taken:
-            if prediction not in self.classes and len(self.classes) < 3:
-                self.classes.append(prediction)
-        stamps = np.fromiter((t for t, _, _ in taken), np.float64, len(taken))
-        confidences = np.fromiter((c for _, c, _ in taken), np.float64, len(taken))
-        positive = np.fromiter((p == self.pos_label for _, _, p in taken), np.int64, len(taken))
+        predictions = [e["prediction"] for e in taken]
+        if len(self.classes) < 3:
+            for prediction in set(predictions) - set(self.classes):
+                if len(self.classes) < 3:
+                    self.classes.append(prediction)
+        n = len(taken)
+        stamps = np.fromiter((e["timestamp"] for e in taken), np.float64, n)
+        confidences = np.fromiter((e["confidence"] for e in taken), np.float64, n)
+        positive = np.fromiter((p == self.pos_label for p in predictions), np.int64, n)
         bins = self.calibration.bin_of(confidences)
+        # One index per (predicted positive, bin): counting is a bincount, not a loop.
+        cells = positive * self.calibration.bins + bins
         self.calibration.observe(confidences)
         starts = np.floor(stamps / self.window_s) * self.window_s
         findings: list[Finding] = []
@@ -171,8 +187,9 @@ class ConfidenceBasedPerformance:
             later = np.flatnonzero(starts[i:end] > self.window_start)
             if later.size:
                 end = i + int(later[0])
-            np.add.at(self.window_counts, (positive[i:end], bins[i:end]), 1)
-            np.add.at(self.block, (positive[i:end], bins[i:end]), 1)
+            counted = np.bincount(cells[i:end], minlength=self.block.size).reshape(self.block.shape)
+            self.window_counts += counted
+            self.block += counted
             self.block_events += end - i
             self.since_fired += end - i
             if self.block_events == self.check_every:
@@ -224,11 +241,12 @@ class ConfidenceBasedPerformance:
 
     def _reference_level(self, right: np.ndarray) -> tuple[float | None, float]:
         """The reference's estimate of the metric and the spread of its chunk estimates, under today's calibration."""
-        chunks = [estimate(c, right, self.binary).get(self.metric, math.nan) for c in self.reference]
-        whole = estimate(sum(self.reference), right, self.binary).get(self.metric)
-        if whole is None or math.isnan(whole):
+        stacked = np.stack(self.reference)
+        chunks = metrics(stacked, right, self.binary).get(self.metric)
+        whole = metrics(stacked.sum(axis=0), right, self.binary).get(self.metric)
+        if chunks is None or whole is None or math.isnan(whole):
             return None, 0.0
-        return whole, float(np.nanstd(chunks))
+        return float(whole), float(np.nanstd(chunks))
 
     def _finding(
         self, now: dict[str, float], value: float, threshold: float, level: float, spread: float, ts: float

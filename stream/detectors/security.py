@@ -190,6 +190,7 @@ class ClientAbuseRule:
         recent_inputs: int = 32,
         lg_max_items: int = 10,
         lg_distinct: int = 12,
+        min_slice_events: int = 20,
     ) -> None:
         self.window_s = window_s
         self.burst_factor = burst_factor
@@ -207,6 +208,8 @@ class ClientAbuseRule:
         self.max_clients = max_clients
         self.idle_s = idle_s
         self.recent_inputs = recent_inputs
+        # A client finding about fewer requests than this is not published: it would describe one caller's few.
+        self.min_slice_events = min_slice_events
         self.clients: dict[str, dict[str, Any]] = {}
         self.untracked_events = 0
         # The model's own share of low-confidence answers, over every client.
@@ -320,7 +323,7 @@ class ClientAbuseRule:
         if population.windows < self.warmup_windows:
             return []
         usual = population.usual_requests_per_client
-        limit = max(self.min_burst, self.new_client_factor * usual)
+        limit = max(self.min_burst, self.min_slice_events, self.new_client_factor * usual)
         # Already heavy last window: a regular whose own history was lost (evicted), not a newcomer.
         if count <= limit or population.previous_requests_estimate(client_id) >= limit / 2:
             return []
@@ -390,6 +393,8 @@ class ClientAbuseRule:
 
     def _check(self, client_id: str, state: dict[str, Any], ts: float) -> list[Finding]:
         count, fired = state["count"], state["fired"]
+        if count < self.min_slice_events:
+            return []  # a finding would describe one caller's few requests
         found = []
         if "burst" not in fired and state["windows"] < self.warmup_windows and client_id not in self.population_fired:
             # Not enough history of its own: the model's norm judges it.

@@ -47,6 +47,12 @@ REPLACE_FACTOR = 2
 STATE_VERSION = 1
 
 
+def _estimated(bins: np.ndarray, right: np.ndarray) -> dict[str, float | None]:
+    """A segment's accuracy estimated from confidence this window, with its 95 % band (None without confidence)."""
+    found = estimate(bins, right, binary=False) if bins.sum() else {}
+    return {"estimated": found.get("accuracy"), "estimated_band": found.get("accuracy_band")}
+
+
 def window_level(summary: dict[str, Any], signal: str) -> float | None:
     """The level of ``signal`` in a window summary: mean latency, error rate, mean confidence.
 
@@ -281,9 +287,7 @@ class SegmentMonitor:
                 },
                 "usual": {k: round(v, 4) for k, v in state.usual.items()},
                 "accuracy": {
-                    "estimated": estimate(state.bins, right, binary=False).get("accuracy")
-                    if state.bins.sum()
-                    else None,
+                    **_estimated(state.bins, right),
                     "realised": round(sum(state.labelled) / labelled, 4)
                     if labelled >= self.detection.min_slice_events
                     else None,

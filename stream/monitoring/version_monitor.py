@@ -95,7 +95,9 @@ class VersionMonitor:
         self.events = 0
         # Security and resources: what every version is watched for, without configuration.
         self.private_data = PrivateDataRule(detection.window_s)
-        self.clients = ClientAbuseRule(detection.window_s, **self.config.clients)
+        self.clients = ClientAbuseRule(
+            detection.window_s, min_slice_events=detection.min_slice_events, **self.config.clients
+        )
         self.resources = ResourceRule(detection.window_s)
         self.multivariate: MahalanobisRule | None = None
         self.drift: ReferenceDriftRule | None = None

@@ -231,3 +231,13 @@ def test_a_model_whose_users_resend_the_same_inputs_can_say_so_in_the_monitor_fi
     assert duplicates("faq-bot") == []
     [alert] = duplicates("fraud-scorer")[:1]
     assert "repeats_normal = true" in alert["message"] and "normal" in alert["message"]
+
+
+def test_a_client_finding_about_fewer_requests_than_a_slice_may_show_is_not_published():
+    # Thresholds lowered below the slice floor: the rule still fires nothing about 10 requests.
+    rule = ClientAbuseRule(window_s=60, min_probe=5, min_duplicates=5, min_slice_events=20)
+    assert rule.update(client_events("normal", 0.0, 200, 0.1, confidence=0.9)) == []
+    assert rule.update(client_events("few", 0.0, 10, 1.0, confidence=0.1, x=1.0)) == []
+    found = rule.update(client_events("few", 10.0, 20, 1.0, confidence=0.1, x=1.0))
+    assert {f.evidence["reason"] for f in found} == {"probing", "duplicates"}
+    assert all(f.evidence["requests"] >= 20 for f in found)
