@@ -173,14 +173,7 @@ class ModelLabels:
             if outcome != "stored":
                 monitor.count_labels(outcome)
             if joined is not None:
-                alerts += monitor.process_label(
-                    joined.model_version,
-                    joined.label,
-                    joined.prediction,
-                    joined.label_time,
-                    joined.confidence,
-                    joined.segment,
-                )
+                alerts += _apply(monitor, joined)
         return alerts
 
     def on_labels(self, monitor: Any, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -197,14 +190,7 @@ class ModelLabels:
             )
             monitor.count_labels(outcome)
             if joined is not None:
-                alerts += monitor.process_label(
-                    joined.model_version,
-                    joined.label,
-                    joined.prediction,
-                    joined.label_time,
-                    joined.confidence,
-                    joined.segment,
-                )
+                alerts += _apply(monitor, joined)
         return alerts
 
     def count_expired(self, model: str, outcome: str) -> None:
@@ -214,3 +200,10 @@ class ModelLabels:
     def _apply_expired(self, monitor: Any) -> None:
         for outcome, n in self.expired.pop(monitor.model, Counter()).items():
             monitor.count_labels(outcome, n)
+
+
+def _apply(monitor: Any, joined: Joined) -> list[dict[str, Any]]:
+    """Give a joined label to its model version, with the prediction's confidence and segment."""
+    return monitor.process_label(
+        joined.model_version, joined.label, joined.prediction, joined.label_time, joined.confidence, joined.segment
+    )
