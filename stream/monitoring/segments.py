@@ -136,7 +136,8 @@ class SegmentMonitor:
 
     def _new_state(self, name: str) -> SegmentState:
         d = self.detection
-        windows = EventTimeWindows(d.window_s, d.window_s, d.window_s, d.lateness_s, 0, d.max_categories)
+        # The hopping view spans this window and the one before: what drivers() compares with the usual.
+        windows = EventTimeWindows(d.window_s, 2 * d.window_s, d.window_s, d.lateness_s, 0, d.max_categories)
         rules = {signal: build_signal_rules(signal, self.config, d) for signal in SEGMENT_SIGNALS}
         return SegmentState(windows, rules, lifecycle(self.model, self.version, d, segment=name), self.calibration.bins)
 
@@ -230,17 +231,19 @@ class SegmentMonitor:
                 state.labelled.append(bool(right))
 
     def drivers(self, signal: str, min_share: float = 0.1) -> list[dict[str, Any]]:
-        """The segments driving a change of ``signal`` in the current window, largest share first.
+        """The segments driving a change of ``signal`` now, largest share first.
 
-        A segment's part is its events x (level now - its usual level); its
+        "Now" is this window and the one before (an alert may fire in a
+        window's first seconds, when a segment has few events in it). A
+        segment's part is its events x (level now - its usual level); its
         share is that over the sum of the positive parts. Segments under
         ``min_share``, without a usual level yet, or with fewer than
-        ``min_slice_events`` events in the window are not named.
+        ``min_slice_events`` events are not named.
         """
         parts = []
         for name, state in self.segments.items():
             usual = state.usual.get(signal)
-            summary = state.windows.tumbling().summary(state.windows.watermark)
+            summary = state.windows.hopping().summary(state.windows.watermark)
             level = window_level(summary, signal)
             if usual is None or level is None or summary["count"] < self.detection.min_slice_events:
                 continue

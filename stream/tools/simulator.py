@@ -21,6 +21,10 @@ from typing import Any
 
 from stream.contracts import SCHEMA_VERSION
 
+# The region each request comes from: the demo's segments.
+REGIONS = ("eu", "us", "apac")
+REGION_SHARES = (0.5, 0.3, 0.2)
+
 
 @dataclass(frozen=True, slots=True)
 class Incident:
@@ -157,6 +161,7 @@ class TrafficSimulator:
             "latency_ms": round(latency, 3),
             "client_id": f"client-{rng.randrange(20):02d}",
             "request_id": f"req-{rng.getrandbits(48):012x}",
+            "segment": rng.choices(REGIONS, REGION_SHARES)[0],
             "resources": self._resources(profile, progress, "memory_pressure" in active),
         }
         if error:

@@ -31,6 +31,11 @@ def traffic(t0: float, n: int, rng: np.random.Generator) -> list[dict]:
     ]
 
 
+def window_start(t: float) -> float:
+    """Just after the start of the 60 s window holding ``t``."""
+    return t - t % 60 + 1.0
+
+
 def get(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
@@ -53,9 +58,10 @@ def test_a_latency_incident_in_one_segment_of_five_is_named_and_ranked_first(bro
     worker = iso.worker().start()
     try:
         rng = np.random.default_rng(5)
-        t0 = time.time() - 300
+        # The incident's 20 s lie in one tumbling window, so that no segment's window is cut small.
+        t1 = window_start(time.time() - 90)
+        t0 = t1 - 200
         normal = traffic(t0, 4_000, rng)  # 200 s, 800 events per segment
-        t1 = t0 + 200
         spike = [make_event("shop", "1", 900.0 + i, 0, timestamp=t1 + i * 0.1, segment="asia") for i in range(40)]
         around = traffic(t1, 400, rng)
         # Three events of a segment of three people: never exported raw.
@@ -115,7 +121,7 @@ def test_with_noise_set_segments_leave_the_worker_as_noisy_counts_only(broker):
     env = {"STREAM_MONITOR_SLICE_NOISE_EPSILON": "1", "STREAM_MONITOR_SLICE_NOISE_BUDGET": "100"}
     worker = iso.worker(env_extra=env).start()
     try:
-        normal = traffic(time.time() - 100, 1_000, np.random.default_rng(6))
+        normal = traffic(window_start(time.time() - 100), 1_000, np.random.default_rng(6))  # 50 s of one window
         asyncio.run(publish(iso, normal))
         wait_for_events(worker, len(normal))
         page = json.loads(get(f"{worker.url}/models/shop/segments"))
