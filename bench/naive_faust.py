@@ -1,12 +1,19 @@
-"""The way a newcomer would write the monitor: one Faust agent, one event per record, state in a dict.
+"""The way a competent newcomer would write the monitor: one Faust agent, one event per record, river.
+
+Per model and signal (latency, error, confidence, every numeric feature) it
+keeps river's own online statistics (``stats.Mean``, ``stats.Var``, the
+median and 99th percentile with ``stats.Quantile``) and an ``ADWIN`` drift
+detector, updated value by value: the standard tools, used as their
+documentation shows. It publishes nothing and keeps no windows, reference
+or state in Kafka, so it does less than the worker. It runs on the worker's
+own transport (the same fetch wait).
 
 Run by :mod:`bench.throughput` as a child process; reads its settings from
 the environment (``NAIVE_BROKER``, ``NAIVE_TOPIC``, ``NAIVE_EVENTS``,
-``NAIVE_RESULT``, ``NAIVE_WEB_PORT``), does the same statistics and detectors
-per event (``ModelMonitor.process([event])``), and when it has seen every
-event writes the seconds from its first to its last event to ``NAIVE_RESULT``
-and exits; it writes its progress every 100 events, so the benchmark can
-stop it at a time budget.
+``NAIVE_RESULT``, ``NAIVE_WEB_PORT``), and when it has seen every event
+writes the seconds from its first to its last event to ``NAIVE_RESULT`` and
+exits; it writes its progress every 100 events, so the benchmark can stop it
+at a time budget.
 """
 
 from __future__ import annotations
@@ -16,12 +23,52 @@ import os
 import sys
 import time
 import uuid
+from typing import Any
 
 import faust
 import orjson
+from river import drift, stats
 
-from stream.monitoring.model_monitor import ModelMonitor
-from stream.settings import Settings
+from stream.worker.faust_compat import use_worker_transport
+
+
+class NaiveModel:
+    """River's running statistics and an ADWIN per signal of one model.
+
+    >>> model = NaiveModel()
+    >>> changed = [model.update({"latency_ms": 10.0 + (i >= 500) * 50.0, "error": None}) for i in range(1000)]
+    >>> any("latency_ms" in c for c in changed[500:]), round(model.signals["latency_ms"][0].get(), 1)
+    (True, 35.0)
+    """
+
+    def __init__(self) -> None:
+        self.signals: dict[str, tuple[Any, ...]] = {}
+
+    def update(self, event: dict[str, Any]) -> list[str]:
+        """Add one event; return the signals whose ADWIN saw a change."""
+        values = {"latency_ms": event["latency_ms"], "error": 1.0 if event.get("error") else 0.0}
+        if isinstance(event.get("confidence"), int | float):
+            values["confidence"] = event["confidence"]
+        for name, value in (event.get("features") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[f"features.{name}"] = value
+        changed = []
+        for name, value in values.items():
+            signal = self.signals.get(name)
+            if signal is None:
+                signal = self.signals[name] = (
+                    stats.Mean(),
+                    stats.Var(),
+                    stats.Quantile(0.5),
+                    stats.Quantile(0.99),
+                    drift.ADWIN(),
+                )
+            for statistic in signal:
+                statistic.update(value)
+            if signal[-1].drift_detected:
+                changed.append(name)
+        return changed
+
 
 EXPECTED = int(os.environ.get("NAIVE_EVENTS", "0"))
 app = faust.App(
@@ -36,9 +83,9 @@ app = faust.App(
     broker_rebalance_timeout=10.0,
     broker_heartbeat_interval=1.0,
 )
+use_worker_transport(app)
 topic = app.topic(os.environ.get("NAIVE_TOPIC", "events"), key_type=bytes, value_type=bytes, value_serializer="raw")
-settings = Settings()
-monitors: dict[str, ModelMonitor] = {}
+monitors: dict[str, NaiveModel] = {}
 seen = {"events": 0, "first": 0.0}
 
 
@@ -49,8 +96,8 @@ async def monitor(stream):
         model = event["model"]
         state = monitors.get(model)
         if state is None:
-            state = monitors[model] = ModelMonitor(model, settings.detection)
-        state.process([event])
+            state = monitors[model] = NaiveModel()
+        state.update(event)
         seen["events"] += 1
         if seen["events"] == 1:
             seen["first"] = time.perf_counter()
