@@ -12,7 +12,9 @@ envelopes and one event per record, and measures in one run:
 - ``raw_decode_events_per_s``: an aiokafka consumer that only decodes the
   envelopes with orjson (the ceiling for this machine);
 - ``alert_latency_p50_ms`` / ``_p99_ms``: from producing the event that
-  completes an incident to receiving its alert, at half ``events_per_s``;
+  completes an incident to receiving its alert, at half ``events_per_s``,
+  over ``alert_latency_samples`` alerts (30 models spiking every second,
+  one-second windows, no cooldown);
 - ``rss_mb``: the worker's resident memory after the envelope run, and
   ``rss_mb_1000_models`` after 1,000 models with 10 features each.
 
@@ -54,7 +56,18 @@ FEATURES = 10
 ENVELOPE = 500
 PARTITIONS = 4
 NAIVE_BUDGET_S = 15.0
-LATENCY_RUN_S = 15.0
+LATENCY_RUN_S = 50.0
+# The alert-latency run: this many models, each spiking every LATENCY_PERIOD_S, windows of one second
+# and no cooldown, so that each spike is an alert of its own (over a thousand samples in one run).
+LATENCY_MODELS = 30
+LATENCY_PERIOD_S = 1.0
+LATENCY_ENV = {
+    "STREAM_MONITOR_WINDOW_S": "1",
+    "STREAM_MONITOR_HOP_S": "1",
+    "STREAM_MONITOR_HOPPING_S": "10",
+    "STREAM_MONITOR_ALERT_COOLDOWN_S": "0.001",
+    "STREAM_MONITOR_RESOLVE_AFTER_S": "0.5",
+}
 KEYS = (
     "events_per_s",
     "single_record_events_per_s",
@@ -62,6 +75,7 @@ KEYS = (
     "raw_decode_events_per_s",
     "alert_latency_p50_ms",
     "alert_latency_p99_ms",
+    "alert_latency_samples",
     "rss_mb",
     "rss_mb_1000_models",
 )
@@ -264,9 +278,13 @@ def run_naive(broker: EmbeddedBroker, topic: str, expected: int, progress: Progr
 
 
 async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, progress: Progress) -> list[float]:
-    """Alert delays (ms) for latency incidents on each model while ``rate`` events/s flow through a worker."""
+    """Alert delays (ms) for latency incidents on each model while ``rate`` events/s flow through a worker.
+
+    Each model spikes for 0.3 s every ``LATENCY_PERIOD_S`` (staggered) after a warm-up; with one-second windows
+    and no cooldown every spike is an alert of its own.
+    """
     topic = f"latency-{uuid.uuid4().hex[:8]}"
-    env = topics_env(topic)
+    env = {**topics_env(topic), **LATENCY_ENV}
     await ensure_topics(broker.bootstrap_servers, [TopicSpec(topic, PARTITIONS, "")])
     worker = WorkerProcess(broker.url, app_id=f"bench-{uuid.uuid4().hex[:8]}", env=env)
     await asyncio.get_running_loop().run_in_executor(None, worker.start)
@@ -291,32 +309,33 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
     # worker, the slow part at tens of thousands of events/s.
     rng = np.random.default_rng(1)
     latencies = rng.lognormal(3.0, 0.25, 100_000).tolist()
-    names = [f"model-{i:04d}" for i in range(MODELS)]
-    templates = [[e for e in make_events(2_000, 1, FEATURES, 0.0, 1.0, seed=i)] for i in range(MODELS)]
+    names = [f"model-{i:04d}" for i in range(LATENCY_MODELS)]
+    templates = [[e for e in make_events(500, 1, FEATURES, 0.0, 1.0, seed=i)] for i in range(LATENCY_MODELS)]
     for i, events in enumerate(templates):
         for e in events:
             e["model"] = names[i]
     task = progress.add_task(f"alert latency at {rate:,.0f} events/s", total=duration_s)
     started = time.monotonic()
-    tick = 0.02
+    # Ten events per model per envelope: the worker takes records, not events, as its unit of work.
+    tick = 0.1
     sent = 0
     try:
         while (elapsed := time.monotonic() - started) < duration_s:
             due = max(int(elapsed * rate) - sent, 0)
             now = time.time()
-            # After a warm-up, each model in turn gets 0.3 s of 30x latencies.
-            phase, slot = elapsed - duration_s * 0.4, duration_s * 0.5 / MODELS
-            spiking = int(phase // slot) if phase >= 0 and phase % slot < 0.3 else None
-            per_model = -(-due // MODELS)
-            for index in range(MODELS):
+            # After a warm-up, each model gets 0.3 s of 30x latencies every LATENCY_PERIOD_S, staggered.
+            warm = elapsed >= duration_s * 0.2
+            per_model = -(-due // LATENCY_MODELS)
+            for index in range(LATENCY_MODELS):
                 events = templates[index][: min(per_model, len(templates[index]))]
-                factor = 30.0 if spiking == index else 1.0
+                offset = index * LATENCY_PERIOD_S / LATENCY_MODELS
+                factor = 30.0 if warm and (elapsed + offset) % LATENCY_PERIOD_S < 0.3 else 1.0
                 for k, e in enumerate(events):
                     e["timestamp"] = now
                     e["latency_ms"] = latencies[(sent + k) % len(latencies)] * factor
                 if events:
                     await producer.send(topic, key=names[index].encode(), value=Batch(names[index], events).envelope())
-            sent += per_model * MODELS
+            sent += per_model * LATENCY_MODELS
             progress.update(task, completed=elapsed)
             await asyncio.sleep(tick)
         await producer.flush()
@@ -355,6 +374,7 @@ def measure(n: int, budget_s: float) -> dict[str, float | None]:
         # None (null in --json) when no alert came back at all.
         result["alert_latency_p50_ms"] = float(np.percentile(delays, 50)) if delays else None
         result["alert_latency_p99_ms"] = float(np.percentile(delays, 99)) if delays else None
+        result["alert_latency_samples"] = len(delays)
         many_topic = f"many-{uuid.uuid4().hex[:8]}"
         asyncio.run(ensure_topics(servers, [TopicSpec(many_topic, PARTITIONS, "")]))
         many = make_events(100_000, 1000, FEATURES, time.time() - 700, 600.0, seed=2)
@@ -407,6 +427,7 @@ def main() -> None:
             "<= 1000",
             r["alert_latency_p99_ms"] is not None and r["alert_latency_p99_ms"] <= 1000,
         ),
+        "alert_latency_samples": (">= 1000", r["alert_latency_samples"] >= 1000),
         "rss_mb_1000_models": ("<= 300", r["rss_mb_1000_models"] <= 300),
     }
     table = Table(title=f"stream-monitor throughput, {args.events:,} events ({time.perf_counter() - started:.0f} s)")
