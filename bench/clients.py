@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import psutil
 
-from stream.detectors.security import ClientAbuseRule
+from stream.detectors.client_abuse import ClientAbuseRule
 
 WINDOW_S = 60.0
 

@@ -197,7 +197,7 @@ class SegmentMonitor:
             for f in rule.update(series[signal], times)
         ]
         # A slice too small to describe anyone but a few people never reaches an alert.
-        if state.windows.tumbling().count < d.min_slice_events:
+        if findings and state.windows.tumbling().count < d.min_slice_events:
             findings = []
         watermark = state.windows.watermark
         return state.lifecycle.observe(findings, watermark) if watermark is not None else []

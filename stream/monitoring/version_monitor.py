@@ -14,12 +14,13 @@ import numpy as np
 
 from stream.detectors.base import BatchDetector, WindowDetector, right_skewed
 from stream.detectors.cbpe import ConfidenceBasedPerformance
+from stream.detectors.client_abuse import ClientAbuseRule
 from stream.detectors.multivariate import MahalanobisRule
 from stream.detectors.performance import PerformanceRule
 from stream.detectors.quality import DataQualityRule
 from stream.detectors.reference_drift import ReferenceDriftRule
 from stream.detectors.resources import ResourceRule
-from stream.detectors.security import ClientAbuseRule, PrivateDataRule
+from stream.detectors.security import PrivateDataRule
 from stream.monitoring.alert_lifecycle import lifecycle
 from stream.monitoring.monitor_file import ModelMonitors, MonitorConfig, build_signal_rules
 from stream.monitoring.profiles import ProfileSource, ReferenceProfile

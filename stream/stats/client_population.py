@@ -14,7 +14,7 @@ Two Apache DataSketches per tumbling window, whatever the number of client ids:
 
 When a window closes, its requests per client and distinct clients feed two
 running baselines (a mean over the last ten windows at most, as the
-per-client baselines of :class:`stream.detectors.security.ClientAbuseRule`):
+per-client baselines of :class:`stream.detectors.client_abuse.ClientAbuseRule`):
 the model's usual per-client rate, and its usual number of callers.
 
 State is plain data: the sketches in DataSketches' own serialisation

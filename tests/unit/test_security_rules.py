@@ -6,8 +6,9 @@ import numpy as np
 import orjson
 
 from stream.contracts.alert_messages import build_alert
+from stream.detectors.client_abuse import ClientAbuseRule
 from stream.detectors.resources import ResourceRule
-from stream.detectors.security import ClientAbuseRule, PrivateDataRule
+from stream.detectors.security import PrivateDataRule
 
 
 def client_events(client, start, n, spacing, confidence=0.9, x=None):
