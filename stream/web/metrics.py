@@ -97,6 +97,11 @@ class WorkerMetrics:
             "Holes in an input partition's offsets (records the consumer dropped around a rebalance) read again.",
             registry=self.registry,
         )
+        self.fetch_restarts = Counter(
+            f"{PREFIX}_partition_fetch_restarts",
+            "Input partitions that read nothing for a while with records waiting, and were fetched again.",
+            registry=self.registry,
+        )
         self.duplicate_batches = Counter(
             f"{PREFIX}_envelopes_duplicate",
             "Envelopes received again under a batch id already applied (a sender's retry) and skipped.",

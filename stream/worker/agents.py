@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # How often the models this worker holds are checked for silence (no records by the wall clock).
 SILENCE_CHECK_S = 5.0
+# How often the input partitions are checked for a fetch that stopped (see stream.worker.stall).
+STALL_CHECK_S = 5.0
 
 
 def register(mon: MonitorApp) -> None:
@@ -54,6 +56,10 @@ def register(mon: MonitorApp) -> None:
     @mon.app.timer(interval=SILENCE_CHECK_S)
     async def check_silence():
         await mon.check_traffic()
+
+    @mon.app.timer(interval=STALL_CHECK_S)
+    async def restart_stalled_fetches():
+        await mon.restart_stalled_fetches()
 
     @mon.app.timer(interval=60.0)
     async def expire_join_entries():

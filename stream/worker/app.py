@@ -16,6 +16,7 @@ records to apply), :mod:`~stream.worker.ingest` (applying them),
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Iterator, MutableMapping
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, model_partition
 from stream.monitoring.label_join import LabelJoiner, ModelLabels
@@ -39,7 +41,10 @@ from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import active_partitions, table_store, tables_ready, use_worker_transport
 from stream.worker.ingest import Ingest
 from stream.worker.outputs import Outputs
+from stream.worker.stall import STALL_S, StallWatch
 from stream.worker.state_cache import ModelStates
+
+log = logging.getLogger(__name__)
 
 
 class MonitorApp:
@@ -101,6 +106,7 @@ class MonitorApp:
             settings, self.admission, self.states, self.checkpointer, self.outputs, self.labels, self.join_store
         )
         self.checkpoint_clock: asyncio.Future[None] | None = None
+        self.stall_watch = StallWatch(STALL_S)
         # Imported here: the agent and page modules register themselves on this app.
         from stream.web import pages
         from stream.worker import agents
@@ -180,6 +186,31 @@ class MonitorApp:
     def ready(self) -> bool:
         """Partitions assigned and table recovery done."""
         return tables_ready(self.app)
+
+    async def restart_stalled_fetches(self) -> int:
+        """Fetch again the input partitions stalled with records waiting (see :mod:`stream.worker.stall`)."""
+        if not self.ready:
+            return 0
+        consumer = self.app.consumer
+        lags = [((topic, partition), lag) for topic, partition, lag in self._lag()]
+        stalled = self.stall_watch.stalled((key, self.ingest.read_offsets.get(key), lag) for key, lag in lags)
+        for topic, partition in stalled:
+            tp = TP(topic, partition)
+            found = consumer.fetch_report(tp)
+            offset = await consumer.restart_fetch(tp)
+            log.warning(
+                "input partition %s[%d] read nothing for %g s with %d records waiting (%s); fetching it again from "
+                "offset %s",
+                topic,
+                partition,
+                self.stall_watch.stall_s,
+                dict(lags)[(topic, partition)],
+                found,
+                offset,
+            )
+            self.counters.fetch_restarts += 1
+            self.metrics.fetch_restarts.inc()
+        return len(stalled)
 
     def _count_refetch(self) -> None:
         self.counters.refetches += 1

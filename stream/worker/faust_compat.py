@@ -33,6 +33,10 @@ What is worked around, each worth reporting upstream:
   offset when the one after it is done, and past any first record while it
   revokes (:meth:`Consumer._new_offset`). Upstream: faust-streaming issue
   606 (wrong offset commit with gaps, open), after 312 and 378.
+- **A partition that stops moving.** After a broker restart one input
+  partition was once left unread while the others went on, with nothing
+  logged (:meth:`Consumer.restart_fetch`, driven by
+  :mod:`stream.worker.stall`).
 - **A stop signal ignored.** A worker whose agents were stuck ignored
   SIGTERM for an hour (:class:`StopSignalWorker`, used by
   :mod:`stream.worker.run`).
@@ -72,6 +76,15 @@ FETCH_MAX_WAIT_MS = 100
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
     """Faust's consumer thread, whose aiokafka consumer waits at most ``FETCH_MAX_WAIT_MS`` per fetch."""
+
+    def fetch_state(self, tp: TP) -> str:
+        """What aiokafka's public API says of ``tp``'s fetch, without a request to the broker."""
+        consumer = self._ensure_consumer()
+        try:
+            polled = consumer.last_poll_timestamp(tp)
+        except aiokafka.errors.IllegalStateError:
+            return "not assigned in aiokafka"
+        return f"aiokafka paused {tp in consumer.paused()}, last fetch response at {polled} ms"
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -133,6 +146,28 @@ class Consumer(driver.Consumer):
     async def seek_back(self, tp: TP, offset: int) -> None:
         """Read ``tp`` again from ``offset``; the seek runs in the consumer's thread, as aiokafka needs."""
         await self.seek_wait({tp: offset})
+
+    def fetch_report(self, tp: TP) -> str:
+        """Where Faust and aiokafka stand on fetching ``tp``, for the log."""
+        return (
+            f"high watermark {self.highwater(tp)}, {self._thread.fetch_state(tp)}, "
+            f"in Faust's fetch set {tp in self._get_active_partitions()}, paused {tp in self._paused_partitions}, "
+            f"buffer full {tp in self._buffered_partitions}"
+        )
+
+    async def restart_fetch(self, tp: TP) -> int | None:
+        """Fetch ``tp`` again from the next record the ingest agent expects; returns that offset.
+
+        A partition Faust took out of its fetch set for a full stream buffer
+        is put back: the buffer it waited on has long been drained.
+        """
+        if tp in self._buffered_partitions and tp not in self._paused_partitions:
+            self.on_buffer_drop(tp)
+        offset = self.order.expected.get(tp)
+        if offset is not None:
+            self.order.expect(tp, offset)
+            await self.seek_back(tp, offset)
+        return offset
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek every assigned partition to its committed offset, and expect its records from there."""
@@ -258,6 +293,13 @@ def check_faust() -> None:
             for name in ("_read_offset", "_committed_offset", "_acked", "_gap")
         ),
         (
+            "Consumer._paused_partitions and _buffered_partitions set in _reset_state",
+            all(
+                f"self.{name} =" in inspect.getsource(FaustConsumer._reset_state)
+                for name in ("_paused_partitions", "_buffered_partitions")
+            ),
+        ),
+        (
             "AIOKafkaConsumer._fetch_max_wait_ms",
             "self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__),
         ),
@@ -265,6 +307,11 @@ def check_faust() -> None:
             "Consumer.seek_wait(partitions) run in the consumer thread",
             inspect.iscoroutinefunction(getattr(driver.Consumer, "seek_wait", None))
             and "call_thread" in inspect.getsource(driver.AIOKafkaConsumerThread.seek_wait),
+        ),
+        (
+            "Consumer._get_active_partitions() and on_buffer_drop(tp)",
+            _params(FaustConsumer, "_get_active_partitions") == ["self"]
+            and _params(FaustConsumer, "on_buffer_drop") == ["self", "tp"],
         ),
         ("Worker._schedule_shutdown(signal)", _params(faust.Worker, "_schedule_shutdown") == ["self", "signal"]),
         (

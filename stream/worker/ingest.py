@@ -72,6 +72,7 @@ class Ingest:
         by_model: dict[str, list[RecordInput]] = {}
         decoded_since_pause = 0
         for record, first_read in admitted:
+            self.read_offsets[(record.message.topic, record.message.partition)] = record.message.offset
             decoded = decode_record(record.key, record.value, self.time_bounds)
             # A record read again had its rejects dead-lettered the first time.
             for reject in decoded.rejects if first_read else ():
@@ -107,6 +108,7 @@ class Ingest:
         if not admitted:
             return
         _, first_read = admitted[0]
+        self.read_offsets[(record.message.topic, record.message.partition)] = record.message.offset
         label, problem = decode_label(record.key, record.value, self.time_bounds)
         if problem is not None:
             if first_read:

@@ -94,7 +94,10 @@ def wait_for_counts(worker, expected: dict[str, int], timeout_s: float = 120.0, 
     seen = counted(worker, expected)
     while any(seen[m] < n for m, n in expected.items()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"counts {seen}, expected {expected}; worker log:\n{first_error(worker)}")
+            raise AssertionError(
+                f"counts {seen}, expected {expected}; health {worker.health()}; worker log ({worker.log_path}):\n"
+                f"{first_error(worker)}"
+            )
         time.sleep(0.5)
         seen = counted(worker, expected)
     time.sleep(settle_s)  # duplicates, if any, would show up now

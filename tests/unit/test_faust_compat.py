@@ -124,3 +124,23 @@ def test_the_command_line_reports_an_incompatible_faust_in_one_line(capsys):
     assert capsys.readouterr().err == (
         "stream-monitor: error: faust-streaming 0.99.0 with aiokafka 0.14.0 lacks what the worker relies on (x)\n"
     )
+
+
+def test_a_stalled_partition_faust_left_out_for_a_full_buffer_is_fetched_again(tmp_path):
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        return mon, mon.app.consumer
+
+    mon, consumer = asyncio.run(build())
+    stalled, other = TP(mon.settings.topics.events, 0), TP(mon.settings.topics.events, 1)
+    consumer._set_active_tps({stalled, other})
+    consumer.on_buffer_full(stalled)
+    assert consumer._get_active_partitions() == {other}
+    # Nothing expected yet: no seek, only the fetch set is mended.
+    assert asyncio.run(consumer.restart_fetch(stalled)) is None
+    assert consumer._get_active_partitions() == {stalled, other}
+    # A partition Faust paused on purpose (a rebalance) stays out.
+    consumer.on_buffer_full(other)
+    consumer.pause_partitions([other])
+    asyncio.run(consumer.restart_fetch(other))
+    assert other not in consumer._get_active_partitions()
