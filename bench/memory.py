@@ -9,8 +9,8 @@ pane of the hopping window is filled, and prints:
 - ``state_mb``: growth of resident memory while the states were built
   (with ``--tracemalloc``: the Python heap they hold, exactly, but slower);
 - ``kb_per_model``: state_mb per model;
-- ``changelog_kb_per_model``: the JSON a model's table entry writes to its
-  changelog;
+- ``changelog_kb_per_model``: what a model's table entry writes to its
+  changelog (compressed JSON, as the worker writes it);
 - ``events_per_s``: how fast the pure state update ran (no Kafka).
 
 It measures the state objects only (no broker, no Faust), which is what grows
@@ -27,7 +27,6 @@ import time
 import tracemalloc
 
 import numpy as np
-import orjson
 import psutil
 from rich.console import Console
 from rich.progress import Progress
@@ -35,6 +34,7 @@ from rich.table import Table
 
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings import Settings
+from stream.worker.checkpoint import encode_state
 
 
 def make_batch(rng: np.random.Generator, model: str, n: int, t0: float, features: int) -> list[dict]:
@@ -90,7 +90,7 @@ def run(events: int, models: int, features: int, batch: int, trace: bool = False
     else:
         state = process.memory_info().rss - base
     sample = list(monitors.values())[: min(20, models)]
-    changelog = np.mean([len(orjson.dumps(m.to_dict())) for m in sample])
+    changelog = np.mean([len(encode_state(m.to_dict())) for m in sample])
     return {
         "events": done,
         "models": models,

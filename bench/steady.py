@@ -1,0 +1,241 @@
+"""A worker's memory with 1,000 models at steady state, and the time another takes to recover them.
+
+Part of :mod:`bench.throughput` (``rss_mb_1000_models_steady``,
+``recovery_s_1000_models``); ``python -m bench.steady`` runs it alone.
+
+Steady state means what a long-running worker holds, not what it holds after
+a model's first events: every model is past its reference
+(``reference_events``, over ``reference_min_s`` of event time) and its
+multivariate warm-up, its hopping window is full, and labels flow, one for
+every fourth prediction, so the label join holds predictions and
+performance is measured. The stream is sent as SDK envelopes in rounds, one
+envelope per model per round, and the next round goes out only once the
+worker has applied the one before: the memory is read after each round, at
+the same point of the work.
+
+Recovery: a second worker joins the group and takes half the partitions.
+The first is then killed (SIGKILL, as a crashed machine), one more round is
+sent for the models of its partitions, and the clock runs from the kill
+until the survivor has applied events of those models. That covers the
+group noticing the death (``group_timeout_s``), the rebalance, restoring the
+models' states and label join from the changelog, and the first records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import orjson
+import psutil
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from stream.kafka.embedded_broker import EmbeddedBroker
+from stream.kafka.topics import TopicSpec, ensure_topics, model_partition
+from stream.sdk.client import Batch
+from stream.settings import Settings
+from stream.worker.child_process import WorkerProcess
+
+MODELS = 1000
+FEATURES = 10
+PARTITIONS = 4
+ENVELOPE = 200
+# Past the multivariate detector's warm-up (2,000 events), which comes after the reference.
+EVENTS_PER_MODEL = 2_200
+# The hopping window full, and the reference's minimum span, several times over.
+SPAN_S = 1_200.0
+LABEL_EVERY = 4
+ROUND_TIMEOUT_S = 600.0
+
+
+def rounds(models: list[str], t0: float, seed: int = 3) -> Iterator[tuple[list[tuple[bytes, bytes]], list]]:
+    """Per round, one envelope of ``ENVELOPE`` events per model, and the labels of a quarter of them."""
+    rng = np.random.default_rng(seed)
+    names = [f"f{j}" for j in range(FEATURES)]
+    for r in range(EVENTS_PER_MODEL // ENVELOPE):
+        envelopes, labels = [], []
+        for model in models:
+            values = rng.normal(0.0, 1.0, (ENVELOPE, FEATURES)).round(4).tolist()
+            latency = rng.lognormal(3.0, 0.25, ENVELOPE).tolist()
+            confidence = rng.uniform(0.5, 1.0, ENVELOPE).round(4).tolist()
+            events = []
+            for i in range(ENVELOPE):
+                k = r * ENVELOPE + i
+                events.append(
+                    {
+                        "schema_version": 1,
+                        "event_id": f"{model}-{k}",
+                        "request_id": f"{model}-{k}",
+                        "timestamp": t0 + k * SPAN_S / EVENTS_PER_MODEL,
+                        "model": model,
+                        "model_version": "1",
+                        "latency_ms": latency[i],
+                        "prediction": k % 2,
+                        "confidence": confidence[i],
+                        "features": dict(zip(names, values[i], strict=True)),
+                    }
+                )
+                if k % LABEL_EVERY == 0:
+                    right = rng.random() < confidence[i]
+                    label = {
+                        "schema_version": 1,
+                        "request_id": f"{model}-{k}",
+                        "model": model,
+                        "label": k % 2 if right else 1 - k % 2,
+                        "timestamp": events[-1]["timestamp"] + 1.0,
+                    }
+                    labels.append((model.encode(), orjson.dumps(label)))
+            envelopes.append((model.encode(), Batch(model, events).envelope()))
+        yield envelopes, labels
+
+
+async def send(servers: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, linger_ms=20, max_batch_size=1 << 20, max_request_size=8 << 20
+    )
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, key=key, value=value) for key, value in records]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def events_of(worker: WorkerProcess) -> int:
+    return (worker.health() or {}).get("events", 0)
+
+
+def wait_for(worker: WorkerProcess, events: int, timeout_s: float = ROUND_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while events_of(worker) < events:
+        if not worker.running:
+            raise RuntimeError(f"the worker exited; see {worker.log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker applied {events_of(worker)} of {events} events in {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def measure(broker: EmbeddedBroker, progress: Progress) -> dict[str, float | list[float]]:
+    """``rss_mb_1000_models_steady``, ``rss_mb_by_round`` and ``recovery_s_1000_models`` with its parts."""
+    servers = broker.bootstrap_servers
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "STREAM_MONITOR_TOPIC_EVENTS": f"steady-{suffix}",
+        "STREAM_MONITOR_TOPIC_LABELS": f"steady-labels-{suffix}",
+        "STREAM_MONITOR_TOPIC_ALERTS": f"alerts-{suffix}",
+        "STREAM_MONITOR_TOPIC_DEADLETTER": f"deadletter-{suffix}",
+        "STREAM_MONITOR_TOPIC_RETRAIN": f"retrain-{suffix}",
+        "STREAM_MONITOR_PARTITIONS": str(PARTITIONS),
+    }
+    events_topic, labels_topic = env["STREAM_MONITOR_TOPIC_EVENTS"], env["STREAM_MONITOR_TOPIC_LABELS"]
+    specs = [TopicSpec(events_topic, PARTITIONS, ""), TopicSpec(labels_topic, PARTITIONS, "")]
+    asyncio.run(ensure_topics(servers, specs))
+    models = [f"steady-{i:04d}" for i in range(MODELS)]
+    app_id = f"bench-steady-{suffix}"
+    first = WorkerProcess(broker.url, app_id=app_id, env=env).start(ready_timeout_s=120)
+    second = None
+    out: dict[str, float | list[float]] = {}
+    try:
+        task = progress.add_task("steady state, 1,000 models", total=MODELS * EVENTS_PER_MODEL)
+        t0 = time.time() - SPAN_S - 3_600.0
+        sent = 0
+        by_round = []
+        stream = rounds(models, t0)
+        pending_labels: list = []
+        for envelopes, labels in stream:
+            asyncio.run(send(servers, events_topic, envelopes))
+            # Labels follow their predictions by a round, as delayed labels do.
+            asyncio.run(send(servers, labels_topic, pending_labels))
+            pending_labels = labels
+            sent += MODELS * ENVELOPE
+            wait_for(first, sent)
+            progress.update(task, completed=sent)
+            by_round.append(psutil.Process(first.pid).memory_info().rss / 2**20)
+        asyncio.run(send(servers, labels_topic, pending_labels))
+        time.sleep(5)  # the last labels joined, the last checkpoint written
+        out["rss_mb_1000_models_steady"] = psutil.Process(first.pid).memory_info().rss / 2**20
+        out["rss_mb_by_round"] = [round(mb, 1) for mb in by_round]
+
+        task = progress.add_task("recovery after a kill", total=None)
+        second = WorkerProcess(broker.url, app_id=app_id, env=env).start(ready_timeout_s=300)
+        deadline = time.monotonic() + 300
+        while True:
+            a, b = first.health() or {}, second.health() or {}
+            shares = a.get("assigned", []), b.get("assigned", [])
+            if a.get("ready") and b.get("ready") and all(shares) and sum(map(len, shares)) == PARTITIONS:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the two workers did not share the partitions within 300 s")
+            time.sleep(0.2)
+        lost = {int(tp.rsplit(":", 1)[1]) for tp in a["assigned"]}
+        orphans = [m for m in models if model_partition(m, PARTITIONS) in lost]
+        before = events_of(second)
+        killed_at = time.monotonic()
+        first.kill()
+        t1 = t0 + SPAN_S + 1.0
+        extra = [(m.encode(), Batch(m, [{**_event(m, t1), "request_id": f"{m}-after"}]).envelope()) for m in orphans]
+        asyncio.run(send(servers, events_topic, extra))
+        deadline = time.monotonic() + 300
+        ready_at = None
+        while events_of(second) <= before:
+            health = second.health() or {}
+            if ready_at is None and health.get("ready") and len(health.get("assigned", [])) == PARTITIONS:
+                ready_at = time.monotonic()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the survivor applied nothing of the killed worker's models in 300 s; {health}")
+            time.sleep(0.05)
+        processing_at = time.monotonic()
+        out["recovery_s_1000_models"] = processing_at - killed_at
+        out["recovery_ready_s"] = (ready_at or processing_at) - killed_at
+        out["recovery_models"] = len(orphans)
+        out["group_timeout_s"] = Settings().group_timeout_s
+        progress.update(task, total=1, completed=1)
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+    return out
+
+
+def _event(model: str, timestamp: float) -> dict:
+    return {
+        "schema_version": 1,
+        "event_id": f"{model}-after",
+        "timestamp": timestamp,
+        "model": model,
+        "model_version": "1",
+        "latency_ms": 20.0,
+        "prediction": 1,
+        "confidence": 0.9,
+        "features": {f"f{j}": 0.0 for j in range(FEATURES)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
+        figures = measure(broker, progress)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    table = Table(title="1,000 models at steady state")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, ", ".join(f"{v:,.0f}" for v in value) if isinstance(value, list) else f"{value:,.1f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
