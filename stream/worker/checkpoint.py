@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +172,10 @@ class HeldRecords:
         return dropped
 
 
+# Changelog writes a worker may have queued and not yet confirmed before its agents wait.
+UNCONFIRMED_LIMIT = 2_000
+
+
 class ChangelogWrites:
     """Table entries written in a partition the caller names, each remembered until the broker confirms it.
 
@@ -196,7 +200,7 @@ class ChangelogWrites:
     """
 
     def __init__(self) -> None:
-        self.unconfirmed: list[Awaitable[Any]] = []
+        self.unconfirmed: list[asyncio.Future[Any]] = []
 
     def write(self, table: Any, partition: int, key: bytes, value: Any) -> None:
         """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``."""
@@ -206,6 +210,35 @@ class ChangelogWrites:
         else:
             store[key] = value
         self.unconfirmed.append(send_changelog(table, partition, key, value))
+
+    async def ebb(self, limit: int = UNCONFIRMED_LIMIT) -> None:
+        """Wait while more than ``limit`` writes are unconfirmed; a failed one stays for :meth:`confirm` to raise.
+
+        Faust queues changelog records in an unbounded buffer and sends them
+        one at a time. A worker that writes faster than that (a join entry per
+        prediction, and on Tansu one record per produce request) held 80,000
+        of them and grew past a gigabyte; waiting here keeps the backlog, and
+        the memory, bounded.
+
+        >>> async def backlog():
+        ...     loop = asyncio.get_running_loop()
+        ...     writes = ChangelogWrites()
+        ...     writes.unconfirmed = [loop.create_future() for _ in range(5)]
+        ...     for sent in writes.unconfirmed:
+        ...         loop.call_later(0.01, sent.set_result, None)
+        ...     await writes.ebb(limit=2)
+        ...     return len(writes.unconfirmed)
+        >>> asyncio.run(backlog()) <= 2
+        True
+        """
+        while len(self.unconfirmed) > limit:
+            oldest = self.unconfirmed[: len(self.unconfirmed) - limit]
+            await asyncio.wait(oldest)
+            kept = [sent for sent in self.unconfirmed if not sent.done() or sent.cancelled() or sent.exception()]
+            progressed = len(kept) < len(self.unconfirmed)
+            self.unconfirmed = kept
+            if not progressed:
+                return  # only failures left: the next checkpoint raises them
 
     async def confirm(self) -> int:
         """Wait until the broker has stored every write so far; raise the first failure. Returns how many."""

@@ -100,6 +100,7 @@ class Ingest:
         first_reads = sum(first_read for _, first_read in admitted)
         self.counters.records += first_reads
         self.metrics.records.inc(first_reads)
+        await self.checkpointer.writes.ebb()
         await self.checkpointer.checkpoint()
 
     async def label(self, record: Any) -> None:
@@ -117,6 +118,7 @@ class Ingest:
         assert label is not None
         _, applied = await self.apply(label["model"], self.labels.on_labels, [RecordInput(record, [label], None)])
         self.counters.labels += applied
+        await self.checkpointer.writes.ebb()
         await self.checkpointer.checkpoint()
 
     def decode(self, record: Any) -> RecordInput | None:
