@@ -212,7 +212,7 @@ class ChangelogWrites:
         self.unconfirmed.append(send_changelog(table, partition, key, value))
 
     async def ebb(self, limit: int = UNCONFIRMED_LIMIT) -> None:
-        """Wait while more than ``limit`` writes are unconfirmed; a failed one stays for :meth:`confirm` to raise.
+        """Wait while more than ``limit`` writes are pending; a failed one stays for :meth:`confirm` to raise.
 
         Faust queues changelog records in an unbounded buffer and sends them
         one at a time. A worker that writes faster than that (a join entry per
@@ -231,14 +231,12 @@ class ChangelogWrites:
         >>> asyncio.run(backlog()) <= 2
         True
         """
-        while len(self.unconfirmed) > limit:
-            oldest = self.unconfirmed[: len(self.unconfirmed) - limit]
-            await asyncio.wait(oldest)
-            kept = [sent for sent in self.unconfirmed if not sent.done() or sent.cancelled() or sent.exception()]
-            progressed = len(kept) < len(self.unconfirmed)
-            self.unconfirmed = kept
-            if not progressed:
-                return  # only failures left: the next checkpoint raises them
+        while True:
+            pending = [sent for sent in self.unconfirmed if not sent.done()]
+            if len(pending) <= limit:
+                break
+            await asyncio.wait(pending[: len(pending) - limit])
+        self.unconfirmed = [s for s in self.unconfirmed if not s.done() or s.cancelled() or s.exception()]
 
     async def confirm(self) -> int:
         """Wait until the broker has stored every write so far; raise the first failure. Returns how many."""

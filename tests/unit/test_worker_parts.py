@@ -273,3 +273,24 @@ def test_a_state_saved_by_the_checkpointer_is_what_the_cache_loads_after_a_resta
     monitor = restarted.get("m")
     assert monitor.versions["1"].events == 10 and monitor.seq == 1
     assert monitor.already_applied("events:0", 0)
+
+
+def test_waiting_out_the_changelog_backlog_keeps_a_failed_write_for_the_checkpoint_to_raise():
+    async def run():
+        loop = asyncio.get_running_loop()
+        writes = ChangelogWrites()
+        failed = loop.create_future()
+        failed.set_exception(ConnectionError("the broker refused the record"))
+        stored = [loop.create_future() for _ in range(3)]
+        for sent in stored:
+            sent.set_result(None)
+        waiting = loop.create_future()
+        writes.unconfirmed = [failed, *stored, waiting]
+        loop.call_later(0.01, waiting.set_result, None)
+        await writes.ebb(limit=0)
+        # Everything stored is let go; the failure stays, or a checkpoint would release its records.
+        assert writes.unconfirmed == [failed]
+        with pytest.raises(ConnectionError):
+            await writes.confirm()
+
+    asyncio.run(run())
