@@ -95,12 +95,13 @@ class Ingest:
                     # Events with long texts to scan cost a hundred times what plain ones do.
                     per_event = (time.perf_counter() - started) / events
                     self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
+                # Each step may have queued a join write per event.
+                await self.checkpointer.writes.ebb()
                 await asyncio.sleep(0)
         # Counted once handled, so a health check that sees them counted sees their effects too.
         first_reads = sum(first_read for _, first_read in admitted)
         self.counters.records += first_reads
         self.metrics.records.inc(first_reads)
-        await self.checkpointer.writes.ebb()
         await self.checkpointer.checkpoint()
 
     async def label(self, record: Any) -> None:
