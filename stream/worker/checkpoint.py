@@ -240,8 +240,11 @@ class ChangelogWrites:
 
     async def confirm(self) -> int:
         """Wait until the broker has stored every write so far; raise the first failure. Returns how many."""
-        pending, self.unconfirmed = self.unconfirmed, []
+        # They stay in the list while awaited, so that :meth:`ebb` counts them meanwhile.
+        pending = list(self.unconfirmed)
         results = await asyncio.gather(*pending, return_exceptions=True)
+        awaited = {id(sent) for sent in pending}
+        self.unconfirmed = [sent for sent in self.unconfirmed if id(sent) not in awaited]
         for result in results:
             if isinstance(result, BaseException):
                 raise result
