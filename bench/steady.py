@@ -56,11 +56,13 @@ LABEL_EVERY = 4
 ROUND_TIMEOUT_S = 600.0
 
 
-def rounds(models: list[str], t0: float, seed: int = 3) -> Iterator[tuple[list[tuple[bytes, bytes]], list]]:
+def rounds(
+    models: list[str], t0: float, per_model: int = EVENTS_PER_MODEL, labels_on: bool = True, seed: int = 3
+) -> Iterator[tuple[list[tuple[bytes, bytes]], list]]:
     """Per round, one envelope of ``ENVELOPE`` events per model, and the labels of a quarter of them."""
     rng = np.random.default_rng(seed)
     names = [f"f{j}" for j in range(FEATURES)]
-    for r in range(EVENTS_PER_MODEL // ENVELOPE):
+    for r in range(per_model // ENVELOPE):
         envelopes, labels = [], []
         for model in models:
             values = rng.normal(0.0, 1.0, (ENVELOPE, FEATURES)).round(4).tolist()
@@ -74,7 +76,7 @@ def rounds(models: list[str], t0: float, seed: int = 3) -> Iterator[tuple[list[t
                         "schema_version": 1,
                         "event_id": f"{model}-{k}",
                         "request_id": f"{model}-{k}",
-                        "timestamp": t0 + k * SPAN_S / EVENTS_PER_MODEL,
+                        "timestamp": t0 + k * SPAN_S / per_model,
                         "model": model,
                         "model_version": "1",
                         "latency_ms": latency[i],
@@ -83,7 +85,7 @@ def rounds(models: list[str], t0: float, seed: int = 3) -> Iterator[tuple[list[t
                         "features": dict(zip(names, values[i], strict=True)),
                     }
                 )
-                if k % LABEL_EVERY == 0:
+                if labels_on and k % LABEL_EVERY == 0:
                     right = rng.random() < confidence[i]
                     label = {
                         "schema_version": 1,
@@ -123,7 +125,13 @@ def wait_for(worker: WorkerProcess, events: int, timeout_s: float = ROUND_TIMEOU
         time.sleep(0.2)
 
 
-def measure(broker: EmbeddedBroker, progress: Progress, n_models: int = MODELS) -> dict[str, float | list[float]]:
+def measure(
+    broker: EmbeddedBroker,
+    progress: Progress,
+    n_models: int = MODELS,
+    per_model: int = EVENTS_PER_MODEL,
+    labels_on: bool = True,
+) -> dict[str, float | list[float]]:
     """``rss_mb_1000_models_steady``, ``rss_mb_by_round`` and ``recovery_s_1000_models`` with its parts."""
     servers = broker.bootstrap_servers
     suffix = uuid.uuid4().hex[:8]
@@ -144,11 +152,11 @@ def measure(broker: EmbeddedBroker, progress: Progress, n_models: int = MODELS) 
     second = None
     out: dict[str, float | list[float]] = {}
     try:
-        task = progress.add_task(f"steady state, {n_models:,} models", total=n_models * EVENTS_PER_MODEL)
+        task = progress.add_task(f"steady state, {n_models:,} models", total=n_models * per_model)
         t0 = time.time() - SPAN_S - 3_600.0
         sent = 0
         by_round = []
-        stream = rounds(models, t0)
+        stream = rounds(models, t0, per_model, labels_on)
         pending_labels: list = []
         for envelopes, labels in stream:
             asyncio.run(send(servers, events_topic, envelopes))
@@ -226,10 +234,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     parser.add_argument("--models", type=int, default=MODELS, help="fewer for a quick try; the figures are for 1,000")
+    parser.add_argument(
+        "--events-per-model", type=int, default=EVENTS_PER_MODEL, help="fewer: a state short of steady, smaller"
+    )
+    parser.add_argument("--no-labels", action="store_true", help="no labels: nothing waits in the label join")
     args = parser.parse_args()
     console = Console(stderr=True)
     with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
-        figures = measure(broker, progress, args.models)
+        figures = measure(broker, progress, args.models, args.events_per_model, not args.no_labels)
     if args.json:
         print(json.dumps(figures))
         return
