@@ -192,8 +192,8 @@ class MonitorApp:
         if not self.ready:
             return 0
         consumer = self.app.consumer
-        lags = [((topic, partition), lag) for topic, partition, lag in self._lag()]
-        stalled = self.stall_watch.stalled((key, self.ingest.read_offsets.get(key), lag) for key, lag in lags)
+        lags = {(topic, partition): lag for topic, partition, lag in self._lag()}
+        stalled = self.stall_watch.stalled((key, self.ingest.read_offsets.get(key), lag) for key, lag in lags.items())
         for topic, partition in stalled:
             tp = TP(topic, partition)
             found = consumer.fetch_report(tp)
@@ -204,7 +204,7 @@ class MonitorApp:
                 topic,
                 partition,
                 self.stall_watch.stall_s,
-                dict(lags)[(topic, partition)],
+                lags[(topic, partition)],
                 found,
                 offset,
             )

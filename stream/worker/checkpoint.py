@@ -231,6 +231,8 @@ class ChangelogWrites:
         >>> asyncio.run(backlog()) <= 2
         True
         """
+        if len(self.unconfirmed) <= limit:
+            return  # the common case, once per ingest step: nothing to scan
         while True:
             pending = [sent for sent in self.unconfirmed if not sent.done()]
             if len(pending) <= limit:
@@ -243,8 +245,8 @@ class ChangelogWrites:
         # They stay in the list while awaited, so that :meth:`ebb` counts them meanwhile.
         pending = list(self.unconfirmed)
         results = await asyncio.gather(*pending, return_exceptions=True)
-        awaited = {id(sent) for sent in pending}
-        self.unconfirmed = [sent for sent in self.unconfirmed if id(sent) not in awaited]
+        awaited = set(pending)
+        self.unconfirmed = [sent for sent in self.unconfirmed if sent not in awaited]
         for result in results:
             if isinstance(result, BaseException):
                 raise result

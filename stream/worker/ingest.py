@@ -62,7 +62,7 @@ class Ingest:
         self.counters = outputs.counters
         self.metrics = outputs.metrics
         self.recovery = Recovery(states, checkpointer, self.decode, self.change_for, self._dead_letter_item)
-        # The last offset read per input partition, for the lag on /metrics.
+        # The last offset admitted per input partition, for the lag on /metrics and the stall watch.
         self.read_offsets: dict[tuple[str, int], int] = {}
         self._step_events = STEP_EVENTS[1]
 
@@ -182,7 +182,6 @@ class Ingest:
         fresh = []
         for inp in inputs:
             message = inp.record.message
-            self.read_offsets[(message.topic, message.partition)] = message.offset
             if monitor.already_applied(inp.source, message.offset):
                 self.counters.replayed += 1
                 self.metrics.replayed.inc()
