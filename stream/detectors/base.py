@@ -71,6 +71,29 @@ def percentiles(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     )
 
 
+def row_medians(rows: np.ndarray) -> np.ndarray:
+    """The median of each row of a 2-D array: ``np.median(rows, axis=1)``, without its per-call overhead.
+
+    The stream detectors take medians of a few hundred short windows per batch,
+    where numpy's general median spends most of its time checking its
+    arguments; one partition does the same work. Rows holding NaN or
+    infinities go to ``np.median``, so the answer is the same in every case.
+
+    >>> row_medians(np.array([[3.0, 1.0, 2.0], [5.0, 4.0, 9.0]])).tolist()
+    [2.0, 5.0]
+    >>> row_medians(np.array([[4.0, 1.0, 3.0, 2.0]])).tolist()
+    [2.5]
+    """
+    n = rows.shape[1]
+    if n == 0 or not np.isfinite(rows).all():
+        return np.median(rows, axis=1)
+    k = n // 2
+    if n % 2:
+        return np.partition(rows, k, axis=1)[:, k]
+    part = np.partition(rows, (k - 1, k), axis=1)
+    return (part[:, k - 1] + part[:, k]) / 2
+
+
 def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[list[float], list[float]]:
     """Values and timestamps as plain floats (numpy scalars must not leak into JSON state), of equal length.
 

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
-from stream.detectors.base import Finding, check_state_version, right_skewed, stream_window
+from stream.detectors.base import Finding, check_state_version, right_skewed, row_medians, stream_window
 
 STATE_VERSION = 2
 MAD_TO_SD = 1.4826
@@ -194,10 +194,10 @@ class LevelShiftRule:
         b, a = self.before, self.after
         windows = sliding_window_view(x[first - b : last + a], b + a)[::stride]
         left, right = windows[:, :b], windows[:, b:]
-        m_left = np.median(left, axis=1)
-        m_right = np.median(right, axis=1)
+        m_left = row_medians(left)
+        m_right = row_medians(right)
         dev = np.concatenate([np.abs(left - m_left[:, None]), np.abs(right - m_right[:, None])], axis=1)
-        spread = np.median(dev, axis=1) * MAD_TO_SD
+        spread = row_medians(dev) * MAD_TO_SD
         spread = np.where(spread > 0, spread, windows.std(axis=1))
         return np.abs(m_right - m_left), spread
 
