@@ -8,11 +8,12 @@ version and the model-wide bookkeeping.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import BatchDetector, WindowDetector, right_skewed
+from stream.detectors.base import BatchDetector, Finding, WindowDetector, right_skewed
 from stream.detectors.cbpe import ConfidenceBasedPerformance
 from stream.detectors.client_abuse import ClientAbuseRule
 from stream.detectors.multivariate import MahalanobisRule
@@ -33,6 +34,16 @@ from stream.stats.features import FeatureColumns
 
 # A batch is split at most this many times at window boundaries (see VersionMonitor.process).
 MAX_WINDOW_CUTS = 64
+
+
+@dataclass(slots=True)
+class Piece:
+    """What one piece of a batch found, before the alert lifecycle sees it."""
+
+    findings: list[Finding]
+    watermark: float
+    until: float  # the piece's latest event time
+    segment_alerts: list[dict[str, Any]]
 
 
 class VersionMonitor:
@@ -135,26 +146,54 @@ class VersionMonitor:
         A batch that runs over several tumbling windows is taken one window
         at a time, so that each window is checked as it fills, whatever the
         batch size (a worker catching up takes thousands of events at once).
+        The per-signal stream detectors know no windows and decide alike
+        however their values are batched, so they take the whole batch in one
+        call (their per-call cost was most of the engine's time); each of
+        their findings then joins the piece its event time falls in, and the
+        pieces' findings go through the alert lifecycle in order, as if each
+        piece had been fed alone.
         """
+        pieces: list[Piece] = []
+        for part in self._window_pieces(events):
+            pieces += self._process_to_tests(part)
+        stream = sorted(self._stream_findings(events), key=lambda f: f.event_time)
+        alerts: list[dict[str, Any]] = []
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            taken = 0
+            while taken < len(stream) and (last or stream[taken].event_time <= piece.until):
+                taken += 1
+            findings, stream = stream[:taken] + piece.findings, stream[taken:]
+            alerts += self._with_drivers(self.lifecycle.observe(findings, piece.watermark)) + piece.segment_alerts
+        return alerts
+
+    def _window_pieces(self, events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         if len(events) > 1:
             stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
             windows = np.floor(stamps / self.detection.window_s)
             cuts = np.flatnonzero(windows[1:] != windows[:-1]) + 1
             # Events badly out of order would cut the batch into crumbs; those go in one piece.
             if 0 < cuts.size <= MAX_WINDOW_CUTS:
-                alerts: list[dict[str, Any]] = []
-                for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True):
-                    alerts += self._process_to_tests(events[start:end])
-                return alerts
-        return self._process_to_tests(events)
+                bounds = zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True)
+                return [events[a:b] for a, b in bounds]
+        return [events]
 
-    def _process_to_tests(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _stream_findings(self, events: list[dict[str, Any]]) -> list[Finding]:
+        """The stream detectors' findings on ``events`` (after the windows, which learn new feature names)."""
+        findings = []
+        columns = FeatureColumns(events)
+        for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
+            for rule in self.rules(signal).values():
+                findings += rule.update(values, times)
+        return findings
+
+    def _process_to_tests(self, events: list[dict[str, Any]]) -> list[Piece]:
         """Process ``events`` in pieces that end where a per-window rule's next test is due.
 
         The test then sees the same events whatever the batching, so a replay
         after a crash decides alike and publishes the same alert ids.
         """
-        alerts: list[dict[str, Any]] = []
+        pieces: list[Piece] = []
         while events:
             take = len(events)
             # None of these exist before the reference is learnt, which may happen mid-batch.
@@ -163,19 +202,14 @@ class VersionMonitor:
                 window = self.windows.tumbling(events[0]["timestamp"])
                 rooms = (rule.events_until_test(window.start, window.count) for rule in rules)
                 take = min([take, *(room for room in rooms if room is not None)])
-            alerts += self._process(events[:take])
+            pieces.append(self._process(events[:take]))
             events = events[take:]
-        return alerts
+        return pieces
 
-    def _process(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _process(self, events: list[dict[str, Any]]) -> Piece:
         placed = self.windows.update(events)
         self.events += len(events)
-        columns = FeatureColumns(events)
-        placed_columns = columns if placed is events else FeatureColumns(placed)
         findings = []
-        for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
-            for rule in self.rules(signal).values():
-                findings += rule.update(values, times)
         for batch_rule in self.batch_rules():
             findings += batch_rule.update(events)
         for finding in findings:
@@ -184,21 +218,20 @@ class VersionMonitor:
                 finding.evidence["realised"] = {k: round(v, 6) for k, v in self.performance.values().items()}
         watermark = self.windows.watermark
         assert watermark is not None
-        checked, checked_columns = placed, placed_columns
+        checked = placed
         if self.learner is not None:
             # A batch may complete the reference and go on past it: the rest is checked against it.
             used, profile = self.learner.learn(events, kinds=self.windows.feature_kinds)
             if profile is not None:
                 self._set_reference(profile)
             checked = _after(placed, events, used) if self.quality is not None else []
-            if checked is not placed:
-                checked_columns = FeatureColumns(checked)
         if checked:
             window = self.windows.tumbling()
+            columns = FeatureColumns(checked)
             for window_rule in self.window_rules():
-                findings += window_rule.check_window(window, checked, checked_columns, watermark)
-        segment_alerts = self.segments.process(placed)
-        return self._with_drivers(self.lifecycle.observe(findings, watermark)) + segment_alerts
+                findings += window_rule.check_window(window, checked, columns, watermark)
+        until = max(e["timestamp"] for e in events)
+        return Piece(findings, watermark, until, self.segments.process(placed))
 
     def _with_drivers(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Firing model-wide alerts about latency, errors or confidence, with the segments that drive them."""
