@@ -3,7 +3,7 @@
 Feeds the events of :mod:`bench.throughput` (10 models, 10 numeric
 features, confidence and prediction; default 200,000 events over 50 minutes of
 event time) to one :class:`~stream.monitoring.model_monitor.ModelMonitor` per
-model, in envelopes of 500 events of one model, in event-time order, with the
+model, in envelopes of 500 events of one model (``--batch``), in event-time order, with the
 default monitor set and a reference learnt from each model's first events.
 Prints the events per second of ``ModelMonitor.process`` over the best of
 ``--repeats`` runs (the work a worker does per event, minus decoding, Kafka
@@ -28,13 +28,13 @@ from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings.runtime import Settings
 
 
-def envelopes(n: int) -> list[tuple[str, list[dict]]]:
-    """The events of :mod:`bench.throughput` as (model, envelope) pairs in event-time order."""
+def envelopes(n: int, size: int = ENVELOPE) -> list[tuple[str, list[dict]]]:
+    """The events of :mod:`bench.throughput` as (model, batch of ``size``) pairs in event-time order."""
     events = make_events(n, MODELS, FEATURES, 1_800_000_000.0, 3_000.0)
     by_model: dict[str, list[dict]] = {}
     for event in events:
         by_model.setdefault(event["model"], []).append(event)
-    batches = [(m, evs[i : i + ENVELOPE]) for m, evs in by_model.items() for i in range(0, len(evs), ENVELOPE)]
+    batches = [(m, evs[i : i + size]) for m, evs in by_model.items() for i in range(0, len(evs), size)]
     batches.sort(key=lambda b: b[1][0]["timestamp"])
     return batches
 
@@ -59,10 +59,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--batch", type=int, default=ENVELOPE, help="events per call (a worker on single-event records gets a few)"
+    )
     parser.add_argument("--profile", action="store_true", help="also print the top functions (cProfile)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    batches = envelopes(args.events)
+    batches = envelopes(args.events, args.batch)
     timings = [run(batches) for _ in range(args.repeats)]
     best = min(seconds for seconds, _ in timings)
     result = {"engine_events_per_s": round(args.events / best), "alerts": timings[0][1], "runs": args.repeats}

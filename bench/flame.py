@@ -59,7 +59,7 @@ def hottest(raw: Path, top: int) -> tuple[int, list[tuple[str, float]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--single", action="store_true", help="one event per record instead of envelopes")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--svg", type=Path, default=Path("worker-flame.svg"))
@@ -79,11 +79,13 @@ def main() -> None:
             while not (worker.health() or {}).get("events"):
                 time.sleep(0.05)
             raw = Path(tempfile.mkdtemp()) / "worker.txt"
+            started, before = time.perf_counter(), (worker.health() or {}).get("events", 0)
+            record(worker.pid, min(args.seconds, 10), raw, "raw")
             record(worker.pid, args.seconds, args.svg, "flamegraph")
             done = (worker.health() or {}).get("events", 0)
+            rate = (done - before) / (time.perf_counter() - started)
             if done >= args.events:
                 console.print("[yellow]the backlog ran out while recording: raise --events")
-            record(worker.pid, min(args.seconds, 10), raw, "raw")
         finally:
             worker.kill()
     total, frames = hottest(raw, args.top)
@@ -93,7 +95,7 @@ def main() -> None:
     for frame, share in frames:
         table.add_row(f"{100 * share:.1f} %", frame)
     Console().print(table)
-    Console().print(f"flame graph: {args.svg}")
+    Console().print(f"flame graph: {args.svg}; {rate:,.0f} events/s while recorded")
 
 
 if __name__ == "__main__":

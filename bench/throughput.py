@@ -21,7 +21,8 @@ envelopes and one event per record, and measures in one run:
 - ``rss_mb_1000_models_steady`` and ``recovery_s_1000_models``: 1,000 models
   past their references and warm-ups with labels flowing, and the seconds a
   second worker takes to be processing again after the first is killed
-  (:mod:`bench.steady`).
+  (:mod:`bench.steady`; about 45 minutes; ``--skip-steady`` leaves it out and
+  reports both as null).
 
 Throughput counts from a worker's first processed event to its last, so
 start-up and group joining are left out; a phase that would take longer
@@ -356,7 +357,7 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
     return delays
 
 
-def measure(n: int, budget_s: float) -> dict[str, float | None]:
+def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | None]:
     console = Console(stderr=True)
     result: dict[str, float | None] = {}
     with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
@@ -391,9 +392,9 @@ def measure(n: int, budget_s: float) -> dict[str, float | None]:
             broker, topics_env(many_topic), len(many), progress, "1,000 models", 10 * budget_s
         )
         del many
-        steady = steady_state.measure(broker, progress)
-        result["rss_mb_1000_models_steady"] = steady["rss_mb_1000_models_steady"]
-        result["recovery_s_1000_models"] = steady["recovery_s_1000_models"]
+        figures = steady_state.measure(broker, progress) if steady else {}
+        result["rss_mb_1000_models_steady"] = figures.get("rss_mb_1000_models_steady")
+        result["recovery_s_1000_models"] = figures.get("recovery_s_1000_models")
     return {key: result[key] for key in KEYS}
 
 
@@ -405,10 +406,31 @@ def main() -> None:
         "--budget-s", type=float, default=15.0, help="longest a throughput phase runs; its rate is over what it did"
     )
     parser.add_argument(
+        "--latency-at",
+        type=float,
+        metavar="EVENTS_PER_S",
+        help="instead: only the alert-latency phase, at this rate; prints p50, p99 and the sample count",
+    )
+    parser.add_argument(
+        "--skip-steady",
+        action="store_true",
+        help="leave out the 45-minute steady-state run (its two figures are then null)",
+    )
+    parser.add_argument(
         "--scale-out", action="store_true", help="instead: one worker, then two in one group, on the same envelopes"
     )
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.latency_at:
+        with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
+            delays = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
+        figures = {
+            "alert_latency_p50_ms": float(np.percentile(delays, 50)) if delays else None,
+            "alert_latency_p99_ms": float(np.percentile(delays, 99)) if delays else None,
+            "alert_latency_samples": len(delays),
+        }
+        print(json.dumps(figures))
+        return
     if args.scale_out:
         figures = scale_out(args.events, args.budget_s)
         if args.json:
@@ -423,7 +445,7 @@ def main() -> None:
         table.add_row("2 / 1", f"{ratio:.2f}")
         Console().print(table)
         return
-    result = measure(args.events, args.budget_s)
+    result = measure(args.events, args.budget_s, steady=not args.skip_steady)
     if args.json:
         print(json.dumps(result))
         return
@@ -441,7 +463,10 @@ def main() -> None:
             r["alert_latency_p99_ms"] is not None and r["alert_latency_p99_ms"] <= 1000,
         ),
         "alert_latency_samples": (">= 1000", r["alert_latency_samples"] >= 1000),
-        "rss_mb_1000_models_steady": ("<= 400", r["rss_mb_1000_models_steady"] <= 400),
+        "rss_mb_1000_models_steady": (
+            "<= 400",
+            r["rss_mb_1000_models_steady"] is not None and r["rss_mb_1000_models_steady"] <= 400,
+        ),
         "recovery_s_1000_models": (
             "< 60",
             r["recovery_s_1000_models"] is not None and r["recovery_s_1000_models"] < 60,
@@ -452,7 +477,12 @@ def main() -> None:
         table.add_column(column, justify="right" if column == "value" else "left")
     for key, value in r.items():
         target, met = targets.get(key, ("", None))
-        shown = ("no alert" if key.startswith("alert") else "not ready in time") if value is None else f"{value:,.1f}"
+        if value is not None:
+            shown = f"{value:,.1f}"
+        elif key.startswith("alert"):
+            shown = "no alert"
+        else:
+            shown = "skipped" if args.skip_steady else "not ready in time"
         table.add_row(key, shown, target, "" if met is None else ("yes" if met else "NO"))
     table.add_row("events / raw decode", f"{r['events_per_s'] / r['raw_decode_events_per_s']:.2f}", "", "")
     ratio = r["single_record_events_per_s"] / r["naive_faust_events_per_s"]
