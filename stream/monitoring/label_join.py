@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,12 +105,26 @@ class LabelJoiner:
         self.counts[outcome] += 1
         return outcome
 
-    def expired(self, now: float | None = None) -> list[tuple[bytes, str, str]]:
-        """Entries past the TTL, as (key, model, outcome); the caller deletes them."""
+    def expired(self, now: float | None = None, keys: Iterable[bytes] | None = None) -> list[tuple[bytes, str, str]]:
+        """Entries past the TTL among ``keys`` (default: all), as (key, model, outcome); the caller deletes them.
+
+        A caller on an event loop passes the keys a slice at a time: a join of
+        millions of entries checked in one go holds the loop for seconds.
+        A key no longer in the store is skipped.
+
+        >>> store = {}
+        >>> j = LabelJoiner(store, ttl_s=60)
+        >>> _ = j.on_prediction("m", "1", "old", prediction=1, event_time=0.0)
+        >>> store[join_key("m", "old")]["w"] = 0.0  # written long ago
+        >>> _ = j.on_prediction("m", "1", "new", prediction=1, event_time=0.0)
+        >>> [(k, outcome) for k, _, outcome in j.expired(keys=[join_key("m", "old"), b"gone"])]
+        [(b'm\\x1fold', 'prediction_never_labelled')]
+        """
         now = time.time() if now is None else now
         cutoff = now - self.ttl_s
         out = []
-        for key, entry in list(self.store.items()):
+        for key in list(self.store) if keys is None else keys:
+            entry = self.store.get(key)
             if entry is None or entry.get("w", now) >= cutoff:
                 continue
             model = key.decode(errors="replace").split(SEPARATOR, 1)[0]

@@ -61,9 +61,10 @@ def register(mon: MonitorApp) -> None:
     async def restart_stalled_fetches():
         await mon.restart_stalled_fetches()
 
-    @mon.app.timer(interval=60.0)
+    # A short time-to-live is honoured within a quarter of itself; a long one is checked every minute.
+    @mon.app.timer(interval=min(60.0, max(settings.label_ttl_s / 4, 0.5)))
     async def expire_join_entries():
-        expired = mon.expire_join_entries()
+        expired = await mon.expire_join_entries()
         if expired:
             log.info("label join: %d entries past their %g s time-to-live removed", expired, settings.label_ttl_s)
 

@@ -46,6 +46,9 @@ from stream.worker.state_cache import ModelStates
 
 log = logging.getLogger(__name__)
 
+# Join entries checked for expiry between two turns of the event loop (about 20 ms of work).
+EXPIRY_SLICE = 20_000
+
 
 class MonitorApp:
     """One worker's Faust app with its topics and tables, and the parts that apply records to model states."""
@@ -154,17 +157,30 @@ class MonitorApp:
         await self.outputs.publish_alerts(alerts)
         return len(alerts)
 
-    def expire_join_entries(self) -> int:
-        """Drop join entries past their TTL from the partitions this worker owns."""
+    async def expire_join_entries(self) -> int:
+        """Drop join entries past their TTL from the partitions this worker owns.
+
+        The keys are checked a slice at a time, with the event loop free in
+        between: a pass over millions of entries at once had held it for
+        seconds, alerts and records waiting.
+        """
+        if not self.ready:
+            return 0
         owned = set(self.local_models())
+        keys = list(self.join_store)  # a snapshot: the agents change the table between slices
+        now = time.time()
         expired = 0
-        for key, model, outcome in self.joiner.expired():
-            if model not in owned:
-                continue
-            # A tombstone in the model's own changelog partition, as an agent would write.
-            self.writes.write(self.label_join, self.partition_of(model), key, None)
-            self.labels.count_expired(model, outcome)
-            expired += 1
+        for start in range(0, len(keys), EXPIRY_SLICE):
+            for key, model, outcome in self.joiner.expired(now, keys[start : start + EXPIRY_SLICE]):
+                if model not in owned:
+                    continue
+                # A tombstone in the model's own changelog partition, as an agent would write.
+                self.writes.write(self.label_join, self.partition_of(model), key, None)
+                self.labels.count_expired(model, outcome)
+                expired += 1
+            await asyncio.sleep(0)
+            if not self.ready:
+                break  # a rebalance began: what this worker owns is no longer known
         return expired
 
     def local_models(self) -> list[str]:

@@ -193,3 +193,26 @@ def test_queries_are_answered_by_any_worker_of_the_group(tansu):
                         break
                     time.sleep(0.5)
                 assert listed == sorted(models)
+
+
+def test_predictions_never_labelled_expire_after_their_time_to_live(broker):
+    iso = isolated_settings(broker)
+    env = {"STREAM_MONITOR_LABEL_TTL_S": "2", "STREAM_MONITOR_JOIN_PREDICTIONS": "always"}
+    t0 = time.time() - 10
+    waiting = model_events("delta", 50, t0, 8)
+    for i, event in enumerate(waiting):
+        event["request_id"] = f"req-{i}"
+    with iso.worker(env_extra=env) as worker:
+        asyncio.run(publish(iso, waiting))
+        wait_for_events(worker, 50)
+        expired: dict = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and expired.get("prediction_never_labelled", 0) < 50:
+            time.sleep(1.0)
+            # Expiry is counted in the model's state with its next record.
+            late = model_events("delta", 1, time.time(), 9)
+            asyncio.run(publish(iso, late))
+            with urllib.request.urlopen(f"{worker.url}/models/delta/stats", timeout=5) as response:
+                expired = json.loads(response.read())["labels"]
+    # The 50 predictions that never got a label, and nothing else: the later records had no request_id.
+    assert expired == {"prediction_never_labelled": 50}
