@@ -3,13 +3,18 @@
 The join state is a mapping from ``model\\x1frequest_id`` to a small entry;
 the worker passes its Faust table (changelog-backed, so a restart keeps
 pending predictions), tests pass a dict. Entries carry the wall-clock time
-they were written and expire after ``ttl_s``:
+they were written and expire after ``ttl_s``. They are short JSON arrays, a
+tag first: the join holds one per prediction for hours, and a dict per
+entry had cost twice the memory.
 
-- a prediction waiting for its label: ``{"p": prediction, "v": version, "t": event time, "w": wall}``,
-  with ``"c": confidence`` and ``"s": segment`` when the prediction had them (they calibrate the estimated
+- a prediction waiting for its label: ``["P", prediction, version, event time, wall]``,
+  then confidence and segment when the prediction had them (they calibrate the estimated
   performance, and count a segment's accuracy);
-- a label that came before its prediction: ``{"l": label, "lt": label time, "w": wall}``;
-- a pair already joined, kept to recognise a second label: ``{"done": 1, "w": wall}``.
+- a label that came before its prediction: ``["L", label, label time, wall]``;
+- a pair already joined, kept to recognise a second label: ``["D", wall]``.
+
+Entries written before (objects: ``{"p": ..., "v": ..., "t": ..., "w": ...}``,
+``{"l": ..., "lt": ..., "w": ...}``, ``{"done": 1, "w": ...}``) are still read.
 """
 
 from __future__ import annotations
@@ -73,17 +78,18 @@ class LabelJoiner:
         key = join_key(model, request_id)
         entry = self.store.get(key)
         now = time.time()
-        if entry is not None and "l" in entry:
-            self.store[key] = {"done": 1, "w": now}
-            joined = Joined(version, prediction, entry["l"], event_time, entry["lt"], confidence, segment)
+        if entry is not None and _kind(entry) == "L":
+            label, label_time = _early_label(entry)
+            self.store[key] = ["D", now]
+            joined = Joined(version, prediction, label, event_time, label_time, confidence, segment)
             return self._count("joined_label_first"), joined
         if entry is not None:
             return self._count("duplicate_prediction"), None
-        waiting: dict[str, Any] = {"p": prediction, "v": version, "t": event_time, "w": now}
-        if confidence is not None:
-            waiting["c"] = confidence
+        waiting: list[Any] = ["P", prediction, version, event_time, now]
+        if confidence is not None or segment is not None:
+            waiting.append(confidence)
         if segment is not None:
-            waiting["s"] = segment
+            waiting.append(segment)
         self.store[key] = waiting
         return "stored", None
 
@@ -93,11 +99,12 @@ class LabelJoiner:
         entry = self.store.get(key)
         now = time.time()
         if entry is None:
-            self.store[key] = {"l": label, "lt": label_time, "w": now}
+            self.store[key] = ["L", label, label_time, now]
             return self._count("label_before_prediction"), None
-        if "p" in entry:
-            self.store[key] = {"done": 1, "w": now}
-            joined = Joined(entry["v"], entry["p"], label, entry["t"], label_time, entry.get("c"), entry.get("s"))
+        if _kind(entry) == "P":
+            version, prediction, event_time, confidence, segment = _waiting(entry)
+            self.store[key] = ["D", now]
+            joined = Joined(version, prediction, label, event_time, label_time, confidence, segment)
             return self._count("joined"), joined
         return self._count("duplicate_label"), None
 
@@ -115,7 +122,7 @@ class LabelJoiner:
         >>> store = {}
         >>> j = LabelJoiner(store, ttl_s=60)
         >>> _ = j.on_prediction("m", "1", "old", prediction=1, event_time=0.0)
-        >>> store[join_key("m", "old")]["w"] = 0.0  # written long ago
+        >>> store[join_key("m", "old")][4] = 0.0  # written long ago
         >>> _ = j.on_prediction("m", "1", "new", prediction=1, event_time=0.0)
         >>> [(k, outcome) for k, _, outcome in j.expired(keys=[join_key("m", "old"), b"gone"])]
         [(b'm\\x1fold', 'prediction_never_labelled')]
@@ -125,17 +132,44 @@ class LabelJoiner:
         out = []
         for key in list(self.store) if keys is None else keys:
             entry = self.store.get(key)
-            if entry is None or entry.get("w", now) >= cutoff:
+            if entry is None or _wall(entry, now) >= cutoff:
                 continue
             model = key.decode(errors="replace").split(SEPARATOR, 1)[0]
-            if "p" in entry:
-                outcome = "prediction_never_labelled"
-            elif "l" in entry:
-                outcome = "label_never_matched"
-            else:
-                outcome = "joined_expired"
-            out.append((key, model, outcome))
+            out.append((key, model, EXPIRED_OUTCOMES[_kind(entry)]))
         return out
+
+
+EXPIRED_OUTCOMES = {"P": "prediction_never_labelled", "L": "label_never_matched", "D": "joined_expired"}
+_WALL_AT = {"P": 4, "L": 3, "D": 1}
+
+
+def _kind(entry: list[Any] | dict[str, Any]) -> str:
+    """``P`` (a prediction waiting), ``L`` (a label waiting) or ``D`` (joined)."""
+    if isinstance(entry, list):
+        return entry[0]
+    return "P" if "p" in entry else "L" if "l" in entry else "D"
+
+
+def _wall(entry: list[Any] | dict[str, Any], default: float) -> float:
+    """The wall-clock time the entry was written."""
+    if isinstance(entry, list):
+        return entry[_WALL_AT[entry[0]]]
+    return entry.get("w", default)
+
+
+def _waiting(entry: list[Any] | dict[str, Any]) -> tuple[str, Any, float, float | None, str | None]:
+    """A waiting prediction's version, prediction, event time, confidence and segment."""
+    if isinstance(entry, list):
+        rest = [*entry[5:], None, None]
+        return entry[2], entry[1], entry[3], rest[0], rest[1]
+    return entry["v"], entry["p"], entry["t"], entry.get("c"), entry.get("s")
+
+
+def _early_label(entry: list[Any] | dict[str, Any]) -> tuple[Any, float]:
+    """A label that came first: the label and its time."""
+    if isinstance(entry, list):
+        return entry[1], entry[2]
+    return entry["l"], entry["lt"]
 
 
 class ModelLabels:

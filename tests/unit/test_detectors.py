@@ -162,6 +162,44 @@ def test_label_join_in_both_orders_duplicates_and_expiry():
     assert ("m", "prediction_never_labelled") in expired and ("m", "label_never_matched") in expired
 
 
+class JsonStore(dict):
+    """A store that keeps what a changelog would give back: each value through JSON."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, orjson.loads(orjson.dumps(value)))
+
+
+def test_label_join_entries_survive_json_and_carry_confidence_and_segment():
+    joiner = LabelJoiner(JsonStore(), ttl_s=100)
+    joiner.on_prediction("m", "3", "r", 1, 10.0, confidence=0.875, segment="eu")
+    joiner.on_prediction("m", "3", "only-segment", 0, 11.0, segment="us")
+    _, joined = joiner.on_label("m", "r", 0, 30.0)
+    assert (joined.model_version, joined.prediction, joined.label) == ("3", 1, 0)
+    assert (joined.prediction_time, joined.label_time, joined.confidence, joined.segment) == (10.0, 30.0, 0.875, "eu")
+    _, joined = joiner.on_label("m", "only-segment", 1, 31.0)
+    assert (joined.confidence, joined.segment) == (None, "us")
+
+
+def test_label_join_reads_the_entries_an_older_worker_left_in_its_changelog():
+    import time
+
+    old = time.time() - 1000
+    store = {
+        b"m\x1fwaiting": {"p": 1, "v": "2", "t": 10.0, "w": time.time(), "c": 0.75, "s": "eu"},
+        b"m\x1fearly": {"l": 0, "lt": 12.0, "w": time.time()},
+        b"m\x1fdone": {"done": 1, "w": time.time()},
+        b"m\x1fstale": {"p": 0, "v": "2", "t": 1.0, "w": old},
+    }
+    joiner = LabelJoiner(store, ttl_s=100)
+    outcome, joined = joiner.on_label("m", "waiting", 0, 20.0)
+    assert outcome == "joined"
+    assert (joined.model_version, joined.prediction, joined.confidence, joined.segment) == ("2", 1, 0.75, "eu")
+    outcome, joined = joiner.on_prediction("m", "2", "early", 1, 11.0)
+    assert outcome == "joined_label_first" and (joined.label, joined.label_time) == (0, 12.0)
+    assert joiner.on_label("m", "done", 1, 21.0) == ("duplicate_label", None)
+    assert [(k, outcome) for k, _, outcome in joiner.expired()] == [(b"m\x1fstale", "prediction_never_labelled")]
+
+
 def correlated_events(rng, n, t0=0.0, odd=False):
     cov = [[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 1.0]]
     xs = rng.multivariate_normal([10.0, 20.0, 0.0], cov, n)
