@@ -154,12 +154,14 @@ class LevelShiftRule:
         if last < first:
             return None
         ratio, local = self._ratios(x, first, last, STRIDE)
-        typical = self._typical_before(local)
+        after = self._typical_after(local)
+        typical = np.concatenate([[self._typical_start(local)], after[:-1]])
         scale = np.maximum(local, self.floor * typical)
         shift = ratio / np.maximum(scale, 1e-12)
         over = np.flatnonzero(shift > self.threshold)
         if not over.size:
-            self._advance(local, last + 1)
+            self.typical = float(after[-1])
+            self.next_split = last + 1
             self.last_ratio = float(shift[-1])
             return None
         k = int(over[0])
@@ -198,19 +200,19 @@ class LevelShiftRule:
         m_right = row_medians(right)
         dev = np.concatenate([np.abs(left - m_left[:, None]), np.abs(right - m_right[:, None])], axis=1)
         spread = row_medians(dev) * MAD_TO_SD
-        spread = np.where(spread > 0, spread, windows.std(axis=1))
+        flat = ~(spread > 0)
+        if flat.any():  # the standard deviation only where the MAD is zero (most windows never are)
+            spread = np.where(flat, windows.std(axis=1), spread)
         return np.abs(m_right - m_left), spread
+
+    def _typical_start(self, local: np.ndarray) -> float:
+        return self.typical if self.typical is not None else float(local[0])
 
     def _typical_after(self, local: np.ndarray) -> np.ndarray:
         """The exponential average of the spreads, after each of ``local`` is taken in."""
-        start = self.typical if self.typical is not None else float(local[0])
+        start = self._typical_start(local)
         w = 1 - (1 - self.smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
         return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
-
-    def _typical_before(self, local: np.ndarray) -> np.ndarray:
-        """The typical spread in force at each split: the average of the spreads before it."""
-        start = self.typical if self.typical is not None else float(local[0])
-        return np.concatenate([[start], self._typical_after(local)[:-1]])
 
     def _advance(self, local: np.ndarray, next_split: int) -> None:
         if local.size:
