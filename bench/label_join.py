@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import time
 
@@ -48,7 +49,7 @@ def measure(predictions: int) -> dict[str, float]:
         joiner.on_label(f"model-{i % 1000:04d}", f"req-{i:012d}", 1, t0 + i * 0.001 + 60)
     gc.collect()
     grown = process.memory_info().rss - before
-    sample = [(key, value) for key, value in zip(store, store.values(), strict=False)][:1000]
+    sample = list(itertools.islice(store.items(), 1000))
     changelog = sum(len(key) + len(orjson.dumps(value)) for key, value in sample) / len(sample)
     started = time.perf_counter()
     joiner.expired()

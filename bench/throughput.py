@@ -357,6 +357,15 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
     return delays
 
 
+def latency_figures(delays: list[float]) -> dict[str, float | None]:
+    """p50 and p99 of the alert delays (None, null in JSON, when no alert came back at all) and their count."""
+    return {
+        "alert_latency_p50_ms": float(np.percentile(delays, 50)) if delays else None,
+        "alert_latency_p99_ms": float(np.percentile(delays, 99)) if delays else None,
+        "alert_latency_samples": len(delays),
+    }
+
+
 def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | None]:
     console = Console(stderr=True)
     result: dict[str, float | None] = {}
@@ -380,10 +389,7 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         # The naive agent runs at a steady rate from its first second: NAIVE_BUDGET_S tells it well enough.
         result["naive_faust_events_per_s"] = run_naive(broker, single_topic, n, progress, min(budget_s, NAIVE_BUDGET_S))
         delays = asyncio.run(alert_latency(broker, result["events_per_s"] / 2, LATENCY_RUN_S, progress))
-        # None (null in --json) when no alert came back at all.
-        result["alert_latency_p50_ms"] = float(np.percentile(delays, 50)) if delays else None
-        result["alert_latency_p99_ms"] = float(np.percentile(delays, 99)) if delays else None
-        result["alert_latency_samples"] = len(delays)
+        result.update(latency_figures(delays))
         many_topic = f"many-{uuid.uuid4().hex[:8]}"
         asyncio.run(ensure_topics(servers, [TopicSpec(many_topic, PARTITIONS, "")]))
         many = make_events(100_000, 1000, FEATURES, time.time() - 700, 600.0, seed=2)
@@ -424,12 +430,7 @@ def main() -> None:
     if args.latency_at:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
             delays = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
-        figures = {
-            "alert_latency_p50_ms": float(np.percentile(delays, 50)) if delays else None,
-            "alert_latency_p99_ms": float(np.percentile(delays, 99)) if delays else None,
-            "alert_latency_samples": len(delays),
-        }
-        print(json.dumps(figures))
+        print(json.dumps(latency_figures(delays)))
         return
     if args.scale_out:
         figures = scale_out(args.events, args.budget_s)

@@ -160,8 +160,7 @@ class LevelShiftRule:
         shift = ratio / np.maximum(scale, 1e-12)
         over = np.flatnonzero(shift > self.threshold)
         if not over.size:
-            self.typical = float(after[-1])
-            self.next_split = last + 1
+            self._advance(after, last + 1)
             self.last_ratio = float(shift[-1])
             return None
         k = int(over[0])
@@ -170,12 +169,12 @@ class LevelShiftRule:
         # every candidate split: wait for them rather than guess.
         lo, hi = max(hit - self.after // 2, self.cut + self.before), hit + self.after - 1
         if hi > last:
-            self._advance(local[:k], hit)
+            self._advance(after[:k], hit)
             return None
         at = self._best_split(x, lo, hi)
         cand_ratio, cand_local = self._ratios(x, at, at)
         shift_at = float(cand_ratio[0] / max(cand_local[0], self.floor * typical[k], 1e-12))
-        self._advance(local[:k], hit)
+        self._advance(after[:k], hit)
         finding = self._finding(x, at, hi + self.after - 1, max(shift_at, float(shift[k])))
         self.cut = at
         self.next_split = at + self.before
@@ -214,9 +213,10 @@ class LevelShiftRule:
         w = 1 - (1 - self.smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
         return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
 
-    def _advance(self, local: np.ndarray, next_split: int) -> None:
-        if local.size:
-            self.typical = float(self._typical_after(local)[-1])
+    def _advance(self, typical_after: np.ndarray, next_split: int) -> None:
+        """Move on to ``next_split``; the typical spread is where ``typical_after`` (of the splits passed) left it."""
+        if typical_after.size:
+            self.typical = float(typical_after[-1])
         self.next_split = next_split
 
     def _trim(self) -> None:

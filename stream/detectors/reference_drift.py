@@ -73,10 +73,9 @@ class ReferenceSide:
     the test's cost.
     """
 
-    __slots__ = ("bins", "count", "edges", "mean", "quantiles", "scale", "table")
+    __slots__ = ("bins", "edges", "mean", "quantiles", "scale", "table")
 
     def __init__(self, ref: NumericStats) -> None:
-        self.count = ref.sketch.count
         self.table = ref.sketch.table()
         self.edges = self.table.quantiles(DECILES)
         self.bins = np.diff(np.concatenate([[0.0], self.table.cdf(self.edges), [1.0]]))

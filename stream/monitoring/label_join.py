@@ -19,6 +19,7 @@ Entries written before (objects: ``{"p": ..., "v": ..., "t": ..., "w": ...}``,
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, MutableMapping
@@ -76,10 +77,10 @@ class LabelJoiner:
     ) -> tuple[str, Joined | None]:
         """Remember a prediction; return the outcome and the join if its label came first."""
         key = join_key(model, request_id)
-        entry = self.store.get(key)
+        entry = _compact(self.store.get(key))
         now = time.time()
-        if entry is not None and _kind(entry) == "L":
-            label, label_time = _early_label(entry)
+        if entry is not None and entry[0] == "L":
+            _, label, label_time, _ = entry
             self.store[key] = ["D", now]
             joined = Joined(version, prediction, label, event_time, label_time, confidence, segment)
             return self._count("joined_label_first"), joined
@@ -96,13 +97,13 @@ class LabelJoiner:
     def on_label(self, model: str, request_id: str, label: Any, label_time: float) -> tuple[str, Joined | None]:
         """Match a label; return the outcome and the join, if any."""
         key = join_key(model, request_id)
-        entry = self.store.get(key)
+        entry = _compact(self.store.get(key))
         now = time.time()
         if entry is None:
             self.store[key] = ["L", label, label_time, now]
             return self._count("label_before_prediction"), None
-        if _kind(entry) == "P":
-            version, prediction, event_time, confidence, segment = _waiting(entry)
+        if entry[0] == "P":
+            _, prediction, version, event_time, _, confidence, segment = [*entry, None, None][:7]
             self.store[key] = ["D", now]
             joined = Joined(version, prediction, label, event_time, label_time, confidence, segment)
             return self._count("joined"), joined
@@ -131,11 +132,11 @@ class LabelJoiner:
         cutoff = now - self.ttl_s
         out = []
         for key in list(self.store) if keys is None else keys:
-            entry = self.store.get(key)
-            if entry is None or _wall(entry, now) >= cutoff:
+            entry = _compact(self.store.get(key))
+            if entry is None or entry[_WALL_AT[entry[0]]] >= cutoff:
                 continue
             model = key.decode(errors="replace").split(SEPARATOR, 1)[0]
-            out.append((key, model, EXPIRED_OUTCOMES[_kind(entry)]))
+            out.append((key, model, EXPIRED_OUTCOMES[entry[0]]))
         return out
 
 
@@ -143,33 +144,16 @@ EXPIRED_OUTCOMES = {"P": "prediction_never_labelled", "L": "label_never_matched"
 _WALL_AT = {"P": 4, "L": 3, "D": 1}
 
 
-def _kind(entry: list[Any] | dict[str, Any]) -> str:
-    """``P`` (a prediction waiting), ``L`` (a label waiting) or ``D`` (joined)."""
-    if isinstance(entry, list):
-        return entry[0]
-    return "P" if "p" in entry else "L" if "l" in entry else "D"
-
-
-def _wall(entry: list[Any] | dict[str, Any], default: float) -> float:
-    """The wall-clock time the entry was written."""
-    if isinstance(entry, list):
-        return entry[_WALL_AT[entry[0]]]
-    return entry.get("w", default)
-
-
-def _waiting(entry: list[Any] | dict[str, Any]) -> tuple[str, Any, float, float | None, str | None]:
-    """A waiting prediction's version, prediction, event time, confidence and segment."""
-    if isinstance(entry, list):
-        rest = [*entry[5:], None, None]
-        return entry[2], entry[1], entry[3], rest[0], rest[1]
-    return entry["v"], entry["p"], entry["t"], entry.get("c"), entry.get("s")
-
-
-def _early_label(entry: list[Any] | dict[str, Any]) -> tuple[Any, float]:
-    """A label that came first: the label and its time."""
-    if isinstance(entry, list):
-        return entry[1], entry[2]
-    return entry["l"], entry["lt"]
+def _compact(entry: list[Any] | dict[str, Any] | None) -> list[Any] | None:
+    """The entry as an array; an object written by an earlier worker is converted (without a time: never expires)."""
+    if entry is None or isinstance(entry, list):
+        return entry
+    wall = entry.get("w", math.inf)
+    if "p" in entry:
+        return ["P", entry["p"], entry["v"], entry["t"], wall, entry.get("c"), entry.get("s")]
+    if "l" in entry:
+        return ["L", entry["l"], entry["lt"], wall]
+    return ["D", wall]
 
 
 class ModelLabels:
