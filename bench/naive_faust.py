@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -75,6 +76,8 @@ app = faust.App(
     f"naive-{uuid.uuid4().hex[:8]}",
     broker=os.environ.get("NAIVE_BROKER", "kafka://127.0.0.1:9092"),
     store="memory://",
+    # Faust writes its data folder under the working directory by default.
+    datadir=tempfile.mkdtemp(prefix="naive-faust-"),
     web_port=int(os.environ.get("NAIVE_WEB_PORT", "6099")),
     consumer_auto_offset_reset="earliest",
     topic_allow_declare=False,
