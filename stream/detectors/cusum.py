@@ -30,7 +30,6 @@ References: E. S. Page, "Continuous inspection schemes", Biometrika 41
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,12 +155,14 @@ class PercentileCusumRule:
         self.spread = spread
         self.window_s = window_s
         self.kind = kind
-        self.baseline: list[float] = []  # sorted once full
+        # A list while it fills; once full, a sorted array (a model has a dozen of these rules).
+        self.baseline: list[float] | np.ndarray = []
         self.cusums: dict[str, TwoSidedCusum] = {}
         self.partial: list[float] = []  # percentiles of the block being filled
         self.partial_start: float | None = None
-        # Recent raw values with their times: the next baseline after a change starts at its onset.
-        self.recent: deque[tuple[float, float]] = deque(maxlen=warmup)
+        # The last ``warmup`` raw values and their times: the next baseline after a change starts at its onset.
+        self.recent_values = np.zeros(0)
+        self.recent_times = np.zeros(0)
 
     @property
     def ready(self) -> bool:
@@ -173,6 +174,7 @@ class PercentileCusumRule:
         xs, ts = plain_series(values, timestamps)
         findings: list[Finding] = []
         i = 0
+        kept = 0  # xs[:kept] are in the recent values
         while i < len(xs):
             if not self.ready:
                 take = min(self.warmup - len(self.baseline), len(xs) - i)
@@ -180,21 +182,28 @@ class PercentileCusumRule:
                 used, found = take, None
             else:
                 found, used = self._test(xs[i:], ts[i:])
-            # Only the last warmup values can be kept: do not walk the rest of a large batch.
-            tail = max(i, i + used - self.warmup)
-            self.recent.extend(zip(xs[tail : i + used], ts[tail : i + used], strict=True))
             i += used
             if found is not None:
+                self._remember(xs[kept:i], ts[kept:i])
+                kept = i
                 findings.append(found)
                 self._rebaseline(found.evidence["change_started_at"])
+        self._remember(xs[kept:], ts[kept:])
         return findings
+
+    def _remember(self, xs: list[float], ts: list[float]) -> None:
+        # Only the last warmup values are kept: do not convert the rest of a large batch.
+        tail = max(0, len(xs) - self.warmup)
+        start = max(0, len(self.recent_values) + len(xs) - tail - self.warmup)
+        self.recent_values = np.concatenate([self.recent_values[start:], xs[tail:]])
+        self.recent_times = np.concatenate([self.recent_times[start:], ts[tail:]])
 
     def _learn(self, xs: list[float]) -> None:
         self.baseline.extend(xs)
         if len(self.baseline) < self.warmup:
             return
         in_order = np.asarray(self.baseline)
-        self.baseline.sort()
+        self.baseline = np.sort(in_order)
         pit = self._percentiles(in_order)
         usable = len(pit) - len(pit) % self.block
         for name, values in (("location", pit), ("spread", np.abs(pit - 0.5))):
@@ -261,10 +270,10 @@ class PercentileCusumRule:
         return None
 
     def _rebaseline(self, onset: float | None) -> None:
-        since = [x for x, t in self.recent if onset is None or t >= onset]
+        since = self.recent_values if onset is None else self.recent_values[self.recent_times >= onset]
         self.baseline, self.cusums, self.partial = [], {}, []
-        self.recent.clear()
-        self._learn(since[-self.warmup :])
+        self.recent_values, self.recent_times = np.zeros(0), np.zeros(0)
+        self._learn(since[-self.warmup :].tolist())
 
     def _finding(self, statistic: str, side: str, at: float) -> Finding:
         cusum = self.cusums[statistic]
@@ -315,18 +324,20 @@ class PercentileCusumRule:
         """Plain, versioned state."""
         return {
             "state_version": STATE_VERSION,
-            "baseline": list(self.baseline),
+            "baseline": np.asarray(self.baseline, dtype=np.float64).tolist(),
             "cusums": {name: c.to_dict() for name, c in self.cusums.items()},
             "partial": list(self.partial),
             "partial_start": self.partial_start,
-            "recent": [list(p) for p in self.recent],
+            "recent": np.column_stack([self.recent_values, self.recent_times]).tolist(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved; a state of another version is refused."""
         check_state_version(state, STATE_VERSION, "cusum")
-        self.baseline = [float(v) for v in state["baseline"]]
+        baseline = [float(v) for v in state["baseline"]]
+        self.baseline = np.asarray(baseline) if len(baseline) >= self.warmup else baseline
         self.cusums = {name: TwoSidedCusum.from_dict(c) for name, c in state["cusums"].items()}
         self.partial = [float(v) for v in state["partial"]]
         self.partial_start = state["partial_start"]
-        self.recent = deque(((float(x), float(t)) for x, t in state["recent"]), maxlen=self.warmup)
+        recent = np.asarray(state["recent"], dtype=np.float64).reshape(-1, 2)[-self.warmup :]
+        self.recent_values, self.recent_times = recent[:, 0].copy(), recent[:, 1].copy()

@@ -92,6 +92,15 @@ def test_same_findings_whatever_the_batching(name):
     assert all(run == runs[0] for run in runs), name
 
 
+@pytest.mark.parametrize("batch", [1, 17, 199, 200, 201, 1000])
+def test_cusum_keeps_the_last_warmup_values_for_its_next_baseline_whatever_the_batching(batch):
+    values = np.random.default_rng(9).lognormal(0, 1, 1000)
+    rule = PercentileCusumRule("x", warmup=200)
+    assert feed(rule, values, batch) == []
+    times = np.arange(len(values)) / 100.0
+    assert rule.to_dict()["recent"] == [[x, t] for x, t in zip(values[-200:].tolist(), times[-200:].tolist())]
+
+
 @pytest.mark.parametrize("name", list(RULES))
 def test_state_is_plain_json_and_a_restored_rule_goes_on_identically(name):
     rng = np.random.default_rng(7)
