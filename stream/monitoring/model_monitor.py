@@ -27,7 +27,9 @@ RECENT_BATCHES = 64
 # The model_version of a model-wide alert (silence): no version sends.
 ALL_VERSIONS = "*"
 # The layout of ModelMonitor.to_dict. Version 1 (unversioned) held pickled river objects.
-STATE_VERSION = 2
+# Version 3 keeps sketch buckets and detector buffers as dense lists; version 2 is still read.
+STATE_VERSION = 3
+READABLE_STATE_VERSIONS = (2, 3)
 
 
 class StateError(ValueError):
@@ -241,9 +243,10 @@ class ModelMonitor:
         Raises :class:`StateError` for a state of another version or one that
         does not have the expected shape; nothing in a state is ever executed.
         """
-        if not isinstance(state, dict) or state.get("state_version") != STATE_VERSION:
+        if not isinstance(state, dict) or state.get("state_version") not in READABLE_STATE_VERSIONS:
             found = state.get("state_version", "none") if isinstance(state, dict) else type(state).__name__
-            raise StateError(f"model state version {found}, this release reads {STATE_VERSION}")
+            readable = " and ".join(map(str, READABLE_STATE_VERSIONS))
+            raise StateError(f"model state version {found}, this release reads {readable}")
         try:
             return cls._from_state(model, detection, state, monitors, profiles)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

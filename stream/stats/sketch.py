@@ -7,8 +7,10 @@ that rank (Masson, Rim and Lee, "DDSketch", VLDB 2019). Two sketches with
 the same accuracy merge exactly by adding bucket counts, which is what lets
 a 10-minute view be built from 1-minute windows.
 
-The buckets live in plain dicts (cheap to pickle, easy to read) and a batch
-of values is bucketed with numpy in one pass.
+The buckets of each sign are one dense array of counts from a first index,
+as DDSketch's own dense stores keep them: a live model holds dozens of
+sketches of about a thousand buckets each, and a dict of Python ints had
+cost about ten times the memory of an array.
 """
 
 from __future__ import annotations
@@ -23,8 +25,102 @@ import numpy as np
 _MIN_POSITIVE = 1e-9
 
 
+class BucketCounts:
+    """Counts of consecutive bucket indices from ``first``, in one int64 array.
+
+    >>> b = BucketCounts()
+    >>> b.add(np.array([3, 3, 5]))
+    >>> b.first, b.counts.tolist(), len(b), b.span
+    (3, [2, 0, 1], 2, 3)
+    >>> b.fold_lowest(2)
+    >>> b.items()
+    [(4, 2), (5, 1)]
+    """
+
+    __slots__ = ("counts", "first")
+
+    def __init__(self) -> None:
+        self.first = 0
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        """Buckets holding values."""
+        return int(np.count_nonzero(self.counts))
+
+    @property
+    def span(self) -> int:
+        """Buckets from the lowest to the highest held, empty ones between included."""
+        return int(self.counts.size)
+
+    def add(self, indices: np.ndarray) -> None:
+        """Count one value in each of ``indices``."""
+        low = int(indices.min())
+        # bincount over the batch's range of buckets: no sort, unlike np.unique.
+        self.add_counts(low, np.bincount(indices - low))
+
+    def add_counts(self, first: int, counts: np.ndarray) -> None:
+        """Add ``counts`` of buckets ``first``, ``first + 1``, ..."""
+        if counts.size == 0:
+            return
+        if self.counts.size == 0:
+            self.first, self.counts = first, counts.astype(np.int64, copy=True)
+            return
+        low = min(self.first, first)
+        high = max(self.first + self.counts.size, first + counts.size)
+        if low != self.first or high != self.first + self.counts.size:
+            grown = np.zeros(high - low, dtype=np.int64)
+            grown[self.first - low : self.first - low + self.counts.size] = self.counts
+            self.first, self.counts = low, grown
+        self.counts[first - self.first : first - self.first + counts.size] += counts
+
+    def fold_lowest(self, span: int) -> None:
+        """Fold the lowest buckets into the one above them until at most ``span`` remain."""
+        extra = self.counts.size - max(span, 1)
+        if extra > 0:
+            folded = self.counts[extra:].copy()
+            folded[0] += int(self.counts[:extra].sum())
+            self.first, self.counts = self.first + extra, folded
+
+    def items(self) -> list[tuple[int, int]]:
+        """``(index, count)`` of the buckets holding values, lowest index first."""
+        held = np.flatnonzero(self.counts)
+        return list(zip((held + self.first).tolist(), self.counts[held].tolist(), strict=True))
+
+    def nonzero(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and counts of the buckets holding values, lowest index first."""
+        held = np.flatnonzero(self.counts)
+        return held + self.first, self.counts[held]
+
+    def copy(self) -> BucketCounts:
+        out = BucketCounts()
+        out.first, out.counts = self.first, self.counts.copy()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: dict[Any, Any]) -> BucketCounts:
+        """From :meth:`to_dict`, or from a sparse ``{index: count}`` dict (states saved before version 2)."""
+        out = cls()
+        if "counts" in state:
+            out.first, out.counts = int(state["first"]), np.asarray(state["counts"], dtype=np.int64)
+        elif state:
+            index = np.array([int(k) for k in state], dtype=np.int64)
+            low = int(index.min())
+            counts = np.zeros(int(index.max()) - low + 1, dtype=np.int64)
+            counts[index - low] = list(state.values())
+            out.first, out.counts = low, counts
+        return out
+
+
 class QuantileSketch:
     """DDSketch-style quantiles within ``relative_accuracy``, mergeable.
+
+    ``max_buckets`` bounds the buckets of both signs together: past it, the
+    buckets nearest zero fold together (first the negative, then the
+    positive ones), so large values, which operators ask about (p99), keep
+    their accuracy.
 
     >>> s = QuantileSketch(relative_accuracy=0.01)
     >>> s.update_many([float(i) for i in range(1, 1001)])
@@ -42,29 +138,14 @@ class QuantileSketch:
         self.relative_accuracy = relative_accuracy
         self.log_gamma = math.log((1 + relative_accuracy) / (1 - relative_accuracy))
         self.max_buckets = max_buckets
-        self.positive: dict[int, int] = {}
-        self.negative: dict[int, int] = {}
+        self.positive = BucketCounts()
+        self.negative = BucketCounts()
         self.zeros = 0
         self.count = 0
 
-    def _index(self, magnitude: float) -> int:
-        return math.ceil(math.log(magnitude) / self.log_gamma)
-
     def update(self, x: float) -> None:
         """Add one value (NaN is ignored)."""
-        if x != x:  # NaN
-            return
-        self.count += 1
-        if x > _MIN_POSITIVE:
-            i = self._index(x)
-            self.positive[i] = self.positive.get(i, 0) + 1
-        elif x < -_MIN_POSITIVE:
-            i = self._index(-x)
-            self.negative[i] = self.negative.get(i, 0) + 1
-        else:
-            self.zeros += 1
-        if len(self.positive) + len(self.negative) > self.max_buckets:
-            self._collapse()
+        self.update_many(np.array([x], dtype=np.float64))
 
     def update_many(self, values: Iterable[float] | np.ndarray) -> None:
         """Add many values at once; NaN values are ignored."""
@@ -78,30 +159,18 @@ class QuantileSketch:
         self.zeros += int(arr.size - pos.size - neg.size)
         for magnitudes, store in ((pos, self.positive), (neg, self.negative)):
             if magnitudes.size:
-                idx = np.ceil(np.log(magnitudes) / self.log_gamma).astype(np.int64)
-                # Counting with bincount over the batch's range of buckets: no sort, unlike np.unique.
-                low = int(idx.min())
-                counts = np.bincount(idx - low)
-                keys = np.flatnonzero(counts)
-                for k, c in zip((keys + low).tolist(), counts[keys].tolist(), strict=True):
-                    store[k] = store.get(k, 0) + c
-        if len(self.positive) + len(self.negative) > self.max_buckets:
-            self._collapse()
+                store.add(np.ceil(np.log(magnitudes) / self.log_gamma).astype(np.int64))
+        self._collapse()
 
     def _collapse(self) -> None:
-        # Fold the buckets nearest zero together: the large values, which
-        # operators ask about (p99), keep their accuracy.
-        while len(self.positive) + len(self.negative) > self.max_buckets:
-            if len(self.negative) > 1:
-                keys = sorted(self.negative)
-                low, nxt = keys[0], keys[1]
-                self.negative[nxt] += self.negative.pop(low)
-            elif len(self.positive) > 1:
-                keys = sorted(self.positive)
-                low, nxt = keys[0], keys[1]
-                self.positive[nxt] += self.positive.pop(low)
-            else:
-                return
+        over = self.negative.span + self.positive.span - self.max_buckets
+        if over <= 0:
+            return
+        if self.negative.span > 1:
+            self.negative.fold_lowest(max(self.negative.span - over, 1))
+            over = self.negative.span + self.positive.span - self.max_buckets
+        if over > 0:
+            self.positive.fold_lowest(self.positive.span - over)
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         """A new sketch holding both; accuracies must match."""
@@ -110,18 +179,11 @@ class QuantileSketch:
         out = QuantileSketch(self.relative_accuracy, max(self.max_buckets, other.max_buckets))
         out.count = self.count + other.count
         out.zeros = self.zeros + other.zeros
-        for src, dst in ((self.positive, out.positive), (self.negative, out.negative)):
-            dst.update(src)
-        for src, dst in ((other.positive, out.positive), (other.negative, out.negative)):
-            for k, c in src.items():
-                dst[k] = dst.get(k, 0) + c
+        out.positive, out.negative = self.positive.copy(), self.negative.copy()
+        out.positive.add_counts(other.positive.first, other.positive.counts)
+        out.negative.add_counts(other.negative.first, other.negative.counts)
         out._collapse()
         return out
-
-    def _value(self, index: int) -> float:
-        # The midpoint (in relative terms) of bucket ``index``.
-        gamma = math.exp(self.log_gamma)
-        return 2.0 * gamma**index / (gamma + 1.0)
 
     def quantile(self, q: float) -> float | None:
         """The value at quantile ``q`` (0..1), or None when empty."""
@@ -129,34 +191,22 @@ class QuantileSketch:
             raise ValueError("q must be between 0 and 1")
         if self.count == 0:
             return None
-        rank = q * (self.count - 1)
-        seen = 0
-        for k in sorted(self.negative, reverse=True):
-            seen += self.negative[k]
-            if seen > rank:
-                return -self._value(k)
-        seen += self.zeros
-        if seen > rank:
-            return 0.0
-        for k in sorted(self.positive):
-            seen += self.positive[k]
-            if seen > rank:
-                return self._value(k)
-        return self._value(max(self.positive)) if self.positive else 0.0
+        return float(self.table().quantiles([q])[0])
 
     def table(self) -> SketchTable:
         """The buckets in value order with running counts: answers many quantiles and CDF values in one sort."""
         gamma = math.exp(self.log_gamma)
-        neg = sorted(self.negative.items(), reverse=True)
-        pos = sorted(self.positive.items())
-        keys = np.array([k for k, _ in neg] + [k for k, _ in pos], dtype=np.float64)
+        neg_keys, neg_counts = self.negative.nonzero()
+        pos_keys, pos_counts = self.positive.nonzero()
+        keys = np.concatenate([neg_keys[::-1], pos_keys]).astype(np.float64)
+        # The midpoint (in relative terms) of each bucket.
         values = 2.0 * gamma**keys / (gamma + 1.0)
-        values[: len(neg)] *= -1.0
-        counts = [c for _, c in neg] + [c for _, c in pos]
+        values[: neg_keys.size] *= -1.0
+        counts = np.concatenate([neg_counts[::-1], pos_counts])
         if self.zeros:
-            values = np.insert(values, len(neg), 0.0)
-            counts.insert(len(neg), self.zeros)
-        return SketchTable(values, np.cumsum(np.asarray(counts, dtype=np.float64)), self.count)
+            values = np.insert(values, neg_keys.size, 0.0)
+            counts = np.insert(counts, neg_keys.size, self.zeros)
+        return SketchTable(values, np.cumsum(counts.astype(np.float64)), self.count)
 
     def cdf(self, xs: Iterable[float] | np.ndarray) -> np.ndarray:
         """Share of values at or below each of ``xs`` (within the sketch's resolution).
@@ -175,27 +225,23 @@ class QuantileSketch:
         return {f"p{round(q * 100, 1):g}": v for q, v in zip(qs, values, strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
-        """State for JSON: bucket keys are ints, so serialise with orjson's ``OPT_NON_STR_KEYS``.
-
-        Copying the bucket dicts as they are is what keeps a checkpoint of a
-        busy model cheap; converting every key to a string cost most of it.
-        """
+        """State for JSON: each sign's buckets as a first index and a list of counts."""
         return {
             "relative_accuracy": self.relative_accuracy,
             "count": self.count,
             "zeros": self.zeros,
-            "positive": dict(self.positive),
-            "negative": dict(self.negative),
+            "positive": self.positive.to_dict(),
+            "negative": self.negative.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> QuantileSketch:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output, or from the sparse buckets of states saved before it."""
         out = cls(state["relative_accuracy"])
         out.count = state["count"]
         out.zeros = state["zeros"]
-        out.positive = {int(k): v for k, v in state["positive"].items()}
-        out.negative = {int(k): v for k, v in state["negative"].items()}
+        out.positive = BucketCounts.from_dict(state["positive"])
+        out.negative = BucketCounts.from_dict(state["negative"])
         return out
 
 

@@ -3,6 +3,7 @@ refused, never executed, and the model starts afresh with one data_quality alert
 
 import asyncio
 import base64
+import gzip
 import json
 import os
 import pickle
@@ -16,6 +17,7 @@ from stream.monitoring.model_monitor import STATE_VERSION, ModelMonitor, StateEr
 from stream.settings import DetectionSettings, Settings
 from stream.worker.app import MonitorApp
 from stream.worker.checkpoint import decode_state, encode_state
+from tests.unit.data.make_state_answers import answers
 
 
 class _Exploit:
@@ -103,6 +105,51 @@ def _without_new_keys(current, stored):
     return current
 
 
+def _in_current_layout(stored):
+    """``stored`` (state version 2) as version 3 writes it: sketch buckets dense, from their first index."""
+    if isinstance(stored, list):
+        return [_in_current_layout(v) for v in stored]
+    if not isinstance(stored, dict):
+        return stored
+    out = {k: _in_current_layout(v) for k, v in stored.items()}
+    if out.get("state_version") == 2 and "versions" in out:
+        out["state_version"] = 3
+    if {"relative_accuracy", "zeros", "positive", "negative"} <= out.keys():
+        for sign in ("positive", "negative"):
+            buckets = {int(k): c for k, c in stored[sign].items()}
+            first = min(buckets, default=0)
+            counts = [buckets.get(i, 0) for i in range(first, max(buckets, default=-1) + 1)]
+            out[sign] = {"first": first, "counts": counts}
+    return out
+
+
+def _rounded(value):
+    """Floats to 12 significant digits: quantiles read in one vectorised pass may differ in the last bit."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def test_a_version_2_state_gives_the_answers_of_the_release_that_wrote_it():
+    # Written by tests/unit/data/make_state_answers.py at commit 4500c91 (state version 2: sparse
+    # sketch buckets), with the alerts and summary that release gave for the same continuation.
+    with gzip.open(Path(__file__).parent / "data" / "model-state-answers-4500c91.json.gz", "rt") as saved:
+        fixture = json.load(saved)
+    assert fixture["state"]["state_version"] == 2
+    monitor = ModelMonitor.from_dict(
+        "fraud-scorer", DetectionSettings(reference_events=500, reference_min_s=0), fixture["state"]
+    )
+    got = answers(monitor)
+    assert got["alerts"] == fixture["answers"]["alerts"]
+    for summary in (got["summary"], fixture["answers"]["summary"]):
+        summary.pop("traffic")  # the wall clock
+    assert _rounded(got["summary"]) == _rounded(fixture["answers"]["summary"])
+
+
 def test_a_state_written_by_the_previous_release_is_read_whole_and_monitoring_goes_on():
     # Written by tests/unit/data/make_state.py at commit f664217, before every detector state carried a version.
     blob = (Path(__file__).parent / "data" / "model-state-f664217.json.z").read_bytes()
@@ -110,7 +157,8 @@ def test_a_state_written_by_the_previous_release_is_read_whole_and_monitoring_go
     detection = DetectionSettings(reference_events=500, reference_min_s=0)
     monitor = ModelMonitor.from_dict("fraud-scorer", detection, stored)
     # Nothing was dropped or changed on the way in: saved again, it is the same state.
-    assert _without_new_keys(json.loads(json.dumps(monitor.to_dict())), stored) == stored
+    current = _in_current_layout(stored)
+    assert _without_new_keys(json.loads(json.dumps(monitor.to_dict())), current) == current
     assert monitor.already_applied("inference-events:0", 41) and monitor.seq == 5
     version = monitor.versions["2.3.0"]
     assert version.reference is not None and version.multivariate is not None
