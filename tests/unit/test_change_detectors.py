@@ -98,7 +98,9 @@ def test_cusum_keeps_the_last_warmup_values_for_its_next_baseline_whatever_the_b
     rule = PercentileCusumRule("x", warmup=200)
     assert feed(rule, values, batch) == []
     times = np.arange(len(values)) / 100.0
-    assert rule.to_dict()["recent"] == [[x, t] for x, t in zip(values[-200:].tolist(), times[-200:].tolist())]
+    assert rule.to_dict()["recent"] == [
+        [x, t] for x, t in zip(values[-200:].tolist(), times[-200:].tolist(), strict=True)
+    ]
 
 
 @pytest.mark.parametrize("name", list(RULES))
