@@ -2,16 +2,16 @@
 
 Fills a :class:`~stream.monitoring.label_join.LabelJoiner` with N predictions
 (default 1,000,000) of 1,000 models, each with a confidence and a segment, as
-the worker does for every prediction while labels flow, over a dict: Faust's
-in-memory store keeps the same Python objects. Then one label in four
-arrives. Prints:
+the worker does for every prediction while labels flow, over a dict of JSON
+text (:class:`~stream.monitoring.label_join.JsonEntries`): what the
+worker's Faust table holds. Then one label in four arrives. Prints:
 
 - ``bytes_per_entry``: growth of resident memory per entry, key and table
   slot included (after a garbage collection);
-- ``changelog_bytes_per_entry``: key and JSON value of one record, as the
+- ``changelog_bytes_per_entry``: key and value of one record, as the
   changelog carries it (before the topic's compression);
 - ``expiry_pass_s``: one pass over every key for expired entries, and
-  ``expiry_slice_ms``: the longest slice of 20,000 keys, which is how long the
+  ``expiry_slice_ms``: the longest slice of ``EXPIRY_SLICE`` keys, which is how long the
   worker's event loop is held at a time (see ``MonitorApp.expire_join_entries``).
 
 No broker, no Faust: the join's own layout, which is what grows with traffic.
@@ -25,20 +25,20 @@ import itertools
 import json
 import time
 
-import orjson
 import psutil
 
-from stream.monitoring.label_join import LabelJoiner, join_key
+from stream.monitoring.label_join import JsonEntries, LabelJoiner, join_key
+from stream.worker.app import EXPIRY_SLICE
 
-SLICE = 20_000
+SLICE = EXPIRY_SLICE
 
 
 def measure(predictions: int) -> dict[str, float]:
     process = psutil.Process()
     gc.collect()
     before = process.memory_info().rss
-    store: dict = {}
-    joiner = LabelJoiner(store, ttl_s=6 * 3600.0)
+    store: dict[bytes, bytes] = {}
+    joiner = LabelJoiner(JsonEntries(store), ttl_s=6 * 3600.0)
     t0 = 1_800_000_000.0
     for i in range(predictions):
         model = f"model-{i % 1000:04d}"
@@ -50,7 +50,7 @@ def measure(predictions: int) -> dict[str, float]:
     gc.collect()
     grown = process.memory_info().rss - before
     sample = list(itertools.islice(store.items(), 1000))
-    changelog = sum(len(key) + len(orjson.dumps(value)) for key, value in sample) / len(sample)
+    changelog = sum(len(key) + len(value) for key, value in sample) / len(sample)
     started = time.perf_counter()
     joiner.expired()
     whole = time.perf_counter() - started

@@ -2,10 +2,10 @@
 
 The join state is a mapping from ``model\\x1frequest_id`` to a small entry;
 the worker passes its Faust table (changelog-backed, so a restart keeps
-pending predictions), tests pass a dict. Entries carry the wall-clock time
-they were written and expire after ``ttl_s``. They are short JSON arrays, a
-tag first: the join holds one per prediction for hours, and a dict per
-entry had cost twice the memory.
+pending predictions) through :class:`JsonEntries`, tests pass a dict. Entries
+carry the wall-clock time they were written and expire after ``ttl_s``. They
+are short JSON arrays, a tag first: the join holds one per prediction for
+hours, and a dict per entry had cost twice the memory.
 
 - a prediction waiting for its label: ``["P", prediction, version, event time, wall]``,
   then confidence and segment when the prediction had them (they calibrate the estimated
@@ -22,9 +22,11 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 SEPARATOR = "\x1f"
 
@@ -32,6 +34,40 @@ SEPARATOR = "\x1f"
 def join_key(model: str, request_id: str) -> bytes:
     """Table key of one request of one model."""
     return f"{model}{SEPARATOR}{request_id}".encode()
+
+
+class JsonEntries(MutableMapping):
+    """Join entries held as their JSON text, over a mapping of bytes: the form the changelog carries.
+
+    An entry as a Python list (a list, floats, strings) cost about twice its
+    JSON text in memory, and the join holds one per prediction for hours.
+    Entries read from a changelog written before are JSON too.
+
+    >>> raw = {}
+    >>> entries = JsonEntries(raw)
+    >>> entries[b"m\\x1fr1"] = ["P", 1, "1", 10.0, 20.0]
+    >>> raw[b"m\\x1fr1"], entries[b"m\\x1fr1"]
+    (b'["P",1,"1",10.0,20.0]', ['P', 1, '1', 10.0, 20.0])
+    """
+
+    def __init__(self, raw: MutableMapping[bytes, bytes]) -> None:
+        self.raw = raw
+
+    def __getitem__(self, key: bytes) -> Any:
+        return orjson.loads(self.raw[key])
+
+    def __setitem__(self, key: bytes, entry: Any) -> None:
+        # A copy: orjson's output object keeps a 4 KB buffer whatever its length.
+        self.raw[key] = bytes(memoryview(orjson.dumps(entry)))
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.raw[key]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 @dataclass(slots=True)
@@ -60,7 +96,7 @@ class LabelJoiner:
     ('duplicate_label', None)
     """
 
-    def __init__(self, store: MutableMapping[bytes, dict[str, Any]], ttl_s: float = 6 * 3600.0) -> None:
+    def __init__(self, store: MutableMapping[bytes, Any], ttl_s: float = 6 * 3600.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self.counts: Counter[str] = Counter()

@@ -1,6 +1,7 @@
 """Each detector fires on a clear change, stays silent on a stationary stream of
 the same length, and survives pickling and its state round trip."""
 
+import json
 import pickle
 
 import numpy as np
@@ -11,7 +12,7 @@ from stream.detectors.iqr import IQRRule
 from stream.detectors.performance import PerformanceRule
 from stream.detectors.reference_drift import ReferenceDriftRule, categorical_drift, numeric_drift, psi
 from stream.detectors.stream_drift import StreamDriftRule
-from stream.monitoring.label_join import LabelJoiner
+from stream.monitoring.label_join import JsonEntries, LabelJoiner
 from stream.stats import WindowStats
 
 N = 6000
@@ -162,15 +163,10 @@ def test_label_join_in_both_orders_duplicates_and_expiry():
     assert ("m", "prediction_never_labelled") in expired and ("m", "label_never_matched") in expired
 
 
-class JsonStore(dict):
-    """A store that keeps what a changelog would give back: each value through JSON."""
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, orjson.loads(orjson.dumps(value)))
-
-
 def test_label_join_entries_survive_json_and_carry_confidence_and_segment():
-    joiner = LabelJoiner(JsonStore(), ttl_s=100)
+    # As the worker keeps them: each entry as its JSON text, what the changelog carries.
+    raw = {}
+    joiner = LabelJoiner(JsonEntries(raw), ttl_s=100)
     joiner.on_prediction("m", "3", "r", 1, 10.0, confidence=0.875, segment="eu")
     joiner.on_prediction("m", "3", "only-segment", 0, 11.0, segment="us")
     _, joined = joiner.on_label("m", "r", 0, 30.0)
@@ -178,19 +174,21 @@ def test_label_join_entries_survive_json_and_carry_confidence_and_segment():
     assert (joined.prediction_time, joined.label_time, joined.confidence, joined.segment) == (10.0, 30.0, 0.875, "eu")
     _, joined = joiner.on_label("m", "only-segment", 1, 31.0)
     assert (joined.confidence, joined.segment) == (None, "us")
+    assert all(isinstance(value, bytes) for value in raw.values()) and len(raw) == 2
 
 
 def test_label_join_reads_the_entries_an_older_worker_left_in_its_changelog():
     import time
 
     old = time.time() - 1000
-    store = {
+    entries = {
         b"m\x1fwaiting": {"p": 1, "v": "2", "t": 10.0, "w": time.time(), "c": 0.75, "s": "eu"},
         b"m\x1fearly": {"l": 0, "lt": 12.0, "w": time.time()},
         b"m\x1fdone": {"done": 1, "w": time.time()},
         b"m\x1fstale": {"p": 0, "v": "2", "t": 1.0, "w": old},
     }
-    joiner = LabelJoiner(store, ttl_s=100)
+    # As Faust's json codec wrote them to the changelog (the standard library's json).
+    joiner = LabelJoiner(JsonEntries({key: json.dumps(entry).encode() for key, entry in entries.items()}), ttl_s=100)
     outcome, joined = joiner.on_label("m", "waiting", 0, 20.0)
     assert outcome == "joined"
     assert (joined.model_version, joined.prediction, joined.confidence, joined.segment) == ("2", 1, 0.75, "eu")
