@@ -78,7 +78,11 @@ def test_nan_ignored_empty_none_and_round_trip():
 def test_memory_is_bounded_by_max_buckets():
     s = QuantileSketch(0.01, max_buckets=100)
     s.update_many(np.logspace(-8, 8, 100_000))
-    assert len(s.positive) <= 100
+    s.update_many(-np.logspace(-3, 3, 1_000))
+    # Memory is one count per bucket from the lowest held to the highest, empty ones included.
+    assert s.positive.span + s.negative.span <= 100
+    assert s.positive.counts.nbytes + s.negative.counts.nbytes <= 100 * 8
+    assert s.count == 101_000 and s.positive.counts.sum() + s.negative.counts.sum() + s.zeros == s.count
     # The top of the distribution keeps its accuracy when low buckets fold.
     assert s.quantile(0.99) == pytest.approx(np.quantile(np.logspace(-8, 8, 100_000), 0.99), rel=0.02)
 
