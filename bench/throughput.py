@@ -12,9 +12,13 @@ envelopes and one event per record, and measures in one run:
 - ``raw_decode_events_per_s``: an aiokafka consumer that only decodes the
   envelopes with orjson (the ceiling for this machine);
 - ``alert_latency_p50_ms`` / ``_p99_ms``: from producing the event that
-  completes an incident to receiving its alert, at half ``events_per_s``,
-  over ``alert_latency_samples`` alerts (30 models spiking every second,
-  one-second windows, no cooldown);
+  completes an incident to receiving its alert, over
+  ``alert_latency_samples`` alerts (30 models spiking every second,
+  one-second windows, no cooldown). The rate,
+  ``alert_latency_events_per_s``, is half what a worker applies of this
+  load when sent it faster than it keeps up (``latency_load_events_per_s``,
+  at most ``events_per_s``): a latency measured on a growing backlog
+  measures the backlog;
 - ``rss_mb``: the worker's resident memory after the envelope run, and
   ``rss_mb_1000_models`` after 1,000 models with 10 features each have sent
   100 events (before any reference exists);
@@ -64,6 +68,8 @@ ENVELOPE = 500
 PARTITIONS = 4
 NAIVE_BUDGET_S = 15.0
 LATENCY_RUN_S = 50.0
+# The run that finds how fast a worker applies the latency load, sent faster than it keeps up.
+CAPACITY_RUN_S = 20.0
 # The alert-latency run: this many models, each spiking every LATENCY_PERIOD_S, windows of one second
 # and no cooldown, so that each spike is an alert of its own (over a thousand samples in one run).
 LATENCY_MODELS = 30
@@ -83,6 +89,8 @@ KEYS = (
     "alert_latency_p50_ms",
     "alert_latency_p99_ms",
     "alert_latency_samples",
+    "alert_latency_events_per_s",
+    "latency_load_events_per_s",
     "rss_mb",
     "rss_mb_1000_models",
     "rss_mb_1000_models_steady",
@@ -286,11 +294,14 @@ def run_naive(broker: EmbeddedBroker, topic: str, expected: int, progress: Progr
     return data["events"] / data["seconds"]
 
 
-async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, progress: Progress) -> list[float]:
-    """Alert delays (ms) for latency incidents on each model while ``rate`` events/s flow through a worker.
+async def alert_latency(
+    broker: EmbeddedBroker, rate: float, duration_s: float, progress: Progress
+) -> tuple[list[float], float]:
+    """Alert delays (ms) for latency incidents on each model while ``rate`` events/s are sent to a worker.
 
     Each model spikes for 0.3 s every ``LATENCY_PERIOD_S`` (staggered) after a warm-up; with one-second windows
-    and no cooldown every spike is an alert of its own.
+    and no cooldown every spike is an alert of its own. Also returns the rate at which the worker applied
+    events after the warm-up: ``rate`` if it kept up, what it manages if not.
     """
     topic = f"latency-{uuid.uuid4().hex[:8]}"
     env = {**topics_env(topic), **LATENCY_ENV}
@@ -328,8 +339,13 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
     # Ten events per model per envelope: the worker takes records, not events, as its unit of work.
     tick = 0.1
     sent = 0
+    loop = asyncio.get_running_loop()
+    applied: list[tuple[float, int]] = []  # (when, events the worker had applied), after the warm-up and at the end
     try:
         while (elapsed := time.monotonic() - started) < duration_s:
+            if not applied and elapsed >= duration_s * 0.2:
+                health = await loop.run_in_executor(None, worker.health) or {}
+                applied.append((time.monotonic(), health.get("events", 0)))
             due = max(int(elapsed * rate) - sent, 0)
             now = time.time()
             # After a warm-up, each model gets 0.3 s of 30x latencies every LATENCY_PERIOD_S, staggered.
@@ -347,6 +363,8 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
             sent += per_model * LATENCY_MODELS
             progress.update(task, completed=elapsed)
             await asyncio.sleep(tick)
+        health = await loop.run_in_executor(None, worker.health) or {}
+        applied.append((time.monotonic(), health.get("events", 0)))
         await producer.flush()
         await asyncio.sleep(3.0)
     finally:
@@ -354,7 +372,8 @@ async def alert_latency(broker: EmbeddedBroker, rate: float, duration_s: float, 
         await producer.stop()
         await consumer.stop()
         await asyncio.get_running_loop().run_in_executor(None, worker.kill)
-    return delays
+    (t0, n0), (t1, n1) = applied
+    return delays, (n1 - n0) / (t1 - t0)
 
 
 def latency_figures(delays: list[float]) -> dict[str, float | None]:
@@ -363,6 +382,17 @@ def latency_figures(delays: list[float]) -> dict[str, float | None]:
         "alert_latency_p50_ms": float(np.percentile(delays, 50)) if delays else None,
         "alert_latency_p99_ms": float(np.percentile(delays, 99)) if delays else None,
         "alert_latency_samples": len(delays),
+    }
+
+
+def latency_phase(broker: EmbeddedBroker, upper: float, progress: Progress) -> dict[str, float | None]:
+    """How fast a worker applies the latency load sent at ``upper`` events/s; then the alert delays at half that."""
+    _, capacity = asyncio.run(alert_latency(broker, upper, CAPACITY_RUN_S, progress))
+    delays, _ = asyncio.run(alert_latency(broker, capacity / 2, LATENCY_RUN_S, progress))
+    return {
+        **latency_figures(delays),
+        "alert_latency_events_per_s": round(capacity / 2),
+        "latency_load_events_per_s": round(capacity),
     }
 
 
@@ -388,8 +418,7 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         )
         # The naive agent runs at a steady rate from its first second: NAIVE_BUDGET_S tells it well enough.
         result["naive_faust_events_per_s"] = run_naive(broker, single_topic, n, progress, min(budget_s, NAIVE_BUDGET_S))
-        delays = asyncio.run(alert_latency(broker, result["events_per_s"] / 2, LATENCY_RUN_S, progress))
-        result.update(latency_figures(delays))
+        result.update(latency_phase(broker, result["events_per_s"], progress))
         many_topic = f"many-{uuid.uuid4().hex[:8]}"
         asyncio.run(ensure_topics(servers, [TopicSpec(many_topic, PARTITIONS, "")]))
         many = make_events(100_000, 1000, FEATURES, time.time() - 700, 600.0, seed=2)
@@ -418,6 +447,12 @@ def main() -> None:
         help="instead: only the alert-latency phase, at this rate; prints p50, p99 and the sample count",
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        metavar="UPPER_EVENTS_PER_S",
+        help="instead: only the alert-latency phases, the first sending this rate (at most events_per_s normally)",
+    )
+    parser.add_argument(
         "--skip-steady",
         action="store_true",
         help="leave out the 45-minute steady-state run (its two figures are then null)",
@@ -429,8 +464,12 @@ def main() -> None:
     started = time.perf_counter()
     if args.latency_at:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
-            delays = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
-        print(json.dumps(latency_figures(delays)))
+            delays, applied = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
+        print(json.dumps({**latency_figures(delays), "applied_events_per_s": round(applied)}))
+        return
+    if args.latency:
+        with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
+            print(json.dumps(latency_phase(broker, args.latency, progress)))
         return
     if args.scale_out:
         figures = scale_out(args.events, args.budget_s)
