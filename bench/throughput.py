@@ -344,8 +344,7 @@ async def alert_latency(
     try:
         while (elapsed := time.monotonic() - started) < duration_s:
             if not applied and elapsed >= duration_s * 0.2:
-                health = await loop.run_in_executor(None, worker.health) or {}
-                applied.append((time.monotonic(), health.get("events", 0)))
+                applied.append(await loop.run_in_executor(None, events_applied, worker))
             due = max(int(elapsed * rate) - sent, 0)
             now = time.time()
             # After a warm-up, each model gets 0.3 s of 30x latencies every LATENCY_PERIOD_S, staggered.
@@ -363,8 +362,7 @@ async def alert_latency(
             sent += per_model * LATENCY_MODELS
             progress.update(task, completed=elapsed)
             await asyncio.sleep(tick)
-        health = await loop.run_in_executor(None, worker.health) or {}
-        applied.append((time.monotonic(), health.get("events", 0)))
+        applied.append(await loop.run_in_executor(None, events_applied, worker))
         await producer.flush()
         await asyncio.sleep(3.0)
     finally:
@@ -374,6 +372,15 @@ async def alert_latency(
         await asyncio.get_running_loop().run_in_executor(None, worker.kill)
     (t0, n0), (t1, n1) = applied
     return delays, (n1 - n0) / (t1 - t0)
+
+
+def events_applied(worker: WorkerProcess) -> tuple[float, int]:
+    """When, and how many events the worker had applied (a busy worker may not answer at once)."""
+    for _ in range(20):
+        health = worker.health()
+        if health is not None:
+            return time.monotonic(), health["events"]
+    raise RuntimeError(f"the worker did not answer /health; see {worker.log_path}")
 
 
 def latency_figures(delays: list[float]) -> dict[str, float | None]:
