@@ -9,7 +9,9 @@ Printed per size:
   recovery done). The row of 0 entries is the fixed part: start-up and
   joining the group;
 - ``broker_cpu_s`` and ``worker_cpu_s``: CPU seconds each process spent
-  meanwhile, which tells which of the two the recovery waits for.
+  meanwhile, which tells which of the two the recovery waits for;
+- ``worker_rss_mb``: the worker's resident memory once ready, to set
+  against a worker that wrote the same entries itself (``bench.label_join``).
 
 The embedded broker is Tansu (see ``stream.kafka.embedded_broker``). A
 steady state's figure (``bench.steady``) reads millions of such records;
@@ -83,7 +85,9 @@ def measure(broker: EmbeddedBroker, entries: int) -> dict[str, float]:
         worker.start(ready_timeout_s=1800)
         ready_s = time.monotonic() - started
         assert worker.process is not None
-        worker_cpu = psutil.Process(worker.process.pid).cpu_times()
+        worker_process = psutil.Process(worker.process.pid)
+        worker_cpu = worker_process.cpu_times()
+        rss_mb = worker_process.memory_info().rss / 2**20
         after = broker_process.cpu_times()
     finally:
         worker.kill()
@@ -92,6 +96,7 @@ def measure(broker: EmbeddedBroker, entries: int) -> dict[str, float]:
         "ready_s": round(ready_s, 1),
         "broker_cpu_s": round(after.user + after.system - broker_cpu.user - broker_cpu.system, 1),
         "worker_cpu_s": round(worker_cpu.user + worker_cpu.system, 1),
+        "worker_rss_mb": round(rss_mb),
     }
 
 
