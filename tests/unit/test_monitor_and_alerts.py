@@ -91,7 +91,7 @@ def test_a_restored_state_takes_the_performance_settings_of_now():
     b = ModelMonitor.from_dict("m", later, a.to_dict())
     # What was learnt comes back; how to judge it is the configuration's, as for every other detector.
     assert (b.versions["1"].performance.margin, b.versions["1"].performance.window) == (0.2, 50)
-    assert b.versions["1"].performance.pairs.maxlen == 50
+    assert len(b.versions["1"].performance.pairs) == min(50, len(a.versions["1"].performance.pairs))
 
 
 def test_fingerprint_differs_per_series():
