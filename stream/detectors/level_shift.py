@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 from scipy import signal
 
 from stream.detectors.base import Finding, check_state_version, right_skewed, row_medians, stream_window
@@ -43,6 +43,9 @@ STATE_VERSION = 2
 MAD_TO_SD = 1.4826
 # Split points screened: every third. The change is then placed by a search around the hit.
 STRIDE = 3
+# Up to this many splits, the typical spread is filtered in a Python loop: lfilter's own
+# overhead is most of its cost on the few splits a small batch brings.
+SMALL_FILTER = 32
 
 
 class LevelShiftRule:
@@ -193,7 +196,10 @@ class LevelShiftRule:
     def _ratios(self, x: np.ndarray, first: int, last: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """|median after - median before| and the pooled local spread, for splits first..last by ``stride``."""
         b, a = self.before, self.after
-        windows = sliding_window_view(x[first - b : last + a], b + a)[::stride]
+        span = x[first - b : last + a]
+        step = span.strides[0]
+        # Every window of b + a values as a read-only view (sliding_window_view's checks cost more than this).
+        windows = as_strided(span, (span.size - b - a + 1, b + a), (step, step), writeable=False)[::stride]
         left, right = windows[:, :b], windows[:, b:]
         m_left = row_medians(left)
         m_right = row_medians(right)
@@ -211,7 +217,15 @@ class LevelShiftRule:
         """The exponential average of the spreads, after each of ``local`` is taken in."""
         start = self._typical_start(local)
         w = 1 - (1 - self.smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
-        return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
+        if local.size > SMALL_FILTER or not np.isfinite(local).all():
+            return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
+        # The same recursion in the same order of operations as lfilter's (transposed direct form II).
+        out = np.empty(local.size)
+        carry, keep = (1.0 - w) * start, -(w - 1.0)
+        for i, spread in enumerate(local.tolist()):
+            carry = keep * (out_i := w * spread + carry)
+            out[i] = out_i
+        return out
 
     def _advance(self, typical_after: np.ndarray, next_split: int) -> None:
         """Move on to ``next_split``; the typical spread is where ``typical_after`` (of the splits passed) left it."""

@@ -37,3 +37,34 @@ def test_row_medians_of_a_sliding_view_of_ties():
     x = np.repeat([1.0, 2.0, 2.0, 3.0], 10)
     view = np.lib.stride_tricks.sliding_window_view(x, 20)[::3]
     assert np.array_equal(row_medians(view), np.median(view, axis=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.integers(1, 40), elements=st.floats(0, 1e9, allow_nan=False, width=64)),
+    st.floats(0.001, 1.0),
+    st.one_of(st.none(), st.floats(0, 1e9, allow_nan=False, width=64)),
+)
+def test_level_shift_spread_filter_equals_scipys_lfilter_bit_for_bit(spreads, smoothing, typical):
+    from scipy import signal
+
+    from stream.detectors.level_shift import STRIDE, LevelShiftRule
+
+    rule = LevelShiftRule("x", smoothing=smoothing)
+    rule.typical = typical
+    start = typical if typical is not None else float(spreads[0])
+    w = 1 - (1 - smoothing) ** STRIDE
+    expected = signal.lfilter([w], [1.0, w - 1.0], spreads, zi=[(1.0 - w) * start])[0]
+    assert np.array_equal(rule._typical_after(spreads), expected)
+
+
+def test_level_shift_windows_are_the_sliding_windows():
+    from stream.detectors.level_shift import LevelShiftRule
+
+    x = np.random.default_rng(3).normal(size=200)
+    rule = LevelShiftRule("x", before=20, after=10)
+    ratio, spread = rule._ratios(x, 40, 150, 3)
+    windows = np.lib.stride_tricks.sliding_window_view(x[20:160], 30)[::3]
+    left, right = windows[:, :20], windows[:, 20:]
+    assert np.array_equal(ratio, np.abs(np.median(right, axis=1) - np.median(left, axis=1)))
+    assert spread.shape == ratio.shape == (len(range(40, 151, 3)),)
