@@ -43,7 +43,7 @@ def run(batches: list[tuple[str, list[dict]]], profile: cProfile.Profile | None 
     """Seconds to process ``batches`` with fresh monitors, and the alerts raised."""
     # The bench's events span 50 minutes: a reference needs its events, not five minutes of them.
     detection = Settings.from_env({"STREAM_MONITOR_REFERENCE_MIN_S": "0"}).detection
-    monitors = {model: ModelMonitor(model, detection) for model, _ in batches}
+    monitors = {model: ModelMonitor(model, detection) for model in dict.fromkeys(model for model, _ in batches)}
     alerts = 0
     started = time.perf_counter()
     if profile is not None:
