@@ -18,7 +18,9 @@ envelopes and one event per record, and measures in one run:
   ``alert_latency_events_per_s``, is half what a worker applies of this
   load when sent it faster than it keeps up (``latency_load_events_per_s``,
   at most ``events_per_s``): a latency measured on a growing backlog
-  measures the backlog;
+  measures the backlog. ``alert_latency_applied_events_per_s`` is what the
+  worker applied meanwhile: below the rate sent, it fell behind (its cost
+  per event grows as envelopes get smaller);
 - ``rss_mb``: the worker's resident memory after the envelope run, and
   ``rss_mb_1000_models`` after 1,000 models with 10 features each have sent
   100 events (before any reference exists);
@@ -90,6 +92,7 @@ KEYS = (
     "alert_latency_p99_ms",
     "alert_latency_samples",
     "alert_latency_events_per_s",
+    "alert_latency_applied_events_per_s",
     "latency_load_events_per_s",
     "rss_mb",
     "rss_mb_1000_models",
@@ -395,10 +398,11 @@ def latency_figures(delays: list[float]) -> dict[str, float | None]:
 def latency_phase(broker: EmbeddedBroker, upper: float, progress: Progress) -> dict[str, float | None]:
     """How fast a worker applies the latency load sent at ``upper`` events/s; then the alert delays at half that."""
     _, capacity = asyncio.run(alert_latency(broker, upper, CAPACITY_RUN_S, progress))
-    delays, _ = asyncio.run(alert_latency(broker, capacity / 2, LATENCY_RUN_S, progress))
+    delays, applied = asyncio.run(alert_latency(broker, capacity / 2, LATENCY_RUN_S, progress))
     return {
         **latency_figures(delays),
         "alert_latency_events_per_s": round(capacity / 2),
+        "alert_latency_applied_events_per_s": round(applied),
         "latency_load_events_per_s": round(capacity),
     }
 
