@@ -117,7 +117,8 @@ class BucketCounts:
 class QuantileSketch:
     """DDSketch-style quantiles within ``relative_accuracy``, mergeable.
 
-    ``max_buckets`` bounds the buckets of both signs together: past it, the
+    ``max_buckets`` bounds the buckets held, from each sign's lowest to its
+    highest, empty ones between included (that is the memory): past it, the
     buckets nearest zero fold together (first the negative, then the
     positive ones), so large values, which operators ask about (p99), keep
     their accuracy.
