@@ -30,8 +30,6 @@ import psutil
 from stream.monitoring.label_join import JsonEntries, LabelJoiner, join_key
 from stream.worker.app import EXPIRY_SLICE
 
-SLICE = EXPIRY_SLICE
-
 
 def measure(predictions: int) -> dict[str, float]:
     process = psutil.Process()
@@ -56,9 +54,9 @@ def measure(predictions: int) -> dict[str, float]:
     whole = time.perf_counter() - started
     keys = list(store)
     worst = 0.0
-    for start in range(0, len(keys), SLICE):
+    for start in range(0, len(keys), EXPIRY_SLICE):
         began = time.perf_counter()
-        joiner.expired(keys=keys[start : start + SLICE])
+        joiner.expired(keys=keys[start : start + EXPIRY_SLICE])
         worst = max(worst, time.perf_counter() - began)
     assert len(store) == predictions and join_key("model-0000", "req-000000000000") in store
     return {

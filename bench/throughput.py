@@ -476,7 +476,7 @@ def main() -> None:
     if args.latency_at:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
             delays, applied = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
-        print(json.dumps({**latency_figures(delays), "applied_events_per_s": round(applied)}))
+        print(json.dumps({**latency_figures(delays), "alert_latency_applied_events_per_s": round(applied)}))
         return
     if args.latency:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:

@@ -273,7 +273,7 @@ class PercentileCusumRule:
         since = self.recent_values if onset is None else self.recent_values[self.recent_times >= onset]
         self.baseline, self.cusums, self.partial = [], {}, []
         self.recent_values, self.recent_times = np.zeros(0), np.zeros(0)
-        self._learn(since[-self.warmup :].tolist())
+        self._learn(since.tolist())
 
     def _finding(self, statistic: str, side: str, at: float) -> Finding:
         cusum = self.cusums[statistic]

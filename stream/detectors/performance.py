@@ -329,9 +329,9 @@ class PerformanceRule:
         check_state_version(state, STATE_VERSION, "performance")
         if state["task"] is not None:
             self._start(state["task"])
-        for label, prediction in state["pairs"][-self.window :]:
-            assert self.rolling is not None
-            self.rolling.update(label, prediction)
+        if self.rolling is not None:
+            for label, prediction in state["pairs"][-self.window :]:
+                self.rolling.update(label, prediction)
         self.reference = state["reference"]
         self.labelled, self.since_fired = int(state["labelled"]), int(state["since_fired"])
         self.ddm.load_state(state["ddm"])

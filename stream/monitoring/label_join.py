@@ -56,6 +56,11 @@ class JsonEntries(MutableMapping):
     def __getitem__(self, key: bytes) -> Any:
         return orjson.loads(self.raw[key])
 
+    def get(self, key: bytes, default: Any = None) -> Any:
+        # Most lookups miss (a new prediction): no KeyError raised and caught per event.
+        value = self.raw.get(key)
+        return default if value is None else orjson.loads(value)
+
     def __setitem__(self, key: bytes, entry: Any) -> None:
         # A copy: orjson's output object keeps a 4 KB buffer whatever its length.
         self.raw[key] = bytes(memoryview(orjson.dumps(entry)))

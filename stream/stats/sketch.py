@@ -30,11 +30,11 @@ class BucketCounts:
 
     >>> b = BucketCounts()
     >>> b.add(np.array([3, 3, 5]))
-    >>> b.first, b.counts.tolist(), len(b), b.span
-    (3, [2, 0, 1], 2, 3)
+    >>> b.first, b.counts.tolist(), b.span
+    (3, [2, 0, 1], 3)
     >>> b.fold_lowest(2)
-    >>> b.items()
-    [(4, 2), (5, 1)]
+    >>> [a.tolist() for a in b.nonzero()]
+    [[4, 5], [2, 1]]
     """
 
     __slots__ = ("counts", "first")
@@ -42,10 +42,6 @@ class BucketCounts:
     def __init__(self) -> None:
         self.first = 0
         self.counts = np.zeros(0, dtype=np.int64)
-
-    def __len__(self) -> int:
-        """Buckets holding values."""
-        return int(np.count_nonzero(self.counts))
 
     @property
     def span(self) -> int:
@@ -81,11 +77,6 @@ class BucketCounts:
             folded[0] += int(self.counts[:extra].sum())
             self.first, self.counts = self.first + extra, folded
 
-    def items(self) -> list[tuple[int, int]]:
-        """``(index, count)`` of the buckets holding values, lowest index first."""
-        held = np.flatnonzero(self.counts)
-        return list(zip((held + self.first).tolist(), self.counts[held].tolist(), strict=True))
-
     def nonzero(self) -> tuple[np.ndarray, np.ndarray]:
         """Indices and counts of the buckets holding values, lowest index first."""
         held = np.flatnonzero(self.counts)
@@ -101,7 +92,7 @@ class BucketCounts:
 
     @classmethod
     def from_dict(cls, state: dict[Any, Any]) -> BucketCounts:
-        """From :meth:`to_dict`, or from a sparse ``{index: count}`` dict (states saved before version 2)."""
+        """From :meth:`to_dict`, or from a sparse ``{index: count}`` dict (model states before version 3)."""
         out = cls()
         if "counts" in state:
             out.first, out.counts = int(state["first"]), np.asarray(state["counts"], dtype=np.int64)

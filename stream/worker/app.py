@@ -301,6 +301,12 @@ class PartitionStore(MutableMapping):
     def __getitem__(self, key: bytes) -> Any:
         return table_store(self.table)[key]
 
+    def get(self, key: bytes, default: Any = None) -> Any:
+        # Faust's store.get raises and catches KeyError inside on a miss (0.58 against 0.12 µs here),
+        # and a miss is the common case: one per new prediction.
+        store = table_store(self.table)
+        return store[key] if key in store else default  # noqa: SIM401
+
     def __setitem__(self, key: bytes, value: Any) -> None:
         self.writes.write(self.table, self.partition, key, value)
 
