@@ -1,6 +1,6 @@
 """Per-model monitoring state: one :class:`VersionMonitor` per version, offsets and envelope ids.
 
-This is the business logic behind the ingest agent. It holds no I/O: feed it
+This is the business logic behind the ingest task. It holds no I/O: feed it
 a model's decoded events, get alert messages back, and store
 :meth:`ModelMonitor.to_dict` wherever the state must survive (a Faust table).
 The state is plain, versioned data (``STATE_VERSION``).

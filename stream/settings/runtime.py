@@ -70,9 +70,9 @@ class Settings:
     checkpoint_interval_s: float = 1.0
     # ... or sooner, once this many input records wait for a checkpoint.
     checkpoint_max_records: int = 20_000
-    # The ingest agent takes up to this many records at a time, waiting at
-    # most ingest_wait_s for them, and applies each model's share in one go.
-    ingest_batch_records: int = 500
+    # The ingest task takes up to this many records at a time (4 MB at most),
+    # waiting at most ingest_wait_s for them, and applies each model's share in one go.
+    ingest_batch_records: int = 5_000
     ingest_wait_s: float = 0.02
     # Models whose live state stays in memory; the others are rebuilt from
     # the table (compressed bytes) when their next record comes.

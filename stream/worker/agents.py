@@ -1,8 +1,9 @@
-"""The worker's Faust agents and clocks: thin, they decode nothing themselves and call the app.
+"""The worker's Faust agents, tasks and clocks: thin, they decode nothing themselves and call the app.
 
-The ingest agent takes inference-events records a batch at a time, so that
-each model's share of the batch is applied in one go: single-event records
-from producers without the SDK then cost about what envelopes cost.
+The ingest task takes inference-events records a batch at a time from the
+intake the consumer fills (see :mod:`stream.worker.intake`), so that each
+model's share of the batch is applied in one go: single-event records from
+producers without the SDK then cost about what envelopes cost.
 
 The checkpoint clock covers a quiet stream, and the moments when Faust
 waits for every held record to be released: before it hands partitions over
@@ -19,6 +20,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
+from stream.worker.intake import FetchedRecord
+
 if TYPE_CHECKING:
     from stream.worker.app import MonitorApp
 
@@ -31,15 +34,15 @@ STALL_CHECK_S = 5.0
 
 
 def register(mon: MonitorApp) -> None:
-    """Attach the ingest and labels agents, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
+    """Attach the ingest task, labels agent, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
     settings = mon.settings
 
-    @mon.app.agent(mon.events_topic, name="ingest")
-    async def ingest(stream):
-        async for records in stream.take_events(settings.ingest_batch_records, within=settings.ingest_wait_s):
-            # When the worker stops, Faust cancels the agent and then acknowledges the
-            # whole batch. So the batch is finished and its states saved first:
-            # nothing may be committed that no saved state covers.
+    async def take_in() -> None:
+        consumer = mon.app.consumer
+        while True:
+            records = [FetchedRecord(message, consumer) for message in await consumer.take_intake()]
+            # When the worker stops, Faust cancels this task. The batch is finished and
+            # its states saved first: nothing may be committed that no saved state covers.
             applying = asyncio.ensure_future(mon.ingest.events(records))
             try:
                 await asyncio.shield(applying)
@@ -47,6 +50,20 @@ def register(mon: MonitorApp) -> None:
                 await applying
                 await mon.checkpoint(force=True)
                 raise
+            finally:
+                for record in records:
+                    record.ack()
+
+    @mon.app.task
+    async def ingest():
+        try:
+            await take_in()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # As an agent's would: a worker that no longer applies its records must not look alive.
+            log.exception("the ingest task failed")
+            await mon.app.crash(exc)
 
     @mon.app.agent(mon.labels_topic, name="labels")
     async def labels(stream):

@@ -38,8 +38,15 @@ from stream.web.metrics import WorkerMetrics
 from stream.worker.admission import Admission
 from stream.worker.checkpoint import ChangelogWrites, Checkpointer, HeldRecords
 from stream.worker.counters import WorkerCounters
-from stream.worker.faust_compat import active_partitions, table_store, tables_ready, use_worker_transport
+from stream.worker.faust_compat import (
+    active_partitions,
+    subscribe,
+    table_store,
+    tables_ready,
+    use_worker_transport,
+)
 from stream.worker.ingest import Ingest
+from stream.worker.intake import Intake
 from stream.worker.outputs import Outputs
 from stream.worker.stall import STALL_S, StallWatch
 from stream.worker.state_cache import ModelStates
@@ -48,6 +55,9 @@ log = logging.getLogger(__name__)
 
 # Join entries checked for expiry between two turns of the event loop (about 15 ms of work).
 EXPIRY_SLICE = 10_000
+# The most input bytes the ingest takes at a time, whatever ingest_batch_records: big envelopes
+# would otherwise make takes of hundreds of megabytes.
+INGEST_TAKE_BYTES = 4 * 2**20
 
 
 class MonitorApp:
@@ -68,10 +78,13 @@ class MonitorApp:
             ModelSeriesCollector(self._exported_models, self._lag, self.metrics.model_label, self.noise)
         )
         self.app = _faust_app(settings)
-        use_worker_transport(self.app)
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         topics = settings.topics
+        # Inference events come in bulk, straight from the fetch (see stream.worker.intake).
+        self.intake: Intake[Any] = Intake(settings.ingest_batch_records, INGEST_TAKE_BYTES, settings.ingest_wait_s)
+        use_worker_transport(self.app, self.intake, frozenset({topics.events}))
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw)
+        subscribe(self.app, self.events_topic)
         self.labels_topic = self.app.topic(topics.labels, partitions=settings.partitions, **raw)
         # Keys are the model name as raw bytes, exactly the record key: Faust routes
         # a query by hashing the serialized key, and a JSON-quoted key would hash
@@ -289,7 +302,7 @@ def _faust_app(settings: Settings) -> faust.App:
 class PartitionStore(MutableMapping):
     """A Faust table written in a partition chosen by the caller, not by the current event.
 
-    The ingest agent applies several records of several partitions at once,
+    The ingest task applies several records of several partitions at once,
     so "the current event" is no guide to where a model's entries belong.
     """
 

@@ -18,7 +18,7 @@ What is worked around, each worth reporting upstream:
 - **Records dropped around a rebalance.** Faust may fetch records and drop
   them before they reach an agent, acknowledge them all the same and commit
   past them. :class:`Consumer` acknowledges an input record only once the
-  ingest agent took it in, and reads a partition again from a hole (see
+  ingest task took it in, and reads a partition again from a hole (see
   :mod:`stream.worker.offset_order`). Related upstream: faust-streaming
   issue 221 (prefetched records out of order after a rebalance).
 - **Seek from the wrong thread.** Faust's ``seek`` calls aiokafka from the
@@ -37,6 +37,12 @@ What is worked around, each worth reporting upstream:
   partition was once left unread while the others went on, with nothing
   logged (:meth:`Consumer.restart_fetch`, driven by
   :mod:`stream.worker.stall`).
+- **Records one by one.** Faust hands each fetched record to its agent on its
+  own, at about 80 µs per record here, and its ``take`` gathers nothing
+  while the agent works. :class:`Consumer` puts the records of the input
+  topics in an :class:`~stream.worker.intake.Intake` instead, as it fetches
+  them (:meth:`Consumer.getmany`), and tracks them for the commit once taken,
+  as Faust's streams do.
 - **A stop signal ignored.** A worker whose agents were stuck ignored
   SIGTERM for an hour (:class:`StopSignalWorker`, used by
   :mod:`stream.worker.run`).
@@ -46,8 +52,9 @@ from __future__ import annotations
 
 import inspect
 import signal
+import time
 import weakref
-from collections.abc import Awaitable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, MutableMapping
 from typing import Any
 
 import aiokafka
@@ -60,6 +67,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
 from stream.settings.common import InstallError
+from stream.worker.intake import Intake
 from stream.worker.offset_order import Hole, PartitionOrder
 
 # The versions this module was written against and the fault tests pass with.
@@ -127,7 +135,7 @@ class ChangelogReadOffsets(dict):
 class Consumer(driver.Consumer):
     """Faust's aiokafka consumer, run by :class:`ConsumerThread`, that can read a partition again from a hole.
 
-    ``order`` learns where each partition is read from; the ingest agent
+    ``order`` learns where each partition is read from; the ingest task
     checks every record against it (see :mod:`stream.worker.offset_order`).
     """
 
@@ -137,8 +145,62 @@ class Consumer(driver.Consumer):
         self._read_offset = ChangelogReadOffsets()
         # Committed offsets of partitions being revoked: Faust forgets them before its last commit.
         self._revoked_committed: dict[TP, int | None] = {}
-        # Input records the ingest agent took in (see ack).
+        # Input records the ingest task took in (see ack).
         self.taken: weakref.WeakSet[Message] = weakref.WeakSet()
+        # Where the records of these topics go instead of Faust's streams (see getmany).
+        self.intake: Intake[Message] | None = getattr(self.transport, "intake", None)
+        self.intake_topics: frozenset[str] = getattr(self.transport, "intake_topics", frozenset())
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's fetch, less the records of the intake topics: those go to the intake, in bulk.
+
+        Nothing acknowledges them until the ingest task takes them, so the
+        commit cannot pass them meanwhile.
+        """
+        intake, topics = self.intake, self.intake_topics
+        async for tp, message in super().getmany(timeout):
+            if intake is None or tp.topic not in topics:
+                yield tp, message
+            elif intake.put(message, len(message.value or b"")):
+                # aiokafka's partition tuple, which Faust's own sets do not take.
+                faust_tp = TP(tp.topic, tp.partition)
+                if faust_tp not in self._buffered_partitions:
+                    self.on_buffer_full(faust_tp)
+
+    async def take_intake(self) -> list[Message]:
+        """The records gathered in the intake (see :meth:`Intake.take`), less any from before a rebalance.
+
+        Each is tracked and referenced as a Faust stream does with the events
+        it reads: a rebalance or a stop then waits for its acknowledgement.
+        """
+        assert self.intake is not None
+        messages = await self.intake.take()
+        if self.intake.below_low_water():
+            for tp in [tp for tp in self._buffered_partitions if tp.topic in self.intake_topics]:
+                self.on_buffer_drop(tp)
+        generation = self.app.consumer_generation_id
+        # Faust's watch for stalled streams reads when each partition last had a record processed.
+        inbound = self.app.monitor.stream_inbound_time
+        now = time.monotonic()
+        fresh = []
+        for message in messages:
+            # One from before a rebalance is read again from the committed offset.
+            if message.generation_id == generation:
+                message.tracked = True
+                self.track_message(message)
+                message.incref()
+                inbound[message.tp] = now
+                fresh.append(message)
+        return fresh
+
+    def stop_flow(self) -> None:
+        """Stop the flow for a rebalance or a stop: what waits in the intake is read again from the commit."""
+        super().stop_flow()
+        if self.intake is not None:
+            self.intake.clear()
+            self._buffered_partitions.difference_update(
+                [tp for tp in self._buffered_partitions if tp.topic in self.intake_topics]
+            )
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -156,7 +218,7 @@ class Consumer(driver.Consumer):
         )
 
     async def restart_fetch(self, tp: TP) -> int | None:
-        """Fetch ``tp`` again from the next record the ingest agent expects; returns that offset.
+        """Fetch ``tp`` again from the next record the ingest task expects; returns that offset.
 
         A partition Faust took out of its fetch set for a full stream buffer
         is put back: the buffer it waited on has long been drained.
@@ -187,7 +249,7 @@ class Consumer(driver.Consumer):
             self._revoked_committed = {}
 
     def ack(self, message: Message) -> bool:
-        """Count ``message`` as done, for the commit; an input record only if the ingest agent took it in.
+        """Count ``message`` as done, for the commit; an input record only if the ingest task took it in.
 
         Around a rebalance Faust skips some records on their way to the agent
         and acknowledges them all the same: their offsets would be committed,
@@ -221,9 +283,21 @@ class Transport(driver.Transport):
     Consumer = Consumer
 
 
-def use_worker_transport(app: faust.App) -> None:
-    """Give ``app`` :class:`Transport`; call it before the app declares any topic."""
+def use_worker_transport(
+    app: faust.App, intake: Intake[Message] | None = None, topics: frozenset[str] = frozenset()
+) -> None:
+    """Give ``app`` :class:`Transport`; call it before the app declares any topic.
+
+    The records of ``topics`` go to ``intake`` (see :meth:`Consumer.getmany`).
+    """
     app.transport = Transport(app.conf.broker_consumer, app)
+    app.transport.intake = intake
+    app.transport.intake_topics = topics
+
+
+def subscribe(app: faust.App, topic: Any) -> None:
+    """Have ``app`` consume ``topic`` with no agent iterating it (its records go to an intake)."""
+    app.topics.add(topic)
 
 
 class StopSignalWorker(faust.Worker):
@@ -293,6 +367,21 @@ def check_faust() -> None:
             for name in ("_read_offset", "_committed_offset", "_acked", "_gap")
         ),
         (
+            "Consumer.getmany(timeout) yielding (tp, message), track_message(message) and stop_flow()",
+            inspect.isasyncgenfunction(getattr(FaustConsumer, "getmany", None))
+            and _params(FaustConsumer, "getmany") == ["self", "timeout"]
+            and _params(FaustConsumer, "track_message") == ["self", "message"]
+            and _params(FaustConsumer, "stop_flow") == ["self"],
+        ),
+        (
+            "Message.tracked and generation_id",
+            all(name in inspect.getsource(Message.__init__) for name in ("self.tracked", "self.generation_id")),
+        ),
+        (
+            "Monitor.stream_inbound_time",
+            "self.stream_inbound_time" in inspect.getsource(faust.Monitor.__init__),
+        ),
+        (
             "Consumer._paused_partitions and _buffered_partitions set in _reset_state",
             all(
                 f"self.{name} =" in inspect.getsource(FaustConsumer._reset_state)
@@ -309,8 +398,9 @@ def check_faust() -> None:
             and "call_thread" in inspect.getsource(driver.AIOKafkaConsumerThread.seek_wait),
         ),
         (
-            "Consumer._get_active_partitions() and on_buffer_drop(tp)",
+            "Consumer._get_active_partitions(), on_buffer_full(tp) and on_buffer_drop(tp)",
             _params(FaustConsumer, "_get_active_partitions") == ["self"]
+            and _params(FaustConsumer, "on_buffer_full") == ["self", "tp"]
             and _params(FaustConsumer, "on_buffer_drop") == ["self", "tp"],
         ),
         ("Worker._schedule_shutdown(signal)", _params(faust.Worker, "_schedule_shutdown") == ["self", "signal"]),

@@ -3,7 +3,7 @@
 Around a rebalance Faust's consumer can fetch records and drop them before
 they reach the agent, while it pauses and resumes its flow. It then takes
 the hole for offsets the log never had (as after compaction or transaction
-markers), commits past it, and the events are lost. So the ingest agent
+markers), commits past it, and the events are lost. So the ingest task
 checks each partition's offsets against the next one expected. At a hole it
 drops the record that showed it and everything after, and the partition is
 read again from the hole. The first record from there tells a dropped
