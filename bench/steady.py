@@ -132,6 +132,7 @@ def measure(
     n_models: int = MODELS,
     per_model: int = EVENTS_PER_MODEL,
     labels_on: bool = True,
+    recovery: bool = True,
 ) -> dict[str, float | list[float] | None]:
     """``rss_mb_1000_models_steady``, ``rss_mb_by_round`` and ``recovery_s_1000_models`` with its parts."""
     servers = broker.bootstrap_servers
@@ -173,6 +174,8 @@ def measure(
         time.sleep(5)  # the last labels joined, the last checkpoint written
         out["rss_mb_1000_models_steady"] = psutil.Process(first.pid).memory_info().rss / 2**20
         out["rss_mb_by_round"] = [round(mb, 1) for mb in by_round]
+        if not recovery:
+            return out
 
         task = progress.add_task("recovery after a kill", total=None)
         out["changelog_records"] = float(asyncio.run(changelog_records(servers, app_id)))
@@ -246,10 +249,13 @@ def main() -> None:
         "--events-per-model", type=int, default=EVENTS_PER_MODEL, help="fewer: a state short of steady, smaller"
     )
     parser.add_argument("--no-labels", action="store_true", help="no labels: nothing waits in the label join")
+    parser.add_argument("--skip-recovery", action="store_true", help="the memory only, not the kill and recovery")
     args = parser.parse_args()
     console = Console(stderr=True)
     with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
-        figures = measure(broker, progress, args.models, args.events_per_model, not args.no_labels)
+        figures = measure(
+            broker, progress, args.models, args.events_per_model, not args.no_labels, not args.skip_recovery
+        )
     if args.json:
         print(json.dumps(figures))
         return

@@ -109,7 +109,7 @@ class MonitorApp:
         self.states = ModelStates(
             self.model_state, settings.detection, settings.state_cache_models, self.monitors, profiles
         )
-        held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records)
+        held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records, settings.state_cache_models)
         self.checkpointer = Checkpointer(self.states, self.model_state, held, self.writes, self.counters, self.metrics)
         self.states.pinned = self.checkpointer.busy
         self.outputs = Outputs(

@@ -83,10 +83,14 @@ class HeldRecords:
     :meth:`release` gives that reference back once the state is written.
 
     >>> clock = [0.0]
-    >>> held = HeldRecords(interval_s=1.0, max_records=3, clock=lambda: clock[0])
+    >>> held = HeldRecords(interval_s=1.0, max_records=3, max_models=2, clock=lambda: clock[0])
     >>> held.mark("m", partition=2)
     >>> held.due(), held.changed
     (False, 1)
+    >>> held.mark("n", partition=0)
+    >>> held.due()
+    True
+    >>> _ = held.models.pop("n")
     >>> clock[0] = 1.5
     >>> held.due()
     True
@@ -95,9 +99,16 @@ class HeldRecords:
     (['m'], 2, 0)
     """
 
-    def __init__(self, interval_s: float, max_records: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        max_records: int,
+        max_models: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval_s = interval_s
         self.max_records = max_records
+        self.max_models = max_models
         self.clock = clock
         self.models: dict[str, HeldModel] = {}
         self.count = 0
@@ -128,10 +139,18 @@ class HeldRecords:
         return list(zip(held.records, held.skipped, strict=True)) if held else []
 
     def due(self) -> bool:
-        """Whether a checkpoint is due: the interval passed, or too many records wait."""
+        """Whether a checkpoint is due: the interval passed, or too many records or models wait.
+
+        A changed model's state cannot leave the memory until it is saved, so
+        ``max_models`` (the state cache's size) bounds how many wait.
+        """
         if not self.models:
             return False
-        return self.count >= self.max_records or self.clock() - self.last_checkpoint >= self.interval_s
+        return (
+            self.count >= self.max_records
+            or (self.max_models is not None and len(self.models) >= self.max_models)
+            or self.clock() - self.last_checkpoint >= self.interval_s
+        )
 
     def take(self) -> dict[str, HeldModel]:
         """Every changed model with its held records; the caller writes them, then releases."""

@@ -98,6 +98,10 @@ class Ingest:
                 # Each step may have queued a join write per event.
                 await self.checkpointer.writes.ebb()
                 await asyncio.sleep(0)
+            if self.checkpointer.held.due():
+                # Within the batch too, after the one under way if any: a batch of many
+                # models would keep them all in memory until it ends.
+                await self.checkpointer.checkpoint(force=True)
         # Counted once handled, so a health check that sees them counted sees their effects too.
         first_reads = sum(first_read for _, first_read in admitted)
         self.counters.records += first_reads

@@ -97,6 +97,19 @@ def test_more_changed_models_than_the_cache_holds_are_all_saved():
     assert all(r.acked == 1 for r in records)
 
 
+def test_a_checkpoint_falls_due_once_as_many_models_changed_as_the_cache_holds():
+    # Changed states cannot leave the cache until saved: without this, a batch of a
+    # thousand models kept a thousand states in memory whatever the cache's size.
+    held = HeldRecords(interval_s=3600, max_records=1000, max_models=3)
+    for i in range(2):
+        held.hold(f"m{i}", 0, Record("events", 0, i))
+        held.hold(f"m{i}", 0, Record("events", 0, 10 + i))  # a model's second record is no new model
+    assert not held.due()
+    held.hold("m2", 0, Record("events", 0, 2))
+    assert held.due()
+    assert not HeldRecords(interval_s=3600, max_records=1000).due()  # nothing changed: never due
+
+
 def test_a_checkpoint_saves_each_changed_model_and_releases_its_records_once_confirmed():
     async def run():
         table, states, checkpointer = _parts()
