@@ -1,9 +1,9 @@
 """The worker's Faust agents, tasks and clocks: thin, they decode nothing themselves and call the app.
 
-The ingest task takes inference-events records a batch at a time from the
-intake the consumer fills (see :mod:`stream.worker.intake`), so that each
-model's share of the batch is applied in one go: single-event records from
-producers without the SDK then cost about what envelopes cost.
+The ingest task takes inference-events and inference-labels records a batch
+at a time from the intake the consumer fills (see :mod:`stream.worker.intake`),
+so that each model's share of the batch is applied in one go: single-event
+records from producers without the SDK then cost about what envelopes cost.
 
 The checkpoint clock covers a quiet stream, and the moments when Faust
 waits for every held record to be released: before it hands partitions over
@@ -34,7 +34,7 @@ STALL_CHECK_S = 5.0
 
 
 def register(mon: MonitorApp) -> None:
-    """Attach the ingest task, labels agent, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
+    """Attach the ingest task, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
     settings = mon.settings
 
     async def take_in() -> None:
@@ -43,7 +43,7 @@ def register(mon: MonitorApp) -> None:
             records = [FetchedRecord(message, consumer) for message in await consumer.take_intake()]
             # When the worker stops, Faust cancels this task. The batch is finished and
             # its states saved first: nothing may be committed that no saved state covers.
-            applying = asyncio.ensure_future(mon.ingest.events(records))
+            applying = asyncio.ensure_future(mon.ingest.batch(records))
             try:
                 await asyncio.shield(applying)
             except asyncio.CancelledError:
@@ -64,11 +64,6 @@ def register(mon: MonitorApp) -> None:
             # As an agent's would: a worker that no longer applies its records must not look alive.
             log.exception("the ingest task failed")
             await mon.app.crash(exc)
-
-    @mon.app.agent(mon.labels_topic, name="labels")
-    async def labels(stream):
-        async for record in stream.events():
-            await mon.ingest.label(record)
 
     @mon.app.timer(interval=SILENCE_CHECK_S)
     async def check_silence():

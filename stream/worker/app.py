@@ -79,13 +79,14 @@ class MonitorApp:
         )
         self.app = _faust_app(settings)
         topics = settings.topics
-        # Inference events come in bulk, straight from the fetch (see stream.worker.intake).
+        # Inference events and labels come in bulk, straight from the fetch (see stream.worker.intake).
         self.intake: Intake[Any] = Intake(settings.ingest_batch_records, INGEST_TAKE_BYTES, settings.ingest_wait_s)
-        use_worker_transport(self.app, self.intake, frozenset({topics.events}))
+        use_worker_transport(self.app, self.intake, frozenset({topics.events, topics.labels}))
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw)
-        subscribe(self.app, self.events_topic)
         self.labels_topic = self.app.topic(topics.labels, partitions=settings.partitions, **raw)
+        subscribe(self.app, self.events_topic)
+        subscribe(self.app, self.labels_topic)
         # Keys are the model name as raw bytes, exactly the record key: Faust routes
         # a query by hashing the serialized key, and a JSON-quoted key would hash
         # to another partition than the one the producer chose.

@@ -66,7 +66,17 @@ class Ingest:
         self.read_offsets: dict[tuple[str, int], int] = {}
         self._step_events = STEP_EVENTS[1]
 
-    async def events(self, records: list[Any]) -> None:
+    async def batch(self, records: list[Any]) -> None:
+        """Apply a batch from the intake: its inference events, then its labels (which may then join them)."""
+        labels_topic = self.settings.topics.labels
+        labels = [record for record in records if record.message.topic == labels_topic]
+        events = [record for record in records if record.message.topic != labels_topic] if labels else records
+        if events:
+            await self.event_records(events)
+        if labels:
+            await self.label_records(labels)
+
+    async def event_records(self, records: list[Any]) -> None:
         """Apply a batch of inference-events records, each model's records together; checkpoint if due."""
         admitted = await self.admission.admit(records)
         by_model: dict[str, list[RecordInput]] = {}
@@ -108,22 +118,24 @@ class Ingest:
         self.metrics.records.inc(first_reads)
         await self.checkpointer.checkpoint()
 
-    async def label(self, record: Any) -> None:
-        """Apply one inference-labels record; checkpoint if due."""
-        admitted = await self.admission.admit([record])
-        if not admitted:
-            return
-        _, first_read = admitted[0]
-        self.read_offsets[(record.message.topic, record.message.partition)] = record.message.offset
-        label, problem = decode_label(record.key, record.value, self.time_bounds)
-        if problem is not None:
-            if first_read:
-                await self.outputs.dead_letter(problem, record.key, record.message)
-            return
-        assert label is not None
-        _, applied = await self.apply(label["model"], self.labels.on_labels, [RecordInput(record, [label], None)])
-        self.counters.labels += applied
-        await self.checkpointer.writes.ebb()
+    async def label_records(self, records: list[Any]) -> None:
+        """Apply a batch of inference-labels records, each model's labels together; checkpoint if due."""
+        admitted = await self.admission.admit(records)
+        by_model: dict[str, list[RecordInput]] = {}
+        for record, first_read in admitted:
+            self.read_offsets[(record.message.topic, record.message.partition)] = record.message.offset
+            label, problem = decode_label(record.key, record.value, self.time_bounds)
+            if problem is not None:
+                if first_read:
+                    await self.outputs.dead_letter(problem, record.key, record.message)
+                continue
+            assert label is not None
+            by_model.setdefault(label["model"], []).append(RecordInput(record, [label], None))
+        for model, inputs in by_model.items():
+            _, applied = await self.apply(model, self.labels.on_labels, inputs)
+            self.counters.labels += applied
+            await self.checkpointer.writes.ebb()
+            await asyncio.sleep(0)
         await self.checkpointer.checkpoint()
 
     def decode(self, record: Any) -> RecordInput | None:

@@ -18,6 +18,9 @@ import urllib.request
 from types import SimpleNamespace
 
 import numpy as np
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
@@ -141,6 +144,92 @@ def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
             )
         )
         assert health["dead_letters"] == 0
+    finally:
+        worker.stop()
+
+
+async def publish_labels(iso, labels: list[dict]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=iso.settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for label in labels:
+            await producer.send(iso.settings.topics.labels, key=label["model"].encode(), value=orjson.dumps(label))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def joined(worker, models) -> dict[str, dict[str, int]]:
+    """Each model's label-join outcomes (joined, joined_label_first, duplicate_label, ...)."""
+    return {m: get_json(f"{worker.url}/models/{m}/stats")["labels"] for m in models}
+
+
+@pytest.mark.xfail(
+    reason="known loss, not fixed yet: join entries reach their changelog as they are written, the model "
+    "states only at checkpoints; the replacement replays records against join entries from after the "
+    "checkpoint, where a joined prediction is already a 'D' entry (duplicate_prediction, duplicate_label)",
+    strict=False,
+)
+def test_sigkill_with_labels_flowing_joins_each_label_exactly_once(broker):
+    # Predictions and their labels wait in the log; the worker dies part-way through
+    # both. Its replacement restores the states and the label join from the last
+    # checkpoint and reads the rest again: a label applied twice would count twice
+    # or show as a duplicate, one lost would leave its prediction unjoined.
+    iso = isolated_settings(broker)
+    models = {"zeta": 12000, "eta": 12000}
+    events = events_of(models)
+    for i, event in enumerate(events):
+        event["request_id"] = f"r-{i}"
+    labels = [
+        {"schema_version": 1, "request_id": e["request_id"], "model": e["model"], "label": i % 2}
+        | {"timestamp": e["timestamp"] + 5.0}
+        for i, e in enumerate(events)
+    ]
+    ensure_topics_sync(iso.settings)
+    asyncio.run(publish(iso, events, batch_size=10))
+    asyncio.run(publish_labels(iso, labels))
+    env = {"STREAM_MONITOR_JOIN_PREDICTIONS": "always"}
+    worker = iso.worker(env)
+    worker.start()
+    try:
+        before = wait_for_events(worker, 3000)
+        assert before["events"] < len(events), "the worker finished before the kill; produce more"
+        assert worker.kill() == -9
+    finally:
+        worker.stop()
+    worker = iso.worker(env)
+    worker.start(ready_timeout_s=120)
+    try:
+        assert wait_for_counts(worker, models) == models
+        deadline = time.monotonic() + 60
+        outcomes = joined(worker, models)
+        while any(o.get("joined", 0) + o.get("joined_label_first", 0) < models[m] for m, o in outcomes.items()):
+            assert time.monotonic() < deadline, f"labels joined {outcomes}, expected {models}"
+            time.sleep(0.5)
+            outcomes = joined(worker, models)
+        time.sleep(3)  # a label applied twice would show up now
+        outcomes = joined(worker, models)
+        for model, n in models.items():
+            got = outcomes[model]
+            assert got.get("joined", 0) + got.get("joined_label_first", 0) == n, got
+            # A label that came before its prediction waited, then joined: counted under both.
+            assert set(got) <= {"joined", "joined_label_first", "label_before_prediction"}, got
+            assert got.get("label_before_prediction", 0) == got.get("joined_label_first", 0), got
+        health = worker.health()
+        total = sum(o.get("joined", 0) + o.get("joined_label_first", 0) for o in outcomes.values())
+        report(
+            FaultRow(
+                "worker SIGKILL with labels flowing",
+                f"2 models, {len(events)} events in envelopes of 10 and a label each; SIGKILL after "
+                f"{before['events']} events; restart",
+                len(labels),
+                total,
+                total - len(labels),
+                health["dead_letters"],
+                "every label joined exactly once",
+                broker_kind(broker),
+            )
+        )
     finally:
         worker.stop()
 
