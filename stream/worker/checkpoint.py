@@ -148,9 +148,13 @@ class HeldRecords:
             return False
         return (
             self.count >= self.max_records
-            or (self.max_models is not None and len(self.models) >= self.max_models)
+            or self.models_full()
             or self.clock() - self.last_checkpoint >= self.interval_s
         )
+
+    def models_full(self) -> bool:
+        """Whether ``max_models`` models changed: their states stay in memory until a checkpoint saves them."""
+        return self.max_models is not None and len(self.models) >= self.max_models
 
     def take(self) -> dict[str, HeldModel]:
         """Every changed model with its held records; the caller writes them, then releases."""

@@ -108,7 +108,7 @@ class Ingest:
                 # Each step may have queued a join write per event.
                 await self.checkpointer.writes.ebb()
                 await asyncio.sleep(0)
-            if self.checkpointer.held.due():
+            if self.checkpointer.held.models_full():
                 # Within the batch too, after the one under way if any: a batch of many
                 # models would keep them all in memory until it ends.
                 await self.checkpointer.checkpoint(force=True)
