@@ -64,11 +64,24 @@ def events_of(models: dict[str, int]) -> list[dict]:
     return [e for seed, (m, n) in enumerate(models.items()) for e in model_events(m, n, t0, seed)]
 
 
-def restarted(iso):
+def restarted(iso, env: dict[str, str] | None = None):
     """A new worker in the group of the one just killed, once it is ready (recovery can take a while)."""
-    worker = iso.worker()
+    worker = iso.worker(env)
     worker.start(ready_timeout_s=120)
     return worker
+
+
+def killed_mid_stream(iso, total: int, env: dict[str, str] | None = None) -> dict:
+    """Start a worker on a backlog of ``total`` events and SIGKILL it after 3,000; its health then."""
+    worker = iso.worker(env)
+    worker.start()
+    try:
+        before = wait_for_events(worker, 3000)
+        assert before["events"] < total, "the worker finished before the kill; produce more"
+        assert worker.kill() == -9
+    finally:
+        worker.stop()
+    return before
 
 
 def counted(worker, models) -> dict[str, int]:
@@ -116,14 +129,7 @@ def test_sigkill_mid_stream_loses_no_event_and_counts_none_twice(broker):
     # records in flight when it dies).
     ensure_topics_sync(iso.settings)
     asyncio.run(publish(iso, events, batch_size=10))
-    worker = iso.worker()
-    worker.start()
-    try:
-        before = wait_for_events(worker, 3000)
-        assert before["events"] < len(events), "the worker finished before the kill; produce more"
-        assert worker.kill() == -9
-    finally:
-        worker.stop()
+    before = killed_mid_stream(iso, len(events))
     worker = restarted(iso)
     try:
         seen = wait_for_counts(worker, models)
@@ -189,16 +195,8 @@ def test_sigkill_with_labels_flowing_joins_each_label_exactly_once(broker):
     asyncio.run(publish(iso, events, batch_size=10))
     asyncio.run(publish_labels(iso, labels))
     env = {"STREAM_MONITOR_JOIN_PREDICTIONS": "always"}
-    worker = iso.worker(env)
-    worker.start()
-    try:
-        before = wait_for_events(worker, 3000)
-        assert before["events"] < len(events), "the worker finished before the kill; produce more"
-        assert worker.kill() == -9
-    finally:
-        worker.stop()
-    worker = iso.worker(env)
-    worker.start(ready_timeout_s=120)
+    before = killed_mid_stream(iso, len(events), env)
+    worker = restarted(iso, env)
     try:
         assert wait_for_counts(worker, models) == models
         deadline = time.monotonic() + 60
