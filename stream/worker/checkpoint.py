@@ -83,14 +83,10 @@ class HeldRecords:
     :meth:`release` gives that reference back once the state is written.
 
     >>> clock = [0.0]
-    >>> held = HeldRecords(interval_s=1.0, max_records=3, max_models=2, clock=lambda: clock[0])
+    >>> held = HeldRecords(interval_s=1.0, max_records=3, clock=lambda: clock[0])
     >>> held.mark("m", partition=2)
     >>> held.due(), held.changed
     (False, 1)
-    >>> held.mark("n", partition=0)
-    >>> held.due()
-    True
-    >>> _ = held.models.pop("n")
     >>> clock[0] = 1.5
     >>> held.due()
     True
@@ -153,7 +149,16 @@ class HeldRecords:
         )
 
     def models_full(self) -> bool:
-        """Whether ``max_models`` models changed: their states stay in memory until a checkpoint saves them."""
+        """Whether ``max_models`` models changed: their states stay in memory until a checkpoint saves them.
+
+        >>> held = HeldRecords(interval_s=3600, max_records=100, max_models=2)
+        >>> held.mark("m", partition=0)
+        >>> held.models_full(), held.due()
+        (False, False)
+        >>> held.mark("n", partition=0)
+        >>> held.models_full(), held.due()
+        (True, True)
+        """
         return self.max_models is not None and len(self.models) >= self.max_models
 
     def take(self) -> dict[str, HeldModel]:

@@ -67,43 +67,42 @@ class Ingest:
         self._step_events = STEP_EVENTS[1]
 
     async def batch(self, records: list[Any]) -> None:
-        """Apply a batch from the intake: its inference events, then its labels (which may then join them)."""
-        labels_topic = self.settings.topics.labels
-        labels = [record for record in records if record.message.topic == labels_topic]
-        events = [record for record in records if record.message.topic != labels_topic] if labels else records
-        if events:
-            await self.event_records(events)
-        if labels:
-            await self.label_records(labels)
+        """Apply a batch from the intake: each model's events together, then each model's labels; checkpoint if due.
 
-    async def event_records(self, records: list[Any]) -> None:
-        """Apply a batch of inference-events records, each model's records together; checkpoint if due."""
+        Labels go last so that a label and its prediction in one batch join at once.
+        """
         admitted = await self.admission.admit(records)
-        by_model: dict[str, list[RecordInput]] = {}
+        labels_topic = self.settings.topics.labels
+        events: dict[str, list[RecordInput]] = {}
+        labels: dict[str, list[RecordInput]] = {}
+        event_records = 0
         decoded_since_pause = 0
         for record, first_read in admitted:
-            self.read_offsets[(record.message.topic, record.message.partition)] = record.message.offset
-            decoded = decode_record(record.key, record.value, self.time_bounds)
+            message = record.message
+            self.read_offsets[(message.topic, message.partition)] = message.offset
+            inp, rejects = self._decode(record)
             # A record read again had its rejects dead-lettered the first time.
-            for reject in decoded.rejects if first_read else ():
-                await self.outputs.dead_letter(reject, record.key, record.message)
-            if decoded.events:
-                model = decoded.events[0]["model"]
-                by_model.setdefault(model, []).append(RecordInput(record, decoded.events, decoded.batch_id))
-            decoded_since_pause += len(decoded.events) + len(decoded.rejects)
+            for reject in rejects if first_read else ():
+                await self.outputs.dead_letter(reject, record.key, message)
+            is_label = message.topic == labels_topic
+            event_records += first_read and not is_label
+            if inp is not None:
+                (labels if is_label else events).setdefault(inp.items[0]["model"], []).append(inp)
+                decoded_since_pause += len(inp.items)
+            decoded_since_pause += len(rejects)
             if decoded_since_pause >= STEP_EVENTS[1]:
                 decoded_since_pause = 0
                 await asyncio.sleep(0)
-        for model, inputs in by_model.items():
+        for model, inputs in events.items():
             for step in steps(inputs, self._step_events):
                 started = time.perf_counter()
-                monitor, events = await self.apply(model, self.process_events, step)
+                monitor, applied = await self.apply(model, self.process_events, step)
                 if monitor is not None:
                     self.outputs.report_state(monitor)
-                    self.outputs.count_events(model, events)
-                if events:
+                    self.outputs.count_events(model, applied)
+                if applied:
                     # Events with long texts to scan cost a hundred times what plain ones do.
-                    per_event = (time.perf_counter() - started) / events
+                    per_event = (time.perf_counter() - started) / applied
                     self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
                 # Each step may have queued a join write per event.
                 await self.checkpointer.writes.ebb()
@@ -112,39 +111,30 @@ class Ingest:
                 # Within the batch too, after the one under way if any: a batch of many
                 # models would keep them all in memory until it ends.
                 await self.checkpointer.checkpoint(force=True)
-        # Counted once handled, so a health check that sees them counted sees their effects too.
-        first_reads = sum(first_read for _, first_read in admitted)
-        self.counters.records += first_reads
-        self.metrics.records.inc(first_reads)
-        await self.checkpointer.checkpoint()
-
-    async def label_records(self, records: list[Any]) -> None:
-        """Apply a batch of inference-labels records, each model's labels together; checkpoint if due."""
-        admitted = await self.admission.admit(records)
-        by_model: dict[str, list[RecordInput]] = {}
-        for record, first_read in admitted:
-            self.read_offsets[(record.message.topic, record.message.partition)] = record.message.offset
-            label, problem = decode_label(record.key, record.value, self.time_bounds)
-            if problem is not None:
-                if first_read:
-                    await self.outputs.dead_letter(problem, record.key, record.message)
-                continue
-            assert label is not None
-            by_model.setdefault(label["model"], []).append(RecordInput(record, [label], None))
-        for model, inputs in by_model.items():
+        for model, inputs in labels.items():
             _, applied = await self.apply(model, self.labels.on_labels, inputs)
             self.counters.labels += applied
             await self.checkpointer.writes.ebb()
             await asyncio.sleep(0)
+        # Counted once handled, so a health check that sees them counted sees their effects too.
+        self.counters.records += event_records
+        self.metrics.records.inc(event_records)
         await self.checkpointer.checkpoint()
 
     def decode(self, record: Any) -> RecordInput | None:
         """A held record decoded again, to be re-applied (what it rejected was dead-lettered already)."""
+        return self._decode(record)[0]
+
+    def _decode(self, record: Any) -> tuple[RecordInput | None, list[Any]]:
+        """The record's items (None when it has none to apply), and what it rejected, by its topic."""
         if record.message.topic == self.settings.topics.labels:
-            label, _ = decode_label(record.key, record.value, self.time_bounds)
-            return None if label is None else RecordInput(record, [label], None)
+            label, problem = decode_label(record.key, record.value, self.time_bounds)
+            return (None if label is None else RecordInput(record, [label], None)), (
+                [] if problem is None else [problem]
+            )
         decoded = decode_record(record.key, record.value, self.time_bounds)
-        return RecordInput(record, decoded.events, decoded.batch_id) if decoded.events else None
+        inp = RecordInput(record, decoded.events, decoded.batch_id) if decoded.events else None
+        return inp, decoded.rejects
 
     def change_for(self, record: Any) -> Change:
         """What applies a record of this record's topic to a model's state."""
