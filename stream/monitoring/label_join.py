@@ -7,6 +7,14 @@ carry the wall-clock time they were written and expire after ``ttl_s``. They
 are short JSON arrays, a tag first: the join holds one per prediction for
 hours, and a dict per entry had cost twice the memory.
 
+A model's new entries go first to its own state (``ModelMonitor.join_changes``),
+and reach the shared store only once a checkpoint has saved that state (see
+:mod:`stream.worker.checkpoint`). Written straight to the store, an entry
+reached its changelog before the state that counted it: after a crash the
+state came back from its checkpoint, the records since were applied again,
+and each found the entry it had itself written (a joined prediction counted
+as a duplicate, its join lost).
+
 - a prediction waiting for its label: ``["P", prediction, version, event time, wall]``,
   then confidence and segment when the prediction had them (they calibrate the estimated
   performance, and count a segment's accuracy);
@@ -36,6 +44,12 @@ def join_key(model: str, request_id: str) -> bytes:
     return f"{model}{SEPARATOR}{request_id}".encode()
 
 
+def encode_entry(entry: list[Any]) -> bytes:
+    """An entry as the JSON text the table and its changelog hold."""
+    # A copy: orjson's output object keeps a 4 KB buffer whatever its length.
+    return bytes(memoryview(orjson.dumps(entry)))
+
+
 class JsonEntries(MutableMapping):
     """Join entries held as their JSON text, over a mapping of bytes: the form the changelog carries.
 
@@ -62,8 +76,7 @@ class JsonEntries(MutableMapping):
         return default if value is None else orjson.loads(value)
 
     def __setitem__(self, key: bytes, entry: Any) -> None:
-        # A copy: orjson's output object keeps a 4 KB buffer whatever its length.
-        self.raw[key] = bytes(memoryview(orjson.dumps(entry)))
+        self.raw[key] = encode_entry(entry)
 
     def __delitem__(self, key: bytes) -> None:
         del self.raw[key]
@@ -91,6 +104,10 @@ class Joined:
 class LabelJoiner:
     """Matches labels and predictions in either order; counts what never matches.
 
+    ``changes`` (a model's unsaved entries by request id, when given) is read
+    before the store and receives every new entry; without it entries go
+    straight to the store.
+
     >>> j = LabelJoiner({})
     >>> j.on_prediction("m", "1", "r1", prediction=1, event_time=10.0)
     ('stored', None)
@@ -99,6 +116,11 @@ class LabelJoiner:
     ('joined', 0, 1)
     >>> j.on_label("m", "r1", label=0, label_time=51.0)
     ('duplicate_label', None)
+    >>> unsaved = {}
+    >>> j.on_prediction("m", "1", "r2", prediction=1, event_time=12.0, changes=unsaved)
+    ('stored', None)
+    >>> list(unsaved), join_key("m", "r2") in j.store
+    (['r2'], False)
     """
 
     def __init__(self, store: MutableMapping[bytes, Any], ttl_s: float = 6 * 3600.0) -> None:
@@ -115,14 +137,14 @@ class LabelJoiner:
         event_time: float,
         confidence: float | None = None,
         segment: str | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> tuple[str, Joined | None]:
         """Remember a prediction; return the outcome and the join if its label came first."""
-        key = join_key(model, request_id)
-        entry = _compact(self.store.get(key))
+        entry = self._entry(model, request_id, changes)
         now = time.time()
         if entry is not None and entry[0] == "L":
             _, label, label_time, _ = entry
-            self.store[key] = ["D", now]
+            self._put(model, request_id, ["D", now], changes)
             joined = Joined(version, prediction, label, event_time, label_time, confidence, segment)
             return self._count("joined_label_first"), joined
         if entry is not None:
@@ -132,23 +154,34 @@ class LabelJoiner:
             waiting.append(confidence)
         if segment is not None:
             waiting.append(segment)
-        self.store[key] = waiting
+        self._put(model, request_id, waiting, changes)
         return "stored", None
 
-    def on_label(self, model: str, request_id: str, label: Any, label_time: float) -> tuple[str, Joined | None]:
+    def on_label(
+        self, model: str, request_id: str, label: Any, label_time: float, changes: dict[str, Any] | None = None
+    ) -> tuple[str, Joined | None]:
         """Match a label; return the outcome and the join, if any."""
-        key = join_key(model, request_id)
-        entry = _compact(self.store.get(key))
+        entry = self._entry(model, request_id, changes)
         now = time.time()
         if entry is None:
-            self.store[key] = ["L", label, label_time, now]
+            self._put(model, request_id, ["L", label, label_time, now], changes)
             return self._count("label_before_prediction"), None
         if entry[0] == "P":
             _, prediction, version, event_time, _, confidence, segment = [*entry, None, None][:7]
-            self.store[key] = ["D", now]
+            self._put(model, request_id, ["D", now], changes)
             joined = Joined(version, prediction, label, event_time, label_time, confidence, segment)
             return self._count("joined"), joined
         return self._count("duplicate_label"), None
+
+    def _entry(self, model: str, request_id: str, changes: dict[str, Any] | None) -> list[Any] | None:
+        unsaved = None if changes is None else changes.get(request_id)
+        return unsaved if unsaved is not None else _compact(self.store.get(join_key(model, request_id)))
+
+    def _put(self, model: str, request_id: str, entry: list[Any], changes: dict[str, Any] | None) -> None:
+        if changes is None:
+            self.store[join_key(model, request_id)] = entry
+        else:
+            changes[request_id] = entry
 
     def _count(self, outcome: str) -> str:
         self.counts[outcome] += 1
@@ -200,6 +233,9 @@ def _compact(entry: list[Any] | dict[str, Any] | None) -> list[Any] | None:
 class ModelLabels:
     """A model's side of the join: its predictions kept for their labels, labels matched, outcomes counted.
 
+    New entries go to the model's state (``monitor.join_changes``) until a
+    checkpoint has saved it and writes them to the store.
+
     ``mode`` is the ``join_predictions`` setting: ``never`` ignores labels,
     ``always`` keeps every prediction with a ``request_id``, ``auto`` starts
     once the model's first label arrives. Expired entries are counted in the
@@ -242,6 +278,7 @@ class ModelLabels:
                 event["timestamp"],
                 confidence if isinstance(confidence, int | float) else None,
                 event.get("segment") if isinstance(event.get("segment"), str) else None,
+                monitor.join_changes,
             )
             if outcome != "stored":
                 monitor.count_labels(outcome)
@@ -259,7 +296,7 @@ class ModelLabels:
                 continue
             monitor.expects_labels = True
             outcome, joined = self.joiner.on_label(
-                monitor.model, label["request_id"], label["label"], label["timestamp"]
+                monitor.model, label["request_id"], label["label"], label["timestamp"], monitor.join_changes
             )
             monitor.count_labels(outcome)
             if joined is not None:

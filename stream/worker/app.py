@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import faust
 from faust.types import TP
 
 from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, model_partition
-from stream.monitoring.label_join import JsonEntries, LabelJoiner, ModelLabels
+from stream.monitoring.label_join import SEPARATOR, JsonEntries, LabelJoiner, ModelLabels
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileStore
@@ -95,15 +95,15 @@ class MonitorApp:
             MODEL_STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
         )
         # Predictions waiting for their labels (and labels for their predictions).
-        # Entries are written while handling the model's own records, so they
-        # live in the model's partition like everything else about it.
+        # Entries are written at the model's checkpoints, in the model's
+        # partition like everything else about it.
         # Values are the entries' JSON text, kept as bytes (see JsonEntries).
         self.label_join = self.app.Table(
             LABEL_JOIN_TABLE, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
         )
         # Every changelog write, until the next checkpoint confirms it.
         self.writes = ChangelogWrites()
-        self.join_store = PartitionStore(self.label_join, self.writes)
+        self.join_store = TableEntries(self.label_join)
         self.joiner = LabelJoiner(JsonEntries(self.join_store), settings.label_ttl_s)
         self.labels = ModelLabels(self.joiner, settings.detection.join_predictions)
         profiles = ProfileStore(Path(settings.profile_dir) if settings.profile_dir else None)
@@ -111,7 +111,9 @@ class MonitorApp:
             self.model_state, settings.detection, settings.state_cache_models, self.monitors, profiles
         )
         held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records, settings.state_cache_models)
-        self.checkpointer = Checkpointer(self.states, self.model_state, held, self.writes, self.counters, self.metrics)
+        self.checkpointer = Checkpointer(
+            self.states, self.model_state, held, self.writes, self.counters, self.metrics, join_table=self.label_join
+        )
         self.states.pinned = self.checkpointer.busy
         self.outputs = Outputs(
             alerts=self.app.topic(topics.alerts, partitions=settings.partitions, **raw),
@@ -122,9 +124,7 @@ class MonitorApp:
             max_features=settings.detection.max_features,
         )
         self.admission = Admission(lambda: self.app.consumer, self._count_refetch)
-        self.ingest = Ingest(
-            settings, self.admission, self.states, self.checkpointer, self.outputs, self.labels, self.join_store
-        )
+        self.ingest = Ingest(settings, self.admission, self.states, self.checkpointer, self.outputs, self.labels)
         self.checkpoint_clock: asyncio.Future[None] | None = None
         self.stall_watch = StallWatch(STALL_S)
         # Imported here: the agent and page modules register themselves on this app.
@@ -189,7 +189,7 @@ class MonitorApp:
         expired = 0
         for start in range(0, len(keys), EXPIRY_SLICE):
             for key, model, outcome in self.joiner.expired(now, keys[start : start + EXPIRY_SLICE]):
-                if model not in owned:
+                if model not in owned or self.unsaved_join_entry(model, key):
                     continue
                 # A tombstone in the model's own changelog partition, as an agent would write.
                 self.writes.write(self.label_join, self.partition_of(model), key, None)
@@ -199,6 +199,13 @@ class MonitorApp:
             if not self.ready:
                 break  # a rebalance began: what this worker owns is no longer known
         return expired
+
+    def unsaved_join_entry(self, model: str, key: bytes) -> bool:
+        """Whether the model's live state has a newer entry for ``key`` than the table, not yet checkpointed."""
+        if model not in self.states:
+            return False
+        request_id = key.decode(errors="replace").split(SEPARATOR, 1)[1]
+        return request_id in self.states.cached(model).join_changes
 
     def local_models(self) -> list[str]:
         """Models whose partition this worker actively owns (standby copies excluded)."""
@@ -300,17 +307,16 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
-class PartitionStore(MutableMapping):
-    """A Faust table written in a partition chosen by the caller, not by the current event.
+class TableEntries(Mapping):
+    """A Faust table's entries as they stand in memory, read-only.
 
-    The ingest task applies several records of several partitions at once,
-    so "the current event" is no guide to where a model's entries belong.
+    The join table is written by the checkpointer alone, in each model's
+    partition, once the model's state is saved (see
+    :class:`~stream.worker.checkpoint.Checkpointer`), and by the expiry.
     """
 
-    def __init__(self, table: Any, writes: ChangelogWrites) -> None:
+    def __init__(self, table: Any) -> None:
         self.table = table
-        self.writes = writes
-        self.partition = 0
 
     def __getitem__(self, key: bytes) -> Any:
         return table_store(self.table)[key]
@@ -320,14 +326,6 @@ class PartitionStore(MutableMapping):
         # and a miss is the common case: one per new prediction.
         store = table_store(self.table)
         return store[key] if key in store else default  # noqa: SIM401
-
-    def __setitem__(self, key: bytes, value: Any) -> None:
-        self.writes.write(self.table, self.partition, key, value)
-
-    def __delitem__(self, key: bytes) -> None:
-        if key not in table_store(self.table):
-            raise KeyError(key)
-        self.writes.write(self.table, self.partition, key, None)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(table_store(self.table))

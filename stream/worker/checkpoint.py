@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from stream.monitoring.label_join import encode_entry, join_key
 from stream.web.metrics import WorkerMetrics
 from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import hold_message, send_changelog, table_store
@@ -202,6 +203,9 @@ class HeldRecords:
 
 # Changelog writes a worker may have queued and not yet confirmed before its agents wait.
 UNCONFIRMED_LIMIT = 2_000
+# Label-join entries a model's state may carry before a checkpoint is forced: 20,000 with
+# uuid request ids, confidence and segment compressed to 740 KB, near Kafka's 1 MB limit.
+MAX_JOIN_CHANGES = 10_000
 
 
 class ChangelogWrites:
@@ -230,14 +234,19 @@ class ChangelogWrites:
     def __init__(self) -> None:
         self.unconfirmed: list[asyncio.Future[Any]] = []
 
-    def write(self, table: Any, partition: int, key: bytes, value: Any) -> None:
-        """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``."""
+    def write(self, table: Any, partition: int, key: bytes, value: Any) -> asyncio.Future[Any]:
+        """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``.
+
+        Returns the send's future, done once the broker has the record.
+        """
         store = table_store(table)
         if value is None:
             store.pop(key, None)
         else:
             store[key] = value
-        self.unconfirmed.append(send_changelog(table, partition, key, value))
+        sent = send_changelog(table, partition, key, value)
+        self.unconfirmed.append(sent)
+        return sent
 
     async def ebb(self, limit: int = UNCONFIRMED_LIMIT) -> None:
         """Wait while more than ``limit`` writes are pending; a failed one stays for :meth:`confirm` to raise.
@@ -281,11 +290,42 @@ class ChangelogWrites:
         return len(results)
 
 
+@dataclass(slots=True)
+class JoinWrites:
+    """Label-join entries a checkpoint saved in a model's state, sent on to the join table."""
+
+    monitor: ModelMonitor
+    entries: dict[str, list[Any]]
+    sent: list[asyncio.Future[Any]]
+
+    def forget_stored(self) -> bool:
+        """Once the broker has them all, drop the entries from the state (unless changed since); whether it had.
+
+        Until then a state saved again carries them again: a crash before the
+        join table's changelog has them restores them from the state.
+        """
+        if not all(sent.done() for sent in self.sent):
+            return False
+        if not any(sent.cancelled() or sent.exception() for sent in self.sent):
+            changes = self.monitor.join_changes
+            for request_id, entry in self.entries.items():
+                if changes.get(request_id) is entry:
+                    del changes[request_id]
+        return True
+
+
 class Checkpointer:
     """Saves the changed model states, when a checkpoint is due, and then releases their records.
 
+    A state is saved with the label-join entries its records wrote since its
+    last checkpoint (``ModelMonitor.join_changes``); once the broker has the
+    state, they are written to ``join_table`` (see
+    :mod:`stream.monitoring.label_join`). So the join table never runs ahead
+    of the states: after a crash, a record applied again to its model's
+    restored state finds the join as that state left it.
+
     Records are released only once the broker has confirmed every state
-    write (and label-join write) made so far. A checkpoint lets the event
+    write made so far. A checkpoint lets the event
     loop run every 50 ms or so: with hundreds of busy models it takes
     seconds, and what the agents apply meanwhile is held for the next one. A
     failed checkpoint holds its records again for the next one. Partitions
@@ -301,9 +341,13 @@ class Checkpointer:
         writes: ChangelogWrites,
         counters: WorkerCounters | None = None,
         metrics: WorkerMetrics | None = None,
+        join_table: Any = None,
     ) -> None:
         self.states = states
         self.table = table
+        self.join_table = join_table
+        # Join entries sent to the join table, to drop from their states once stored.
+        self.join_writes: list[JoinWrites] = []
         self.held = held
         self.writes = writes
         self.counters = counters or WorkerCounters()
@@ -321,15 +365,46 @@ class Checkpointer:
         """Models with changes no checkpoint has saved yet: the state cache must keep them."""
         return self.held.models.keys() | self.saving.keys()
 
-    def save(self, model: str, partition: int, monitor: ModelMonitor) -> None:
+    def save(self, model: str, partition: int, monitor: ModelMonitor) -> dict[str, list[Any]]:
         """Write the model's state, with the offsets it covers, to its table entry and changelog.
 
-        The sequence number counts the checkpoints.
+        The sequence number counts the checkpoints. Returns the label-join
+        entries saved with it.
         """
         monitor.seq += 1
+        join_changes = dict(monitor.join_changes)
         blob = encode_state(monitor.to_dict())
         self.writes.write(self.table, partition, model.encode(), blob)
         self.states.put(model, monitor, blob)
+        return join_changes
+
+    def _write_join_changes(self, model: str, partition: int, monitor: ModelMonitor, entries: dict) -> None:
+        """Send the join entries saved with the model's state to the join table, in the model's partition."""
+        if not entries or self.join_table is None:
+            return
+        sent = [
+            self.writes.write(self.join_table, partition, join_key(model, request_id), encode_entry(entry))
+            for request_id, entry in entries.items()
+        ]
+        self.join_writes.append(JoinWrites(monitor, entries, sent))
+
+    async def save_full_join_changes(self, monitor: ModelMonitor | None) -> bool:
+        """Checkpoint now if ``monitor`` carries ``MAX_JOIN_CHANGES`` join entries not yet stored; whether it did.
+
+        They are saved in its state: too many, and the state would pass the
+        broker's limit on a record's size.
+        """
+        if monitor is None or len(monitor.join_changes) < MAX_JOIN_CHANGES:
+            return False
+        self.forget_stored_join_changes()
+        if len(monitor.join_changes) < MAX_JOIN_CHANGES:
+            return False
+        await self.checkpoint(force=True)
+        return True
+
+    def forget_stored_join_changes(self) -> None:
+        """Drop from their states the join entries the broker now has in the join table."""
+        self.join_writes = [writes for writes in self.join_writes if not writes.forget_stored()]
 
     async def checkpoint(self, force: bool = False) -> int:
         """Save every model changed since the last checkpoint, when one is due; release its records.
@@ -345,8 +420,10 @@ class Checkpointer:
 
     async def _save_held(self) -> int:
         generation = self.generation
+        self.forget_stored_join_changes()
         taken = self.saving = self.held.take()
         paused = time.perf_counter()
+        saved_join_changes: dict[str, dict[str, list[Any]]] = {}
         try:
             monitors = {model: self.states.cached(model) for model in taken}
             for model, held in list(taken.items()):
@@ -354,7 +431,7 @@ class Checkpointer:
                     # Saved once the poisoned batch is undone, at the next checkpoint.
                     self.held.restore({model: taken.pop(model)})
                     continue
-                self.save(model, held.partition, monitors[model])
+                saved_join_changes[model] = self.save(model, held.partition, monitors[model])
                 if time.perf_counter() - paused > 0.05:
                     await asyncio.sleep(0)
                     paused = time.perf_counter()
@@ -372,7 +449,8 @@ class Checkpointer:
             self.saving = {}
         if generation != self.generation:
             return 0
-        for held in taken.values():
+        for model, held in taken.items():
+            self._write_join_changes(model, held.partition, monitors[model], saved_join_changes[model])
             self.held.release(held.records)
         self.counters.checkpoints += 1
         self.metrics.checkpoints.inc()
@@ -381,6 +459,7 @@ class Checkpointer:
     def revoke(self) -> int:
         """Partitions revoked: drop the live states and what they held; returns how many records were held."""
         self.generation += 1
+        self.join_writes = []
         dropped = self.held.drop()
         if dropped:
             log.warning("%d input records not yet checkpointed are left for the partitions' next owner", dropped)

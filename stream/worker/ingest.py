@@ -34,11 +34,7 @@ STEP_EVENTS = (50, 5_000)
 
 
 class Ingest:
-    """Takes admitted records to the model states and their alerts to :class:`Outputs`.
-
-    ``join_partition`` is told the partition of the model being applied: its
-    label-join entries live there, like everything else about it.
-    """
+    """Takes admitted records to the model states and their alerts to :class:`Outputs`."""
 
     def __init__(
         self,
@@ -48,7 +44,6 @@ class Ingest:
         checkpointer: Checkpointer,
         outputs: Outputs,
         labels: ModelLabels,
-        join_partition: Any,
     ) -> None:
         self.settings = settings
         self.time_bounds = TimeBounds(settings.max_future_s, settings.earliest_timestamp)
@@ -58,7 +53,6 @@ class Ingest:
         self.checkpointer = checkpointer
         self.outputs = outputs
         self.labels = labels
-        self.join_partition = join_partition
         self.counters = outputs.counters
         self.metrics = outputs.metrics
         self.recovery = Recovery(states, checkpointer, self.decode, self.change_for, self._dead_letter_item)
@@ -104,7 +98,8 @@ class Ingest:
                     # Events with long texts to scan cost a hundred times what plain ones do.
                     per_event = (time.perf_counter() - started) / applied
                     self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
-                # Each step may have queued a join write per event.
+                await self.checkpointer.save_full_join_changes(monitor)
+                # A checkpoint sends a join entry per prediction since the last: let them drain.
                 await self.checkpointer.writes.ebb()
                 await asyncio.sleep(0)
             if self.checkpointer.held.models_full():
@@ -112,8 +107,9 @@ class Ingest:
                 # models would keep them all in memory until it ends.
                 await self.checkpointer.checkpoint(force=True)
         for model, inputs in labels.items():
-            _, applied = await self.apply(model, self.labels.on_labels, inputs)
+            monitor, applied = await self.apply(model, self.labels.on_labels, inputs)
             self.counters.labels += applied
+            await self.checkpointer.save_full_join_changes(monitor)
             await self.checkpointer.writes.ebb()
             await asyncio.sleep(0)
         # Counted once handled, so a health check that sees them counted sees their effects too.
@@ -158,7 +154,6 @@ class Ingest:
         was applied) and how many items were applied.
         """
         started = time.perf_counter()
-        self.join_partition.partition = inputs[0].record.message.partition
         try:
             monitor = self.states.get(model)
         except Exception as exc:

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
@@ -170,12 +169,6 @@ def joined(worker, models) -> dict[str, dict[str, int]]:
     return {m: get_json(f"{worker.url}/models/{m}/stats")["labels"] for m in models}
 
 
-@pytest.mark.xfail(
-    reason="known loss, not fixed yet: join entries reach their changelog as they are written, the model "
-    "states only at checkpoints; the replacement replays records against join entries from after the "
-    "checkpoint, where a joined prediction is already a 'D' entry (duplicate_prediction, duplicate_label)",
-    strict=False,
-)
 def test_sigkill_with_labels_flowing_joins_each_label_exactly_once(broker):
     # Predictions and their labels wait in the log; the worker dies part-way through
     # both. Its replacement restores the states and the label join from the last

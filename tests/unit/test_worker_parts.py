@@ -7,10 +7,12 @@ in-memory store whose changelog sends resolve when the test says so.
 
 import asyncio
 
+import orjson
 import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from stream.monitoring.label_join import JsonEntries, LabelJoiner, ModelLabels, join_key
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings import DetectionSettings, Settings
 from stream.worker.admission import Admission
@@ -191,6 +193,178 @@ def test_a_model_being_undone_is_left_for_the_next_checkpoint():
     record, skipped, sent_while_undone, saved, table = asyncio.run(run())
     assert (skipped, sent_while_undone) == (0, 0)
     assert saved == 1 and len(table.sent) == 1 and record.acked == 1
+
+
+JOIN_ALWAYS = DetectionSettings(join_predictions="always")
+
+
+def _join_parts():
+    """A worker's state and join tables, checkpointer and label join, over in-memory tables."""
+    table, join_table = Table(), Table()
+    states = ModelStates(table, JOIN_ALWAYS, max_models=10)
+    checkpointer = Checkpointer(
+        states, table, HeldRecords(interval_s=3600, max_records=1000), ChangelogWrites(), join_table=join_table
+    )
+    states.pinned = checkpointer.busy
+    labels = ModelLabels(LabelJoiner(JsonEntries(join_table.data)), mode="always")
+    return table, join_table, states, checkpointer, labels
+
+
+def _prediction(request_id: str) -> dict:
+    return _event(0, request_id=request_id, prediction=1)
+
+
+def _label(request_id: str) -> dict:
+    return {"model": "m", "request_id": request_id, "label": 1, "timestamp": 2000.0}
+
+
+def _apply_join(states, checkpointer, labels, record, items) -> ModelMonitor:
+    """As the ingest applies a record of predictions or of labels to model ``m``'s state."""
+    monitor = states.get("m")
+    source = f"{record.message.topic}:{record.message.partition}"
+    if monitor.already_applied(source, record.message.offset):
+        return monitor
+    monitor.mark_applied(source, record.message.offset)
+    (labels.on_labels if record.message.topic == "labels" else labels.on_events)(monitor, items)
+    checkpointer.held.hold("m", record.message.partition, record)
+    return monitor
+
+
+def _restarted(table, join_table, labels):
+    """A new worker over what the changelogs hold: the states, and the join table as it stood."""
+    states = ModelStates(table, JOIN_ALWAYS, max_models=10)
+    checkpointer = Checkpointer(
+        states, table, HeldRecords(interval_s=3600, max_records=1000), ChangelogWrites(), join_table=join_table
+    )
+    return states, checkpointer, ModelLabels(LabelJoiner(JsonEntries(join_table.data)), mode="always")
+
+
+def test_a_join_entry_reaches_the_join_table_only_after_the_state_that_counts_it():
+    # The crash this guards against: the label's join reached the join table, its model's
+    # state did not; the restored state applied the label again and found it joined already.
+    async def run():
+        table, join_table, states, checkpointer, labels = _join_parts()
+        prediction, label = Record("events", 0, 0), Record("labels", 0, 0)
+        _apply_join(states, checkpointer, labels, prediction, [_prediction("r1")])
+        assert join_table.data == {}
+        await checkpointer.checkpoint(force=True)
+        assert orjson.loads(join_table.data[join_key("m", "r1")])[0] == "P"
+        _apply_join(states, checkpointer, labels, label, [_label("r1")])
+        # Killed here, before the next checkpoint: the label's record was never committed.
+        assert orjson.loads(join_table.data[join_key("m", "r1")])[0] == "P"
+        states, checkpointer, labels = _restarted(table, join_table, labels)
+        _apply_join(states, checkpointer, labels, prediction, [_prediction("r1")])
+        monitor = _apply_join(states, checkpointer, labels, label, [_label("r1")])
+        await checkpointer.checkpoint(force=True)
+        return monitor, join_table
+
+    monitor, join_table = asyncio.run(run())
+    assert monitor.labels == {"joined": 1}
+    assert orjson.loads(join_table.data[join_key("m", "r1")])[0] == "D"
+
+
+def test_join_entries_the_join_table_lost_come_back_from_the_state_saved_with_them():
+    async def run():
+        table, join_table, states, checkpointer, labels = _join_parts()
+        _apply_join(states, checkpointer, labels, Record("events", 0, 0), [_prediction("r1"), _prediction("r2")])
+        await checkpointer.checkpoint(force=True)
+        # Killed after the state was stored and before the join table's changelog had the entries.
+        join_table.data.clear()
+        states, checkpointer, labels = _restarted(table, join_table, labels)
+        monitor = _apply_join(states, checkpointer, labels, Record("labels", 0, 0), [_label("r1")])
+        return monitor
+
+    assert asyncio.run(run()).labels == {"joined": 1}
+
+
+def test_a_state_keeps_its_join_entries_until_the_broker_has_them_in_the_join_table():
+    async def run():
+        table, join_table, states, checkpointer, labels = _join_parts()
+        monitor = _apply_join(states, checkpointer, labels, Record("events", 0, 0), [_prediction("r1")])
+        pending = asyncio.get_running_loop().create_future()
+        join_table.send_changelog = lambda *args: pending
+        await checkpointer.checkpoint(force=True)
+        kept_while_unconfirmed = dict(monitor.join_changes)
+        # Changed again before the entries are stored: the newer entry must stay.
+        _apply_join(states, checkpointer, labels, Record("events", 0, 1), [_prediction("r2")])
+        _apply_join(states, checkpointer, labels, Record("labels", 0, 0), [_label("r1")])
+        pending.set_result(None)
+        await checkpointer.checkpoint(force=True)
+        after_r1_changed = dict(monitor.join_changes)
+        await checkpointer.checkpoint(force=True)  # nothing changed: no checkpoint, nothing forgotten
+        return kept_while_unconfirmed, after_r1_changed, table
+
+    kept, after, table = asyncio.run(run())
+    assert list(kept) == ["r1"]
+    # r1's label came after the first checkpoint: its "D" stays until the second one is stored.
+    assert sorted(after) == ["r1", "r2"] and after["r1"][0] == "D"
+    assert decode_state(table.data[b"m"])["join_changes"].keys() == {"r1", "r2"}
+
+
+def test_a_state_with_too_many_join_entries_not_yet_stored_is_saved_at_once(monkeypatch):
+    monkeypatch.setattr("stream.worker.checkpoint.MAX_JOIN_CHANGES", 3)
+
+    async def run():
+        _, join_table, states, checkpointer, labels = _join_parts()
+        monitor = _apply_join(states, checkpointer, labels, Record("events", 0, 0), [_prediction("r1")])
+        below = await checkpointer.save_full_join_changes(monitor)
+        monitor = _apply_join(
+            states, checkpointer, labels, Record("events", 0, 1), [_prediction(f"s{i}") for i in range(3)]
+        )
+        full = await checkpointer.save_full_join_changes(monitor)
+        # Saved, sent and stored: forgotten before the next check, which has nothing to save.
+        again = await checkpointer.save_full_join_changes(monitor)
+        return below, full, again, monitor, join_table
+
+    below, full, again, monitor, join_table = asyncio.run(run())
+    assert (below, full, again) == (False, True, False)
+    assert monitor.join_changes == {} and len(join_table.data) == 4
+
+
+def test_a_poisoned_batch_undone_does_not_find_the_join_entries_of_its_own_first_try():
+    async def run():
+        _, _, states, checkpointer, labels = _join_parts()
+        held_prediction = Record("events", 0, 0)
+        _apply_join(states, checkpointer, labels, held_prediction, [_prediction("r1"), _prediction("r2")])
+
+        def change(monitor: ModelMonitor, items: list) -> list:
+            for item in items:
+                if item.get("poison"):
+                    raise ValueError("poisoned")
+                labels.on_labels(monitor, [item])
+            return []
+
+        def decode(record):
+            return RecordInput(record, [_prediction("r1"), _prediction("r2")], None)
+
+        async def dead_letter(exc, value, inp):
+            pass
+
+        recovery = Recovery(states, checkpointer, decode, lambda record: labels.on_events, dead_letter)
+        fresh = [RecordInput(Record("labels", 0, 0), [_label("r1"), {**_label("x"), "poison": 1}, _label("r2")], None)]
+        monitor = states.get("m")
+        monitor.mark_applied("labels:0", 0)
+        with pytest.raises(ValueError):
+            change(monitor, fresh[0].items)  # r1 joined, then the poison
+        monitor, _, applied = await recovery.recover("m", change, fresh)
+        return monitor, applied
+
+    monitor, applied = asyncio.run(run())
+    assert applied == 2
+    assert monitor.labels == {"joined": 2}
+
+
+def test_the_expiry_leaves_a_join_entry_a_live_state_changed_since_its_checkpoint(tmp_path):
+    # The table's entry is older than the state's: a prediction past its TTL in the
+    # table that a label has just joined must not be counted as never labelled too.
+    async def build():
+        return MonitorApp(Settings(data_dir=str(tmp_path)))
+
+    app = asyncio.run(build())
+    app.states.get("m").join_changes["r1"] = ["D", 0.0]
+    assert app.unsaved_join_entry("m", join_key("m", "r1"))
+    assert not app.unsaved_join_entry("m", join_key("m", "r2"))
+    assert not app.unsaved_join_entry("n", join_key("n", "r1"))
 
 
 def _consumer(tmp_path, owned):
