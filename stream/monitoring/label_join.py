@@ -104,9 +104,9 @@ class Joined:
 class LabelJoiner:
     """Matches labels and predictions in either order; counts what never matches.
 
-    ``changes`` (a model's unsaved entries by request id, when given) is read
-    before the store and receives every new entry; without it entries go
-    straight to the store.
+    ``changes`` (a model's unsaved entries by request id, as their JSON text,
+    when given) is read before the store and receives every new entry;
+    without it entries go straight to the store.
 
     >>> j = LabelJoiner({})
     >>> j.on_prediction("m", "1", "r1", prediction=1, event_time=10.0)
@@ -137,7 +137,7 @@ class LabelJoiner:
         event_time: float,
         confidence: float | None = None,
         segment: str | None = None,
-        changes: dict[str, Any] | None = None,
+        changes: dict[str, bytes] | None = None,
     ) -> tuple[str, Joined | None]:
         """Remember a prediction; return the outcome and the join if its label came first."""
         entry = self._entry(model, request_id, changes)
@@ -158,7 +158,7 @@ class LabelJoiner:
         return "stored", None
 
     def on_label(
-        self, model: str, request_id: str, label: Any, label_time: float, changes: dict[str, Any] | None = None
+        self, model: str, request_id: str, label: Any, label_time: float, changes: dict[str, bytes] | None = None
     ) -> tuple[str, Joined | None]:
         """Match a label; return the outcome and the join, if any."""
         entry = self._entry(model, request_id, changes)
@@ -173,15 +173,18 @@ class LabelJoiner:
             return self._count("joined"), joined
         return self._count("duplicate_label"), None
 
-    def _entry(self, model: str, request_id: str, changes: dict[str, Any] | None) -> list[Any] | None:
+    def _entry(self, model: str, request_id: str, changes: dict[str, bytes] | None) -> list[Any] | None:
         unsaved = None if changes is None else changes.get(request_id)
-        return unsaved if unsaved is not None else _compact(self.store.get(join_key(model, request_id)))
+        if unsaved is not None:
+            return orjson.loads(unsaved)
+        return _compact(self.store.get(join_key(model, request_id)))
 
-    def _put(self, model: str, request_id: str, entry: list[Any], changes: dict[str, Any] | None) -> None:
+    def _put(self, model: str, request_id: str, entry: list[Any], changes: dict[str, bytes] | None) -> None:
         if changes is None:
             self.store[join_key(model, request_id)] = entry
         else:
-            changes[request_id] = entry
+            # As the table will hold it: the same bytes go there at the checkpoint.
+            changes[request_id] = encode_entry(entry)
 
     def _count(self, outcome: str) -> str:
         self.counts[outcome] += 1
@@ -302,6 +305,33 @@ class ModelLabels:
             if joined is not None:
                 alerts += _apply(monitor, joined)
         return alerts
+
+    def settle_loaded(self, monitor: Any) -> None:
+        """Drop from a state just loaded the join entries the store already holds, and those past the TTL.
+
+        A state is saved with its new entries before they are written to the
+        store; once they are, they stay in that saved copy. Kept, they would
+        be written again at every load, and one the expiry has since removed
+        would come back.
+
+        >>> from stream.settings import DetectionSettings
+        >>> from stream.monitoring.model_monitor import ModelMonitor
+        >>> labels = ModelLabels(LabelJoiner({join_key("m", "stored"): ["P", 1, "1", 5.0, 9e9]}), mode="always")
+        >>> monitor = ModelMonitor("m", DetectionSettings())
+        >>> monitor.join_changes = {"stored": b'["P",1,"1",5.0,9e9]', "lost": b'["P",0,"1",6.0,9e9]',
+        ...                         "expired": b'["P",0,"1",7.0,0.0]'}
+        >>> labels.settle_loaded(monitor)
+        >>> list(monitor.join_changes)
+        ['lost']
+        """
+        if not monitor.join_changes:
+            return
+        cutoff = time.time() - self.joiner.ttl_s
+        store = self.joiner.store
+        for request_id, text in list(monitor.join_changes.items()):
+            entry = orjson.loads(text)
+            if entry[_WALL_AT[entry[0]]] < cutoff or store.get(join_key(monitor.model, request_id)) == entry:
+                del monitor.join_changes[request_id]
 
     def count_expired(self, model: str, outcome: str) -> None:
         """An entry of ``model`` expired; its state counts it with the model's next record."""

@@ -13,8 +13,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from stream.detectors.silence import SilenceRule
 from stream.monitoring.alert_lifecycle import AlertLifecycle
+from stream.monitoring.label_join import encode_entry
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileSource
 from stream.monitoring.version_monitor import VersionMonitor
@@ -66,9 +69,10 @@ class ModelMonitor:
         # Predictions are kept for joining once the model has shown it gets labels.
         self.expects_labels = detection.join_predictions == "always"
         self.labels: dict[str, int] = {}
-        # Label-join entries this state's records wrote, by request id, until a checkpoint has
-        # saved them with it and written them to the join table (see stream.monitoring.label_join).
-        self.join_changes: dict[str, list[Any]] = {}
+        # Label-join entries this state's records wrote (their JSON text), by request id, until a
+        # checkpoint has saved them with it and written them to the join table
+        # (see stream.monitoring.label_join).
+        self.join_changes: dict[str, bytes] = {}
         # The last input record applied, per "topic:partition", saved with the
         # state it produced: a record replayed after a crash or a rebalance
         # (at-least-once delivery) is recognised and not counted twice.
@@ -228,7 +232,7 @@ class ModelMonitor:
             "labels": dict(self.labels),
             "offsets": dict(self.offsets),
             "recent_batches": list(self.recent_batches),
-            "join_changes": dict(self.join_changes),
+            "join_changes": {request_id: orjson.Fragment(text) for request_id, text in self.join_changes.items()},
             "versions": {version: v.to_dict() for version, v in self.versions.items()},
             "traffic": {"rule": self.traffic.to_dict(), "lifecycle": self.traffic_lifecycle.to_dict()},
         }
@@ -271,7 +275,7 @@ class ModelMonitor:
         out.labels = dict(state["labels"])
         out.offsets = dict(state.get("offsets", {}))
         out.recent_batches = list(state.get("recent_batches", []))
-        out.join_changes = {str(key): list(entry) for key, entry in state.get("join_changes", {}).items()}
+        out.join_changes = {str(key): encode_entry(list(entry)) for key, entry in state.get("join_changes", {}).items()}
         if "traffic" in state:  # states written before silence was watched start without its history
             out.traffic.load_state(state["traffic"]["rule"])
             out.traffic_lifecycle.load_state(state["traffic"]["lifecycle"])

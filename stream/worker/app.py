@@ -108,7 +108,12 @@ class MonitorApp:
         self.labels = ModelLabels(self.joiner, settings.detection.join_predictions)
         profiles = ProfileStore(Path(settings.profile_dir) if settings.profile_dir else None)
         self.states = ModelStates(
-            self.model_state, settings.detection, settings.state_cache_models, self.monitors, profiles
+            self.model_state,
+            settings.detection,
+            settings.state_cache_models,
+            self.monitors,
+            profiles,
+            loaded=self.labels.settle_loaded,
         )
         held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records, settings.state_cache_models)
         self.checkpointer = Checkpointer(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from stream.monitoring.label_join import encode_entry, join_key
+from stream.monitoring.label_join import join_key
 from stream.web.metrics import WorkerMetrics
 from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import hold_message, send_changelog, table_store
@@ -290,30 +290,6 @@ class ChangelogWrites:
         return len(results)
 
 
-@dataclass(slots=True)
-class JoinWrites:
-    """Label-join entries a checkpoint saved in a model's state, sent on to the join table."""
-
-    monitor: ModelMonitor
-    entries: dict[str, list[Any]]
-    sent: list[asyncio.Future[Any]]
-
-    def forget_stored(self) -> bool:
-        """Once the broker has them all, drop the entries from the state (unless changed since); whether it had.
-
-        Until then a state saved again carries them again: a crash before the
-        join table's changelog has them restores them from the state.
-        """
-        if not all(sent.done() for sent in self.sent):
-            return False
-        if not any(sent.cancelled() or sent.exception() for sent in self.sent):
-            changes = self.monitor.join_changes
-            for request_id, entry in self.entries.items():
-                if changes.get(request_id) is entry:
-                    del changes[request_id]
-        return True
-
-
 class Checkpointer:
     """Saves the changed model states, when a checkpoint is due, and then releases their records.
 
@@ -325,8 +301,8 @@ class Checkpointer:
     restored state finds the join as that state left it.
 
     Records are released only once the broker has confirmed every state
-    write made so far. A checkpoint lets the event
-    loop run every 50 ms or so: with hundreds of busy models it takes
+    write made so far. A checkpoint lets the event loop run every 50 ms or
+    so: with hundreds of busy models it takes
     seconds, and what the agents apply meanwhile is held for the next one. A
     failed checkpoint holds its records again for the next one. Partitions
     revoked meanwhile (:meth:`revoke`) end it without saving or releasing
@@ -346,8 +322,6 @@ class Checkpointer:
         self.states = states
         self.table = table
         self.join_table = join_table
-        # Join entries sent to the join table, to drop from their states once stored.
-        self.join_writes: list[JoinWrites] = []
         self.held = held
         self.writes = writes
         self.counters = counters or WorkerCounters()
@@ -365,7 +339,7 @@ class Checkpointer:
         """Models with changes no checkpoint has saved yet: the state cache must keep them."""
         return self.held.models.keys() | self.saving.keys()
 
-    def save(self, model: str, partition: int, monitor: ModelMonitor) -> dict[str, list[Any]]:
+    def save(self, model: str, partition: int, monitor: ModelMonitor) -> dict[str, bytes]:
         """Write the model's state, with the offsets it covers, to its table entry and changelog.
 
         The sequence number counts the checkpoints. Returns the label-join
@@ -378,16 +352,6 @@ class Checkpointer:
         self.states.put(model, monitor, blob)
         return join_changes
 
-    def _write_join_changes(self, model: str, partition: int, monitor: ModelMonitor, entries: dict) -> None:
-        """Send the join entries saved with the model's state to the join table, in the model's partition."""
-        if not entries or self.join_table is None:
-            return
-        sent = [
-            self.writes.write(self.join_table, partition, join_key(model, request_id), encode_entry(entry))
-            for request_id, entry in entries.items()
-        ]
-        self.join_writes.append(JoinWrites(monitor, entries, sent))
-
     async def save_full_join_changes(self, monitor: ModelMonitor | None) -> bool:
         """Checkpoint now if ``monitor`` carries ``MAX_JOIN_CHANGES`` join entries not yet stored; whether it did.
 
@@ -396,15 +360,8 @@ class Checkpointer:
         """
         if monitor is None or len(monitor.join_changes) < MAX_JOIN_CHANGES:
             return False
-        self.forget_stored_join_changes()
-        if len(monitor.join_changes) < MAX_JOIN_CHANGES:
-            return False
         await self.checkpoint(force=True)
         return True
-
-    def forget_stored_join_changes(self) -> None:
-        """Drop from their states the join entries the broker now has in the join table."""
-        self.join_writes = [writes for writes in self.join_writes if not writes.forget_stored()]
 
     async def checkpoint(self, force: bool = False) -> int:
         """Save every model changed since the last checkpoint, when one is due; release its records.
@@ -420,10 +377,27 @@ class Checkpointer:
 
     async def _save_held(self) -> int:
         generation = self.generation
-        self.forget_stored_join_changes()
         taken = self.saving = self.held.take()
+        try:
+            saved = await self._save_states(taken, generation)
+        finally:
+            self.saving = {}
+        if saved is None or generation != self.generation:
+            return 0
+        for held in taken.values():
+            self.held.release(held.records)
+        self.counters.checkpoints += 1
+        self.metrics.checkpoints.inc()
+        await self._write_join_changes({model: (taken[model].partition, entries) for model, entries in saved.items()})
+        return len(taken)
+
+    async def _save_states(self, taken: dict[str, HeldModel], generation: int) -> dict[str, dict[str, bytes]] | None:
+        """Write the states of ``taken`` and wait until stored; the join entries saved in each.
+
+        None if it failed (the records are held again) or partitions were revoked meanwhile.
+        """
         paused = time.perf_counter()
-        saved_join_changes: dict[str, dict[str, list[Any]]] = {}
+        saved = {}
         try:
             monitors = {model: self.states.cached(model) for model in taken}
             for model, held in list(taken.items()):
@@ -431,12 +405,12 @@ class Checkpointer:
                     # Saved once the poisoned batch is undone, at the next checkpoint.
                     self.held.restore({model: taken.pop(model)})
                     continue
-                saved_join_changes[model] = self.save(model, held.partition, monitors[model])
+                saved[model] = self.save(model, held.partition, monitors[model])
                 if time.perf_counter() - paused > 0.05:
                     await asyncio.sleep(0)
                     paused = time.perf_counter()
                     if generation != self.generation:
-                        return 0
+                        return None
             await self.writes.confirm()
         except Exception:
             log.exception("checkpoint failed; its %d models' records stay uncommitted until the next", len(taken))
@@ -444,22 +418,49 @@ class Checkpointer:
             self.metrics.checkpoint_failures.inc()
             if generation == self.generation:
                 self.held.restore(taken)
-            return 0
-        finally:
-            self.saving = {}
+            return None
+        return saved
+
+    async def _write_join_changes(self, saved: dict[str, tuple[int, dict[str, bytes]]]) -> None:
+        """Send the join entries saved with each state (model: partition, entries) to the join table; then forget them.
+
+        Once stored, they are dropped from the live state, unless changed
+        since; a state evicted meanwhile and read again leaves them out
+        itself (``ModelLabels.settle_loaded``). No state is held here: the
+        cache decides what stays in memory. The next checkpoint waits for
+        this one, so no state saved without them is stored before they are.
+        Should a write fail, the entries stay in the live state, to be saved
+        and sent again.
+        """
+        if self.join_table is None or not any(entries for _, entries in saved.values()):
+            return
+        generation = self.generation
+        for model, (partition, entries) in saved.items():
+            if generation != self.generation:
+                return  # revoked: the partitions' next owner has the states, and the entries in them
+            for request_id, entry in entries.items():
+                self.writes.write(self.join_table, partition, join_key(model, request_id), entry)
+            # Faust buffers changelog records without bound, at kilobytes each: a checkpoint of
+            # a thousand models' predictions sent at once had held hundreds of megabytes.
+            await self.writes.ebb()
+        try:
+            await self.writes.confirm()
+        except Exception:
+            log.exception("label-join entries not stored; their states keep them for the next checkpoint")
+            return
         if generation != self.generation:
-            return 0
-        for model, held in taken.items():
-            self._write_join_changes(model, held.partition, monitors[model], saved_join_changes[model])
-            self.held.release(held.records)
-        self.counters.checkpoints += 1
-        self.metrics.checkpoints.inc()
-        return len(taken)
+            return
+        for model, (_, entries) in saved.items():
+            if model not in self.states:
+                continue
+            changes = self.states.cached(model).join_changes
+            for request_id, entry in entries.items():
+                if changes.get(request_id) is entry:
+                    del changes[request_id]
 
     def revoke(self) -> int:
         """Partitions revoked: drop the live states and what they held; returns how many records were held."""
         self.generation += 1
-        self.join_writes = []
         dropped = self.held.drop()
         if dropped:
             log.warning("%d input records not yet checkpointed are left for the partitions' next owner", dropped)

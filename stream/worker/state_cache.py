@@ -53,6 +53,7 @@ class ModelStates:
         monitors: MonitorConfig | None = None,
         profiles: ProfileSource | None = None,
         pinned: Callable[[], Collection[str]] = frozenset,
+        loaded: Callable[[ModelMonitor], None] = lambda monitor: None,
     ) -> None:
         self.table = table
         self.detection = detection
@@ -60,6 +61,8 @@ class ModelStates:
         self.monitors = monitors or MonitorConfig()
         self.profiles = profiles
         self.pinned = pinned
+        # Called with each state read from the table (the label join settles its entries).
+        self.loaded = loaded
         self.live: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
 
     def get(self, model: str) -> ModelMonitor:
@@ -79,6 +82,7 @@ class ModelStates:
         else:
             try:
                 monitor = self._load(model, decode_state(stored))
+                self.loaded(monitor)
             except (StateError, zlib.error, orjson.JSONDecodeError) as exc:
                 log.warning("state of model %s cannot be read (%s): monitoring it afresh", model, exc)
                 monitor = self._new(model)

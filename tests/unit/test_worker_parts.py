@@ -230,13 +230,14 @@ def _apply_join(states, checkpointer, labels, record, items) -> ModelMonitor:
     return monitor
 
 
-def _restarted(table, join_table, labels):
+def _restarted(table, join_table):
     """A new worker over what the changelogs hold: the states, and the join table as it stood."""
-    states = ModelStates(table, JOIN_ALWAYS, max_models=10)
+    labels = ModelLabels(LabelJoiner(JsonEntries(join_table.data)), mode="always")
+    states = ModelStates(table, JOIN_ALWAYS, max_models=10, loaded=labels.settle_loaded)
     checkpointer = Checkpointer(
         states, table, HeldRecords(interval_s=3600, max_records=1000), ChangelogWrites(), join_table=join_table
     )
-    return states, checkpointer, ModelLabels(LabelJoiner(JsonEntries(join_table.data)), mode="always")
+    return states, checkpointer, labels
 
 
 def test_a_join_entry_reaches_the_join_table_only_after_the_state_that_counts_it():
@@ -252,7 +253,7 @@ def test_a_join_entry_reaches_the_join_table_only_after_the_state_that_counts_it
         _apply_join(states, checkpointer, labels, label, [_label("r1")])
         # Killed here, before the next checkpoint: the label's record was never committed.
         assert orjson.loads(join_table.data[join_key("m", "r1")])[0] == "P"
-        states, checkpointer, labels = _restarted(table, join_table, labels)
+        states, checkpointer, labels = _restarted(table, join_table)
         _apply_join(states, checkpointer, labels, prediction, [_prediction("r1")])
         monitor = _apply_join(states, checkpointer, labels, label, [_label("r1")])
         await checkpointer.checkpoint(force=True)
@@ -270,34 +271,50 @@ def test_join_entries_the_join_table_lost_come_back_from_the_state_saved_with_th
         await checkpointer.checkpoint(force=True)
         # Killed after the state was stored and before the join table's changelog had the entries.
         join_table.data.clear()
-        states, checkpointer, labels = _restarted(table, join_table, labels)
+        states, checkpointer, labels = _restarted(table, join_table)
         monitor = _apply_join(states, checkpointer, labels, Record("labels", 0, 0), [_label("r1")])
         return monitor
 
     assert asyncio.run(run()).labels == {"joined": 1}
 
 
+def test_a_state_read_again_leaves_out_the_join_entries_the_join_table_has():
+    # Its saved copy still holds them: written again at each load, a thousand models
+    # cycling through the cache had carried every entry they ever wrote.
+    async def run():
+        table, join_table, states, checkpointer, labels = _join_parts()
+        _apply_join(states, checkpointer, labels, Record("events", 0, 0), [_prediction("r1"), _prediction("r2")])
+        await checkpointer.checkpoint(force=True)
+        return table, join_table
+
+    table, join_table = asyncio.run(run())
+    assert decode_state(table.data[b"m"])["join_changes"].keys() == {"r1", "r2"}
+    del join_table.data[join_key("m", "r2")]  # as if its write never reached the changelog
+    states, _, _ = _restarted(table, join_table)
+    assert list(states.get("m").join_changes) == ["r2"]
+
+
 def test_a_state_keeps_its_join_entries_until_the_broker_has_them_in_the_join_table():
     async def run():
         table, join_table, states, checkpointer, labels = _join_parts()
-        monitor = _apply_join(states, checkpointer, labels, Record("events", 0, 0), [_prediction("r1")])
+        prediction = Record("events", 0, 0)
+        monitor = _apply_join(states, checkpointer, labels, prediction, [_prediction("r1"), _prediction("r2")])
         pending = asyncio.get_running_loop().create_future()
         join_table.send_changelog = lambda *args: pending
-        await checkpointer.checkpoint(force=True)
-        kept_while_unconfirmed = dict(monitor.join_changes)
-        # Changed again before the entries are stored: the newer entry must stay.
-        _apply_join(states, checkpointer, labels, Record("events", 0, 1), [_prediction("r2")])
+        running = asyncio.ensure_future(checkpointer.checkpoint(force=True))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # The state is stored and its records released; the join table's writes are not stored yet.
+        released, kept_while_unconfirmed = prediction.acked, dict(monitor.join_changes)
+        # r1's label comes before they are: its newer entry must stay for the next checkpoint.
         _apply_join(states, checkpointer, labels, Record("labels", 0, 0), [_label("r1")])
         pending.set_result(None)
-        await checkpointer.checkpoint(force=True)
-        after_r1_changed = dict(monitor.join_changes)
-        await checkpointer.checkpoint(force=True)  # nothing changed: no checkpoint, nothing forgotten
-        return kept_while_unconfirmed, after_r1_changed, table
+        await running
+        return released, kept_while_unconfirmed, dict(monitor.join_changes), table
 
-    kept, after, table = asyncio.run(run())
-    assert list(kept) == ["r1"]
-    # r1's label came after the first checkpoint: its "D" stays until the second one is stored.
-    assert sorted(after) == ["r1", "r2"] and after["r1"][0] == "D"
+    released, kept, after, table = asyncio.run(run())
+    assert released == 1 and sorted(kept) == ["r1", "r2"]
+    assert list(after) == ["r1"] and orjson.loads(after["r1"])[0] == "D"
     assert decode_state(table.data[b"m"])["join_changes"].keys() == {"r1", "r2"}
 
 
@@ -361,7 +378,7 @@ def test_the_expiry_leaves_a_join_entry_a_live_state_changed_since_its_checkpoin
         return MonitorApp(Settings(data_dir=str(tmp_path)))
 
     app = asyncio.run(build())
-    app.states.get("m").join_changes["r1"] = ["D", 0.0]
+    app.states.get("m").join_changes["r1"] = b'["D",0.0]'
     assert app.unsaved_join_entry("m", join_key("m", "r1"))
     assert not app.unsaved_join_entry("m", join_key("m", "r2"))
     assert not app.unsaved_join_entry("n", join_key("n", "r1"))
