@@ -36,7 +36,8 @@ from stream.settings import Settings
 from stream.web.exporter import ModelSeriesCollector
 from stream.web.metrics import WorkerMetrics
 from stream.worker.admission import Admission
-from stream.worker.checkpoint import ChangelogWrites, Checkpointer, HeldRecords
+from stream.worker.changelog_writes import ChangelogWrites
+from stream.worker.checkpoint import Checkpointer, HeldRecords
 from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import (
     active_partitions,

@@ -99,8 +99,6 @@ class Ingest:
                     per_event = (time.perf_counter() - started) / applied
                     self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
                 await self.checkpointer.save_full_join_changes(monitor)
-                # A checkpoint sends a join entry per prediction since the last: let them drain.
-                await self.checkpointer.writes.ebb()
                 await asyncio.sleep(0)
             if self.checkpointer.held.models_full():
                 # Within the batch too, after the one under way if any: a batch of many
@@ -110,7 +108,6 @@ class Ingest:
             monitor, applied = await self.apply(model, self.labels.on_labels, inputs)
             self.counters.labels += applied
             await self.checkpointer.save_full_join_changes(monitor)
-            await self.checkpointer.writes.ebb()
             await asyncio.sleep(0)
         # Counted once handled, so a health check that sees them counted sees their effects too.
         self.counters.records += event_records

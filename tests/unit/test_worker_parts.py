@@ -17,7 +17,8 @@ from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings import DetectionSettings, Settings
 from stream.worker.admission import Admission
 from stream.worker.app import MonitorApp
-from stream.worker.checkpoint import ChangelogWrites, Checkpointer, HeldRecords, decode_state
+from stream.worker.changelog_writes import ChangelogWrites
+from stream.worker.checkpoint import Checkpointer, HeldRecords, decode_state
 from stream.worker.records import RecordInput
 from stream.worker.recovery import Recovery
 from stream.worker.state_cache import ModelStates
