@@ -41,6 +41,7 @@ def test_none_override_keeps_environment_value():
         ({"broker": "http://localhost:9092"}, "broker"),
         ({"broker": "kafka://host"}, "broker"),
         ({"broker": "kafka://host:99999"}, "broker"),
+        ({"join_store": "redis"}, "join_store"),
     ],
 )
 def test_bad_settings_name_the_field(overrides, field):
@@ -78,3 +79,11 @@ def test_window_settings_are_checked():
         Settings.from_env({}, window_s=7.5)
     with pytest.raises(ConfigError, match="profile_dir"):
         Settings.from_env({}, profile_dir="/no/such/folder")
+
+
+def test_each_worker_on_a_machine_has_a_data_folder_of_its_own_and_keeps_it_across_restarts():
+    # RocksDB locks its files: two workers sharing a folder could not both open the join.
+    first, second = Settings.from_env({}, web_port=7001), Settings.from_env({}, web_port=7002)
+    assert first.data_path != second.data_path
+    assert Settings.from_env({}, web_port=7001).data_path == first.data_path
+    assert Settings.from_env({}, data_dir="/var/lib/sm").data_path == "/var/lib/sm"
