@@ -111,9 +111,10 @@ class Settings:
     sensitive_fields: str = ""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     # Faust's working folder, where the label join's RocksDB files live. One per
-    # worker: two workers on one machine must not share it (RocksDB locks its
-    # files). A worker restarted on the same folder reads only the changelog
-    # written since it stopped.
+    # worker: two workers must not share it (RocksDB locks its files). Set it to
+    # a volume of the worker's own to keep the join across restarts: a worker
+    # restarted on it reads only the changelog written since. By default each
+    # worker process has a new one (see data_path).
     data_dir: str = ""
 
     @property
@@ -126,15 +127,18 @@ class Settings:
 
     @property
     def data_path(self) -> str:
-        """Faust's data folder: ``data_dir``, or one for this app id, host and web port in the temp folder.
+        """Faust's data folder: ``data_dir``, or this process's own in the temp folder (see :attr:`data_root`).
 
-        The default differs per worker on one machine, and stays the same for a
-        worker restarted there, as a pod is with its volume.
+        Not reused by default: a folder outlives the topics it mirrors (a new
+        embedded broker, topics deleted), and Faust then stops on the offsets
+        its RocksDB files remember.
         """
-        if self.data_dir:
-            return self.data_dir
-        worker = f"{socket.gethostname()}-{self.web_port}"
-        return os.path.join(tempfile.gettempdir(), "stream-monitor", self.app_id, worker)
+        return self.data_dir or os.path.join(self.data_root, str(os.getpid()))
+
+    @property
+    def data_root(self) -> str:
+        """Where the default data folders of this app id's workers go, one per process id."""
+        return os.path.join(tempfile.gettempdir(), "stream-monitor", self.app_id)
 
     @property
     def sensitive(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import faust
 import orjson
+import psutil
 from faust.types import TP
 
 from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, model_partition
@@ -75,6 +77,8 @@ class MonitorApp:
         self.settings = settings
         self.monitors = load_monitors(settings)
         self.counters = WorkerCounters()
+        if not settings.data_dir:
+            remove_stopped_workers_folders(settings.data_root)
         os.makedirs(settings.data_path, exist_ok=True)
         self.metrics = WorkerMetrics(max_models=settings.metrics_max_models)
         self.noise = (
@@ -367,6 +371,19 @@ class TableEntries(Mapping):
 
     def __len__(self) -> int:
         return sum(1 for _ in store_scan(self.table))
+
+
+def remove_stopped_workers_folders(root: str) -> list[str]:
+    """Delete the default data folders of workers no longer running (named by process id); returns them.
+
+    Their label-join entries are in the changelog, and nobody reuses a default folder.
+    """
+    removed = []
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        if name.isdigit() and not psutil.pid_exists(int(name)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(name)
+    return removed
 
 
 def load_monitors(settings: Settings) -> MonitorConfig:
