@@ -71,7 +71,7 @@ class ChangelogWrites:
         True
         """
         if len(self.unconfirmed) <= limit:
-            return  # the common case, once per ingest step: nothing to scan
+            return  # the common case: nothing to scan
         while True:
             pending = [sent for sent in self.unconfirmed if not sent.done()]
             if len(pending) <= limit:
