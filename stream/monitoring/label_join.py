@@ -190,31 +190,45 @@ class LabelJoiner:
         self.counts[outcome] += 1
         return outcome
 
-    def expired(self, now: float | None = None, keys: Iterable[bytes] | None = None) -> list[tuple[bytes, str, str]]:
-        """Entries past the TTL among ``keys`` (default: all), as (key, model, outcome); the caller deletes them.
+    def expired(
+        self, now: float | None = None, entries: Iterable[tuple[bytes, Any]] | None = None
+    ) -> list[tuple[bytes, str, str]]:
+        """Entries past the TTL among ``entries`` (default: all), as (key, model, outcome); the caller deletes them.
 
-        A caller on an event loop passes the keys a slice at a time: a join of
-        millions of entries checked in one go holds the loop for seconds.
-        A key no longer in the store is skipped.
+        ``entries`` are (key, entry) pairs as a scan of the store found them.
+        A caller on an event loop passes them a slice at a time: a join of
+        millions of entries checked in one go holds the loop for seconds. The
+        scan may predate a change (a label joined meanwhile), so an entry past
+        the TTL is read again from the store; one no longer there is skipped.
 
         >>> store = {}
         >>> j = LabelJoiner(store, ttl_s=60)
         >>> _ = j.on_prediction("m", "1", "old", prediction=1, event_time=0.0)
         >>> store[join_key("m", "old")][4] = 0.0  # written long ago
         >>> _ = j.on_prediction("m", "1", "new", prediction=1, event_time=0.0)
-        >>> [(k, outcome) for k, _, outcome in j.expired(keys=[join_key("m", "old"), b"gone"])]
+        >>> scanned = list(store.items()) + [(b"m\\x1fgone", ["L", 1, 0.0, 0.0])]
+        >>> [(k, outcome) for k, _, outcome in j.expired(entries=scanned)]
         [(b'm\\x1fold', 'prediction_never_labelled')]
+        >>> _ = j.on_label("m", "old", label=1, label_time=5.0)  # joined after the scan
+        >>> j.expired(entries=scanned)
+        []
         """
         now = time.time() if now is None else now
         cutoff = now - self.ttl_s
         out = []
-        for key in list(self.store) if keys is None else keys:
+        for key, scanned in list(self.store.items()) if entries is None else entries:
+            if not _past(_compact(scanned), cutoff):
+                continue
             entry = _compact(self.store.get(key))
-            if entry is None or entry[_WALL_AT[entry[0]]] >= cutoff:
+            if not _past(entry, cutoff):
                 continue
             model = key.decode(errors="replace").split(SEPARATOR, 1)[0]
             out.append((key, model, EXPIRED_OUTCOMES[entry[0]]))
         return out
+
+
+def _past(entry: list[Any] | None, cutoff: float) -> bool:
+    return entry is not None and entry[_WALL_AT[entry[0]]] < cutoff
 
 
 EXPIRED_OUTCOMES = {"P": "prediction_never_labelled", "L": "label_never_matched", "D": "joined_expired"}

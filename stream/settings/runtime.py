@@ -18,6 +18,8 @@ from typing import Any
 from stream.settings.common import ENV_PREFIX, ConfigError, convert, parse_broker_url, positive
 from stream.settings.detection import DetectionSettings
 
+JOIN_STORES = ("rocksdb", "memory")
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -56,6 +58,10 @@ class Settings:
     # TOML file of detectors per model and signal (see stream.monitoring.monitor_file); empty: built-in defaults.
     monitors_file: str = ""
     label_ttl_s: float = 6 * 3600.0
+    # Where the label join keeps its entries: "rocksdb" on disk under data_dir, or "memory".
+    # It holds one entry per prediction for label_ttl_s; in memory that grew without bound
+    # with the rate, and a replacement worker had to read all of it back from the changelog.
+    join_store: str = "rocksdb"
     # Per-model series on /metrics for at most this many models per worker;
     # beyond it, one warning and a count, so Prometheus is not flooded.
     metrics_max_models: int = 200
@@ -104,8 +110,11 @@ class Settings:
     # worker replaces them with keyed hashes as it decodes each event.
     sensitive_fields: str = ""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
-    # Faust's working folder; tables live in memory and in changelogs, so by
-    # default it goes to the temp folder rather than the current directory.
+    # Faust's working folder, where the label join's RocksDB files live. One per
+    # worker: two workers must not share it (RocksDB locks its files). Set it to
+    # a volume of the worker's own to keep the join across restarts: a worker
+    # restarted on it reads only the changelog written since. By default each
+    # worker process has a new one (see data_path).
     data_dir: str = ""
 
     @property
@@ -118,8 +127,18 @@ class Settings:
 
     @property
     def data_path(self) -> str:
-        """Faust's data folder for this app id."""
-        return self.data_dir or os.path.join(tempfile.gettempdir(), "stream-monitor", self.app_id)
+        """Faust's data folder: ``data_dir``, or this process's own in the temp folder (see :attr:`data_root`).
+
+        Not reused by default: a folder outlives the topics it mirrors (a new
+        embedded broker, topics deleted), and Faust then stops on the offsets
+        its RocksDB files remember.
+        """
+        return self.data_dir or os.path.join(self.data_root, str(os.getpid()))
+
+    @property
+    def data_root(self) -> str:
+        """Where the default data folders of this app id's workers go, one per process id."""
+        return os.path.join(tempfile.gettempdir(), "stream-monitor", self.app_id)
 
     @property
     def sensitive(self) -> tuple[str, ...]:
@@ -189,6 +208,8 @@ class Settings:
         if self.web_port > 65535:
             raise ConfigError(f"web_port: {self.web_port} is above 65535")
         positive("label_ttl_s", self.label_ttl_s)
+        if self.join_store not in JOIN_STORES:
+            raise ConfigError(f"join_store: {self.join_store!r} is not one of {', '.join(JOIN_STORES)}")
         positive("max_future_s", self.max_future_s)
         if self.earliest_timestamp < 0:
             raise ConfigError(f"earliest_timestamp: {self.earliest_timestamp!r} must not be negative")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from stream.worker.faust_compat import send_changelog, table_store
+from stream.worker.faust_compat import send_changelog, store_put
 
 # Changelog writes a worker may have queued and not yet confirmed before it waits.
 UNCONFIRMED_LIMIT = 2_000
@@ -36,19 +36,43 @@ class ChangelogWrites:
     ...     return await writes.confirm()
     >>> asyncio.run(write_two()), Table.data
     (2, {b'a': b'1'})
+
+    A write ``when_stored`` reaches the store once the broker has it:
+
+    >>> class Unstored(Table):  # the broker stores a record once told to
+    ...     def send_changelog(self, partition, key, value):
+    ...         self.broker = asyncio.get_event_loop().create_future()
+    ...         return self.broker
+    >>> async def write_when_stored():
+    ...     joins, writes = Unstored(), ChangelogWrites()
+    ...     writes.write(joins, 3, b"c", b"2", when_stored=True)
+    ...     before = b"c" in Table.data
+    ...     joins.broker.set_result(None)
+    ...     await writes.confirm()
+    ...     return before, Table.data[b"c"]
+    >>> asyncio.run(write_when_stored())
+    (False, b'2')
     """
 
     def __init__(self) -> None:
         self.unconfirmed: list[asyncio.Future[Any]] = []
 
-    def write(self, table: Any, partition: int, key: bytes, value: Any) -> None:
-        """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``."""
-        store = table_store(table)
-        if value is None:
-            store.pop(key, None)
+    def write(self, table: Any, partition: int, key: bytes, value: Any, when_stored: bool = False) -> None:
+        """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``.
+
+        ``when_stored``: the table's local store takes the write only once the
+        broker has it. A store that outlives the worker (RocksDB) must not hold
+        what its changelog lacks: another worker taking the partition over reads
+        only the changelog, and this one, restarted, trusts its store up to the
+        last offset the broker confirmed. Until then the writer keeps what it
+        wrote (the join entries stay in the model's state).
+        """
+        sent = send_changelog(table, partition, key, value)
+        if when_stored:
+            sent.add_done_callback(lambda done: _stored(done, table, partition, key, value))
         else:
-            store[key] = value
-        self.unconfirmed.append(send_changelog(table, partition, key, value))
+            store_put(table, partition, key, value)
+        self.unconfirmed.append(sent)
 
     async def ebb(self, limit: int = UNCONFIRMED_LIMIT) -> None:
         """Wait while more than ``limit`` writes are pending; a failed one stays for :meth:`confirm` to raise.
@@ -90,3 +114,8 @@ class ChangelogWrites:
             if isinstance(result, BaseException):
                 raise result
         return len(results)
+
+
+def _stored(sent: asyncio.Future[Any], table: Any, partition: int, key: bytes, value: Any) -> None:
+    if not sent.cancelled() and sent.exception() is None:
+        store_put(table, partition, key, value)

@@ -356,7 +356,7 @@ class Checkpointer:
             if generation != self.generation:
                 return  # revoked: the partitions' next owner has the states, and the entries in them
             for request_id, entry in entries.items():
-                self.writes.write(self.join_table, partition, join_key(model, request_id), entry)
+                self.writes.write(self.join_table, partition, join_key(model, request_id), entry, when_stored=True)
             # Faust buffers changelog records without bound, at kilobytes each: a checkpoint of
             # a thousand models' predictions sent at once had held hundreds of megabytes.
             await self.writes.ebb()

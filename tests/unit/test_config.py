@@ -1,5 +1,9 @@
 """Settings: environment, overrides, and errors that name the setting."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from stream.settings import ConfigError, Settings, parse_broker_url
@@ -41,6 +45,7 @@ def test_none_override_keeps_environment_value():
         ({"broker": "http://localhost:9092"}, "broker"),
         ({"broker": "kafka://host"}, "broker"),
         ({"broker": "kafka://host:99999"}, "broker"),
+        ({"join_store": "redis"}, "join_store"),
     ],
 )
 def test_bad_settings_name_the_field(overrides, field):
@@ -78,3 +83,22 @@ def test_window_settings_are_checked():
         Settings.from_env({}, window_s=7.5)
     with pytest.raises(ConfigError, match="profile_dir"):
         Settings.from_env({}, profile_dir="/no/such/folder")
+
+
+def test_each_worker_process_has_a_data_folder_of_its_own_unless_one_is_set():
+    # RocksDB locks its files: two workers sharing a folder could not both open the join.
+    settings = Settings.from_env({}, app_id="a")
+    assert settings.data_path == os.path.join(settings.data_root, str(os.getpid()))
+    assert Settings.from_env({}, app_id="b").data_root != settings.data_root
+    assert Settings.from_env({}, data_dir="/var/lib/sm").data_path == "/var/lib/sm"
+
+
+def test_folders_of_stopped_workers_are_removed_and_a_running_ones_kept(tmp_path):
+    from stream.worker.app import remove_stopped_workers_folders
+
+    stopped = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name in (stopped.stdout.strip(), str(os.getpid()), "not-a-worker"):
+        (tmp_path / name).mkdir()
+    assert remove_stopped_workers_folders(str(tmp_path)) == [stopped.stdout.strip()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([str(os.getpid()), "not-a-worker"])
+    assert remove_stopped_workers_folders(str(tmp_path / "absent")) == []

@@ -20,6 +20,9 @@ from stream.worker.faust_compat import (
     TESTED_FAUST,
     FaustIncompatible,
     check_faust,
+    store_get,
+    store_put,
+    store_scan,
 )
 from stream.worker.offset_order import PartitionOrder
 
@@ -89,6 +92,29 @@ def test_a_changed_signature_is_refused_too(monkeypatch):
         check_faust()
 
 
+@pytest.mark.parametrize("join_store", ["rocksdb", "memory"])
+def test_the_label_join_is_read_and_written_per_partition_outside_any_event(tmp_path, join_store):
+    mon = MonitorApp(Settings(data_dir=str(tmp_path), join_store=join_store))
+    table = mon.label_join
+    store_put(table, 1, b"m\x1fa", b"1")
+    store_put(table, 2, b"n\x1fb", b"2")
+    store_put(table, 2, b"n\x1fc", b"3")
+    store_put(table, 2, b"n\x1fc", None)
+    assert store_get(table, 1, b"m\x1fa") == b"1"
+    assert store_get(table, 2, b"n\x1fc") is None
+    assert sorted(store_scan(table)) == [(b"m\x1fa", b"1"), (b"n\x1fb", b"2")]
+    if join_store == "rocksdb":
+        # On disk, a database per partition: a scan of partition 2 sees its own keys only.
+        assert type(table.data).__module__ == "faust.stores.rocksdb"
+        assert list(store_scan(table, {2})) == [(b"n\x1fb", b"2")]
+        assert sorted(p.name for p in (tmp_path / "v1" / "tables").glob("*.db")) == [
+            "label-join-1.db",
+            "label-join-2.db",
+        ]
+    else:
+        assert type(table.data).__module__ == "faust.stores.memory"
+
+
 def test_the_installed_and_declared_versions_are_the_tested_ones():
     declared = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     worker = declared["project"]["optional-dependencies"]["worker"]
@@ -100,7 +126,7 @@ def test_private_faust_names_are_used_in_the_compatibility_module_only():
     root = Path(__file__).resolve().parents[2] / "stream"
     private = re.compile(
         r"\._(create_worker_consumer|new_consumer_thread|new_offset|read_offset|committed_offset|acked|gap|add_gap"
-        r"|fetch_max_wait_ms|schedule_shutdown)\b|\.(send_changelog|incref|assigned_actives|in_recovery)\b"
+        r"|fetch_max_wait_ms|schedule_shutdown|db_for_partition|dbs)\b|\.(send_changelog|incref|assigned_actives|in_recovery)\b"
         r"|\btable\.data\b|\.tables\.recovery\b"
     )
     users = {
