@@ -16,8 +16,10 @@ async def publish(iso: Any, events: list[dict[str, Any]], batch_size: int = 100,
     await client.start()
     for event in events:
         assert client.record_event(event)
-    await client.close()
-    assert client.stats.sent == len(events)
+    # The SDK's default 10 s to flush at close is for an application shutting down; a test that
+    # publishes thousands of envelopes to a broker shared with the suite has been seen to need more.
+    await client.close(timeout_s=120)
+    assert client.stats.sent == len(events), client.stats
 
 
 def wait_for_events(worker: Any, n: int, timeout_s: float = 60.0) -> dict[str, Any]:
