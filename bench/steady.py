@@ -19,6 +19,13 @@ as an orchestrator restarts a pod. The clock runs from the kill until the
 replacement has applied an event: the group noticing the death
 (``group_timeout_s``), the rebalance, restoring 1,000 models' states and the
 label join from the changelog (``changelog_records``), and the first records.
+
+With ``--workers 2`` two workers share the models from the start, each
+keeping a standby copy of the other's tables (Faust's
+``table_standby_replicas``, 1); the memory figures are the two workers'
+sum. Recovery is then a failover: one worker is killed, and the clock runs
+until the survivor has applied the extra envelope of every model, its own
+and those it took over.
 """
 
 from __future__ import annotations
@@ -116,14 +123,32 @@ def events_of(worker: WorkerProcess) -> int:
     return (worker.health() or {}).get("events", 0)
 
 
-def wait_for(worker: WorkerProcess, events: int, timeout_s: float = ROUND_TIMEOUT_S) -> None:
+def wait_for(workers: list[WorkerProcess], events: int, timeout_s: float = ROUND_TIMEOUT_S) -> None:
+    """Until the workers together have applied ``events``."""
     deadline = time.monotonic() + timeout_s
-    while events_of(worker) < events:
-        if not worker.running:
-            raise RuntimeError(f"the worker exited; see {worker.log_path}")
+    while (applied := sum(events_of(w) for w in workers)) < events:
+        for worker in workers:
+            if not worker.running:
+                raise RuntimeError(f"a worker exited; see {worker.log_path}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker applied {events_of(worker)} of {events} events in {timeout_s:g} s")
+            raise RuntimeError(f"the workers applied {applied} of {events} events in {timeout_s:g} s")
         time.sleep(0.2)
+
+
+def wait_for_shared(workers: list[WorkerProcess], timeout_s: float = 120.0) -> None:
+    """Until every worker owns some of the events topic's partitions and together all of them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        owned = [(w.health() or {}).get("assigned", []) for w in workers]
+        if all(owned) and sum(len(o) for o in owned) == PARTITIONS:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not share the {PARTITIONS} partitions in {timeout_s:g} s: {owned}")
+        time.sleep(0.2)
+
+
+def rss_mb(workers: list[WorkerProcess]) -> float:
+    return sum(psutil.Process(w.pid).memory_info().rss for w in workers) / 2**20
 
 
 def measure(
@@ -133,8 +158,11 @@ def measure(
     per_model: int = EVENTS_PER_MODEL,
     labels_on: bool = True,
     recovery: bool = True,
+    workers: int = 1,
 ) -> dict[str, float | list[float] | None]:
     """``rss_mb_1000_models_steady``, ``rss_mb_by_round`` and ``recovery_s_1000_models`` with its parts."""
+    if workers not in (1, 2):
+        raise ValueError(f"workers: 1 or 2, not {workers}")
     servers = broker.bootstrap_servers
     suffix = uuid.uuid4().hex[:8]
     env = {
@@ -151,9 +179,13 @@ def measure(
     models = [f"steady-{i:04d}" for i in range(n_models)]
     app_id = f"bench-steady-{suffix}"
     first = WorkerProcess(broker.url, app_id=app_id, env=env).start(ready_timeout_s=120)
+    group = [first]
     second = None
     out: dict[str, float | list[float] | None] = {}
     try:
+        if workers == 2:
+            group.append(WorkerProcess(broker.url, app_id=app_id, env=env).start(ready_timeout_s=120))
+            wait_for_shared(group)
         task = progress.add_task(f"steady state, {n_models:,} models", total=n_models * per_model)
         t0 = time.time() - SPAN_S - 3_600.0
         sent = 0
@@ -166,13 +198,13 @@ def measure(
             asyncio.run(send(servers, labels_topic, pending_labels))
             pending_labels = labels
             sent += n_models * ENVELOPE
-            wait_for(first, sent)
+            wait_for(group, sent)
             progress.update(task, completed=sent)
-            by_round.append(psutil.Process(first.pid).memory_info().rss / 2**20)
-            progress.console.print(f"round {len(by_round)}: {sent:,} events applied, worker RSS {by_round[-1]:,.0f} MB")
+            by_round.append(rss_mb(group))
+            progress.console.print(f"round {len(by_round)}: {sent:,} events applied, RSS {by_round[-1]:,.0f} MB")
         asyncio.run(send(servers, labels_topic, pending_labels))
         time.sleep(5)  # the last labels joined, the last checkpoint written
-        out["rss_mb_1000_models_steady"] = psutil.Process(first.pid).memory_info().rss / 2**20
+        out["rss_mb_1000_models_steady"] = rss_mb(group)
         out["rss_mb_by_round"] = [round(mb, 1) for mb in by_round]
         if not recovery:
             return out
@@ -183,6 +215,11 @@ def measure(
         # One more envelope per model waits for the replacement, so that its first event
         # applied tells when it is processing again.
         extra = [(m.encode(), Batch(m, [_event(m, t0 + SPAN_S + 1.0)]).envelope()) for m in models]
+        if workers == 2:
+            out["recovery_s_1000_models"] = failover(group, servers, events_topic, extra)
+            out["group_timeout_s"] = Settings().group_timeout_s
+            progress.update(task, total=1, completed=1)
+            return out
         killed_at = time.monotonic()
         first.kill()
         asyncio.run(send(servers, events_topic, extra))
@@ -204,10 +241,27 @@ def measure(
         out["group_timeout_s"] = Settings().group_timeout_s
         progress.update(task, total=1, completed=1)
     finally:
-        first.kill()
+        for worker in group:
+            worker.kill()
         if second is not None:
             second.kill()
     return out
+
+
+def failover(group: list[WorkerProcess], servers: str, topic: str, extra: list[tuple[bytes, bytes]]) -> float | None:
+    """Seconds from killing the first worker until the survivor has applied every record of ``extra``."""
+    dead, survivor = group
+    target = events_of(survivor) + len(extra)
+    killed_at = time.monotonic()
+    dead.kill()
+    asyncio.run(send(servers, topic, extra))
+    while events_of(survivor) < target:
+        if not survivor.running:
+            raise RuntimeError(f"the surviving worker exited; see {survivor.log_path}")
+        if time.monotonic() > killed_at + RECOVERY_TIMEOUT_S:
+            return None
+        time.sleep(0.05)
+    return time.monotonic() - killed_at
 
 
 async def changelog_records(servers: str, app_id: str) -> int:
@@ -250,11 +304,20 @@ def main() -> None:
     )
     parser.add_argument("--no-labels", action="store_true", help="no labels: nothing waits in the label join")
     parser.add_argument("--skip-recovery", action="store_true", help="the memory only, not the kill and recovery")
+    parser.add_argument(
+        "--workers", type=int, choices=(1, 2), default=1, help="2: the models shared, recovery a failover"
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
     with EmbeddedBroker() as broker, Progress(console=console, transient=False) as progress:
         figures = measure(
-            broker, progress, args.models, args.events_per_model, not args.no_labels, not args.skip_recovery
+            broker,
+            progress,
+            args.models,
+            args.events_per_model,
+            not args.no_labels,
+            not args.skip_recovery,
+            args.workers,
         )
     if args.json:
         print(json.dumps(figures))
