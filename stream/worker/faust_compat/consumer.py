@@ -1,0 +1,240 @@
+"""The worker's Faust consumer and transport: a short fetch wait, input records into the intake in bulk,
+partitions read again from a hole, and commits that never pass a record not yet taken in.
+
+The reasons, with the upstream issues, are in :mod:`stream.worker.faust_compat`.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiokafka
+import faust
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, Message
+
+from stream.worker.intake import Intake
+from stream.worker.offset_order import Hole, PartitionOrder
+
+FETCH_MAX_WAIT_MS = 100
+
+
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer waits at most ``FETCH_MAX_WAIT_MS`` per fetch."""
+
+    def fetch_state(self, tp: TP) -> str:
+        """What aiokafka's public API says of ``tp``'s fetch, without a request to the broker."""
+        consumer = self._ensure_consumer()
+        try:
+            polled = consumer.last_poll_timestamp(tp)
+        except aiokafka.errors.IllegalStateError:
+            return "not assigned in aiokafka"
+        return f"aiokafka paused {tp in consumer.paused()}, last fetch response at {polled} ms"
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by aiokafka when the consumer starts and builds its fetcher.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+def is_changelog(topic: str) -> bool:
+    """Whether ``topic`` is a table's changelog (Faust names them so) rather than an input."""
+    return topic.endswith("-changelog")
+
+
+class ChangelogReadOffsets(dict):
+    """Faust's last offset read per partition, kept for changelog partitions only.
+
+    Faust drops a fetched record whose offset is below the last one read, as
+    a duplicate. After a seek back, records already in flight raise that mark
+    again before the records read again arrive, and those were then dropped
+    too. Input records read twice are recognised by the model states instead.
+
+    >>> offsets = ChangelogReadOffsets()
+    >>> offsets.update({TP("events", 0): 7, TP("app-model-state-changelog", 0): 9})
+    >>> offsets[TP("events", 0)], offsets[TP("app-model-state-changelog", 0)]
+    (None, 9)
+    """
+
+    def __missing__(self, tp: TP) -> None:
+        return None
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        if is_changelog(tp.topic):
+            super().__setitem__(tp, offset)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for tp, offset in dict(*args, **kwargs).items():
+            self[tp] = offset
+
+
+class Consumer(driver.Consumer):
+    """Faust's aiokafka consumer, run by :class:`ConsumerThread`, that can read a partition again from a hole.
+
+    ``order`` learns where each partition is read from; the ingest task
+    checks every record against it (see :mod:`stream.worker.offset_order`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.order = PartitionOrder()
+        self._read_offset = ChangelogReadOffsets()
+        # Committed offsets of partitions being revoked: Faust forgets them before its last commit.
+        self._revoked_committed: dict[TP, int | None] = {}
+        # Input records the ingest task took in (see ack).
+        self.taken: weakref.WeakSet[Message] = weakref.WeakSet()
+        # Where the records of these topics go instead of Faust's streams (see getmany).
+        self.intake: Intake[Message] | None = getattr(self.transport, "intake", None)
+        self.intake_topics: frozenset[str] = getattr(self.transport, "intake_topics", frozenset())
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's fetch, less the records of the intake topics: those go to the intake, in bulk.
+
+        Nothing acknowledges them until the ingest task takes them, so the
+        commit cannot pass them meanwhile.
+        """
+        intake, topics = self.intake, self.intake_topics
+        async for tp, message in super().getmany(timeout):
+            if intake is None or tp.topic not in topics:
+                yield tp, message
+            elif intake.put(message, len(message.value or b"")):
+                # aiokafka's partition tuple, which Faust's own sets do not take.
+                faust_tp = TP(tp.topic, tp.partition)
+                if faust_tp not in self._buffered_partitions:
+                    self.on_buffer_full(faust_tp)
+
+    async def take_intake(self) -> list[Message]:
+        """The records gathered in the intake (see :meth:`Intake.take`), less any from before a rebalance.
+
+        Each is tracked and referenced as a Faust stream does with the events
+        it reads: a rebalance or a stop then waits for its acknowledgement.
+        """
+        assert self.intake is not None
+        messages = await self.intake.take()
+        if self.intake.below_low_water():
+            for tp in [tp for tp in self._buffered_partitions if tp.topic in self.intake_topics]:
+                self.on_buffer_drop(tp)
+        generation = self.app.consumer_generation_id
+        # Faust's watch for stalled streams reads when each partition last had a record processed.
+        inbound = self.app.monitor.stream_inbound_time
+        now = time.monotonic()
+        fresh = []
+        for message in messages:
+            # One from before a rebalance is read again from the committed offset.
+            if message.generation_id == generation:
+                message.tracked = True
+                self.track_message(message)
+                message.incref()
+                inbound[message.tp] = now
+                fresh.append(message)
+        return fresh
+
+    def stop_flow(self) -> None:
+        """Stop the flow for a rebalance or a stop: what waits in the intake is read again from the commit."""
+        super().stop_flow()
+        if self.intake is not None:
+            self.intake.clear()
+            self._buffered_partitions.difference_update(
+                [tp for tp in self._buffered_partitions if tp.topic in self.intake_topics]
+            )
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_back(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` again from ``offset``; the seek runs in the consumer's thread, as aiokafka needs."""
+        await self.seek_wait({tp: offset})
+
+    def fetch_report(self, tp: TP) -> str:
+        """Where Faust and aiokafka stand on fetching ``tp``, for the log."""
+        return (
+            f"high watermark {self.highwater(tp)}, {self._thread.fetch_state(tp)}, "
+            f"in Faust's fetch set {tp in self._get_active_partitions()}, paused {tp in self._paused_partitions}, "
+            f"buffer full {tp in self._buffered_partitions}"
+        )
+
+    async def restart_fetch(self, tp: TP) -> int | None:
+        """Fetch ``tp`` again from the next record the ingest task expects; returns that offset.
+
+        A partition Faust took out of its fetch set for a full stream buffer
+        is put back: the buffer it waited on has long been drained.
+        """
+        if tp in self._buffered_partitions and tp not in self._paused_partitions:
+            self.on_buffer_drop(tp)
+        offset = self.order.expected.get(tp)
+        if offset is not None:
+            self.order.expect(tp, offset)
+            await self.seek_back(tp, offset)
+        return offset
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition to its committed offset, and expect its records from there."""
+        offsets = await super().seek_to_committed()
+        for tp, offset in offsets.items():
+            if offset is not None and offset >= 0:
+                self.order.expect(tp, offset)
+        return offsets
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Forget where the revoked partitions were read, then let Faust revoke them."""
+        self.order.forget(revoked)
+        self._revoked_committed = {tp: self._committed_offset.get(tp) for tp in revoked}
+        try:
+            await super().on_partitions_revoked(revoked)
+        finally:
+            self._revoked_committed = {}
+
+    def ack(self, message: Message) -> bool:
+        """Count ``message`` as done, for the commit; an input record only if the ingest task took it in.
+
+        Around a rebalance Faust skips some records on their way to the agent
+        and acknowledges them all the same: their offsets would be committed,
+        and they are read again here from the hole they leave instead.
+        """
+        if not is_changelog(message.topic) and message not in self.taken:
+            message.acked = True
+            return False
+        return super().ack(message)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Faust commits past the record at the committed offset when the one after it
+        # is done (its test is off by one), and past any first record while it revokes.
+        # That record may be held for its model's checkpoint: a crash would lose it.
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if committed is None:
+            committed = self._revoked_committed.get(tp)
+        if acked and committed is not None and not self._gap.get(tp) and min(acked) > committed:
+            return None
+        return super()._new_offset(tp)
+
+    async def skip_gap(self, tp: TP, gap: Hole) -> None:
+        """Let offsets be committed past ``gap``: the log has no record there (transaction markers)."""
+        await self._add_gap(tp, gap.start, gap.end - 1)
+
+
+class Transport(driver.Transport):
+    """Faust's aiokafka transport with :class:`Consumer`: the short fetch wait, holes read again."""
+
+    Consumer = Consumer
+
+
+def use_worker_transport(
+    app: faust.App, intake: Intake[Message] | None = None, topics: frozenset[str] = frozenset()
+) -> None:
+    """Give ``app`` :class:`Transport`; call it before the app declares any topic.
+
+    The records of ``topics`` go to ``intake`` (see :meth:`Consumer.getmany`).
+    """
+    app.transport = Transport(app.conf.broker_consumer, app)
+    app.transport.intake = intake
+    app.transport.intake_topics = topics
+
+
+def subscribe(app: faust.App, topic: Any) -> None:
+    """Have ``app`` consume ``topic`` with no agent iterating it (its records go to an intake)."""
+    app.topics.add(topic)
