@@ -31,7 +31,16 @@ import psutil
 from faust.types import TP
 
 from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, model_partition
-from stream.monitoring.label_join import SEPARATOR, JsonEntries, LabelJoiner, ModelLabels
+from stream.monitoring.label_join import (
+    SEPARATOR,
+    JsonEntries,
+    LabelJoiner,
+    ModelLabels,
+    batch_expired,
+    expand_join_record,
+    is_batch_key,
+    key_model,
+)
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileStore
@@ -45,9 +54,11 @@ from stream.worker.checkpoint import Checkpointer, HeldRecords
 from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import (
     JOIN_ROCKSDB_OPTIONS,
+    ExpandingTable,
     active_partitions,
     rocksdb_store_url,
     store_get,
+    store_put,
     store_scan,
     subscribe,
     tables_ready,
@@ -108,18 +119,24 @@ class MonitorApp:
         )
         # Predictions waiting for their labels (and labels for their predictions).
         # Entries are written at the model's checkpoints, in the model's
-        # partition like everything else about it.
+        # partition like everything else about it, one changelog record per
+        # model and checkpoint (see stream.monitoring.label_join).
         # Values are the entries' JSON text, kept as bytes (see JsonEntries).
         # On disk by default: it holds an entry per prediction for label_ttl_s.
         on_disk = {"store": rocksdb_store_url(LABEL_JOIN_TABLE), "options": JOIN_ROCKSDB_OPTIONS}
-        self.label_join = self.app.Table(
-            LABEL_JOIN_TABLE,
+        ttl_s = settings.label_ttl_s
+        self.label_join = ExpandingTable(
+            self.app,
+            name=LABEL_JOIN_TABLE,
+            expand=lambda key, value: expand_join_record(key, value, cutoff=time.time() - ttl_s),
             default=None,
+            beacon=self.app.tables.beacon,
             partitions=settings.partitions,
             key_type=bytes,
             value_type=bytes,
             **(on_disk if settings.join_store == "rocksdb" else {}),
         )
+        self.app.tables.add(self.label_join)
         # Every changelog write, until the next checkpoint confirms it.
         self.writes = ChangelogWrites()
         self.join_store = TableEntries(self.label_join, settings.partitions)
@@ -199,7 +216,13 @@ class MonitorApp:
         return len(alerts)
 
     async def expire_join_entries(self) -> int:
-        """Drop join entries past their TTL from the partitions this worker owns.
+        """Drop join entries past their TTL from this worker's store; returns how many of its own it counted.
+
+        In the partitions this worker owns, each expired entry is counted in
+        its model's state, and a batch whose newest entry is past the TTL is
+        deleted from the changelog (entries are deleted from the store alone:
+        a worker reading the changelog back leaves out those past the TTL).
+        In the others (standby copies) expired entries are only deleted.
 
         The keys are checked a slice at a time, with the event loop free in
         between: a pass over millions of entries at once had held it for
@@ -208,19 +231,28 @@ class MonitorApp:
         if not self.ready:
             return 0
         owned = set(self.local_models())
+        actives = active_partitions(self.app, self.settings.topics.events)
         # Read a slice at a time as the agents change the table between slices (see LabelJoiner.expired).
-        scan = store_scan(self.label_join, active_partitions(self.app, self.settings.topics.events))
+        scan = store_scan(self.label_join)
         now = time.time()
+        cutoff = now - self.settings.label_ttl_s
         expired = 0
         while slice_ := list(itertools.islice(scan, EXPIRY_SLICE)):
-            entries = ((key, orjson.loads(value)) for key, value in slice_)
+            entries = []
+            for key, value in slice_:
+                if not is_batch_key(key):
+                    entries.append((key, orjson.loads(value)))
+                elif batch_expired(value, cutoff) and self.partition_of(key_model(key)) in actives:
+                    # Deleted from the store once the broker has the tombstone.
+                    self.writes.write(self.label_join, self.partition_of(key_model(key)), key, None, when_stored=True)
             for key, model, outcome in self.joiner.expired(now, entries):
-                if model not in owned or self.unsaved_join_entry(model, key):
-                    continue
-                # A tombstone in the model's own changelog partition, as an agent would write.
-                self.writes.write(self.label_join, self.partition_of(model), key, None, when_stored=True)
-                self.labels.count_expired(model, outcome)
-                expired += 1
+                partition = self.partition_of(model)
+                if partition in actives:
+                    if model not in owned or self.unsaved_join_entry(model, key):
+                        continue
+                    self.labels.count_expired(model, outcome)
+                    expired += 1
+                store_put(self.label_join, partition, key, None)
             await asyncio.sleep(0)
             if not self.ready:
                 break  # a rebalance began: what this worker owns is no longer known
@@ -334,7 +366,7 @@ def _faust_app(settings: Settings) -> faust.App:
 
 
 class TableEntries(Mapping):
-    """The join table's local entries, read-only, each looked up in its model's partition.
+    """The join table's local entries, read-only, each looked up in its model's partition (batches' times left out).
 
     The join table is written by the checkpointer alone, in each model's
     partition, once the model's state is saved (see
@@ -367,10 +399,10 @@ class TableEntries(Mapping):
         return default if value is None else value
 
     def __iter__(self) -> Iterator[bytes]:
-        return (key for key, _ in store_scan(self.table))
+        return (key for key, _ in store_scan(self.table) if not is_batch_key(key))
 
     def __len__(self) -> int:
-        return sum(1 for _ in store_scan(self.table))
+        return sum(1 for _ in self)
 
 
 def remove_stopped_workers_folders(root: str) -> list[str]:

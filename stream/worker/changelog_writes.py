@@ -57,7 +57,15 @@ class ChangelogWrites:
     def __init__(self) -> None:
         self.unconfirmed: list[asyncio.Future[Any]] = []
 
-    def write(self, table: Any, partition: int, key: bytes, value: Any, when_stored: bool = False) -> None:
+    def write(
+        self,
+        table: Any,
+        partition: int,
+        key: bytes,
+        value: Any,
+        when_stored: bool = False,
+        stored_as: list[tuple[bytes, bytes | None]] | None = None,
+    ) -> None:
         """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``.
 
         ``when_stored``: the table's local store takes the write only once the
@@ -66,12 +74,17 @@ class ChangelogWrites:
         only the changelog, and this one, restarted, trusts its store up to the
         last offset the broker confirmed. Until then the writer keeps what it
         wrote (the join entries stay in the model's state).
+
+        ``stored_as``: what the store takes instead of ``key`` and ``value``,
+        for a record that stands for several entries (see
+        :class:`~stream.worker.faust_compat.ExpandingTable`).
         """
         sent = send_changelog(table, partition, key, value)
+        entries = [(key, value)] if stored_as is None else stored_as
         if when_stored:
-            sent.add_done_callback(lambda done: _stored(done, table, partition, key, value))
+            sent.add_done_callback(lambda done: _stored(done, table, partition, entries))
         else:
-            store_put(table, partition, key, value)
+            _store(table, partition, entries)
         self.unconfirmed.append(sent)
 
     async def ebb(self, limit: int = UNCONFIRMED_LIMIT) -> None:
@@ -116,6 +129,11 @@ class ChangelogWrites:
         return len(results)
 
 
-def _stored(sent: asyncio.Future[Any], table: Any, partition: int, key: bytes, value: Any) -> None:
+def _stored(sent: asyncio.Future[Any], table: Any, partition: int, entries: list[tuple[bytes, Any]]) -> None:
     if not sent.cancelled() and sent.exception() is None:
+        _store(table, partition, entries)
+
+
+def _store(table: Any, partition: int, entries: list[tuple[bytes, Any]]) -> None:
+    for key, value in entries:
         store_put(table, partition, key, value)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from stream.monitoring.label_join import join_key
+from stream.monitoring.label_join import expand_join_record, join_batch
 from stream.web.metrics import WorkerMetrics
 from stream.worker.changelog_writes import ChangelogWrites
 from stream.worker.counters import WorkerCounters
@@ -256,18 +256,18 @@ class Checkpointer:
         """Models with changes no checkpoint has saved yet: the state cache must keep them."""
         return self.held.models.keys() | self.saving.keys()
 
-    def save(self, model: str, partition: int, monitor: ModelMonitor) -> dict[str, bytes]:
+    def save(self, model: str, partition: int, monitor: ModelMonitor) -> tuple[int, dict[str, bytes]]:
         """Write the model's state, with the offsets it covers, to its table entry and changelog.
 
-        The sequence number counts the checkpoints. Returns the label-join
-        entries saved with it.
+        The sequence number counts the checkpoints. Returns it, and the
+        label-join entries saved with the state.
         """
         monitor.seq += 1
         join_changes = dict(monitor.join_changes)
         blob = encode_state(monitor.to_dict())
         self.writes.write(self.table, partition, model.encode(), blob)
         self.states.put(model, monitor, blob)
-        return join_changes
+        return monitor.seq, join_changes
 
     async def save_full_join_changes(self, monitor: ModelMonitor | None) -> bool:
         """Checkpoint now if ``monitor`` carries ``MAX_JOIN_CHANGES`` join entries not yet stored; whether it did.
@@ -305,11 +305,13 @@ class Checkpointer:
             self.held.release(held.records)
         self.counters.checkpoints += 1
         self.metrics.checkpoints.inc()
-        await self._write_join_changes({model: (taken[model].partition, entries) for model, entries in saved.items()})
+        await self._write_join_changes({model: (taken[model].partition, *batch) for model, batch in saved.items()})
         return len(taken)
 
-    async def _save_states(self, taken: dict[str, HeldModel], generation: int) -> dict[str, dict[str, bytes]] | None:
-        """Write the states of ``taken`` and wait until stored; the join entries saved in each.
+    async def _save_states(
+        self, taken: dict[str, HeldModel], generation: int
+    ) -> dict[str, tuple[int, dict[str, bytes]]] | None:
+        """Write the states of ``taken`` and wait until stored; the sequence number and join entries saved in each.
 
         None if it failed (the records are held again) or partitions were revoked meanwhile.
         """
@@ -338,27 +340,30 @@ class Checkpointer:
             return None
         return saved
 
-    async def _write_join_changes(self, saved: dict[str, tuple[int, dict[str, bytes]]]) -> None:
-        """Send the join entries saved with each state (model: partition, entries) to the join table; then forget them.
+    async def _write_join_changes(self, saved: dict[str, tuple[int, int, dict[str, bytes]]]) -> None:
+        """Send the join entries saved with each state (model: partition, seq, entries) to the join table; forget them.
 
-        Once stored, they are dropped from the live state, unless changed
-        since; a state evicted meanwhile and read again leaves them out
-        itself (``ModelLabels.settle_loaded``). No state is held here: the
-        cache decides what stays in memory. The next checkpoint waits for
-        this one, so no state saved without them is stored before they are.
-        Should a write fail, the entries stay in the live state, to be saved
-        and sent again.
+        A model's entries go as one record (:func:`join_batch`). Once stored,
+        they are dropped from the live state, unless changed since; a state
+        evicted meanwhile and read again leaves them out itself
+        (``ModelLabels.settle_loaded``). No state is held here: the cache
+        decides what stays in memory. The next checkpoint waits for this one,
+        so no state saved without them is stored before they are. Should a
+        write fail, the entries stay in the live state, to be saved and sent
+        again.
         """
-        if self.join_table is None or not any(entries for _, entries in saved.values()):
+        if self.join_table is None or not any(entries for _, _, entries in saved.values()):
             return
         generation = self.generation
-        for model, (partition, entries) in saved.items():
+        for model, (partition, seq, entries) in saved.items():
             if generation != self.generation:
                 return  # revoked: the partitions' next owner has the states, and the entries in them
-            for request_id, entry in entries.items():
-                self.writes.write(self.join_table, partition, join_key(model, request_id), entry, when_stored=True)
-            # Faust buffers changelog records without bound, at kilobytes each: a checkpoint of
-            # a thousand models' predictions sent at once had held hundreds of megabytes.
+            if entries:
+                key, value = join_batch(model, seq, entries)
+                stored_as = expand_join_record(key, value)
+                self.writes.write(self.join_table, partition, key, value, when_stored=True, stored_as=stored_as)
+            # Faust buffers changelog records without bound: a checkpoint of a thousand
+            # models' batches sent at once could hold hundreds of megabytes.
             await self.writes.ebb()
         try:
             await self.writes.confirm()
@@ -367,7 +372,7 @@ class Checkpointer:
             return
         if generation != self.generation:
             return
-        for model, (_, entries) in saved.items():
+        for model, (_, _, entries) in saved.items():
             if model not in self.states:
                 continue
             changes = self.states.cached(model).join_changes

@@ -20,6 +20,7 @@ import pytest
 
 from stream.contracts.schemas import validate
 from stream.kafka.follow import read_all
+from stream.monitoring.label_join import expand_join_record, is_batch_key, join_key
 from stream.sdk.client import make_event
 from stream.stats.window_stats import window_start
 
@@ -214,5 +215,21 @@ def test_predictions_never_labelled_expire_after_their_time_to_live(broker):
             asyncio.run(publish(iso, late))
             with urllib.request.urlopen(f"{worker.url}/models/delta/stats", timeout=5) as response:
                 expired = json.loads(response.read())["labels"]
+        # The join's changelog: the predictions went in batches, one record per checkpoint, and
+        # each batch is deleted (a tombstone) once its newest entry is past the TTL.
+        changelog = f"{iso.settings.app_id}-label-join-changelog"
+        deadline = time.monotonic() + 30
+        while True:
+            records = asyncio.run(read_all(iso.settings.bootstrap_servers, changelog, timeout_s=2))
+            batches = {r.key: r.value for r in records if r.value is not None}
+            deleted = {r.key for r in records if r.value is None}
+            if deleted >= batches.keys() or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
     # The 50 predictions that never got a label, and nothing else: the later records had no request_id.
     assert expired == {"prediction_never_labelled": 50}
+    assert batches and all(is_batch_key(key) for key in batches)
+    entries = [k for key, value in batches.items() for k, _ in expand_join_record(key, value) if not is_batch_key(k)]
+    assert sorted(entries) == sorted(join_key("delta", f"req-{i}") for i in range(50))
+    assert len(batches) < 50
+    assert deleted >= batches.keys(), f"batches never deleted from the changelog: {sorted(batches.keys() - deleted)}"

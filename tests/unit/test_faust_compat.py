@@ -3,15 +3,18 @@ only taken records committed), and the import-time check of every private name i
 
 import asyncio
 import re
+import time
 import tomllib
 from pathlib import Path
 
 import aiokafka
 import faust
 import pytest
+from faust.events import Event
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from stream.monitoring.label_join import join_batch, join_key
 from stream.settings import Settings
 from stream.worker.app import MonitorApp
 from stream.worker.faust_compat import (
@@ -170,3 +173,40 @@ def test_a_stalled_partition_faust_left_out_for_a_full_buffer_is_fetched_again(t
     consumer.pause_partitions([other])
     asyncio.run(consumer.restart_fetch(other))
     assert other not in consumer._get_active_partitions()
+
+
+@pytest.mark.parametrize("join_store", ["rocksdb", "memory"])
+def test_the_label_join_read_back_from_its_changelog_holds_each_batch_entry_by_entry(tmp_path, join_store):
+    # Recovery and standby copies go through Faust's own restore into the store; each
+    # batch record must land as its entries, less those past the TTL.
+    mon = MonitorApp(Settings(data_dir=str(tmp_path), join_store=join_store, label_ttl_s=60))
+    table = mon.label_join
+    now = time.time()
+    key, value = join_batch(
+        "m", 3, {"fresh": b'["P",1,"1",5.0,%r]' % now, "stale": b'["P",0,"1",5.0,%r]' % (now - 600)}
+    )
+    topic = table.changelog_topic.get_topic_name()
+
+    def event(offset, key, value):
+        message = ConsumerMessage(topic, 2, offset, 0.0, 0, [], key, value, None)
+        return Event(mon.app, key, value, {}, message)
+
+    table.apply_changelog_batch(
+        [
+            event(0, key, value),
+            # An entry written on its own by an earlier worker, within the TTL and past it.
+            event(1, join_key("n", "kept"), b'["L",1,5.0,%r]' % now),
+            event(2, join_key("n", "old"), b'["L",1,5.0,%r]' % (now - 600)),
+        ]
+    )
+    assert dict(store_scan(table)) == {
+        join_key("m", "fresh"): b'["P",1,"1",5.0,%r]' % now,
+        join_key("n", "kept"): b'["L",1,5.0,%r]' % now,
+        key: repr(now).encode(),
+    }
+    # The batch deleted from the changelog: its time goes, the entries stay until they expire.
+    table.apply_changelog_batch([event(3, key, None)])
+    assert sorted(dict(store_scan(table))) == [join_key("m", "fresh"), join_key("n", "kept")]
+    if join_store == "rocksdb":
+        tp = TP(topic, 2)
+        assert table.data.persisted_offset(tp) == 3

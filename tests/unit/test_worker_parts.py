@@ -12,7 +12,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from stream.monitoring.label_join import JsonEntries, LabelJoiner, ModelLabels, join_key
+from stream.monitoring.label_join import JsonEntries, LabelJoiner, ModelLabels, is_batch_key, join_key
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings import DetectionSettings, Settings
 from stream.worker.admission import Admission
@@ -336,7 +336,12 @@ def test_a_state_with_too_many_join_entries_not_yet_stored_is_saved_at_once(monk
 
     below, full, again, monitor, join_table = asyncio.run(run())
     assert (below, full, again) == (False, True, False)
-    assert monitor.join_changes == {} and len(join_table.data) == 4
+    assert monitor.join_changes == {}
+    assert {key for key in join_table.data if not is_batch_key(key)} == {
+        join_key("m", request_id) for request_id in ("r1", "s0", "s1", "s2")
+    }
+    # One changelog record per model and checkpoint, the first forced by the full state.
+    assert [key for _, key, _, _ in join_table.sent] == [b"\x00m\x1f1"]
 
 
 def test_a_poisoned_batch_undone_does_not_find_the_join_entries_of_its_own_first_try():

@@ -73,6 +73,7 @@ from stream.worker.faust_compat.consumer import (  # noqa: E402  (checked first)
 )
 from stream.worker.faust_compat.tables import (  # noqa: E402
     JOIN_ROCKSDB_OPTIONS,
+    ExpandingTable,
     active_partitions,
     hold_message,
     rocksdb_store_url,
@@ -92,6 +93,7 @@ __all__ = [
     "ChangelogReadOffsets",
     "Consumer",
     "ConsumerThread",
+    "ExpandingTable",
     "FaustIncompatible",
     "StopSignalWorker",
     "Transport",

@@ -92,6 +92,14 @@ def check_faust() -> None:
             _params(Collection, "send_changelog")[:4] == ["self", "partition", "key", "value"],
         ),
         ("Collection.data", isinstance(inspect.getattr_static(Collection, "data", None), property)),
+        (
+            "Collection.apply_changelog_batch(batch), stores reading each event's message tp, offset, key, ...",
+            _params(Collection, "apply_changelog_batch") == ["self", "batch"]
+            and all(
+                f".{name}" in inspect.getsource(faust_rocksdb.Store.apply_changelog_batch)
+                for name in ("message", "tp", "offset", "partition", "key", "value")
+            ),
+        ),
         ("Message.incref", callable(getattr(Message, "incref", None))),
         ("PartitionAssignor.assigned_actives", callable(getattr(PartitionAssignor, "assigned_actives", None))),
         (

@@ -8,12 +8,17 @@ partitions, and the recovery flags.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.stores import rocksdb as faust_rocksdb
-from faust.types import Message
+from faust.types import TP, EventT, Message
+
+# What a changelog record stands for in the store: (key, value or None to delete) pairs,
+# or None for the record itself.
+Expansion = Callable[[bytes, bytes | None], list[tuple[bytes, bytes | None]] | None]
 
 # RocksDB settings for each of the label join's partition databases; Faust's defaults
 # (a 2 GB block cache and three 64 MB write buffers, per partition) are sized for a
@@ -107,3 +112,49 @@ def tables_ready(app: faust.App) -> bool:
     """Partitions assigned and table recovery done."""
     recovery = app.tables.recovery
     return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
+
+
+class ExpandingTable(faust.Table):
+    """A Faust table whose changelog records may each stand for several store entries, or for none.
+
+    ``expand(key, value)`` says what the store takes of a record read back
+    from the changelog (recovery, standby copies); the records this worker
+    writes reach its store through :class:`~stream.worker.changelog_writes.ChangelogWrites`.
+    Faust's stores read a record's key, value, partition and offset from each
+    event: the entries of one record share its partition and offset.
+    """
+
+    def __init__(self, app: faust.App, *, expand: Expansion, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.expand = expand
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        """Faust's restore of changelog records into the store, each expanded first."""
+        super().apply_changelog_batch(_expanded(batch, self.expand))
+
+
+@dataclass(slots=True)
+class _EntryMessage:
+    tp: TP
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class _EntryEvent:
+    key: bytes
+    value: bytes | None
+    message: _EntryMessage
+
+
+def _expanded(batch: Iterable[EventT], expand: Expansion) -> Iterator[Any]:
+    for event in batch:
+        message = event.message
+        entries = expand(message.key, message.value)
+        if entries is None:
+            yield event
+            continue
+        for key, value in entries:
+            yield _EntryEvent(key, value, _EntryMessage(message.tp, message.partition, message.offset, key, value))
