@@ -1,10 +1,12 @@
 """How a fresh worker's recovery grows with its label join: ``python -m bench.recovery [--entries N ...] [--json]``.
 
 For each size, a new worker group's label-join changelog is filled with N
-waiting predictions (the records a worker writes, one record per batch as
-workers send them to the embedded broker), and a worker is started on it.
+waiting predictions (as workers write them: one record per model and
+checkpoint, ``--per-batch`` entries each, one record per request as workers
+send them to the embedded broker), and a worker is started on it.
 Printed per size:
 
+- ``changelog_records``: the records those entries make;
 - ``ready_s``: from the worker's start until it reports ready (table
   recovery done). The row of 0 entries is the fixed part: start-up and
   joining the group;
@@ -41,36 +43,48 @@ from rich.console import Console
 from rich.table import Table
 
 from stream.kafka.embedded_broker import EmbeddedBroker
-from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, TopicSpec, ensure_topics
-from stream.monitoring.label_join import join_key
+from stream.kafka.topics import LABEL_JOIN_TABLE, MODEL_STATE_TABLE, TopicSpec, ensure_topics, model_partition
+from stream.monitoring.label_join import join_batch
 from stream.worker.child_process import WorkerProcess
 
 PARTITIONS = 4
 MODELS = 1000
 
 
-async def fill(servers: str, app_id: str, entries: int) -> None:
-    """Write ``entries`` waiting predictions to the group's join changelog, one record per batch."""
+async def fill(servers: str, app_id: str, entries: int, per_batch: int) -> int:
+    """Write ``entries`` waiting predictions to the group's join changelog as workers do; returns the records.
+
+    A worker writes a model's new entries as one record per checkpoint: here
+    ``per_batch`` entries a record, each in its model's partition, one
+    record per request as workers send them to the embedded broker.
+    """
     topic = f"{app_id}-{LABEL_JOIN_TABLE}-changelog"
     await ensure_topics(
         servers,
         [TopicSpec(topic, PARTITIONS, ""), TopicSpec(f"{app_id}-{MODEL_STATE_TABLE}-changelog", PARTITIONS, "")],
     )
+    by_model: dict[str, dict[str, bytes]] = {}
+    now = time.time()
+    for i in range(entries):
+        entry = orjson.dumps(["P", i % 2, "1", now - 60.0, now, 0.73])
+        by_model.setdefault(f"model-{i % MODELS:04d}", {})[f"req-{i:012d}"] = entry
     producer = AIOKafkaProducer(bootstrap_servers=servers, max_batch_size=1, linger_ms=5)
     await producer.start()
     try:
-        now = time.time()
         sent = []
-        for i in range(entries):
-            key = join_key(f"model-{i % MODELS:04d}", f"req-{i:012d}")
-            value = orjson.dumps(["P", i % 2, "1", now - 60.0, now, 0.73])
-            sent.append(await producer.send(topic, key=key, value=value, partition=i % PARTITIONS))
+        for model, waiting in by_model.items():
+            items = list(waiting.items())
+            for seq, start in enumerate(range(0, len(items), per_batch), start=1):
+                key, value = join_batch(model, seq, dict(items[start : start + per_batch]))
+                partition = model_partition(model, PARTITIONS)
+                sent.append(await producer.send(topic, key=key, value=value, partition=partition))
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
+    return len(sent)
 
 
-def measure(broker: EmbeddedBroker, entries: int) -> dict[str, float]:
+def measure(broker: EmbeddedBroker, entries: int, per_batch: int = 50) -> dict[str, float]:
     app_id = f"bench-recovery-{uuid.uuid4().hex[:8]}"
     env = {
         "STREAM_MONITOR_PARTITIONS": str(PARTITIONS),
@@ -82,7 +96,7 @@ def measure(broker: EmbeddedBroker, entries: int) -> dict[str, float]:
         TopicSpec(env["STREAM_MONITOR_TOPIC_LABELS"], PARTITIONS, ""),
     ]
     asyncio.run(ensure_topics(broker.bootstrap_servers, inputs))
-    asyncio.run(fill(broker.bootstrap_servers, app_id, entries))
+    records = asyncio.run(fill(broker.bootstrap_servers, app_id, entries, per_batch))
     assert broker.process is not None
     broker_process = psutil.Process(broker.process.pid)
     broker_cpu = broker_process.cpu_times()
@@ -110,6 +124,7 @@ def measure(broker: EmbeddedBroker, entries: int) -> dict[str, float]:
         shutil.rmtree(folder, ignore_errors=True)
     return {
         "entries": entries,
+        "changelog_records": records,
         "ready_s": round(ready_s, 1),
         "broker_cpu_s": round(after.user + after.system - broker_cpu.user - broker_cpu.system, 1),
         "worker_cpu_s": round(worker_cpu.user + worker_cpu.system, 1),
@@ -121,13 +136,16 @@ def measure(broker: EmbeddedBroker, entries: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, nargs="+", default=[0, 20_000, 100_000, 200_000])
+    parser.add_argument(
+        "--per-batch", type=int, default=50, help="join entries per changelog record (one model, one checkpoint)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON list with the figures")
     args = parser.parse_args()
     results = []
     for entries in args.entries:
         # A broker per size: what it already holds is part of what is measured.
         with EmbeddedBroker() as broker:
-            results.append(measure(broker, entries))
+            results.append(measure(broker, entries, args.per_batch))
     if args.json:
         print(json.dumps(results))
         return

@@ -20,6 +20,7 @@ import pytest
 
 from stream.contracts.schemas import validate
 from stream.kafka.follow import read_all
+from stream.kafka.topics import LABEL_JOIN_TABLE
 from stream.monitoring.label_join import expand_join_record, is_batch_key, join_key
 from stream.sdk.client import make_event
 from stream.stats.window_stats import window_start
@@ -217,7 +218,7 @@ def test_predictions_never_labelled_expire_after_their_time_to_live(broker):
                 expired = json.loads(response.read())["labels"]
         # The join's changelog: the predictions went in batches, one record per checkpoint, and
         # each batch is deleted (a tombstone) once its newest entry is past the TTL.
-        changelog = f"{iso.settings.app_id}-label-join-changelog"
+        changelog = f"{iso.settings.app_id}-{LABEL_JOIN_TABLE}-changelog"
         deadline = time.monotonic() + 30
         while True:
             records = asyncio.run(read_all(iso.settings.bootstrap_servers, changelog, timeout_s=2))

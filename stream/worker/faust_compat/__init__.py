@@ -50,6 +50,10 @@ What is worked around, each worth reporting upstream:
   the checkpointer writes each model's entries in the model's partition,
   outside any event (:func:`store_put`, :func:`store_get`, :func:`store_scan`
   reach the partition's database directly).
+- **One changelog record for many entries.** A Faust table restores each
+  changelog record as one store entry; the label join writes a model's new
+  entries of one checkpoint as one record and looks them up one by one
+  (:class:`ExpandingTable` expands each record as Faust restores it).
 - **A table's own store ignored.** ``store="rocksdb://"`` on a table left it
   in memory (:func:`rocksdb_store_url`).
 - **A stop signal ignored.** A worker whose agents were stuck ignored
