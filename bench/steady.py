@@ -119,14 +119,26 @@ async def send(servers: str, topic: str, records: list[tuple[bytes, bytes]]) -> 
         await producer.stop()
 
 
-def events_of(worker: WorkerProcess) -> int:
-    return (worker.health() or {}).get("events", 0)
+def events_of(worker: WorkerProcess) -> int | None:
+    """Events the worker applied, or None while its health page does not answer (a busy worker)."""
+    health = worker.health()
+    return None if health is None else health.get("events", 0)
+
+
+def answered_events(worker: WorkerProcess, timeout_s: float = 60.0) -> int:
+    """Events the worker applied, asking until it answers."""
+    deadline = time.monotonic() + timeout_s
+    while (applied := events_of(worker)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker's health page did not answer in {timeout_s:g} s; see {worker.log_path}")
+        time.sleep(0.2)
+    return applied
 
 
 def wait_for(workers: list[WorkerProcess], events: int, timeout_s: float = ROUND_TIMEOUT_S) -> None:
     """Until the workers together have applied ``events``."""
     deadline = time.monotonic() + timeout_s
-    while (applied := sum(events_of(w) for w in workers)) < events:
+    while (applied := sum(events_of(w) or 0 for w in workers)) < events:
         for worker in workers:
             if not worker.running:
                 raise RuntimeError(f"a worker exited; see {worker.log_path}")
@@ -251,11 +263,13 @@ def measure(
 def failover(group: list[WorkerProcess], servers: str, topic: str, extra: list[tuple[bytes, bytes]]) -> float | None:
     """Seconds from killing the first worker until the survivor has applied every record of ``extra``."""
     dead, survivor = group
-    target = events_of(survivor) + len(extra)
+    # Read before the kill, and never taken as 0 when the page is slow to answer: a busy
+    # survivor's unanswered health page once made a failover look done in a second.
+    target = answered_events(survivor) + len(extra)
     killed_at = time.monotonic()
     dead.kill()
     asyncio.run(send(servers, topic, extra))
-    while events_of(survivor) < target:
+    while (events_of(survivor) or 0) < target:
         if not survivor.running:
             raise RuntimeError(f"the surviving worker exited; see {survivor.log_path}")
         if time.monotonic() > killed_at + RECOVERY_TIMEOUT_S:
