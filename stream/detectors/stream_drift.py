@@ -15,6 +15,7 @@ the rebuilt detector is close to the original, not identical.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -99,7 +100,8 @@ class StreamDriftRule:
         self.times: deque[tuple[int, float]] = deque(maxlen=TIME_MARKS)
         self.recent: deque[float] = deque(maxlen=64)
         # What the river detector was fed since its last detection: enough to build it again.
-        self.replay: deque[float] = deque(maxlen=REPLAY)
+        # Doubles in an array: a deque of Python floats took four times the memory.
+        self.replay = array("d")
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return a finding per detected change.
@@ -132,10 +134,10 @@ class StreamDriftRule:
             update(z)
             if not detector.drift_detected or self.seen + (j - start + 1) < self.warmup:
                 continue
-            self.replay.extend(inputs[fed : j - i + 1])
+            self._remember(inputs[fed : j - i + 1])
             fed = j - i + 1
             kept = self._new_regime_length() if self.method == "adwin" else 0
-            self.replay = deque(list(self.replay)[-kept:] if kept else [], maxlen=REPLAY)
+            self.replay = self.replay[-kept:] if kept else array("d")
             self._account(xs, ts, start, j)
             before = self.mean
             self._account(xs, ts, j, j + 1)
@@ -150,9 +152,15 @@ class StreamDriftRule:
             if (self.direction == "up" and not rising) or (self.direction == "down" and rising):
                 continue
             findings.append(self._finding(ts[j], before, after, width))
-        self.replay.extend(inputs[fed:])
+        self._remember(inputs[fed:])
         self._account(xs, ts, start, len(xs))
         return findings
+
+    def _remember(self, inputs: Sequence[float]) -> None:
+        """Keep ``inputs`` for the replay, the last ``REPLAY`` values at most."""
+        self.replay.extend(inputs)
+        if len(self.replay) > REPLAY:
+            del self.replay[: len(self.replay) - REPLAY]
 
     def _account(self, xs: list[float], ts: list[float], a: int, b: int) -> None:
         """Count ``xs[a:b]`` in the event number, time marks, recent values and running mean."""
@@ -239,7 +247,7 @@ class StreamDriftRule:
             "state_version": STATE_VERSION,
             "method": self.method,
             "params": dict(self.params),
-            "replay": list(self.replay),
+            "replay": self.replay.tolist(),
             "seen": self.seen,
             "mean": self.mean,
             "count_since_change": self.count_since_change,
@@ -261,7 +269,7 @@ class StreamDriftRule:
         self.detector = METHODS[self.method](**self.params)
         for z in replay:
             self.detector.update(z)
-        self.replay = deque(replay, maxlen=REPLAY)
+        self.replay = array("d", replay[-REPLAY:])
         self.seen, self.mean = state["seen"], state["mean"]
         self.count_since_change = state["count_since_change"]
         self.times = deque((tuple(mark) for mark in state["times"]), maxlen=TIME_MARKS)
