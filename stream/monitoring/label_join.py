@@ -305,8 +305,7 @@ class LabelJoiner:
             entry = _compact(self.store.get(key))
             if not _past(entry, cutoff):
                 continue
-            model = key.decode(errors="replace").split(SEPARATOR, 1)[0]
-            out.append((key, model, EXPIRED_OUTCOMES[entry[0]]))
+            out.append((key, key_model(key), EXPIRED_OUTCOMES[entry[0]]))
         return out
 
 

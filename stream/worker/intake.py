@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -54,10 +54,8 @@ class Intake(Generic[T]):
         self.max_bytes = max_bytes
         self.wait_s = wait_s
         self.clock = clock
-        self._records: deque[tuple[T, int, Hashable]] = deque()
+        self._records: deque[tuple[T, int]] = deque()
         self._bytes = 0
-        # Records waiting per partition: the stall watch tells a stopped fetch from a busy ingest.
-        self._held: Counter[Hashable] = Counter()
         self._arrived = asyncio.Event()
 
     def __len__(self) -> int:
@@ -66,20 +64,10 @@ class Intake(Generic[T]):
     def _full_take(self) -> bool:
         return len(self._records) >= self.max_records or self._bytes >= self.max_bytes
 
-    def put(self, record: T, size: int, partition: Hashable = None) -> bool:
-        """Add ``record`` of ``size`` bytes from ``partition``; returns whether its partition should stop being fetched.
-
-        >>> intake = Intake(max_records=10, max_bytes=100, wait_s=0.0)
-        >>> _ = intake.put("a", 1, partition=("events", 0)), intake.put("b", 1, partition=("events", 0))
-        >>> intake.holding(("events", 0)), intake.holding(("events", 1))
-        (2, 0)
-        >>> _ = asyncio.run(intake.take())
-        >>> intake.holding(("events", 0))
-        0
-        """
-        self._records.append((record, size, partition))
+    def put(self, record: T, size: int) -> bool:
+        """Add ``record`` of ``size`` bytes; returns whether its partition should stop being fetched."""
+        self._records.append((record, size))
         self._bytes += size
-        self._held[partition] += 1
         if len(self._records) == 1 or self._full_take():
             self._arrived.set()
         return (
@@ -117,26 +105,29 @@ class Intake(Generic[T]):
         size = 0
         records = self._records
         while records and len(taken) < self.max_records and (not taken or size + records[0][1] <= self.max_bytes):
-            record, n, partition = records.popleft()
+            record, n = records.popleft()
             taken.append(record)
             size += n
-            self._held[partition] -= 1
-            if not self._held[partition]:
-                del self._held[partition]
         self._bytes -= size
         return taken
 
     def clear(self) -> list[T]:
         """Every record waiting, removed (the partitions are read again from their committed offsets)."""
-        records = [record for record, _, _ in self._records]
+        records = [record for record, _ in self._records]
         self._records.clear()
         self._bytes = 0
-        self._held.clear()
         return records
 
-    def holding(self, partition: Hashable) -> int:
-        """How many records of ``partition`` wait here."""
-        return self._held.get(partition, 0)
+    def waiting(self) -> list[T]:
+        """The records waiting, oldest first, left in place.
+
+        >>> intake = Intake(max_records=1, max_bytes=100, wait_s=0.0)
+        >>> _ = intake.put("a", 1), intake.put("b", 1)
+        >>> _ = asyncio.run(intake.take())
+        >>> intake.waiting()
+        ['b']
+        """
+        return [record for record, _ in self._records]
 
 
 @dataclass(slots=True)

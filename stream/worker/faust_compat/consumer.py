@@ -101,7 +101,7 @@ class Consumer(driver.Consumer):
         async for tp, message in super().getmany(timeout):
             if intake is None or tp.topic not in topics:
                 yield tp, message
-            elif intake.put(message, len(message.value or b""), (tp.topic, tp.partition)):
+            elif intake.put(message, len(message.value or b"")):
                 # aiokafka's partition tuple, which Faust's own sets do not take.
                 faust_tp = TP(tp.topic, tp.partition)
                 if faust_tp not in self._buffered_partitions:
