@@ -11,12 +11,13 @@ null value in ``missing``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from stream.stats.moments import RunningMoments
-from stream.stats.sketch import QuantileSketch
+from stream.stats.moments import RunningMoments, add_rows_to_moments
+from stream.stats.sketch import QuantileSketch, add_rows_to_sketches
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 OTHER = "__other__"
@@ -96,6 +97,35 @@ class NumericStats:
         out.moments = RunningMoments.from_dict(state["moments"])
         out.sketch = QuantileSketch.from_dict(state["sketch"])
         return out
+
+
+def add_rows_to_numeric_stats(stats: Sequence[NumericStats], rows: np.ndarray) -> None:
+    """``stats[i].update_many(rows[i])`` for every row of a 2-D array (NaN: missing), with the same results.
+
+    Rows of finite values, the usual case, go in together (see
+    :func:`stream.stats.sketch.add_rows_to_sketches`); a row with a missing or
+    infinite value goes on its own.
+
+    >>> a, b = NumericStats(), NumericStats()
+    >>> add_rows_to_numeric_stats([a, b], np.array([[1.0, 2.0, 3.0], [4.0, np.nan, 6.0]]))
+    >>> (a.count, a.missing, a.moments.mean), (b.count, b.missing, b.moments.mean)
+    ((3, 0, 2.0), (3, 1, 5.0))
+    """
+    finite = np.isfinite(rows).all(axis=1)
+    together = []
+    for i, stat in enumerate(stats):
+        if finite[i] and stat.sketch.log_gamma == stats[0].sketch.log_gamma:
+            together.append(i)
+        else:
+            stat.update_many(rows[i])
+    if not together:
+        return
+    block = rows[together] if len(together) < len(stats) else rows
+    taken = [stats[i] for i in together]
+    for stat in taken:
+        stat.count += int(block.shape[1])
+    add_rows_to_moments([stat.moments for stat in taken], block)
+    add_rows_to_sketches([stat.sketch for stat in taken], block)
 
 
 class CategoricalStats:
@@ -312,6 +342,9 @@ class FeatureSet:
                 names.update(dict.fromkeys(row))
         if allowed is not None:
             names = {k: None for k in names if k in allowed}
+        # The numeric features' columns, added together at the end.
+        numeric_stats: list[NumericStats] = []
+        numeric_columns: list[np.ndarray] = []
         for name in list(self.features) + [k for k in names if k not in self.features]:
             stats = self.features.get(name)
             if stats is None:
@@ -337,7 +370,8 @@ class FeatureSet:
             column = [row.get(name) if row else None for row in rows]
             if isinstance(stats, NumericStats):
                 numbers, wrong = numeric_column(column)
-                stats.update_many(numbers)
+                numeric_stats.append(stats)
+                numeric_columns.append(numbers)
                 # A wrong-typed value is counted as wrong, not as missing.
                 stats.missing -= wrong
                 stats.wrong_type += wrong
@@ -348,6 +382,8 @@ class FeatureSet:
                 stats.update_many(column)
                 stats.missing -= wrong
                 stats.wrong_type += wrong
+        if numeric_stats:
+            add_rows_to_numeric_stats(numeric_stats, np.stack(numeric_columns))
 
     def merge(self, other: FeatureSet) -> FeatureSet:
         """Both sets' statistics in one."""

@@ -16,7 +16,8 @@ cost about ten times the memory of an array.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -235,6 +236,54 @@ class QuantileSketch:
         out.positive = BucketCounts.from_dict(state["positive"])
         out.negative = BucketCounts.from_dict(state["negative"])
         return out
+
+
+def add_rows_to_sketches(sketches: Sequence[QuantileSketch], rows: np.ndarray) -> None:
+    """``sketches[i].update_many(rows[i])`` for every row of a 2-D array of finite values, sketches of one accuracy.
+
+    The bucket of every value, and the counts per bucket of every row, come
+    from one numpy call each instead of one per row: a model's features are
+    updated together, and a batch of a few events costs little more than
+    the per-call overhead. The counts are the same as row by row.
+
+    >>> rows = np.array([[1.0, 2.0, 0.0], [-5.0, 5.0, 50.0]])
+    >>> a, b, c, d = QuantileSketch(), QuantileSketch(), QuantileSketch(), QuantileSketch()
+    >>> add_rows_to_sketches([a, b], rows)
+    >>> c.update_many(rows[0]); d.update_many(rows[1])
+    >>> a.to_dict() == c.to_dict() and b.to_dict() == d.to_dict(), a.zeros, b.negative.span
+    (True, 1, 1)
+    """
+    if not sketches:
+        return
+    if not all(s.log_gamma == sketches[0].log_gamma for s in sketches):
+        raise ValueError("add_rows_to_sketches takes sketches of one relative accuracy")
+    k, n = rows.shape
+    if n == 0:
+        return
+    magnitude = np.abs(rows)
+    counted = magnitude > _MIN_POSITIVE
+    # The bucket of each value's magnitude, as update_many computes it (1.0 stands in for zeros: bucket 0, unused).
+    index = np.ceil(np.log(np.where(counted, magnitude, 1.0)) / sketches[0].log_gamma).astype(np.int64)
+    positive = counted & (rows > 0)
+    negative = counted & ~positive
+    held = positive.sum(axis=1) + negative.sum(axis=1)
+    for sketch, zeros in zip(sketches, (n - held).tolist(), strict=True):
+        sketch.count += n
+        sketch.zeros += zeros
+    for sign, store_of in ((positive, attrgetter("positive")), (negative, attrgetter("negative"))):
+        has = sign.any(axis=1)
+        if not has.any():
+            continue
+        low = np.where(has, np.where(sign, index, np.iinfo(np.int64).max).min(axis=1), 0)
+        high = np.where(has, np.where(sign, index, np.iinfo(np.int64).min).max(axis=1), 0)
+        width = int((high - low).max()) + 1
+        # Each row's buckets in its own stretch of one bincount.
+        spread = index - low[:, None] + (np.arange(k) * width)[:, None]
+        counts = np.bincount(spread[sign], minlength=k * width).reshape(k, width)
+        for i in np.flatnonzero(has).tolist():
+            store_of(sketches[i]).add_counts(int(low[i]), counts[i, : int(high[i] - low[i]) + 1])
+    for sketch in sketches:
+        sketch._collapse()
 
 
 class SketchTable:

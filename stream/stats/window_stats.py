@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.features import OTHER, CategoricalStats, FeatureSet, NumericStats, numeric_column
+from stream.stats.features import (
+    OTHER,
+    CategoricalStats,
+    FeatureSet,
+    NumericStats,
+    add_rows_to_numeric_stats,
+    numeric_column,
+)
 
 
 def window_start(timestamp: float, size_s: float) -> float:
@@ -98,10 +105,17 @@ class WindowStats:
                 if kind not in known and len(known) >= self.prediction_classes.max_categories:
                     kind = OTHER
                 known[kind] = known.get(kind, 0) + c
-        self.latency.update_many(np.fromiter((e["latency_ms"] for e in events), np.float64, n))
-        self.confidence.update_many(_column(events, "confidence", n))
-        self.tokens_in.update_many(_column(events, "tokens_in", n))
-        self.tokens_out.update_many(_column(events, "tokens_out", n))
+        add_rows_to_numeric_stats(
+            [self.latency, self.confidence, self.tokens_in, self.tokens_out],
+            np.stack(
+                [
+                    np.fromiter((e["latency_ms"] for e in events), np.float64, n),
+                    _column(events, "confidence", n),
+                    _column(events, "tokens_in", n),
+                    _column(events, "tokens_out", n),
+                ]
+            ),
+        )
         classes: list[Any] = []
         scores: list[float] = []
         for e in events:

@@ -68,3 +68,34 @@ def test_level_shift_windows_are_the_sliding_windows():
     left, right = windows[:, :20], windows[:, 20:]
     assert np.array_equal(ratio, np.abs(np.median(right, axis=1) - np.median(left, axis=1)))
     assert spread.shape == ratio.shape == (len(range(40, 151, 3)),)
+
+
+values_with_gaps = st.one_of(
+    st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False, width=64),
+    st.sampled_from([0.0, -0.0, 1e-10, -1e-10, 1.0, np.nan]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda k: st.tuples(
+            hnp.arrays(np.float64, st.tuples(st.just(k), st.integers(0, 30)), elements=values_with_gaps),
+            st.lists(hnp.arrays(np.float64, st.integers(0, 20), elements=finite), min_size=k, max_size=k),
+        )
+    )
+)
+def test_numeric_stats_added_row_by_row_and_together_are_equal(case):
+    """A model's numeric columns added in one call equal each column added on its own, after earlier values."""
+    from stream.stats.features import NumericStats, add_rows_to_numeric_stats
+
+    rows, earlier = case
+    together, alone = [NumericStats() for _ in rows], [NumericStats() for _ in rows]
+    for a, b, values in zip(together, alone, earlier, strict=True):
+        a.update_many(values)
+        b.update_many(values)
+    add_rows_to_numeric_stats(together, rows)
+    for stats, row in zip(alone, rows, strict=True):
+        stats.update_many(row)
+    for a, b in zip(together, alone, strict=True):
+        assert a.to_dict() == b.to_dict()
