@@ -299,12 +299,13 @@ def run_naive(broker: EmbeddedBroker, topic: str, expected: int, progress: Progr
 
 async def alert_latency(
     broker: EmbeddedBroker, rate: float, duration_s: float, progress: Progress
-) -> tuple[list[float], float]:
+) -> tuple[list[float], list[float], float]:
     """Alert delays (ms) for latency incidents on each model while ``rate`` events/s are sent to a worker.
 
     Each model spikes for 0.3 s every ``LATENCY_PERIOD_S`` (staggered) after a warm-up; with one-second windows
     and no cooldown every spike is an alert of its own. Also returns the rate at which the worker applied
-    events after the warm-up: ``rate`` if it kept up, what it manages if not.
+    events after the warm-up: ``rate`` if it kept up, what it manages if not. The second list holds, per
+    alert, the part of its delay spent before the worker built it (the rest is its way out through Kafka).
     """
     topic = f"latency-{uuid.uuid4().hex[:8]}"
     env = {**topics_env(topic), **LATENCY_ENV}
@@ -313,6 +314,7 @@ async def alert_latency(
     await asyncio.get_running_loop().run_in_executor(None, worker.start)
     alerts_topic = env["STREAM_MONITOR_TOPIC_ALERTS"]
     delays: list[float] = []
+    built: list[float] = []
     consumer = AIOKafkaConsumer(
         alerts_topic, bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest", fetch_max_wait_ms=10
     )
@@ -323,6 +325,7 @@ async def alert_latency(
             alert = orjson.loads(record.value)
             if alert["detector"] == "zscore" and alert["status"] == "firing":
                 delays.append((time.time() - alert["event_time"]) * 1000)
+                built.append((alert["timestamp"] - alert["event_time"]) * 1000)
 
     collector = asyncio.create_task(collect())
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
@@ -374,7 +377,7 @@ async def alert_latency(
         await consumer.stop()
         await asyncio.get_running_loop().run_in_executor(None, worker.kill)
     (t0, n0), (t1, n1) = applied
-    return delays, (n1 - n0) / (t1 - t0)
+    return delays, built, (n1 - n0) / (t1 - t0)
 
 
 def events_applied(worker: WorkerProcess) -> tuple[float, int]:
@@ -397,8 +400,8 @@ def latency_figures(delays: list[float]) -> dict[str, float | None]:
 
 def latency_phase(broker: EmbeddedBroker, upper: float, progress: Progress) -> dict[str, float | None]:
     """How fast a worker applies the latency load sent at ``upper`` events/s; then the alert delays at half that."""
-    _, capacity = asyncio.run(alert_latency(broker, upper, CAPACITY_RUN_S, progress))
-    delays, applied = asyncio.run(alert_latency(broker, capacity / 2, LATENCY_RUN_S, progress))
+    _, _, capacity = asyncio.run(alert_latency(broker, upper, CAPACITY_RUN_S, progress))
+    delays, _, applied = asyncio.run(alert_latency(broker, capacity / 2, LATENCY_RUN_S, progress))
     return {
         **latency_figures(delays),
         "alert_latency_events_per_s": round(capacity / 2),
@@ -455,7 +458,10 @@ def main() -> None:
         "--latency-at",
         type=float,
         metavar="EVENTS_PER_S",
-        help="instead: only the alert-latency phase, at this rate; prints p50, p99 and the sample count",
+        help=(
+            "instead: only the alert-latency phase, at this rate; prints p50, p99, the sample count, and "
+            "p50 and p99 of the time until the worker built the alert"
+        ),
     )
     parser.add_argument(
         "--latency",
@@ -475,8 +481,14 @@ def main() -> None:
     started = time.perf_counter()
     if args.latency_at:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
-            delays, applied = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
-        print(json.dumps({**latency_figures(delays), "alert_latency_applied_events_per_s": round(applied)}))
+            delays, built, applied = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
+        in_worker = {
+            "alert_built_p50_ms": float(np.percentile(built, 50)) if built else None,
+            "alert_built_p99_ms": float(np.percentile(built, 99)) if built else None,
+        }
+        print(
+            json.dumps({**latency_figures(delays), **in_worker, "alert_latency_applied_events_per_s": round(applied)})
+        )
         return
     if args.latency:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
