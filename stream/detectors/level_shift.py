@@ -201,10 +201,12 @@ class LevelShiftRule:
         # Every window of b + a values as a read-only view (sliding_window_view's checks cost more than this).
         windows = as_strided(span, (span.size - b - a + 1, b + a), (step, step), writeable=False)[::stride]
         left, right = windows[:, :b], windows[:, b:]
-        m_left = row_medians(left)
-        m_right = row_medians(right)
+        # Checked once here: the deviations of finite values hold no NaN either.
+        finite = bool(np.isfinite(span).all())
+        m_left = row_medians(left, finite)
+        m_right = row_medians(right, finite)
         dev = np.concatenate([np.abs(left - m_left[:, None]), np.abs(right - m_right[:, None])], axis=1)
-        spread = row_medians(dev) * MAD_TO_SD
+        spread = row_medians(dev, finite) * MAD_TO_SD
         flat = ~(spread > 0)
         if flat.any():  # the standard deviation only where the MAD is zero (most windows never are)
             spread = np.where(flat, windows.std(axis=1), spread)
