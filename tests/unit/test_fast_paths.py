@@ -25,6 +25,7 @@ any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
 )
 def test_row_medians_equal_numpys_median_bit_for_bit(rows):
     assert np.array_equal(row_medians(rows), np.median(rows, axis=1))
+    assert np.array_equal(row_medians(rows, finite=True), np.median(rows, axis=1))
 
 
 @settings(max_examples=200, deadline=None)
