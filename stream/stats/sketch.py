@@ -24,6 +24,8 @@ import numpy as np
 
 # Values this close to zero are counted as zero: their logarithm is not useful.
 _MIN_POSITIVE = 1e-9
+# The most buckets add_rows_to_sketches counts in one array for all rows, before it goes row by row.
+MAX_SHARED_BUCKETS = 1_000_000
 
 
 class BucketCounts:
@@ -277,10 +279,16 @@ def add_rows_to_sketches(sketches: Sequence[QuantileSketch], rows: np.ndarray) -
         low = np.where(has, np.where(sign, index, np.iinfo(np.int64).max).min(axis=1), 0)
         high = np.where(has, np.where(sign, index, np.iinfo(np.int64).min).max(axis=1), 0)
         width = int((high - low).max()) + 1
+        rows_with = np.flatnonzero(has).tolist()
+        if k * width > MAX_SHARED_BUCKETS:
+            # One row's values spanning many orders of magnitude would widen every row's stretch.
+            for i in rows_with:
+                store_of(sketches[i]).add(index[i][sign[i]])
+            continue
         # Each row's buckets in its own stretch of one bincount.
         spread = index - low[:, None] + (np.arange(k) * width)[:, None]
         counts = np.bincount(spread[sign], minlength=k * width).reshape(k, width)
-        for i in np.flatnonzero(has).tolist():
+        for i in rows_with:
             store_of(sketches[i]).add_counts(int(low[i]), counts[i, : int(high[i] - low[i]) + 1])
     for sketch in sketches:
         sketch._collapse()

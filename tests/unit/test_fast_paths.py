@@ -100,3 +100,16 @@ def test_numeric_stats_added_row_by_row_and_together_are_equal(case):
         stats.update_many(row)
     for a, b in zip(together, alone, strict=True):
         assert a.to_dict() == b.to_dict()
+
+
+def test_sketches_of_values_spanning_many_magnitudes_added_together_equal_one_by_one():
+    """Past MAX_SHARED_BUCKETS the rows go one by one; the counts are the same either way."""
+    from stream.stats.sketch import MAX_SHARED_BUCKETS, QuantileSketch, add_rows_to_sketches
+
+    rows = np.array([[1e-8, 1e300, 5.0, -1e-8, -1e300], [1.0, 2.0, -3.0, 0.0, 4.0]] * 50)
+    together, alone = [QuantileSketch() for _ in rows], [QuantileSketch() for _ in rows]
+    add_rows_to_sketches(together, rows)
+    for sketch, row in zip(alone, rows, strict=True):
+        sketch.update_many(row)
+    assert len(rows) * 35_000 > MAX_SHARED_BUCKETS  # the first row spans about 35,000 buckets of each sign
+    assert [s.to_dict() for s in together] == [s.to_dict() for s in alone]
