@@ -291,13 +291,15 @@ class MonitorApp:
             return 0
         consumer = self.app.consumer
         lags = {(topic, partition): lag for topic, partition, lag in self._lag()}
-        # A partition with records in the intake is fetched; the ingest is behind (a long batch
-        # of a thousand models' checkpoints): taken for stalled, it was fetched again, twice over.
+        # A partition with records in the intake is fetched, and one held back for a full intake
+        # waits for it: the ingest is behind (a long batch of a thousand models' checkpoints).
+        # Taken for stalled, such a partition was fetched again (twice over, the first).
         # Found here, every few seconds, rather than counted per record on its way in.
-        in_intake = {(message.topic, message.partition) for message in self.intake.waiting()}
+        waiting = {(message.topic, message.partition) for message in self.intake.waiting()}
+        waiting |= {(tp.topic, tp.partition) for tp in consumer.held_back()}
         read = self.ingest.read_offsets
         stalled = self.stall_watch.stalled(
-            (key, read.get(key), 0 if key in in_intake else lag) for key, lag in lags.items()
+            (key, read.get(key), 0 if key in waiting else lag) for key, lag in lags.items()
         )
         for topic, partition in stalled:
             tp = TP(topic, partition)

@@ -175,6 +175,28 @@ def test_a_stalled_partition_faust_left_out_for_a_full_buffer_is_fetched_again(t
     assert other not in consumer._get_active_partitions()
 
 
+def test_a_partition_held_back_for_a_full_intake_is_not_taken_for_stalled_until_the_intake_drains(tmp_path):
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path), ingest_batch_records=2))
+        return mon, mon.app.consumer
+
+    mon, consumer = asyncio.run(build())
+    events, other = TP(mon.settings.topics.events, 0), TP("not-an-input", 0)
+    consumer._set_active_tps({events, other})
+    full = False
+    offset = 0
+    while not full:  # as getmany fills the intake until it says stop
+        full = mon.intake.put(ConsumerMessage(events.topic, 0, offset, 0.0, 0, [], b"m", b"{}", None), 2)
+        offset += 1
+    consumer.on_buffer_full(events)
+    consumer.on_buffer_full(other)
+    assert consumer.held_back() == {events}
+    asyncio.run(mon.intake.take())
+    assert consumer.held_back() == {events}  # one take of several: the ingest is still behind
+    mon.intake.clear()
+    assert consumer.held_back() == set()  # drained, yet still out of the fetch: that is a stall
+
+
 @pytest.mark.parametrize("join_store", ["rocksdb", "memory"])
 def test_the_label_join_read_back_from_its_changelog_holds_each_batch_entry_by_entry(tmp_path, join_store):
     # Recovery and standby copies go through Faust's own restore into the store; each

@@ -133,6 +133,17 @@ class Consumer(driver.Consumer):
                 fresh.append(message)
         return fresh
 
+    def held_back(self) -> set[TP]:
+        """Input partitions out of the fetch because the intake is full, while it is: the ingest is behind.
+
+        They read nothing until the ingest takes enough, which one long batch
+        (a thousand models' checkpoints) can put off past the stall watch's
+        limit; they are not stalled.
+        """
+        if self.intake is None or self.intake.below_low_water():
+            return set()
+        return {tp for tp in self._buffered_partitions if tp.topic in self.intake_topics}
+
     def stop_flow(self) -> None:
         """Stop the flow for a rebalance or a stop: what waits in the intake is read again from the commit."""
         super().stop_flow()
