@@ -389,13 +389,14 @@ def events_applied(worker: WorkerProcess) -> tuple[float, int]:
     raise RuntimeError(f"the worker did not answer /health; see {worker.log_path}")
 
 
+def p50_p99(name: str, delays: list[float]) -> dict[str, float | None]:
+    """``{name}_p50_ms`` and ``{name}_p99_ms`` of ``delays`` (None, null in JSON, when there are none)."""
+    return {f"{name}_p{q}_ms": float(np.percentile(delays, q)) if delays else None for q in (50, 99)}
+
+
 def latency_figures(delays: list[float]) -> dict[str, float | None]:
-    """p50 and p99 of the alert delays (None, null in JSON, when no alert came back at all) and their count."""
-    return {
-        "alert_latency_p50_ms": float(np.percentile(delays, 50)) if delays else None,
-        "alert_latency_p99_ms": float(np.percentile(delays, 99)) if delays else None,
-        "alert_latency_samples": len(delays),
-    }
+    """p50 and p99 of the alert delays and their count."""
+    return {**p50_p99("alert_latency", delays), "alert_latency_samples": len(delays)}
 
 
 def latency_phase(broker: EmbeddedBroker, upper: float, progress: Progress) -> dict[str, float | None]:
@@ -482,13 +483,8 @@ def main() -> None:
     if args.latency_at:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:
             delays, built, applied = asyncio.run(alert_latency(broker, args.latency_at, LATENCY_RUN_S, progress))
-        in_worker = {
-            "alert_built_p50_ms": float(np.percentile(built, 50)) if built else None,
-            "alert_built_p99_ms": float(np.percentile(built, 99)) if built else None,
-        }
-        print(
-            json.dumps({**latency_figures(delays), **in_worker, "alert_latency_applied_events_per_s": round(applied)})
-        )
+        figures = {**latency_figures(delays), **p50_p99("alert_built", built)}
+        print(json.dumps({**figures, "alert_latency_applied_events_per_s": round(applied)}))
         return
     if args.latency:
         with EmbeddedBroker() as broker, Progress(console=Console(stderr=True), transient=True) as progress:

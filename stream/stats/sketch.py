@@ -268,16 +268,16 @@ def add_rows_to_sketches(sketches: Sequence[QuantileSketch], rows: np.ndarray) -
     index = np.ceil(np.log(np.where(counted, magnitude, 1.0)) / sketches[0].log_gamma).astype(np.int64)
     positive = counted & (rows > 0)
     negative = counted & ~positive
-    held = positive.sum(axis=1) + negative.sum(axis=1)
-    for sketch, zeros in zip(sketches, (n - held).tolist(), strict=True):
+    for sketch, zeros in zip(sketches, (n - counted.sum(axis=1)).tolist(), strict=True):
         sketch.count += n
         sketch.zeros += zeros
     for sign, store_of in ((positive, attrgetter("positive")), (negative, attrgetter("negative"))):
         has = sign.any(axis=1)
         if not has.any():
             continue
-        low = np.where(has, np.where(sign, index, np.iinfo(np.int64).max).min(axis=1), 0)
-        high = np.where(has, np.where(sign, index, np.iinfo(np.int64).min).max(axis=1), 0)
+        # A row without values of this sign gets 0 for both: it is left out below.
+        low = index.min(axis=1, where=sign, initial=np.iinfo(np.int64).max) * has
+        high = index.max(axis=1, where=sign, initial=np.iinfo(np.int64).min) * has
         width = int((high - low).max()) + 1
         rows_with = np.flatnonzero(has).tolist()
         if k * width > MAX_SHARED_BUCKETS:

@@ -291,10 +291,9 @@ class MonitorApp:
             return 0
         consumer = self.app.consumer
         lags = {(topic, partition): lag for topic, partition, lag in self._lag()}
-        # A partition with records in the intake is fetched, and one held back for a full intake
-        # waits for it: the ingest is behind (a long batch of a thousand models' checkpoints).
-        # Taken for stalled, such a partition was fetched again (twice over, the first).
-        # Found here, every few seconds, rather than counted per record on its way in.
+        # A partition with records in the intake, or held back while the intake is full, waits
+        # for the ingest, which is behind (a long batch of a thousand models' checkpoints), not
+        # for a stopped fetch. Found here, every few seconds, not counted per record on its way in.
         waiting = {(message.topic, message.partition) for message in self.intake.waiting()}
         waiting |= {(tp.topic, tp.partition) for tp in consumer.held_back()}
         read = self.ingest.read_offsets
