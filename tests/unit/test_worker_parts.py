@@ -6,6 +6,7 @@ in-memory store whose changelog sends resolve when the test says so.
 """
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -431,6 +432,43 @@ def test_admission_refuses_a_consumer_without_the_worker_transport():
 
     with pytest.raises(TypeError, match="use_worker_transport"):
         asyncio.run(Admission(Plain).admit([]))
+
+
+def test_a_batch_of_labels_for_more_models_than_the_cache_holds_checkpoints_as_it_goes(tmp_path):
+    # A batch of labels touches models by the thousand; each changed state is pinned in
+    # memory until saved, so without checkpoints within the batch all of them stayed live.
+    async def build():
+        return MonitorApp(Settings(data_dir=str(tmp_path), state_cache_models=2, join_store="memory"))
+
+    mon = asyncio.run(build())
+    table, join_table = Table(), Table()
+    mon.states.table = mon.checkpointer.table = table
+    mon.checkpointer.join_table = join_table
+    labels_tp = TP(mon.settings.topics.labels, 0)
+    mon.app.consumer.assignment = lambda: {labels_tp}
+    mon.app.consumer.order.expect(labels_tp, 0)
+    records = [
+        Record(labels_tp.topic, 0, i, orjson.dumps({"schema_version": 1, **label, "model": f"m{i}"}))
+        for i, label in enumerate(_label(f"r{i}") | {"timestamp": time.time()} for i in range(7))
+    ]
+    for i, record in enumerate(records):
+        record.key = record.message.key = f"m{i}".encode()
+    most_live = 0
+    get = mon.states.get
+
+    def counting_get(model):
+        nonlocal most_live
+        monitor = get(model)
+        most_live = max(most_live, len(mon.states.live))
+        return monitor
+
+    mon.states.get = counting_get
+    asyncio.run(mon.ingest.batch(records))
+    assert mon.counters.labels == 7
+    assert most_live <= 2
+    asyncio.run(mon.checkpointer.checkpoint(force=True))
+    assert sorted(table.data) == [f"m{i}".encode() for i in range(7)]  # every state saved, none lost
+    assert all(record.acked == 1 for record in records)
 
 
 def test_recovery_dead_letters_only_the_item_that_raises_and_keeps_the_rest():
