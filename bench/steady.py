@@ -11,7 +11,9 @@ every fourth prediction, so the label join holds predictions and
 performance is measured. The stream is sent as SDK envelopes in rounds, one
 envelope per model per round, and the next round goes out only once the
 worker has applied the one before: the memory is read after each round, at
-the same point of the work.
+the same point of the work, and at the end the highest it reached at any
+moment (``rss_peak_mb_1000_models``), which is what a memory limit must
+allow.
 
 Recovery: the worker is killed (SIGKILL, as a crashed machine), one more
 envelope per model is sent, and a replacement joins the same group at once,
@@ -163,6 +165,15 @@ def rss_mb(workers: list[WorkerProcess]) -> float:
     return sum(psutil.Process(w.pid).memory_info().rss for w in workers) / 2**20
 
 
+def peak_rss_mb(workers: list[WorkerProcess]) -> float:
+    """The workers' highest resident memory so far (Linux's ``VmHWM``), summed: what a memory limit must allow."""
+    total_kb = 0
+    for worker in workers:
+        with open(f"/proc/{worker.pid}/status") as status:
+            total_kb += next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return total_kb / 2**10
+
+
 def measure(
     broker: EmbeddedBroker,
     progress: Progress,
@@ -172,7 +183,7 @@ def measure(
     recovery: bool = True,
     workers: int = 1,
 ) -> dict[str, float | list[float] | None]:
-    """``rss_mb_1000_models_steady``, ``rss_mb_by_round`` and ``recovery_s_1000_models`` with its parts."""
+    """``rss_mb_1000_models_steady``, its peak, ``rss_mb_by_round`` and ``recovery_s_1000_models`` with its parts."""
     if workers not in (1, 2):
         raise ValueError(f"workers: 1 or 2, not {workers}")
     servers = broker.bootstrap_servers
@@ -217,6 +228,7 @@ def measure(
         asyncio.run(send(servers, labels_topic, pending_labels))
         time.sleep(5)  # the last labels joined, the last checkpoint written
         out["rss_mb_1000_models_steady"] = rss_mb(group)
+        out["rss_peak_mb_1000_models"] = peak_rss_mb(group)
         out["rss_mb_by_round"] = [round(mb, 1) for mb in by_round]
         if not recovery:
             return out
