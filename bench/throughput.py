@@ -24,11 +24,12 @@ envelopes and one event per record, and measures in one run:
 - ``rss_mb``: the worker's resident memory after the envelope run, and
   ``rss_mb_1000_models`` after 1,000 models with 10 features each have sent
   100 events (before any reference exists);
-- ``rss_mb_1000_models_steady`` and ``recovery_s_1000_models``: 1,000 models
+- ``rss_mb_1000_models_steady`` (with ``rss_peak_mb_1000_models``, the most
+  it held at any moment) and ``recovery_s_1000_models``: 1,000 models
   past their references and warm-ups with labels flowing, and the seconds a
   second worker takes to be processing again after the first is killed
   (:mod:`bench.steady`; about 45 minutes; ``--skip-steady`` leaves it out and
-  reports both as null).
+  reports them as null).
 
 Throughput counts from a worker's first processed event to its last, so
 start-up and group joining are left out; a phase that would take longer
@@ -97,6 +98,7 @@ KEYS = (
     "rss_mb",
     "rss_mb_1000_models",
     "rss_mb_1000_models_steady",
+    "rss_peak_mb_1000_models",
     "recovery_s_1000_models",
 )
 
@@ -444,6 +446,7 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         del many
         figures = steady_state.measure(broker, progress) if steady else {}
         result["rss_mb_1000_models_steady"] = figures.get("rss_mb_1000_models_steady")
+        result["rss_peak_mb_1000_models"] = figures.get("rss_peak_mb_1000_models")
         result["recovery_s_1000_models"] = figures.get("recovery_s_1000_models")
     return {key: result[key] for key in KEYS}
 
