@@ -21,6 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from stream.worker.intake import FetchedRecord
+from stream.worker.memory_release import RELEASE_INTERVAL_S, release_free_memory
 
 if TYPE_CHECKING:
     from stream.worker.app import MonitorApp
@@ -34,7 +35,7 @@ STALL_CHECK_S = 5.0
 
 
 def register(mon: MonitorApp) -> None:
-    """Attach the ingest task, the join-expiry timer and the checkpoint clock to ``mon``'s app."""
+    """Attach the ingest task, the timers (silence, stalls, join expiry, memory release) and the checkpoint clock."""
     settings = mon.settings
 
     async def take_in() -> None:
@@ -79,6 +80,10 @@ def register(mon: MonitorApp) -> None:
         expired = await mon.expire_join_entries()
         if expired:
             log.info("label join: %d entries past their %g s time-to-live removed", expired, settings.label_ttl_s)
+
+    @mon.app.timer(interval=RELEASE_INTERVAL_S)
+    async def release_memory():
+        release_free_memory()
 
     interval = settings.checkpoint_interval_s / 4
 

@@ -25,6 +25,7 @@ from stream.kafka.topics import cluster_id, ensure_topics_sync
 from stream.settings import Settings
 from stream.worker.app import create_app, load_monitors
 from stream.worker.faust_compat import StopSignalWorker
+from stream.worker.memory_release import give_large_blocks_their_own_pages
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> NoReturn:
         stderr=sys.stderr,
     )
     collect_garbage_less_often()
+    give_large_blocks_their_own_pages()
     worker.execute_from_commandline()
 
 
