@@ -50,9 +50,7 @@ def give_large_blocks_their_own_pages() -> bool:
     glibc starts at 128 KB but raises the threshold (to 32 MB) each time
     such a block is freed, which puts a worker's large short-lived buffers
     into the heap among long-lived blocks. A fixed threshold stops that.
-
-    >>> isinstance(give_large_blocks_their_own_pages(), bool)
-    True
+    It holds for the whole process, so the worker sets it once, at start.
     """
     if _MALLOPT is None:
         return False
@@ -60,11 +58,7 @@ def give_large_blocks_their_own_pages() -> bool:
 
 
 def release_free_memory() -> bool:
-    """Give the allocator's free pages back to the operating system; whether any were (False where unsupported).
-
-    >>> isinstance(release_free_memory(), bool)
-    True
-    """
+    """Give the allocator's free pages back to the operating system; whether any were (False where unsupported)."""
     if _TRIM is None:
         return False
     return bool(_TRIM(0))
