@@ -269,13 +269,17 @@ class Checkpointer:
         self.states.put(model, monitor, blob)
         return monitor.seq, join_changes
 
-    async def save_full_join_changes(self, monitor: ModelMonitor | None) -> bool:
-        """Checkpoint now if ``monitor`` carries ``MAX_JOIN_CHANGES`` join entries not yet stored; whether it did.
+    async def checkpoint_if_full(self, monitor: ModelMonitor | None) -> bool:
+        """Checkpoint now, not when due, if waiting would hold too much; whether it did.
 
-        They are saved in its state: too many, and the state would pass the
-        broker's limit on a record's size.
+        Too much: ``monitor`` carries ``MAX_JOIN_CHANGES`` join entries not yet
+        stored (they are saved in its state, which would pass the broker's
+        limit on a record's size), or as many models changed as the state
+        cache holds (none of them may leave memory until saved, so a batch
+        of a thousand models' records would keep them all). ``monitor`` None:
+        nothing was applied, so nothing new waits.
         """
-        if monitor is None or len(monitor.join_changes) < MAX_JOIN_CHANGES:
+        if monitor is None or (len(monitor.join_changes) < MAX_JOIN_CHANGES and not self.held.models_full()):
             return False
         await self.checkpoint(force=True)
         return True

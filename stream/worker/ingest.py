@@ -98,25 +98,17 @@ class Ingest:
                     # Events with long texts to scan cost a hundred times what plain ones do.
                     per_event = (time.perf_counter() - started) / applied
                     self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
-                await self.checkpointer.save_full_join_changes(monitor)
+                await self.checkpointer.checkpoint_if_full(monitor)
                 await asyncio.sleep(0)
-            await self._checkpoint_if_models_full()
         for model, inputs in labels.items():
             monitor, applied = await self.apply(model, self.labels.on_labels, inputs)
             self.counters.labels += applied
-            await self.checkpointer.save_full_join_changes(monitor)
+            await self.checkpointer.checkpoint_if_full(monitor)
             await asyncio.sleep(0)
-            await self._checkpoint_if_models_full()
         # Counted once handled, so a health check that sees them counted sees their effects too.
         self.counters.records += event_records
         self.metrics.records.inc(event_records)
         await self.checkpointer.checkpoint()
-
-    async def _checkpoint_if_models_full(self) -> None:
-        # Within the batch too, after the one under way if any: a batch of many
-        # models (labels of a thousand, say) would keep them all in memory until it ends.
-        if self.checkpointer.held.models_full():
-            await self.checkpointer.checkpoint(force=True)
 
     def decode(self, record: Any) -> RecordInput | None:
         """A held record decoded again, to be re-applied (what it rejected was dead-lettered already)."""

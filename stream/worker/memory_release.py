@@ -28,12 +28,14 @@ _M_MMAP_THRESHOLD = -3
 RELEASE_INTERVAL_S = 30.0
 
 
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c"))
+except OSError:
+    _LIBC = None
+
+
 def _libc_function(name: str, argtypes: list[type]) -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
-        return None
-    function = getattr(libc, name, None)
+    function = getattr(_LIBC, name, None)
     if function is not None:
         function.argtypes = argtypes
         function.restype = ctypes.c_int

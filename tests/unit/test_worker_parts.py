@@ -326,13 +326,13 @@ def test_a_state_with_too_many_join_entries_not_yet_stored_is_saved_at_once(monk
     async def run():
         _, join_table, states, checkpointer, labels = _join_parts()
         monitor = _apply_join(states, checkpointer, labels, Record("events", 0, 0), [_prediction("r1")])
-        below = await checkpointer.save_full_join_changes(monitor)
+        below = await checkpointer.checkpoint_if_full(monitor)
         monitor = _apply_join(
             states, checkpointer, labels, Record("events", 0, 1), [_prediction(f"s{i}") for i in range(3)]
         )
-        full = await checkpointer.save_full_join_changes(monitor)
+        full = await checkpointer.checkpoint_if_full(monitor)
         # Saved, sent and stored: forgotten before the next check, which has nothing to save.
-        again = await checkpointer.save_full_join_changes(monitor)
+        again = await checkpointer.checkpoint_if_full(monitor)
         return below, full, again, monitor, join_table
 
     below, full, again, monitor, join_table = asyncio.run(run())
