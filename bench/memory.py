@@ -34,7 +34,7 @@ from rich.table import Table
 
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings import Settings
-from stream.worker.checkpoint import encode_state
+from stream.worker.state_codec import encode_state
 
 
 def make_batch(rng: np.random.Generator, model: str, n: int, t0: float, features: int) -> list[dict]:

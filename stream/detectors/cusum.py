@@ -324,18 +324,18 @@ class PercentileCusumRule:
         """Plain, versioned state."""
         return {
             "state_version": STATE_VERSION,
-            "baseline": np.asarray(self.baseline, dtype=np.float64).tolist(),
+            "baseline": np.array(self.baseline, dtype=np.float64),
             "cusums": {name: c.to_dict() for name, c in self.cusums.items()},
             "partial": list(self.partial),
             "partial_start": self.partial_start,
-            "recent": np.column_stack([self.recent_values, self.recent_times]).tolist(),
+            "recent": np.column_stack([self.recent_values, self.recent_times]),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`to_dict` saved; a state of another version is refused."""
         check_state_version(state, STATE_VERSION, "cusum")
-        baseline = [float(v) for v in state["baseline"]]
-        self.baseline = np.asarray(baseline) if len(baseline) >= self.warmup else baseline
+        baseline = np.array(state["baseline"], dtype=np.float64)
+        self.baseline = baseline if len(baseline) >= self.warmup else baseline.tolist()
         self.cusums = {name: TwoSidedCusum.from_dict(c) for name, c in state["cusums"].items()}
         self.partial = [float(v) for v in state["partial"]]
         self.partial_start = state["partial_start"]

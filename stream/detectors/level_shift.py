@@ -285,8 +285,8 @@ class LevelShiftRule:
         """Plain, versioned state."""
         return {
             "state_version": STATE_VERSION,
-            "xs": self.xs.tolist(),
-            "ts": self.ts.tolist(),
+            "xs": self.xs.copy(),
+            "ts": self.ts.copy(),
             "origin": self.origin,
             "cut": self.cut,
             "next_split": self.next_split,

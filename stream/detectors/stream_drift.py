@@ -247,7 +247,7 @@ class StreamDriftRule:
             "state_version": STATE_VERSION,
             "method": self.method,
             "params": dict(self.params),
-            "replay": self.replay.tolist(),
+            "replay": np.array(self.replay, dtype=np.float64),
             "seen": self.seen,
             "mean": self.mean,
             "count_since_change": self.count_since_change,
@@ -265,7 +265,7 @@ class StreamDriftRule:
             # Configured otherwise since: start the detector afresh rather than mix settings.
             replay: list[float] = []
         else:
-            replay = [float(v) for v in state["replay"]]
+            replay = np.asarray(state["replay"], dtype=np.float64).tolist()
         self.detector = METHODS[self.method](**self.params)
         for z in replay:
             self.detector.update(z)

@@ -30,9 +30,11 @@ RECENT_BATCHES = 64
 # The model_version of a model-wide alert (silence): no version sends.
 ALL_VERSIONS = "*"
 # The layout of ModelMonitor.to_dict. Version 1 (unversioned) held pickled river objects.
-# Version 3 keeps sketch buckets and detector buffers as dense lists; version 2 is still read.
-STATE_VERSION = 3
-READABLE_STATE_VERSIONS = (2, 3)
+# Version 3 keeps sketch buckets and detector buffers as dense lists; version 4 keeps them as
+# numpy arrays and the join's changes as their JSON text (the worker's state codec stores both
+# as they are). Versions 2 and 3 are still read.
+STATE_VERSION = 4
+READABLE_STATE_VERSIONS = (2, 3, 4)
 
 
 class StateError(ValueError):
@@ -224,7 +226,7 @@ class ModelMonitor:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready state for the model's table entry."""
+        """Plain state for the model's table entry: JSON types, numpy arrays of numbers and bytes."""
         return {
             "state_version": STATE_VERSION,
             "seq": self.seq,
@@ -232,7 +234,7 @@ class ModelMonitor:
             "labels": dict(self.labels),
             "offsets": dict(self.offsets),
             "recent_batches": list(self.recent_batches),
-            "join_changes": {request_id: orjson.Fragment(text) for request_id, text in self.join_changes.items()},
+            "join_changes": dict(self.join_changes),
             "versions": {version: v.to_dict() for version, v in self.versions.items()},
             "traffic": {"rule": self.traffic.to_dict(), "lifecycle": self.traffic_lifecycle.to_dict()},
         }
@@ -275,7 +277,7 @@ class ModelMonitor:
         out.labels = dict(state["labels"])
         out.offsets = dict(state.get("offsets", {}))
         out.recent_batches = list(state.get("recent_batches", []))
-        out.join_changes = {str(key): encode_entry(list(entry)) for key, entry in state.get("join_changes", {}).items()}
+        out.join_changes = {str(key): _join_entry(entry) for key, entry in state.get("join_changes", {}).items()}
         if "traffic" in state:  # states written before silence was watched start without its history
             out.traffic.load_state(state["traffic"]["rule"])
             out.traffic_lifecycle.load_state(state["traffic"]["lifecycle"])
@@ -284,3 +286,12 @@ class ModelMonitor:
             vm.load_state(vstate)
             out.versions[version] = vm
         return out
+
+
+def _join_entry(entry: bytes | list[Any]) -> bytes:
+    """A join entry of a stored state as its JSON text: stored as that text (version 4) or as a list (before)."""
+    if isinstance(entry, bytes):
+        entry = orjson.loads(entry)
+    if not isinstance(entry, list):
+        raise TypeError(f"a join entry is a list, not {type(entry).__name__}")
+    return encode_entry(entry)

@@ -92,7 +92,11 @@ class ReferenceProfile:
     def save(self, path: Path) -> None:
         """Write the profile as JSON."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+        path.write_bytes(
+            orjson.dumps(
+                self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+            )
+        )
 
     @classmethod
     def load(cls, path: Path) -> ReferenceProfile:

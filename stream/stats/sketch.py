@@ -90,8 +90,14 @@ class BucketCounts:
         out.first, out.counts = self.first, self.counts.copy()
         return out
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BucketCounts):
+            return NotImplemented
+        return bool(self.first == other.first and np.array_equal(self.counts, other.counts))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"first": self.first, "counts": self.counts.tolist()}
+        """The first index and the counts from it, as an array (a copy: the live one keeps changing)."""
+        return {"first": self.first, "counts": self.counts.copy()}
 
     @classmethod
     def from_dict(cls, state: dict[Any, Any]) -> BucketCounts:
@@ -219,8 +225,19 @@ class QuantileSketch:
         values = self.table().quantiles(qs).tolist() if self.count else [None] * len(qs)
         return {f"p{round(q * 100, 1):g}": v for q, v in zip(qs, values, strict=True)}
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantileSketch):
+            return NotImplemented
+        return (self.relative_accuracy, self.count, self.zeros, self.positive, self.negative) == (
+            other.relative_accuracy,
+            other.count,
+            other.zeros,
+            other.positive,
+            other.negative,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """State for JSON: each sign's buckets as a first index and a list of counts."""
+        """Plain state: each sign's buckets as a first index and an array of counts."""
         return {
             "relative_accuracy": self.relative_accuracy,
             "count": self.count,
@@ -252,7 +269,7 @@ def add_rows_to_sketches(sketches: Sequence[QuantileSketch], rows: np.ndarray) -
     >>> a, b, c, d = QuantileSketch(), QuantileSketch(), QuantileSketch(), QuantileSketch()
     >>> add_rows_to_sketches([a, b], rows)
     >>> c.update_many(rows[0]); d.update_many(rows[1])
-    >>> a.to_dict() == c.to_dict() and b.to_dict() == d.to_dict(), a.zeros, b.negative.span
+    >>> a == c and b == d, a.zeros, b.negative.span
     (True, 1, 1)
     """
     if not sketches:

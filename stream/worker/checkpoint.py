@@ -24,44 +24,22 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from stream.monitoring.label_join import expand_join_record, join_batch
 from stream.web.metrics import WorkerMetrics
 from stream.worker.changelog_writes import ChangelogWrites
 from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import hold_message
+from stream.worker.state_codec import encode_state
 
 if TYPE_CHECKING:
     from stream.monitoring.model_monitor import ModelMonitor
     from stream.worker.state_cache import ModelStates
 
 log = logging.getLogger(__name__)
-
-# How the worker writes a state (and anything holding detector values) as JSON.
-JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-def encode_state(state: dict[str, Any]) -> bytes:
-    """A model's state as the bytes stored in the table: JSON, compressed.
-
-    Sketch buckets and detector buffers compress about four to one, which
-    keeps a busy model's state well under Kafka's 1 MB record limit.
-
-    >>> decode_state(encode_state({"seq": 3, "buckets": {7: 2}}))
-    {'seq': 3, 'buckets': {'7': 2}}
-    """
-    return zlib.compress(orjson.dumps(state, option=JSON_OPTIONS), 1)
-
-
-def decode_state(blob: bytes) -> dict[str, Any]:
-    """The state :func:`encode_state` stored."""
-    return orjson.loads(zlib.decompress(blob))
 
 
 @dataclass(slots=True)

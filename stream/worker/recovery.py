@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from stream.monitoring.model_monitor import ModelMonitor
-from stream.worker.checkpoint import JSON_OPTIONS, Checkpointer
+from stream.worker.checkpoint import Checkpointer
 from stream.worker.records import Change, RecordInput, mark_applied
 from stream.worker.state_cache import ModelStates, snapshot
 
@@ -112,4 +112,4 @@ class Recovery:
 
 def encode_item(item: Any) -> bytes:
     """One event or label as the bytes a dead letter carries."""
-    return orjson.dumps(item, option=JSON_OPTIONS, default=str)
+    return orjson.dumps(item, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str)

@@ -11,18 +11,15 @@ lose its records' effects.
 from __future__ import annotations
 
 import logging
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
-
-import orjson
 
 from stream.contracts.alert_messages import unreadable_state_alert
 from stream.monitoring.model_monitor import ModelMonitor, StateError
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.profiles import ProfileSource
 from stream.settings import DetectionSettings
-from stream.worker.checkpoint import JSON_OPTIONS, decode_state
+from stream.worker.state_codec import decode_state, pack_state, unpack_state
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,7 @@ class ModelStates:
     table does; at most ``max_models`` are kept live, besides those
     ``pinned`` names (models that must not be evicted).
 
-    >>> from stream.worker.checkpoint import encode_state
+    >>> from stream.worker.state_codec import encode_state
     >>> table = {}
     >>> states = ModelStates(table, DetectionSettings(), max_models=1)
     >>> a = states.get("a")
@@ -83,7 +80,7 @@ class ModelStates:
             try:
                 monitor = self._load(model, decode_state(stored))
                 self.loaded(monitor)
-            except (StateError, zlib.error, orjson.JSONDecodeError) as exc:
+            except StateError as exc:
                 log.warning("state of model %s cannot be read (%s): monitoring it afresh", model, exc)
                 monitor = self._new(model)
                 monitor.notices.append(unreadable_state_alert(model, stored, str(exc)))
@@ -113,7 +110,7 @@ class ModelStates:
 
     def restore(self, model: str, snapshot: bytes) -> ModelMonitor:
         """A state from :func:`snapshot` bytes (kept in memory by the recovery, never read from a topic)."""
-        return self._load(model, orjson.loads(snapshot))
+        return self._load(model, unpack_state(snapshot))
 
     def _new(self, model: str) -> ModelMonitor:
         return ModelMonitor(model, self.detection, self.monitors, self.profiles)
@@ -135,4 +132,4 @@ class ModelStates:
 
 def snapshot(monitor: ModelMonitor) -> bytes:
     """The state of ``monitor`` as bytes, to go back to should the next step raise."""
-    return orjson.dumps(monitor.to_dict(), option=JSON_OPTIONS)
+    return pack_state(monitor.to_dict())

@@ -14,6 +14,7 @@ from stream.detectors.reference_drift import ReferenceDriftRule, categorical_dri
 from stream.detectors.stream_drift import StreamDriftRule
 from stream.monitoring.label_join import JsonEntries, LabelJoiner
 from stream.stats import WindowStats
+from stream.worker.state_codec import pack_state, unpack_state
 
 N = 6000
 
@@ -49,12 +50,12 @@ def test_stream_drift_direction_filter_and_state_round_trip():
     # Errors falling is no incident.
     assert feed(rule, (rng.uniform(0, 1, N) < 0.01).astype(float), t0=60) == []
     copy = StreamDriftRule("error_rate", "adwin", direction="up")
-    copy.load_state(orjson.loads(orjson.dumps(rule.to_dict(), option=orjson.OPT_NON_STR_KEYS)))
+    copy.load_state(unpack_state(pack_state(rule.to_dict())))
     rising = (rng.uniform(0, 1, 2000) < 0.3).astype(float)
     a, b = feed(rule, rising, t0=200), feed(copy, rising, t0=200)
     # The restored ADWIN is rebuilt from the inputs it kept: the same rise, within its check interval (32).
     assert len(a) == len(b) == 1 and abs(a[0].event_time - b[0].event_time) * 100 <= 64
-    assert "pickle" not in orjson.dumps(rule.to_dict(), option=orjson.OPT_NON_STR_KEYS).decode()
+    assert b"pickle" not in pack_state(rule.to_dict())
 
 
 def test_iqr_fires_on_a_spike_not_on_noise_and_round_trips():
@@ -218,7 +219,7 @@ def test_mahalanobis_is_silent_on_correlated_noise_and_fires_on_a_broken_relatio
     assert [f.detector for f in found] == ["mahalanobis"]
     assert {w["feature"] for w in found[0].evidence["unusual_features"][:2]} == {"a", "b"}
     copy = MahalanobisRule(["a", "b", "c"])
-    copy.load_state(orjson.loads(orjson.dumps(rule.to_dict(), option=orjson.OPT_NON_STR_KEYS)))
+    copy.load_state(unpack_state(pack_state(rule.to_dict())))
     assert np.allclose(copy.cov, rule.cov) and copy.seen == rule.seen
     assert pickle.loads(pickle.dumps(rule)).seen == rule.seen
 

@@ -12,7 +12,7 @@ from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.profiles import ProfileError, ProfileStore, ReferenceProfile, build_profile, profile_path
 from stream.settings import DetectionSettings
 from stream.stats import WindowStats
-from stream.worker.checkpoint import decode_state, encode_state
+from stream.worker.state_codec import decode_state, encode_state
 
 
 def events(n, seed=0, t0=0.0, missing=0.02, country=None, amount_shift=0.0, rate=50.0, version="1"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import orjson
 
 from stream.contracts.schemas import validate
 from stream.monitoring.label_join import LabelJoiner, ModelLabels
@@ -11,6 +10,7 @@ from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.monitoring.segments import OTHER_SEGMENTS, SegmentMonitor
 from stream.settings import DetectionSettings
+from stream.worker.state_codec import pack_state, unpack_state
 
 SETTINGS = DetectionSettings(zscore_warmup=50)
 
@@ -79,7 +79,7 @@ def test_a_saved_segment_state_decides_as_the_running_one():
     running = monitor()
     running.process(events(["eu", "us"], 0.0, 1_200))
     restored = monitor()
-    restored.load_state(orjson.loads(orjson.dumps(running.to_dict(), option=orjson.OPT_NON_STR_KEYS)))
+    restored.load_state(unpack_state(pack_state(running.to_dict())))
     assert restored.summary() == running.summary()
     spike = events(["us"], 130.0, 30, latency=900.0)
     a, b = running.process(spike), restored.process(spike)

@@ -47,7 +47,7 @@ def test_single_and_batch_updates_agree():
     for x in data:
         a.update(float(x))
     b.update_many(data)
-    assert a.to_dict() == b.to_dict()
+    assert a == b
 
 
 def test_merge_equals_one_sketch_of_everything():
@@ -60,7 +60,7 @@ def test_merge_equals_one_sketch_of_everything():
         merged = merged.merge(s)
     whole = QuantileSketch()
     whole.update_many(np.concatenate(parts))
-    assert merged.to_dict() == whole.to_dict()
+    assert merged == whole
     within(merged, np.concatenate(parts), 0.01)
 
 

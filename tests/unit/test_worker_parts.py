@@ -19,10 +19,11 @@ from stream.settings import DetectionSettings, Settings
 from stream.worker.admission import Admission
 from stream.worker.app import MonitorApp
 from stream.worker.changelog_writes import ChangelogWrites
-from stream.worker.checkpoint import Checkpointer, HeldRecords, decode_state
+from stream.worker.checkpoint import Checkpointer, HeldRecords
 from stream.worker.records import RecordInput
 from stream.worker.recovery import Recovery
 from stream.worker.state_cache import ModelStates
+from stream.worker.state_codec import decode_state
 
 
 class Table:

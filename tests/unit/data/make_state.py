@@ -12,7 +12,7 @@ import numpy as np
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.monitoring.monitor_file import MonitorConfig
 from stream.settings import DetectionSettings
-from stream.worker.checkpoint import encode_state
+from stream.worker.state_codec import encode_state
 
 
 def busy_monitor() -> ModelMonitor:
