@@ -17,6 +17,7 @@ stored bytes start with ``MAGIC`` in this format and never do in that one.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from typing import Any
@@ -29,10 +30,12 @@ from stream.monitoring.model_monitor import StateError
 
 MAGIC = b"SMS\x01"
 ARRAY = 1  # the MessagePack extension code of a numpy array
-# Dtype codes: integers stored in the narrowest width that holds them are read back as int64.
-INTEGERS = {b"b": "<i1", b"h": "<i2", b"i": "<i4", b"q": "<i8"}
+# Dtype codes: integers are stored in the narrowest width that holds them and read back as int64.
+INTEGERS = {b"b": np.dtype("<i1"), b"h": np.dtype("<i2"), b"i": np.dtype("<i4"), b"q": np.dtype("<i8")}
+INTEGER_RANGES = [(code, dtype, int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)) for code, dtype in INTEGERS.items()]
 FLOAT, BOOL = b"d", b"?"
-READ_AS = {**dict.fromkeys(INTEGERS, np.int64), FLOAT: np.float64, BOOL: np.bool_}
+STORED = {**INTEGERS, FLOAT: np.dtype("<f8"), BOOL: np.dtype("|b1")}
+READ_AS = {**dict.fromkeys(INTEGERS, np.dtype(np.int64)), FLOAT: np.dtype(np.float64), BOOL: np.dtype(np.bool_)}
 MAX_DIMENSIONS = 2
 
 
@@ -105,15 +108,13 @@ def _array_bytes(values: np.ndarray) -> bytes:
     kind = values.dtype.kind
     if kind in "iu":
         low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
-        fits = [code for code, dtype in INTEGERS.items() if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max]
-        if not fits:
+        fits = next(((code, dtype) for code, dtype, lo, hi in INTEGER_RANGES if lo <= low and high <= hi), None)
+        if fits is None:
             raise TypeError(f"integers beyond 64 bits in a state array ({low}..{high})")
-        code = fits[0]
-        dtype = INTEGERS[code]
-    elif kind == "f":
-        code, dtype = FLOAT, "<f8"
-    elif kind == "b":
-        code, dtype = BOOL, "|b1"
+        code, dtype = fits
+    elif kind in "fb":
+        code = FLOAT if kind == "f" else BOOL
+        dtype = STORED[code]
     else:
         raise TypeError(f"a state's arrays hold numbers, not {values.dtype}")
     header = code + struct.pack(f"<B{values.ndim}I", values.ndim, *values.shape)
@@ -131,8 +132,8 @@ def _array(code: int, data: bytes) -> np.ndarray:
     if ndim > MAX_DIMENSIONS or len(data) < 2 + 4 * ndim:
         raise StateError("stored state holds a malformed array")
     shape = struct.unpack_from(f"<{ndim}I", data, 2)
-    dtype = np.dtype(INTEGERS.get(kind, "<f8" if kind == FLOAT else "|b1"))
+    dtype = STORED[kind]
     body = memoryview(data)[2 + 4 * ndim :]
-    if len(body) != dtype.itemsize * int(np.prod(shape)):
+    if len(body) != dtype.itemsize * math.prod(shape):
         raise StateError(f"stored state holds an array of shape {shape} with {len(body)} bytes")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(READ_AS[kind])
