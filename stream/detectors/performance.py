@@ -13,11 +13,10 @@ standard errors of the difference of two proportions; once per ``window``
 labels. DDM (Gama et al. 2004) watches the 0/1 error stream of classifiers
 for concept drift.
 
-State is plain data: the last ``window`` labelled pairs (river's rolling
-metrics are rebuilt from them, exactly) and DDM's few running figures. The
-metrics roll together over one window: river keeps each rolled update's
-arguments, and four rolling windows of the same pairs had cost a labelled
-model about 400 KB.
+State is plain data: the last ``window`` labelled pairs (the rolling
+metrics are counted from them again, exactly) and DDM's few running figures.
+The metrics are river's, kept as counts over one window of pairs
+(:mod:`stream.stats.rolling_metrics`).
 
 Reference: J. Gama, P. Medas, G. Castillo and P. Rodrigues, "Learning with
 drift detection", SBIA 2004.
@@ -28,13 +27,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from river import metrics, utils
-
 from stream.detectors.base import Finding, check_state_version
+from stream.stats.rolling_metrics import RollingClassification, RollingRegression
 from stream.stats.window_stats import window_start
 
-CLASSIFICATION = ("accuracy", "precision", "recall", "f1")
-REGRESSION = ("mae", "rmse")
 HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mae": False, "rmse": False}
 STATE_VERSION = 2
 
@@ -139,9 +135,8 @@ class PerformanceRule:
         self.pos_label = pos_label
         self.window_s = window_s
         self.task: str | None = None
-        self.metrics: dict[str, Any] = {}
         # All the metrics, rolled together over the last ``window`` labelled pairs.
-        self.rolling: utils.Rolling | None = None
+        self.rolling: RollingClassification | RollingRegression | None = None
         self.reference: dict[str, float] | None = None
         self.labelled = 0
         self.since_fired = 0
@@ -150,28 +145,21 @@ class PerformanceRule:
 
     def _start(self, task: str) -> None:
         self.task = task
-        window = self.window
         if task == "classification":
-            self.metrics = {
-                "accuracy": metrics.Accuracy(),
-                "precision": metrics.Precision(pos_val=self.pos_label),
-                "recall": metrics.Recall(pos_val=self.pos_label),
-                "f1": metrics.F1(pos_val=self.pos_label),
-            }
+            self.rolling = RollingClassification(self.window, self.pos_label)
             self.metric = self.metric or "accuracy"
         else:
-            self.metrics = {"mae": metrics.MAE(), "rmse": metrics.RMSE()}
+            self.rolling = RollingRegression(self.window)
             self.metric = self.metric or "mae"
-        self.rolling = utils.Rolling(metrics.base.Metrics, window_size=window, metrics=list(self.metrics.values()))
 
     @property
     def pairs(self) -> list[tuple[Any, Any]]:
         """The last ``window`` labelled pairs, oldest first."""
-        return [args for args, _ in self.rolling.window] if self.rolling is not None else []
+        return list(self.rolling.pairs) if self.rolling is not None else []
 
     def values(self) -> dict[str, float]:
         """The rolling metrics now."""
-        return {name: float(m.get()) for name, m in self.metrics.items()}
+        return self.rolling.values() if self.rolling is not None else {}
 
     def update(self, label: Any, prediction: Any, event_time: float) -> list[Finding]:
         """Add one labelled prediction (label time ``event_time``); return findings."""
@@ -279,7 +267,7 @@ class PerformanceRule:
         return {
             "task": self.task,
             "labelled": self.labelled,
-            "metrics": self.values() if self.metrics else {},
+            "metrics": self.values(),
             "reference": self.reference,
             "watched_metric": self.metric,
         }
@@ -330,8 +318,7 @@ class PerformanceRule:
         if state["task"] is not None:
             self._start(state["task"])
         if self.rolling is not None:
-            for label, prediction in state["pairs"][-self.window :]:
-                self.rolling.update(label, prediction)
+            self.rolling.extend((label, prediction) for label, prediction in state["pairs"][-self.window :])
         self.reference = state["reference"]
         self.labelled, self.since_fired = int(state["labelled"]), int(state["since_fired"])
         self.ddm.load_state(state["ddm"])
