@@ -37,6 +37,8 @@ FLOAT, BOOL = b"d", b"?"
 STORED = {**INTEGERS, FLOAT: np.dtype("<f8"), BOOL: np.dtype("|b1")}
 READ_AS = {**dict.fromkeys(INTEGERS, np.dtype(np.int64)), FLOAT: np.dtype(np.float64), BOOL: np.dtype(np.bool_)}
 MAX_DIMENSIONS = 2
+# An array's header after its dtype code: its number of dimensions, then each of them.
+SHAPES = {ndim: struct.Struct(f"<B{ndim}I") for ndim in range(MAX_DIMENSIONS + 1)}
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
@@ -117,7 +119,7 @@ def _array_bytes(values: np.ndarray) -> bytes:
         dtype = STORED[code]
     else:
         raise TypeError(f"a state's arrays hold numbers, not {values.dtype}")
-    header = code + struct.pack(f"<B{values.ndim}I", values.ndim, *values.shape)
+    header = code + SHAPES[values.ndim].pack(values.ndim, *values.shape)
     return header + np.ascontiguousarray(values, dtype=dtype).tobytes()
 
 
@@ -129,11 +131,12 @@ def _array(code: int, data: bytes) -> np.ndarray:
     if kind not in READ_AS:
         raise StateError(f"stored state holds an array of unknown type {kind!r}")
     ndim = data[1] if len(data) > 1 else MAX_DIMENSIONS + 1
-    if ndim > MAX_DIMENSIONS or len(data) < 2 + 4 * ndim:
+    start = 1 + SHAPES.get(ndim, SHAPES[0]).size
+    if ndim > MAX_DIMENSIONS or len(data) < start:
         raise StateError("stored state holds a malformed array")
-    shape = struct.unpack_from(f"<{ndim}I", data, 2)
+    shape = SHAPES[ndim].unpack_from(data, 1)[1:]
     dtype = STORED[kind]
-    body = memoryview(data)[2 + 4 * ndim :]
-    if len(body) != dtype.itemsize * math.prod(shape):
-        raise StateError(f"stored state holds an array of shape {shape} with {len(body)} bytes")
-    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(READ_AS[kind])
+    if len(data) - start != dtype.itemsize * math.prod(shape):
+        raise StateError(f"stored state holds an array of shape {shape} with {len(data) - start} bytes")
+    values = np.frombuffer(data, dtype=dtype, offset=start)
+    return (values if ndim == 1 else values.reshape(shape)).astype(READ_AS[kind])
