@@ -318,7 +318,7 @@ class PerformanceRule:
         if state["task"] is not None:
             self._start(state["task"])
         if self.rolling is not None:
-            self.rolling.extend((label, prediction) for label, prediction in state["pairs"][-self.window :])
+            self.rolling.extend(state["pairs"][-self.window :])
         self.reference = state["reference"]
         self.labelled, self.since_fired = int(state["labelled"]), int(state["since_fired"])
         self.ddm.load_state(state["ddm"])

@@ -290,8 +290,7 @@ class ModelMonitor:
 
 def _join_entry(entry: bytes | list[Any]) -> bytes:
     """A join entry of a stored state as its JSON text: stored as that text (version 4) or as a list (before)."""
-    if isinstance(entry, bytes):
-        entry = orjson.loads(entry)
-    if not isinstance(entry, list):
-        raise TypeError(f"a join entry is a list, not {type(entry).__name__}")
-    return encode_entry(entry)
+    if not isinstance(orjson.loads(entry) if isinstance(entry, bytes) else entry, list):
+        raise TypeError(f"a join entry is a JSON list, not {entry!r:.80}")
+    # Text read back is kept as it is; only a list (version 3) is encoded.
+    return entry if isinstance(entry, bytes) else encode_entry(entry)

@@ -23,7 +23,30 @@ def _ratio(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
 
-class RollingClassification:
+class RollingPairs:
+    """The last ``window`` (label, prediction) pairs; a subclass counts each in (+1) and out (-1) in ``_count``."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.pairs: deque[tuple[Any, Any]] = deque()
+
+    def update(self, label: Any, prediction: Any) -> None:
+        """Add one labelled prediction; the oldest leaves once ``window`` are held."""
+        if len(self.pairs) == self.window:
+            self._count(*self.pairs.popleft(), -1)
+        self.pairs.append((label, prediction))
+        self._count(label, prediction, 1)
+
+    def extend(self, pairs: Iterable[tuple[Any, Any]]) -> None:
+        """Add pairs in order (a restored window)."""
+        for label, prediction in pairs:
+            self.update(label, prediction)
+
+    def _count(self, label: Any, prediction: Any, sign: int) -> None:
+        raise NotImplementedError
+
+
+class RollingClassification(RollingPairs):
     """Accuracy, and precision, recall and F1 for the class ``pos_label``, over the last ``window`` pairs.
 
     Parameters:
@@ -41,25 +64,12 @@ class RollingClassification:
     """
 
     def __init__(self, window: int, pos_label: Any = True) -> None:
-        self.window = window
+        super().__init__(window)
         self.pos_label = pos_label
-        self.pairs: deque[tuple[Any, Any]] = deque()
         self.correct = 0
         self.true_positives = 0
         self.predicted_positive = 0
         self.actual_positive = 0
-
-    def update(self, label: Any, prediction: Any) -> None:
-        """Add one labelled prediction; the oldest leaves once ``window`` are held."""
-        if len(self.pairs) == self.window:
-            self._count(*self.pairs.popleft(), -1)
-        self.pairs.append((label, prediction))
-        self._count(label, prediction, 1)
-
-    def extend(self, pairs: Iterable[tuple[Any, Any]]) -> None:
-        """Add pairs in order (a restored window)."""
-        for label, prediction in pairs:
-            self.update(label, prediction)
 
     def _count(self, label: Any, prediction: Any, sign: int) -> None:
         positive_label, positive_prediction = label == self.pos_label, prediction == self.pos_label
@@ -80,7 +90,7 @@ class RollingClassification:
         }
 
 
-class RollingRegression:
+class RollingRegression(RollingPairs):
     """Mean absolute error and root mean squared error over the last ``window`` pairs.
 
     The sums are counted again from the pairs every ``window`` updates, so
@@ -93,32 +103,19 @@ class RollingRegression:
     """
 
     def __init__(self, window: int) -> None:
-        self.window = window
-        self.pairs: deque[tuple[float, float]] = deque()
+        super().__init__(window)
         self.absolute = 0.0
         self.squared = 0.0
         self.since_recount = 0
 
-    def update(self, label: float, prediction: float) -> None:
-        """Add one labelled prediction; the oldest leaves once ``window`` are held."""
-        if len(self.pairs) == self.window:
-            old_label, old_prediction = self.pairs.popleft()
-            error = old_label - old_prediction
-            self.absolute -= abs(error)
-            self.squared -= error * error
-        self.pairs.append((label, prediction))
+    def _count(self, label: float, prediction: float, sign: int) -> None:
         error = label - prediction
-        self.absolute += abs(error)
-        self.squared += error * error
-        self.since_recount += 1
-        if self.since_recount >= self.window:
-            self._recount()
-
-    def extend(self, pairs: Iterable[tuple[float, float]]) -> None:
-        """Add pairs in order (a restored window)."""
-        for label, prediction in pairs:
-            self.update(label, prediction)
-        self._recount()
+        self.absolute += sign * abs(error)
+        self.squared += sign * error * error
+        if sign > 0:
+            self.since_recount += 1
+            if self.since_recount >= self.window:
+                self._recount()
 
     def _recount(self) -> None:
         errors = [label - prediction for label, prediction in self.pairs]

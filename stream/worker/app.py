@@ -384,17 +384,10 @@ class TableEntries(Mapping):
     def __init__(self, table: Any, partitions: int) -> None:
         self.table = table
         self.partitions = partitions
-        # Hashing the model name per lookup cost more than the lookup (a dict per known model).
-        self._partition_of_model: dict[bytes, int] = {}
 
     def partition_of(self, key: bytes) -> int:
-        """The partition of the model the key belongs to."""
-        model = key.partition(SEPARATOR_BYTES)[0]
-        partition = self._partition_of_model.get(model)
-        if partition is None:
-            partition = model_partition(model.decode(errors="replace"), self.partitions)
-            self._partition_of_model[model] = partition
-        return partition
+        """The partition of the model the key belongs to (``model_partition`` caches it per model)."""
+        return model_partition(key.partition(SEPARATOR_BYTES)[0].decode(errors="replace"), self.partitions)
 
     def __getitem__(self, key: bytes) -> bytes:
         value = self.get(key)

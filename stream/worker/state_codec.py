@@ -120,7 +120,7 @@ def _array_bytes(values: np.ndarray) -> bytes:
     else:
         raise TypeError(f"a state's arrays hold numbers, not {values.dtype}")
     header = code + SHAPES[values.ndim].pack(values.ndim, *values.shape)
-    return header + np.ascontiguousarray(values, dtype=dtype).tobytes()
+    return header + values.astype(dtype, copy=False).tobytes()
 
 
 def _array(code: int, data: bytes) -> np.ndarray:
