@@ -127,14 +127,14 @@ def events_of(worker: WorkerProcess) -> int | None:
     return None if health is None else health.get("events", 0)
 
 
-def answered_events(worker: WorkerProcess, timeout_s: float = 60.0) -> int:
-    """Events the worker applied, asking until it answers."""
+def answered_health(worker: WorkerProcess, timeout_s: float = 60.0) -> dict:
+    """The worker's health page, asking until it answers."""
     deadline = time.monotonic() + timeout_s
-    while (applied := events_of(worker)) is None:
+    while (health := worker.health()) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the worker's health page did not answer in {timeout_s:g} s; see {worker.log_path}")
         time.sleep(0.2)
-    return applied
+    return health
 
 
 def wait_for(workers: list[WorkerProcess], events: int, timeout_s: float = ROUND_TIMEOUT_S) -> None:
@@ -240,7 +240,7 @@ def measure(
         # applied tells when it is processing again.
         extra = [(m.encode(), Batch(m, [_event(m, t0 + SPAN_S + 1.0)]).envelope()) for m in models]
         if workers == 2:
-            out["recovery_s_1000_models"] = failover(group, servers, events_topic, extra)
+            out.update(failover(group, servers, events_topic, extra))
             out["group_timeout_s"] = Settings().group_timeout_s
             progress.update(task, total=1, completed=1)
             return out
@@ -272,22 +272,38 @@ def measure(
     return out
 
 
-def failover(group: list[WorkerProcess], servers: str, topic: str, extra: list[tuple[bytes, bytes]]) -> float | None:
-    """Seconds from killing the first worker until the survivor has applied every record of ``extra``."""
+def failover(
+    group: list[WorkerProcess], servers: str, topic: str, extra: list[tuple[bytes, bytes]]
+) -> dict[str, float | None]:
+    """Kill the first worker; seconds until the survivor has applied every record of ``extra``, and its work meanwhile.
+
+    ``recovery_s_1000_models`` (None: not within ``RECOVERY_TIMEOUT_S``);
+    ``failover_state_loads``, the model states the survivor read back from
+    its table meanwhile (each model at least once: it drops its own live
+    states when the group rebalances); ``failover_replayed``, records it
+    read again and skipped because a state already held them.
+    """
     dead, survivor = group
     # Read before the kill, and never taken as 0 when the page is slow to answer: a busy
     # survivor's unanswered health page once made a failover look done in a second.
-    target = answered_events(survivor) + len(extra)
+    before = answered_health(survivor)
+    target = before["events"] + len(extra)
     killed_at = time.monotonic()
     dead.kill()
     asyncio.run(send(servers, topic, extra))
+    out: dict[str, float | None] = {"recovery_s_1000_models": None}
     while (events_of(survivor) or 0) < target:
         if not survivor.running:
             raise RuntimeError(f"the surviving worker exited; see {survivor.log_path}")
         if time.monotonic() > killed_at + RECOVERY_TIMEOUT_S:
-            return None
+            break
         time.sleep(0.05)
-    return time.monotonic() - killed_at
+    else:
+        out["recovery_s_1000_models"] = time.monotonic() - killed_at
+    after = answered_health(survivor)
+    for name in ("state_loads", "replayed"):
+        out[f"failover_{name}"] = float(after.get(name, 0) - before.get(name, 0))
+    return out
 
 
 async def changelog_records(servers: str, app_id: str) -> int:

@@ -123,6 +123,12 @@ class WorkerMetrics:
             "Checkpoints that failed; their records stay uncommitted until a later one succeeds.",
             registry=self.registry,
         )
+        self.state_loads = Counter(
+            f"{PREFIX}_state_loads",
+            "Model states read back from the table into memory. Growing faster than models are added: "
+            "more models are busy than state_cache_models keeps live, and each is decoded again.",
+            registry=self.registry,
+        )
         self.processing = Histogram(
             f"{PREFIX}_processing_seconds",
             "Time to apply one input record (an envelope or a label) to its model's state.",

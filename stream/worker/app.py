@@ -149,7 +149,7 @@ class MonitorApp:
             settings.state_cache_models,
             self.monitors,
             profiles,
-            loaded=self.labels.settle_loaded,
+            loaded=self._state_loaded,
         )
         held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records, settings.state_cache_models)
         self.checkpointer = Checkpointer(
@@ -174,6 +174,11 @@ class MonitorApp:
 
         agents.register(self)
         pages.register(self)
+
+    def _state_loaded(self, monitor: ModelMonitor) -> None:
+        self.labels.settle_loaded(monitor)
+        self.counters.state_loads += 1
+        self.metrics.state_loads.inc()
 
     def monitor_for(self, model: str) -> ModelMonitor:
         """The model's live state (see :class:`~stream.worker.state_cache.ModelStates`)."""

@@ -27,6 +27,7 @@ class WorkerCounters:
     checkpoints: int = 0
     checkpoint_failures: int = 0
     refetches: int = 0
+    state_loads: int = 0
     fetch_restarts: int = 0
     started_at: float = field(default_factory=time.time)
 
