@@ -61,9 +61,9 @@ class Ingest:
         self._step_events = STEP_EVENTS[1]
 
     async def batch(self, records: list[Any]) -> None:
-        """Apply a batch from the intake: each model's events together, then each model's labels; checkpoint if due.
+        """Apply a batch from the intake, model by model: its events together, then its labels; checkpoint if due.
 
-        Labels go last so that a label and its prediction in one batch join at once.
+        A model's labels go after its events so that a label and its prediction in one batch join at once.
         """
         admitted = await self.admission.admit(records)
         labels_topic = self.settings.topics.labels
@@ -87,28 +87,34 @@ class Ingest:
             if decoded_since_pause >= STEP_EVENTS[1]:
                 decoded_since_pause = 0
                 await asyncio.sleep(0)
-        for model, inputs in events.items():
-            for step in steps(inputs, self._step_events):
-                started = time.perf_counter()
-                monitor, applied = await self.apply(model, self.process_events, step)
-                if monitor is not None:
-                    self.outputs.report_state(monitor)
-                    self.outputs.count_events(model, applied)
-                if applied:
-                    # Events with long texts to scan cost a hundred times what plain ones do.
-                    per_event = (time.perf_counter() - started) / applied
-                    self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
-                await self.checkpointer.checkpoint_if_full(monitor)
-                await asyncio.sleep(0)
-        for model, inputs in labels.items():
-            monitor, applied = await self.apply(model, self.labels.on_labels, inputs)
-            self.counters.labels += applied
-            await self.checkpointer.checkpoint_if_full(monitor)
-            await asyncio.sleep(0)
+        # Model by model, so that a batch with more models than the state cache holds reads
+        # each state back once, not once for its events and again for its labels.
+        for model in dict.fromkeys([*events, *labels]):
+            await self._apply_model(model, events.get(model, []), labels.get(model, []))
         # Counted once handled, so a health check that sees them counted sees their effects too.
         self.counters.records += event_records
         self.metrics.records.inc(event_records)
         await self.checkpointer.checkpoint()
+
+    async def _apply_model(self, model: str, events: list[RecordInput], labels: list[RecordInput]) -> None:
+        """Apply one model's share of a batch: its events in steps, then its labels."""
+        for step in steps(events, self._step_events) if events else ():
+            started = time.perf_counter()
+            monitor, applied = await self.apply(model, self.process_events, step)
+            if monitor is not None:
+                self.outputs.report_state(monitor)
+                self.outputs.count_events(model, applied)
+            if applied:
+                # Events with long texts to scan cost a hundred times what plain ones do.
+                per_event = (time.perf_counter() - started) / applied
+                self._step_events = int(min(max(STEP_S / per_event, STEP_EVENTS[0]), STEP_EVENTS[1]))
+            await self.checkpointer.checkpoint_if_full(monitor)
+            await asyncio.sleep(0)
+        if labels:
+            monitor, applied = await self.apply(model, self.labels.on_labels, labels)
+            self.counters.labels += applied
+            await self.checkpointer.checkpoint_if_full(monitor)
+            await asyncio.sleep(0)
 
     def decode(self, record: Any) -> RecordInput | None:
         """A held record decoded again, to be re-applied (what it rejected was dead-lettered already)."""

@@ -472,6 +472,47 @@ def test_a_batch_of_labels_for_more_models_than_the_cache_holds_checkpoints_as_i
     assert all(record.acked == 1 for record in records)
 
 
+def test_a_batch_of_events_and_labels_for_more_models_than_the_cache_holds_reads_each_state_once(tmp_path):
+    # Each model's events and then its labels, not every model's events and then every
+    # model's labels: the second pass read back each state the first had evicted.
+    async def build():
+        return MonitorApp(
+            Settings(data_dir=str(tmp_path), state_cache_models=2, join_store="memory", detection=JOIN_ALWAYS)
+        )
+
+    mon = asyncio.run(build())
+    table, join_table = Table(), Table()
+    mon.states.table = mon.checkpointer.table = table
+    mon.checkpointer.join_table = join_table
+    mon.joiner.store = JsonEntries(join_table.data)
+    events_tp, labels_tp = TP(mon.settings.topics.events, 0), TP(mon.settings.topics.labels, 0)
+    mon.app.consumer.assignment = lambda: {events_tp, labels_tp}
+    mon.app.consumer.order.expect(events_tp, 0)
+    mon.app.consumer.order.expect(labels_tp, 0)
+    now = time.time()
+
+    def record(tp, offset, model, item):
+        item = {"schema_version": 1, **item, "model": model}
+        if tp == events_tp:
+            item["event_id"] = f"e{offset}"
+        out = Record(tp.topic, 0, offset, orjson.dumps(item))
+        out.key = out.message.key = model.encode()
+        return out
+
+    first = [record(events_tp, i, f"m{i}", _prediction(f"r0-{i}") | {"timestamp": now}) for i in range(5)]
+    asyncio.run(mon.ingest.batch(first))
+    asyncio.run(mon.checkpointer.checkpoint(force=True))
+    loads = mon.counters.state_loads
+
+    second = [record(events_tp, 5 + i, f"m{i}", _prediction(f"r1-{i}") | {"timestamp": now}) for i in range(5)]
+    second += [record(labels_tp, i, f"m{i}", _label(f"r1-{i}") | {"timestamp": now}) for i in range(5)]
+    asyncio.run(mon.ingest.batch(second))
+
+    assert mon.counters.events == 10 and mon.counters.labels == 5
+    assert mon.joiner.counts["joined"] == 5  # each label met its prediction of the same batch
+    assert mon.counters.state_loads - loads == 5
+
+
 def test_recovery_dead_letters_only_the_item_that_raises_and_keeps_the_rest():
     async def run():
         _, states, checkpointer = _parts()
