@@ -55,6 +55,7 @@ from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import (
     JOIN_ROCKSDB_OPTIONS,
     ExpandingTable,
+    OffsetKeepingTable,
     active_partitions,
     rocksdb_store_url,
     store_get,
@@ -114,9 +115,16 @@ class MonitorApp:
         # a query by hashing the serialized key, and a JSON-quoted key would hash
         # to another partition than the one the producer chose.
         # Values are compressed JSON written by the worker itself (see stream.worker.checkpoint).
-        self.model_state = self.app.Table(
-            MODEL_STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+        self.model_state = OffsetKeepingTable(
+            self.app,
+            name=MODEL_STATE_TABLE,
+            default=None,
+            beacon=self.app.tables.beacon,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
         )
+        self.app.tables.add(self.model_state)
         # Predictions waiting for their labels (and labels for their predictions).
         # Entries are written at the model's checkpoints, in the model's
         # partition like everything else about it, one changelog record per

@@ -54,6 +54,11 @@ What is worked around, each worth reporting upstream:
   changelog record as one store entry; the label join writes a model's new
   entries of one checkpoint as one record and looks them up one by one
   (:class:`ExpandingTable` expands each record as Faust restores it).
+- **An in-memory table read from its beginning at every rebalance.** Faust's
+  in-memory store says it holds no offset, so a rebalance read the whole
+  changelog of the model states again, even for partitions the worker had
+  held or followed on standby, and dropped the standby copy once recovered
+  (:class:`OffsetKeepingTable`, :class:`MemoryStoreKeepingOffsets`).
 - **A table's own store ignored.** ``store="rocksdb://"`` on a table left it
   in memory (:func:`rocksdb_store_url`).
 - **A stop signal ignored.** A worker whose agents were stuck ignored
@@ -78,6 +83,8 @@ from stream.worker.faust_compat.consumer import (  # noqa: E402  (checked first)
 from stream.worker.faust_compat.tables import (  # noqa: E402
     JOIN_ROCKSDB_OPTIONS,
     ExpandingTable,
+    MemoryStoreKeepingOffsets,
+    OffsetKeepingTable,
     active_partitions,
     hold_message,
     rocksdb_store_url,
@@ -99,6 +106,8 @@ __all__ = [
     "ConsumerThread",
     "ExpandingTable",
     "FaustIncompatible",
+    "MemoryStoreKeepingOffsets",
+    "OffsetKeepingTable",
     "StopSignalWorker",
     "Transport",
     "active_partitions",

@@ -8,6 +8,7 @@ import inspect
 import aiokafka
 import faust
 from faust.assignor import PartitionAssignor
+from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
 from faust.tables.base import Collection
 from faust.tables.recovery import Recovery
@@ -99,6 +100,18 @@ def check_faust() -> None:
                 f".{name}" in inspect.getsource(faust_rocksdb.Store.apply_changelog_batch)
                 for name in ("message", "tp", "offset", "partition", "key", "value")
             ),
+        ),
+        (
+            "Collection._new_store_by_url(url); memory.Store data and _key_partition, persisted_offset(tp), "
+            "set_persisted_offset(tp, offset), on_recovery_completed(active_tps, standby_tps)",
+            _params(Collection, "_new_store_by_url") == ["self", "url"]
+            and all(
+                f"self.{name}" in inspect.getsource(faust_memory.Store.__post_init__)
+                for name in ("data", "_key_partition")
+            )
+            and _params(faust_memory.Store, "persisted_offset") == ["self", "tp"]
+            and _params(faust_memory.Store, "set_persisted_offset") == ["self", "tp", "offset"]
+            and _params(faust_memory.Store, "on_recovery_completed") == ["self", "active_tps", "standby_tps"],
         ),
         ("Message.incref", callable(getattr(Message, "incref", None))),
         ("PartitionAssignor.assigned_actives", callable(getattr(PartitionAssignor, "assigned_actives", None))),

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP, EventT, Message
+from yarl import URL
 
 # What a changelog record stands for in the store: (key, value or None to delete) pairs,
 # or None for the record itself.
@@ -114,7 +116,97 @@ def tables_ready(app: faust.App) -> bool:
     return bool(app.consumer and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing)
 
 
-class ExpandingTable(faust.Table):
+class MemoryStoreKeepingOffsets(faust_memory.Store):
+    """Faust's in-memory store, which also knows up to which changelog offset it holds each partition.
+
+    Faust's own says it holds none (``persisted_offset`` is None), so every
+    rebalance read an in-memory table's changelog from its first record, for
+    partitions this worker had held all along and for those its standby copy
+    had followed; and it dropped the standby copy once a rebalance's recovery
+    ended. This one counts the offsets it applied from the changelog and the
+    offsets of its own writes the broker confirmed (as Faust's RocksDB store
+    does), keeps the partitions still active or on standby, and forgets the
+    others, keys and offset, so that one assigned again later is read from
+    the beginning.
+
+    >>> import asyncio
+    >>> store = MemoryStoreKeepingOffsets("memory://", faust.App("doc"), None, table_name="t")
+    >>> def record(partition, offset, key):
+    ...     tp = TP("t-changelog", partition)
+    ...     return _EntryEvent(key, b"v", _EntryMessage(tp, partition, offset, key, b"v"))
+    >>> store.persisted_offset(TP("t-changelog", 1)) is None  # never read: from the beginning
+    True
+    >>> store.apply_changelog_batch([record(1, 7, b"a"), record(2, 3, b"b")], bytes, bytes)
+    >>> store.set_persisted_offset(TP("t-changelog", 1), 9)  # its own write, confirmed
+    >>> store.set_persisted_offset(TP("t-changelog", 1), 8)  # an earlier one confirmed late
+    >>> store.persisted_offset(TP("t-changelog", 1)), store.persisted_offset(TP("t-changelog", 2))
+    (9, 3)
+
+    A rebalance that leaves partition 1 active and 2 on standby keeps both;
+    one that leaves 2 nowhere forgets it:
+
+    >>> asyncio.run(store.on_recovery_completed({TP("t-changelog", 1)}, {TP("t-changelog", 2)}))
+    >>> sorted(store.keys())
+    [b'a', b'b']
+    >>> asyncio.run(store.on_recovery_completed({TP("t-changelog", 1)}, set()))
+    >>> sorted(store.keys()), store.persisted_offset(TP("t-changelog", 2)) is None
+    ([b'a'], True)
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._offsets: dict[TP, int] = {}
+
+    def apply_changelog_batch(
+        self, batch: Iterable[EventT], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
+    ) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events, to_key, to_value)
+        for event in events:
+            self.set_persisted_offset(event.message.tp, event.message.offset)
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        return self._offsets.get(tp)
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        if offset > self._offsets.get(tp, -1):
+            self._offsets[tp] = offset
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        kept = {tp.partition for tp in active_tps | standby_tps}
+        for key in [key for key, partition in self._key_partition.items() if partition not in kept]:
+            self.data.pop(key, None)
+            del self._key_partition[key]
+        for tp in [tp for tp in self._offsets if tp.partition not in kept]:
+            del self._offsets[tp]
+
+    def _clear(self) -> None:
+        super()._clear()
+        self._key_partition.clear()
+        self._offsets.clear()
+
+
+class OffsetKeepingTable(faust.Table):
+    """A Faust table whose in-memory store is :class:`MemoryStoreKeepingOffsets` (other stores as Faust makes them)."""
+
+    def _new_store_by_url(self, url: str | URL) -> Any:
+        if URL(str(url)).scheme != "memory":
+            return super()._new_store_by_url(url)
+        return MemoryStoreKeepingOffsets(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
+
+
+class ExpandingTable(OffsetKeepingTable):
     """A Faust table whose changelog records may each stand for several store entries, or for none.
 
     ``expand(key, value)`` says what the store takes of a record read back
