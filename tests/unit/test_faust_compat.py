@@ -22,6 +22,7 @@ from stream.worker.faust_compat import (
     TESTED_AIOKAFKA,
     TESTED_FAUST,
     FaustIncompatible,
+    MemoryStoreKeepingOffsets,
     check_faust,
     store_get,
     store_put,
@@ -115,7 +116,14 @@ def test_the_label_join_is_read_and_written_per_partition_outside_any_event(tmp_
             "label-join-2.db",
         ]
     else:
-        assert type(table.data).__module__ == "faust.stores.memory"
+        # Faust's in-memory store, keeping the changelog offsets it holds.
+        assert isinstance(table.data, MemoryStoreKeepingOffsets)
+
+
+def test_the_model_states_are_kept_in_memory_with_their_changelog_offsets(tmp_path):
+    # Faust's own in-memory store claims no offset: every rebalance read the changelog from its start.
+    mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+    assert isinstance(mon.model_state.data, MemoryStoreKeepingOffsets)
 
 
 def test_the_installed_and_declared_versions_are_the_tested_ones():
