@@ -14,7 +14,10 @@ fourth prediction) and prints, as one JSON object:
 - ``blocks_decoded``: memory blocks the decoded state holds before the
   monitor is built from it (Python's allocator and numpy's), the short-lived
   objects every read leaves among long-lived ones;
-- ``blocks_monitor``: blocks the rebuilt monitor keeps.
+- ``blocks_monitor``: blocks the rebuilt monitor keeps;
+- ``live_kb``: the memory the rebuilt monitor holds (``tracemalloc``: its
+  Python objects and numpy's arrays), what each of the ``state_cache_models``
+  live models costs a worker.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import gc
 import json
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import orjson
@@ -74,6 +78,15 @@ def measure(repeats: int) -> dict[str, float]:
     finally:
         gc.enable()
     del rebuilt
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rebuilt = ModelMonitor.from_dict("m0", detection, decode_state(blob))
+        gc.collect()
+        live = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del rebuilt
 
     def load() -> ModelMonitor:
         return ModelMonitor.from_dict("m0", detection, decode_state(blob))
@@ -87,6 +100,7 @@ def measure(repeats: int) -> dict[str, float]:
         "cycle_ms": best_ms(lambda: encode_state(load().to_dict()), repeats),
         "blocks_decoded": decoded,
         "blocks_monitor": kept,
+        "live_kb": round(live / 1024, 1),
     }
 
 

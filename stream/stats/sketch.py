@@ -10,7 +10,10 @@ a 10-minute view be built from 1-minute windows.
 The buckets of each sign are one dense array of counts from a first index,
 as DDSketch's own dense stores keep them: a live model holds dozens of
 sketches of about a thousand buckets each, and a dict of Python ints had
-cost about ten times the memory of an array.
+cost about ten times the memory of an array. The counts are held in the
+narrowest unsigned integers their total fits, widened as it grows: a window
+pane's buckets rarely reach 65,535, and bucket counts are most of a live
+model's memory.
 """
 
 from __future__ import annotations
@@ -26,25 +29,37 @@ import numpy as np
 _MIN_POSITIVE = 1e-9
 # The most buckets add_rows_to_sketches counts in one array for all rows, before it goes row by row.
 MAX_SHARED_BUCKETS = 1_000_000
+_UINT16, _UINT32, _INT64 = np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int64)
+_UINT16_MAX, _UINT32_MAX = int(np.iinfo(_UINT16).max), int(np.iinfo(_UINT32).max)
+
+
+def _count_dtype(total: int) -> np.dtype:
+    """The narrowest width for bucket counts of this total (no bucket holds more)."""
+    if total <= _UINT16_MAX:
+        return _UINT16
+    return _UINT32 if total <= _UINT32_MAX else _INT64
 
 
 class BucketCounts:
-    """Counts of consecutive bucket indices from ``first``, in one int64 array.
+    """Counts of consecutive bucket indices from ``first``, in one array as narrow as their total allows.
 
     >>> b = BucketCounts()
     >>> b.add(np.array([3, 3, 5]))
-    >>> b.first, b.counts.tolist(), b.span
-    (3, [2, 0, 1], 3)
+    >>> b.first, b.counts.tolist(), b.span, b.counts.dtype
+    (3, [2, 0, 1], 3, dtype('uint16'))
     >>> b.fold_lowest(2)
     >>> [a.tolist() for a in b.nonzero()]
     [[4, 5], [2, 1]]
+    >>> b.add_counts(5, np.array([70_000])); b.counts.tolist(), b.counts.dtype
+    ([2, 70001], dtype('uint32'))
     """
 
-    __slots__ = ("counts", "first")
+    __slots__ = ("counts", "first", "total")
 
     def __init__(self) -> None:
         self.first = 0
-        self.counts = np.zeros(0, dtype=np.int64)
+        self.total = 0
+        self.counts = np.zeros(0, dtype=_UINT16)
 
     @property
     def span(self) -> int:
@@ -61,16 +76,20 @@ class BucketCounts:
         """Add ``counts`` of buckets ``first``, ``first + 1``, ..."""
         if counts.size == 0:
             return
-        if self.counts.size == 0:
-            self.first, self.counts = first, counts.astype(np.int64, copy=True)
+        self.total += int(counts.sum())
+        dtype = _count_dtype(self.total)
+        if not self.counts.size:
+            self.first, self.counts = first, counts.astype(dtype)
             return
         low = min(self.first, first)
         high = max(self.first + self.counts.size, first + counts.size)
-        if low != self.first or high != self.first + self.counts.size:
-            grown = np.zeros(high - low, dtype=np.int64)
+        if low != self.first or high != self.first + self.counts.size or dtype != self.counts.dtype:
+            grown = np.zeros(high - low, dtype=dtype)
             grown[self.first - low : self.first - low + self.counts.size] = self.counts
             self.first, self.counts = low, grown
-        self.counts[first - self.first : first - self.first + counts.size] += counts
+        held = self.counts[first - self.first : first - self.first + counts.size]
+        # No bucket can pass the total, which the width fits: the narrowing cast loses nothing.
+        np.add(held, counts, out=held, casting="unsafe")
 
     def fold_lowest(self, span: int) -> None:
         """Fold the lowest buckets into the one above them until at most ``span`` remain."""
@@ -87,7 +106,7 @@ class BucketCounts:
 
     def copy(self) -> BucketCounts:
         out = BucketCounts()
-        out.first, out.counts = self.first, self.counts.copy()
+        out.first, out.total, out.counts = self.first, self.total, self.counts.copy()
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -104,13 +123,17 @@ class BucketCounts:
         """From :meth:`to_dict`, or from a sparse ``{index: count}`` dict (model states before version 3)."""
         out = cls()
         if "counts" in state:
-            out.first, out.counts = int(state["first"]), np.asarray(state["counts"], dtype=np.int64)
+            counts = np.asarray(state["counts"], dtype=np.int64)
+            out.first = int(state["first"])
         elif state:
             index = np.array([int(k) for k in state], dtype=np.int64)
-            low = int(index.min())
-            counts = np.zeros(int(index.max()) - low + 1, dtype=np.int64)
-            counts[index - low] = list(state.values())
-            out.first, out.counts = low, counts
+            out.first = int(index.min())
+            counts = np.zeros(int(index.max()) - out.first + 1, dtype=np.int64)
+            counts[index - out.first] = list(state.values())
+        else:
+            return out
+        out.total = int(counts.sum())
+        out.counts = counts.astype(_count_dtype(out.total))
         return out
 
 
@@ -203,11 +226,11 @@ class QuantileSketch:
         # The midpoint (in relative terms) of each bucket.
         values = 2.0 * gamma**keys / (gamma + 1.0)
         values[: neg_keys.size] *= -1.0
-        counts = np.concatenate([neg_counts[::-1], pos_counts])
+        counts = np.concatenate([neg_counts[::-1], pos_counts]).astype(np.float64)
         if self.zeros:
             values = np.insert(values, neg_keys.size, 0.0)
             counts = np.insert(counts, neg_keys.size, self.zeros)
-        return SketchTable(values, np.cumsum(counts.astype(np.float64)), self.count)
+        return SketchTable(values, np.cumsum(counts), self.count)
 
     def cdf(self, xs: Iterable[float] | np.ndarray) -> np.ndarray:
         """Share of values at or below each of ``xs`` (within the sketch's resolution).

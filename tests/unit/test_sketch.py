@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.stats.sketch import QuantileSketch
+from stream.stats.sketch import BucketCounts, QuantileSketch, add_rows_to_sketches
 
 QS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 
@@ -100,3 +100,30 @@ def test_table_quantiles_agree_with_quantile(values, qs):
     sketch = QuantileSketch()
     sketch.update_many(values)
     assert sketch.table().quantiles(qs).tolist() == pytest.approx([sketch.quantile(q) for q in qs], rel=1e-12)
+
+
+def test_bucket_counts_widen_before_they_could_overflow():
+    b = BucketCounts()
+    b.add_counts(0, np.array([65_535]))
+    assert b.counts.dtype == np.uint16
+    # One more in the full bucket would wrap a 16-bit count to 0.
+    b.add(np.array([0, 1]))
+    assert b.counts.tolist() == [65_536, 1] and b.counts.dtype == np.uint32
+    b.add_counts(-1, np.array([2**32, 0, 7]))
+    assert b.counts.tolist() == [2**32, 65_536, 8] and b.counts.dtype == np.int64
+    back = BucketCounts.from_dict(b.to_dict())
+    assert back == b and back.counts.dtype == np.int64 and back.total == b.total
+
+
+def test_a_sketch_past_65535_values_in_one_bucket_counts_them_all():
+    s = QuantileSketch()
+    for _ in range(3):
+        s.update_many(np.full(40_000, 2.0))
+        add_rows_to_sketches([s], np.full((1, 40_000), -3.0))
+    assert s.count == 240_000
+    assert s.positive.counts.sum() == s.negative.counts.sum() == 120_000
+    assert s.cdf([-3.1, -2.9, 2.1]).tolist() == [0.0, 0.5, 1.0]
+    merged = s.merge(s)
+    assert merged.positive.counts.max() == 240_000 and merged.quantile(0.75) == pytest.approx(2.0, rel=0.01)
+    back = QuantileSketch.from_dict(s.to_dict())
+    assert back == s and back.positive.counts.dtype == np.uint32
