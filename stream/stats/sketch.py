@@ -58,6 +58,7 @@ class BucketCounts:
 
     def __init__(self) -> None:
         self.first = 0
+        # The counts' sum, kept so that choosing the width on each add does not sum the whole array.
         self.total = 0
         self.counts = np.zeros(0, dtype=_UINT16)
 
@@ -78,7 +79,7 @@ class BucketCounts:
             return
         self.total += int(counts.sum())
         dtype = _count_dtype(self.total)
-        if not self.counts.size:
+        if self.counts.size == 0:
             self.first, self.counts = first, counts.astype(dtype)
             return
         low = min(self.first, first)
