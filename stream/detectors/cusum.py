@@ -75,6 +75,48 @@ class TwoSidedCusum:
                 return side
         return None
 
+    def sums_after(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Each side's sum after each block mean of ``values``, as :meth:`step` would leave it (state unchanged).
+
+        The same recursion as :meth:`step` for a run of blocks at once: a
+        side's sum after block k is its running total minus the lowest that
+        total has been, or zero (Lindley's form of ``max(0, sum + z)``).
+        """
+        z = values - self.center
+        out = {}
+        for side, signed in (("up", z), ("down", -z)):
+            running = self.sums[side] + np.cumsum(signed - self.allowance)
+            out[side] = running - np.minimum(np.minimum.accumulate(running), 0.0)
+        return out
+
+    def quiet_blocks(self, sums: dict[str, np.ndarray]) -> int:
+        """How many of the blocks behind ``sums`` (see :meth:`sums_after`) pass before one crosses the limit."""
+        quiet = len(sums["up"])
+        for side_sums in sums.values():
+            over = np.flatnonzero(side_sums[:quiet] > self.limit)
+            if over.size:
+                quiet = int(over[0])
+        return quiet
+
+    def take(self, values: np.ndarray, starts: np.ndarray, sums: dict[str, np.ndarray], n: int) -> None:
+        """Take in the first ``n`` block means of ``values`` (first values at ``starts``), none past the limit."""
+        if not n:
+            return
+        for side, side_sums in sums.items():
+            # A side starts again at each block it enters from zero: the last such block is its start.
+            restarts = np.flatnonzero(side_sums[: n - 1] <= 0) + 1
+            if self.sums[side] <= 0:
+                restarts = np.concatenate([[0], restarts])
+            if restarts.size:
+                first = int(restarts[-1])
+                self.start[side] = float(starts[first])
+                self.total[side] = float(values[first:n].sum())
+                self.blocks[side] = n - first
+            else:
+                self.total[side] += float(values[:n].sum())
+                self.blocks[side] += n
+            self.sums[side] = float(side_sums[n - 1])
+
     def mean_since(self, side: str) -> float:
         """The mean of the block means since ``side`` last stood at zero."""
         return self.total[side] / max(self.blocks[side], 1)
@@ -239,17 +281,35 @@ class PercentileCusumRule:
         whole = (len(pit) - i) // b
         if whole:
             blocks = pit[i : i + whole * b].reshape(whole, b)
-            location = blocks.mean(axis=1).tolist()
-            spread = np.abs(blocks - 0.5).mean(axis=1).tolist()
-            for k in range(whole):
+            means = {"location": blocks.mean(axis=1), "spread": np.abs(blocks - 0.5).mean(axis=1)}
+            starts = np.asarray(ts[i : i + whole * b : b], dtype=np.float64)
+            k = 0
+            while k < whole:
+                k += self._quiet_blocks(means, starts, k)
+                if k == whole:
+                    break
                 start, end = i + k * b, i + (k + 1) * b
-                found = self._step(location[k], spread[k], ts[start], ts[end - 1])
+                found = self._step(float(means["location"][k]), float(means["spread"][k]), ts[start], ts[end - 1])
                 if found is not None:
                     return found, end
+                k += 1
             i += whole * b
         if i < len(pit):
             self.partial, self.partial_start = pit[i:].tolist(), ts[i]
         return None, len(xs)
+
+    def _quiet_blocks(self, means: dict[str, np.ndarray], starts: np.ndarray, k: int) -> int:
+        """Take in the blocks from ``k`` on up to the first that brings a CUSUM past its limit; return how many.
+
+        Every CUSUM takes the same blocks, so that they stay in step; the
+        block that crosses goes through :meth:`_step`, which decides what it means.
+        """
+        values = {name: means[name][k:] for name in self.cusums}
+        sums = {name: cusum.sums_after(values[name]) for name, cusum in self.cusums.items()}
+        quiet = min(cusum.quiet_blocks(sums[name]) for name, cusum in self.cusums.items())
+        for name, cusum in self.cusums.items():
+            cusum.take(values[name], starts[k:], sums[name], quiet)
+        return quiet
 
     def _step(self, location: float, spread: float, start: float, end: float) -> Finding | None:
         """One block's means into the CUSUMs; the finding if one passed its limit."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stream.detectors import SignalDetector
-from stream.detectors.cusum import PercentileCusumRule
+from stream.detectors.cusum import PercentileCusumRule, TwoSidedCusum
 from stream.detectors.level_shift import LevelShiftRule
 from stream.worker.state_codec import pack_state, unpack_state
 
@@ -89,6 +89,28 @@ def test_same_findings_whatever_the_batching(name):
     ]
     assert runs[0], name
     assert all(run == runs[0] for run in runs), name
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("limit", [0.8, 100.0])
+def test_cusum_blocks_taken_at_once_leave_the_state_block_by_block_steps_leave(seed, limit):
+    rng = np.random.default_rng(seed)
+    means, starts = rng.beta(2, 2, 300), np.arange(300.0)
+    at_once = TwoSidedCusum(center=0.5, sd=0.1, allowance=0.02, limit=limit)
+    for k in range(5):  # start from sums away from zero, as a batch after the first does
+        at_once.step(float(means[k]), starts[k])
+    one_by_one = TwoSidedCusum.from_dict(at_once.to_dict())
+    sums = at_once.sums_after(means[5:])
+    quiet = at_once.quiet_blocks(sums)
+    at_once.take(means[5:], starts[5:], sums, quiet)
+    taken = zip(means[5 : 5 + quiet].tolist(), starts[5 : 5 + quiet].tolist(), strict=True)
+    assert [one_by_one.step(m, t) for m, t in taken] == [None] * quiet
+    if 5 + quiet < len(means):  # the block left out is the one that crosses
+        assert TwoSidedCusum.from_dict(one_by_one.to_dict()).step(float(means[5 + quiet]), 0.0) is not None
+    a, b = at_once.to_dict(), one_by_one.to_dict()
+    assert (a["start"], a["blocks"]) == (b["start"], b["blocks"])
+    assert a["sums"] == pytest.approx(b["sums"], abs=1e-9) and a["total"] == pytest.approx(b["total"], abs=1e-9)
+    assert (quiet < 295) == (limit < 1)  # both ways are exercised
 
 
 @pytest.mark.parametrize("batch", [1, 17, 199, 200, 201, 1000])
