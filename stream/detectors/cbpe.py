@@ -175,7 +175,6 @@ class ConfidenceBasedPerformance:
         bins = self.calibration.bin_of(confidences)
         # One index per (predicted positive, bin): counting is a bincount, not a loop.
         cells = positive * self.calibration.bins + bins
-        self.calibration.observe(confidences)
         starts = np.floor(stamps / self.window_s) * self.window_s
         findings: list[Finding] = []
         i, n = 0, len(taken)
@@ -187,6 +186,9 @@ class ConfidenceBasedPerformance:
             later = np.flatnonzero(starts[i:end] > self.window_start)
             if later.size:
                 end = i + int(later[0])
+            # The calibration takes in confidences up to each window's and block's end, not the batch's:
+            # the estimates closed there are then the same however the events were batched.
+            self.calibration.observe(confidences[i:end])
             counted = np.bincount(cells[i:end], minlength=self.block.size).reshape(self.block.shape)
             self.window_counts += counted
             self.block += counted

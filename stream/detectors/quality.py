@@ -21,13 +21,16 @@ estimation of population parameters", Biometrika 40 (1953).
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+import numpy as np
 from scipy import stats as scipy_stats
 
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.features import OTHER, FeatureColumns
+from stream.stats.features import OTHER, FeatureColumns, category, is_numeric, numeric_column
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
 STATE_VERSION = 1
@@ -95,43 +98,92 @@ class DataQualityRule:
         window: WindowStats,
         columns: FeatureColumns | None = None,
     ) -> list[Finding]:
-        """Count this batch's out-of-range values, then check ``window`` (the current tumbling window).
+        """Check ``window`` (the current tumbling window, which holds ``events`` already) at each test count they pass.
 
-        ``columns`` are the batch's feature values when the caller has them already.
+        A test due at count c sees the window as it stood at c: the counts of
+        the events after c are taken off again. So the tests fall at the same
+        counts however the events were batched, and the caller need not end
+        its batches at them (see :meth:`events_until_test`). ``columns`` are
+        the events' feature values when the caller has them already.
         """
         if self.checkpoints.new_window(window.start):
             self.out_of_range = {}
             self.fired = set()
+        stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
+        # Late events of earlier windows are in the batch too; only this window's are counted here.
+        inside = np.flatnonzero((stamps >= window.start) & (stamps < window.end))
+        before = window.count - inside.size
         columns = columns or FeatureColumns(events)
+        # Out-of-range values among the first k of this window's events: ranges[name][k] = [below, above].
+        ranges = {}
         for name, (lo, hi) in self._ranges.items():
-            column = columns.get(name)
-            low, high = int((column < lo).sum()), int((column > hi).sum())  # NaN counts as neither
-            if low or high:
-                counts = self.out_of_range.setdefault(name, [0, 0])
-                counts[0] += low
-                counts[1] += high
-        if not self.checkpoints.reached(window.start, window.count):
-            return []
-        event_time = max(e["timestamp"] for e in events) if events else window.last_event_time or 0.0
+            column = columns.get(name)[inside]
+            below, above = np.cumsum(column < lo), np.cumsum(column > hi)  # NaN counts as neither
+            if inside.size and (below[-1] or above[-1]):
+                ranges[name] = np.stack([np.concatenate([[0], below]), np.concatenate([[0], above])], axis=1)
         findings: list[Finding] = []
+        count = before
+        while (due := count + self.checkpoints.events_until_due(window.start, count)) <= window.count:
+            self.checkpoints.reached(window.start, due)
+            taken = due - before
+            event_time = float(stamps[: inside[taken - 1] + 1].max()) if taken > 0 else window.last_event_time or 0.0
+            later = [events[i].get("features") for i in inside[taken:].tolist()]
+            out_of_range = self._out_of_range_at(ranges, taken)
+            findings += self._check(window, due, self._features_at(window, later), out_of_range, event_time)
+            count = due
+        self.out_of_range = self._out_of_range_at(ranges, inside.size)
+        return findings
+
+    def _out_of_range_at(self, ranges: dict[str, np.ndarray], taken: int) -> dict[str, list[int]]:
+        """This window's out-of-range counts once the first ``taken`` of the batch's events in it are counted."""
+        out = {name: list(counts) for name, counts in self.out_of_range.items()}
+        for name, cumulative in ranges.items():
+            below, above = cumulative[taken].tolist()
+            if below or above:
+                counts = out.setdefault(name, [0, 0])
+                counts[0] += below
+                counts[1] += above
+        return out
+
+    def _features_at(self, window: WindowStats, later: list[dict[str, Any] | None]) -> dict[str, FeatureCounts]:
+        """Each feature's counts in ``window`` without the ``later`` events' feature rows (the last it took in)."""
+        out = {}
         for name, stats in window.features.features.items():
+            counts = FeatureCounts.of(stats)
+            if later:
+                counts.take_off([row.get(name) if row else None for row in later])
+            if counts.count > 0:
+                out[name] = counts
+        return out
+
+    def _check(
+        self,
+        window: WindowStats,
+        count: int,
+        features: dict[str, FeatureCounts],
+        out_of_range: dict[str, list[int]],
+        event_time: float,
+    ) -> list[Finding]:
+        """Every check of the window as it stood at ``count`` events."""
+        at = WindowAt(window.start, count)
+        findings: list[Finding] = []
+        for name, stats in features.items():
             ref = self.reference.features.features.get(name)
             if ref is None:
                 continue
             for finding in (
-                self._wrong_type(name, stats, ref, window, event_time),
-                self._missing(name, stats, ref, window, event_time),
-                self._unseen(name, stats, ref, window, event_time),
-                self._range(name, stats, window, event_time),
+                self._wrong_type(name, stats, ref, at, event_time),
+                self._missing(name, stats, ref, at, event_time),
+                self._unseen(name, stats, ref, at, event_time),
+                self._range(name, stats, out_of_range.get(name), at, event_time),
             ):
                 if finding is not None:
                     findings.append(finding)
         # Features the reference has and the window lacks entirely are 100 % missing.
         for name, ref in self.reference.features.features.items():
-            if name not in window.features.features and window.count >= self.min_events:
-                absent = NumericStats() if isinstance(ref, NumericStats) else CategoricalStats()
-                absent.count = absent.missing = window.count
-                finding = self._missing(name, absent, ref, window, event_time)
+            if name not in features and count >= self.min_events:
+                absent = FeatureCounts(isinstance(ref, NumericStats), count=count, missing=count)
+                finding = self._missing(name, absent, ref, at, event_time)
                 if finding is not None:
                     findings.append(finding)
         return findings
@@ -139,12 +191,12 @@ class DataQualityRule:
     def check_window(
         self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
     ) -> list[Finding]:
-        """Count the new events' out-of-range values, then check the window (see :class:`WindowDetector`)."""
+        """Check the window at each test count the new events passed (see :class:`WindowDetector`)."""
         return self.update(events, window, columns)
 
-    def events_until_test(self, window_start: float, count: int) -> int:
-        """Events the window starting at ``window_start`` (holding ``count``) takes before its next check."""
-        return self.checkpoints.events_until_due(window_start, count)
+    def events_until_test(self, window_start: float, count: int) -> int | None:
+        """None: this rule tests at its counts inside any batch (see :meth:`update`), so batches need no end there."""
+        return None
 
     def _improbable(self, k: int, n: int, p: float) -> bool:
         """Whether ``k`` or more of ``n`` is below ``alpha`` likely when each has probability ``p``."""
@@ -185,7 +237,7 @@ class DataQualityRule:
         )
 
     def _unseen(self, name, stats, ref, window, event_time) -> Finding | None:
-        if not isinstance(stats, CategoricalStats) or not isinstance(ref, CategoricalStats):
+        if stats.numeric or not isinstance(ref, CategoricalStats):
             return None
         if ref.distinct_capped:
             return None  # the reference does not know all its categories
@@ -224,9 +276,8 @@ class DataQualityRule:
             },
         )
 
-    def _range(self, name, stats, window, event_time) -> Finding | None:
-        counts = self.out_of_range.get(name)
-        if not counts or not isinstance(stats, NumericStats):
+    def _range(self, name, stats, counts, window, event_time) -> Finding | None:
+        if not counts or not stats.numeric:
             return None
         total = counts[0] + counts[1]
         present = stats.count - stats.missing - stats.wrong_type
@@ -256,7 +307,7 @@ class DataQualityRule:
     def _wrong_type(self, name, stats, ref, window, event_time) -> Finding | None:
         if not stats.wrong_type or ref.wrong_type or not self._once(f"type:{name}"):
             return None
-        expected = "numbers" if isinstance(stats, NumericStats) else "categories"
+        expected = "numbers" if stats.numeric else "categories"
         rate = stats.wrong_type / stats.count
         return _finding(
             name,
@@ -290,6 +341,55 @@ class DataQualityRule:
         self.fired = set(state["fired"])
 
 
+class WindowAt(NamedTuple):
+    """A tumbling window as it stood at a test: where it starts and how many events it held."""
+
+    start: float
+    count: int
+
+
+@dataclass(slots=True)
+class FeatureCounts:
+    """What the checks read of a feature's statistics in a window: counts, and the categories' counts.
+
+    >>> c = FeatureCounts(False, count=4, missing=1, counts={"DE": 2, "FR": 1})
+    >>> c.take_off(["FR", None])
+    >>> c.count, c.missing, c.counts
+    (2, 0, {'DE': 2})
+    """
+
+    numeric: bool
+    count: int = 0
+    missing: int = 0
+    wrong_type: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, stats: NumericStats | CategoricalStats) -> FeatureCounts:
+        """The counts of a window's feature statistics."""
+        numeric = isinstance(stats, NumericStats)
+        counts = {} if isinstance(stats, NumericStats) else stats.counts
+        return cls(numeric, stats.count, stats.missing, stats.wrong_type, counts)
+
+    def take_off(self, values: list[Any]) -> None:
+        """Remove raw ``values`` the statistics took in, as :class:`~stream.stats.features.FeatureSet` counted them."""
+        self.count -= len(values)
+        if self.numeric:
+            numbers, wrong = numeric_column(values)
+            self.missing -= int(np.isnan(numbers).sum()) - wrong
+            self.wrong_type -= wrong
+            return
+        wrong = sum(1 for v in values if is_numeric(v))
+        self.missing -= sum(1 for v in values if v is None)
+        self.wrong_type -= wrong
+        later = Counter(category(v) for v in values if v is not None and not is_numeric(v))
+        # Categories met once the cap was reached were counted as OTHER, not under their names.
+        passed_over = sum(n for k, n in later.items() if k not in self.counts)
+        if passed_over:
+            later[OTHER] += passed_over
+        self.counts = {k: n - later.get(k, 0) for k, n in self.counts.items() if n > later.get(k, 0)}
+
+
 def _upper(p: float, n: int, z: float) -> float:
     """An upper confidence bound of a rate ``p`` estimated from ``n`` values (``z`` standard errors, at least 1/n).
 
@@ -307,7 +407,7 @@ def _finding(
     threshold: float,
     baseline: dict[str, Any],
     message: str,
-    window: WindowStats,
+    window: WindowAt,
     window_s: float,
     event_time: float,
     evidence: dict[str, Any],

@@ -156,7 +156,7 @@ class CategoricalStats:
             if value is None:
                 self.missing += 1
                 continue
-            key = _category(value)
+            key = category(value)
             if key in counts:
                 counts[key] += 1
             elif len(counts) - (OTHER in counts) < self.max_categories:
@@ -232,7 +232,8 @@ class CategoricalStats:
 MAX_CATEGORY_CHARS = 120
 
 
-def _category(value: Any) -> str:
+def category(value: Any) -> str:
+    """The category a non-missing value is counted under (booleans as ``true``/``false``, long texts cut)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)

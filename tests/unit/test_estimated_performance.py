@@ -90,6 +90,24 @@ def test_a_saved_estimate_decides_as_the_running_one():
     assert a[0].value == b[0].value
 
 
+@pytest.mark.parametrize("batch", [7, 333, 5_000])
+def test_estimates_and_findings_do_not_depend_on_how_predictions_are_batched(batch):
+    rng = np.random.default_rng(5)
+    steady, _, _ = requests(rng, 6_000, 1.0)
+    shifted, _, _ = requests(rng, 2_000, 0.0, start=600.0)
+    stream = steady + shifted
+
+    def run(size):
+        rule = ConfidenceBasedPerformance(chunk=500, reference_chunks=4)
+        found = [f for i in range(0, len(stream), size) for f in rule.update(stream[i : i + size])]
+        summary = rule.summary()
+        summary["reference"] = round(summary["reference"], 12)  # a mean summed in another order
+        return [(f.event_time, f.value) for f in found], summary
+
+    one_by_one = run(1)
+    assert one_by_one[0] and run(batch) == one_by_one
+
+
 def test_many_classes_get_accuracy_only_and_scores_are_not_classes():
     rule = ConfidenceBasedPerformance(chunk=100, check_every=100, reference_chunks=1)
     rule.update([{"timestamp": float(i), "prediction": ["a", "b", "c"][i % 3], "confidence": 0.8} for i in range(300)])

@@ -80,8 +80,37 @@ def test_unseen_category_out_of_range_and_wrong_type():
     found = {f.detector: f for f in check(DataQualityRule(reference()), batch)}
     assert set(found) == {"unseen_category", "out_of_range", "wrong_type"}
     assert found["unseen_category"].evidence["unseen"][0]["value"] == "BR"
-    assert found["out_of_range"].evidence["above"] >= 390
+    # The first test is due at min_events (50), inside the batch: it sees the window as it stood then.
+    assert {f.evidence["window_count"] for f in found.values()} == {50}
+    assert found["out_of_range"].evidence["above"] >= 45
     assert found["wrong_type"].evidence["wrong_type"] == 1
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 1000])
+def test_tests_fall_at_the_same_counts_and_decide_alike_whatever_the_batching(batch):
+    # Normal at first; then the amount goes missing, BR appears and a wrong type, each partway through.
+    stream = events(1000, seed=11, t0=0.0, rate=20.0)
+    for i, e in enumerate(stream):
+        if i >= 260 and i % 3:
+            e["features"]["amount"] = None
+        if i >= 420:
+            e["features"]["country"] = "BR" if i % 2 else e["features"]["country"]
+        if i == 700:
+            e["features"]["amount"] = "broken"
+    rule, window, found = DataQualityRule(reference()), WindowStats(0.0, 60.0), []
+    for i in range(0, len(stream), batch):
+        window.update(stream[i : i + batch])
+        found += rule.update(stream[i : i + batch], window)
+    seen = [(f.detector, f.evidence["window_count"], f.value, f.event_time) for f in found]
+    # One-event batches test the window exactly as it stood: that is the answer for every batching.
+    rule, window, expected = DataQualityRule(reference()), WindowStats(0.0, 60.0), []
+    for e in stream:
+        window.update([e])
+        expected += rule.update([e], window)
+    assert seen == [(f.detector, f.evidence["window_count"], f.value, f.event_time) for f in expected]
+    assert [d for d, *_ in seen] == ["missing_rate", "unseen_category", "wrong_type"]
+    # Tests at 50, 100, 150, 200, 250, 312, 390, 487, 608, 760, 950: each change is caught at the first after it.
+    assert [n for _, n, *_ in seen] == [312, 487, 760]
 
 
 def test_feature_missing_entirely_counts_as_missing():
