@@ -127,7 +127,7 @@ class DataQualityRule:
             self.checkpoints.reached(window.start, due)
             taken = due - before
             event_time = float(stamps[: inside[taken - 1] + 1].max()) if taken > 0 else window.last_event_time or 0.0
-            later = [events[i].get("features") for i in inside[taken:].tolist()]
+            later = Later(inside[taken:], events, columns)
             out_of_range = self._out_of_range_at(ranges, taken)
             findings += self._check(window, due, self._features_at(window, later), out_of_range, event_time)
             count = due
@@ -145,13 +145,17 @@ class DataQualityRule:
                 counts[1] += above
         return out
 
-    def _features_at(self, window: WindowStats, later: list[dict[str, Any] | None]) -> dict[str, FeatureCounts]:
-        """Each feature's counts in ``window`` without the ``later`` events' feature rows (the last it took in)."""
+    def _features_at(self, window: WindowStats, later: Later) -> dict[str, FeatureCounts]:
+        """Each feature's counts in ``window`` without the ``later`` events (the last it took in)."""
         out = {}
         for name, stats in window.features.features.items():
             counts = FeatureCounts.of(stats)
-            if later:
-                counts.take_off([row.get(name) if row else None for row in later])
+            if later.index.size and counts.numeric and not counts.wrong_type:
+                # No value in the window is of a wrong type, so every NaN of the column is a missing value.
+                counts.count -= later.index.size
+                counts.missing -= int(np.isnan(later.columns.get(name)[later.index]).sum())
+            elif later.index.size:
+                counts.take_off(later.values(name))
             if counts.count > 0:
                 out[name] = counts
         return out
@@ -339,6 +343,22 @@ class DataQualityRule:
         self.checkpoints.load_state(state["checkpoints"])
         self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
         self.fired = set(state["fired"])
+
+
+@dataclass(slots=True)
+class Later:
+    """The events of a batch that came after a test's count: their positions, the batch and its feature columns."""
+
+    index: np.ndarray
+    events: list[dict[str, Any]]
+    columns: FeatureColumns
+    rows: list[dict[str, Any] | None] | None = None
+
+    def values(self, name: str) -> list[Any]:
+        """The feature's raw values in these events (None where absent)."""
+        if self.rows is None:
+            self.rows = [self.events[i].get("features") for i in self.index.tolist()]
+        return [row.get(name) if row else None for row in self.rows]
 
 
 class WindowAt(NamedTuple):

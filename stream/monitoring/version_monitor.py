@@ -153,10 +153,12 @@ class VersionMonitor:
         pieces' findings go through the alert lifecycle in order, as if each
         piece had been fed alone.
         """
+        # Each feature's column is extracted once for the batch; a piece reads its part.
+        columns = FeatureColumns(events)
         pieces: list[Piece] = []
-        for part in self._window_pieces(events):
-            pieces += self._process_to_tests(part)
-        stream = sorted(self._stream_findings(events), key=lambda f: f.event_time)
+        for start, stop in self._window_pieces(events):
+            pieces += self._process_to_tests(events[start:stop], columns.part(start, stop))
+        stream = sorted(self._stream_findings(events, columns), key=lambda f: f.event_time)
         alerts: list[dict[str, Any]] = []
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
@@ -167,46 +169,46 @@ class VersionMonitor:
             alerts += self._with_drivers(self.lifecycle.observe(findings, piece.watermark)) + piece.segment_alerts
         return alerts
 
-    def _window_pieces(self, events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    def _window_pieces(self, events: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        """Where the batch's runs of one tumbling window start and stop."""
         if len(events) > 1:
             stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
             windows = np.floor(stamps / self.detection.window_s)
             cuts = np.flatnonzero(windows[1:] != windows[:-1]) + 1
             # Events badly out of order would cut the batch into crumbs; those go in one piece.
             if 0 < cuts.size <= MAX_WINDOW_CUTS:
-                bounds = zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True)
-                return [events[a:b] for a, b in bounds]
-        return [events]
+                return list(zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True))
+        return [(0, len(events))]
 
-    def _stream_findings(self, events: list[dict[str, Any]]) -> list[Finding]:
+    def _stream_findings(self, events: list[dict[str, Any]], columns: FeatureColumns) -> list[Finding]:
         """The stream detectors' findings on ``events`` (after the windows, which learn new feature names)."""
         findings = []
-        columns = FeatureColumns(events)
         for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
             for rule in self.rules(signal).values():
                 findings += rule.update(values, times)
         return findings
 
-    def _process_to_tests(self, events: list[dict[str, Any]]) -> list[Piece]:
+    def _process_to_tests(self, events: list[dict[str, Any]], columns: FeatureColumns) -> list[Piece]:
         """Process ``events`` in pieces that end where a per-window rule's next test is due.
 
         The test then sees the same events whatever the batching, so a replay
         after a crash decides alike and publishes the same alert ids.
         """
         pieces: list[Piece] = []
-        while events:
-            take = len(events)
+        done = 0
+        while done < len(events):
+            take = len(events) - done
             # None of these exist before the reference is learnt, which may happen mid-batch.
             rules = self.window_rules()
             if rules:
-                window = self.windows.tumbling(events[0]["timestamp"])
+                window = self.windows.tumbling(events[done]["timestamp"])
                 rooms = (rule.events_until_test(window.start, window.count) for rule in rules)
                 take = min([take, *(room for room in rooms if room is not None)])
-            pieces.append(self._process(events[:take]))
-            events = events[take:]
+            pieces.append(self._process(events[done : done + take], columns.part(done, done + take)))
+            done += take
         return pieces
 
-    def _process(self, events: list[dict[str, Any]]) -> Piece:
+    def _process(self, events: list[dict[str, Any]], columns: FeatureColumns) -> Piece:
         placed = self.windows.update(events)
         self.events += len(events)
         findings = []
@@ -225,9 +227,11 @@ class VersionMonitor:
             if profile is not None:
                 self._set_reference(profile)
             checked = _after(placed, events, used) if self.quality is not None else []
+            columns = columns.part(used, len(events))
         if checked:
             window = self.windows.tumbling()
-            columns = FeatureColumns(checked)
+            if len(checked) != len(columns):  # events came too late for any window: their columns are left out
+                columns = FeatureColumns(checked)
             for window_rule in self.window_rules():
                 findings += window_rule.check_window(window, checked, columns, watermark)
         until = max(e["timestamp"] for e in events)

@@ -268,22 +268,46 @@ def numeric_column(values: list[Any]) -> tuple[np.ndarray, int]:
 class FeatureColumns:
     """Each feature's numbers across one batch, extracted once and shared by the detectors.
 
+    :meth:`part` gives the columns of a run of the batch's events without
+    extracting them again.
+
     >>> cols = FeatureColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
-    >>> cols.get("a").tolist()
-    [1.0, nan, nan]
+    >>> cols.get("a").tolist(), cols.part(1, 3).get("a").tolist()
+    ([1.0, nan, nan], [nan, nan])
     """
 
-    __slots__ = ("_cache", "rows")
+    __slots__ = ("_cache", "_events", "_rows", "_span", "_whole")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.rows = [e.get("features") for e in events]
+        self._events = events
+        self._rows: list[Any] | None = None
         self._cache: dict[str, np.ndarray] = {}
+        self._whole: FeatureColumns | None = None
+        self._span = slice(None)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def part(self, start: int, stop: int) -> FeatureColumns:
+        """The columns of ``events[start:stop]`` (views of this batch's)."""
+        out = FeatureColumns(self._events[start:stop])
+        if self._whole is None:
+            out._whole, out._span = self, slice(start, stop)
+        else:
+            out._whole, out._span = self._whole, slice(self._span.start + start, self._span.start + stop)
+        return out
 
     def get(self, name: str) -> np.ndarray:
         """The feature's values; NaN where it is missing or not a number."""
         column = self._cache.get(name)
         if column is None:
-            column = self._cache[name] = numeric_column([row.get(name) if row else None for row in self.rows])[0]
+            if self._whole is not None:
+                column = self._whole.get(name)[self._span]
+            else:
+                if self._rows is None:
+                    self._rows = [e.get("features") for e in self._events]
+                column = numeric_column([row.get(name) if row else None for row in self._rows])[0]
+            self._cache[name] = column
         return column
 
 
