@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 from scipy import special, stats
-from scipy.spatial.distance import jensenshannon
 
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
@@ -59,10 +58,27 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     >>> psi(np.array([0.5, 0.5]), np.array([0.9, 0.1])) > 0.25
     True
     """
-    e = np.clip(expected, _EPS, None)
-    a = np.clip(actual, _EPS, None)
+    # np.maximum, not np.clip: on ten bins the wrapper of clip cost more than the sum.
+    e = np.maximum(expected, _EPS)
+    a = np.maximum(actual, _EPS)
     e, a = e / e.sum(), a / a.sum()
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance, base 2, of two distributions over the same bins (negative weights count as 0).
+
+    The computation of ``scipy.spatial.distance.jensenshannon(p, q, base=2)``
+    without its argument handling, which cost more than the sums on ten bins.
+
+    >>> js_distance(np.array([0.5, 0.5]), np.array([0.5, 0.5])), js_distance(np.array([1.0, 0]), np.array([0, 1.0]))
+    (0.0, 1.0)
+    """
+    p, q = np.maximum(p, 0.0), np.maximum(q, 0.0)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2.0
+    divergence = (np.sum(special.rel_entr(p, m)) + np.sum(special.rel_entr(q, m))) / 2.0
+    return math.sqrt(max(float(divergence), 0.0) / math.log(2.0))
 
 
 class ReferenceSide:
@@ -102,7 +118,7 @@ def numeric_drift(ref: NumericStats, win: NumericStats, side: ReferenceSide | No
         "ks": d,
         "p_value": p_value,
         "psi": psi(ref_bins, win_bins),
-        "js": float(jensenshannon(np.clip(ref_bins, 0, None), np.clip(win_bins, 0, None), base=2)),
+        "js": js_distance(ref_bins, win_bins),
         "wasserstein_std": float(np.mean(np.abs(side.quantiles - q_win)) / side.scale),
         "psi_noise": psi_noise(len(DECILES) + 1, n_ref, n_win),
         "reference_mean": side.mean,

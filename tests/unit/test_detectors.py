@@ -10,7 +10,7 @@ import pytest
 
 from stream.detectors.iqr import IQRRule
 from stream.detectors.performance import PerformanceRule
-from stream.detectors.reference_drift import ReferenceDriftRule, categorical_drift, numeric_drift, psi
+from stream.detectors.reference_drift import ReferenceDriftRule, categorical_drift, js_distance, numeric_drift, psi
 from stream.detectors.stream_drift import StreamDriftRule
 from stream.monitoring.label_join import JsonEntries, LabelJoiner
 from stream.stats import WindowStats
@@ -270,3 +270,16 @@ def test_reference_drift_waits_a_window_for_a_shift_that_only_just_clears_its_fl
     # A large shift fires at once.
     fresh = ReferenceDriftRule(reference)
     assert len(fresh.check(window_of(rng.normal(1.5, 1, 2000), start=0.0), 30.0)) == 1
+
+
+def test_js_distance_is_scipy_s_jensen_shannon_distance_in_base_2():
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(12)
+    for bins in (2, 10, 40):
+        for _ in range(50):
+            p, q = rng.dirichlet(np.ones(bins)), rng.dirichlet(np.full(bins, 0.3))
+            q[rng.integers(bins)] = 0.0  # an empty bin, as a window's often has
+            p[0] -= 1e-12  # a rounding-error negative weight, as a difference of cdfs gives
+            want = jensenshannon(np.clip(p, 0, None), np.clip(q, 0, None), base=2)
+            assert js_distance(p, q) == pytest.approx(want, rel=1e-12, abs=1e-15)
