@@ -7,7 +7,10 @@ its events, and then not again in the same window.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from stream.detectors.base import tumbling_window
 from stream.stats.window_stats import window_start
@@ -60,6 +63,25 @@ class WindowOutlierCount:
             self.window_start = start
             self._reset()
         self.window_count += 1
+
+    def see_many(self, timestamps: np.ndarray) -> None:
+        """:meth:`see` each of ``timestamps`` in turn, none an outlier.
+
+        >>> count = WindowOutlierCount(window_s=60)
+        >>> count.see_many(np.array([50.0, 70.0, 65.0, 119.0])); count.window_start, count.window_count
+        (60.0, 3)
+        """
+        starts = np.floor(timestamps / self.window_s) * self.window_s
+        current = -math.inf if self.window_start is None else self.window_start
+        # An event opens a window when it starts later than every window before it.
+        highest_before = np.maximum(current, np.concatenate([[-math.inf], np.maximum.accumulate(starts)[:-1]]))
+        opened = np.flatnonzero(starts > highest_before)
+        if opened.size:
+            self.window_start = float(starts[opened[-1]])
+            self._reset()
+            self.window_count = len(timestamps) - int(opened[-1])
+        else:
+            self.window_count += len(timestamps)
 
     def outlier(self, score: float, value: float, ts: float) -> bool:
         """Count the event just seen as an outlier; True when the window should fire now."""

@@ -15,6 +15,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from scipy import signal
+
 from stream.detectors.base import Finding, check_state_version
 from stream.detectors.outliers import WindowOutlierCount
 
@@ -96,24 +99,62 @@ class ZScoreRule:
         return self.seen >= self.warmup
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
-        """Feed values with their event timestamps; return any findings."""
+        """Feed values with their event timestamps; return any findings.
+
+        Once the baseline's weight has settled at ``alpha`` (after ``1 /
+        alpha`` values), the runs of values between two outliers are taken
+        in at once: the weighted mean and variance are linear recursions
+        there, run as filters. Outliers, and the values before, go one by one.
+        """
+        xs = np.asarray(values, dtype=np.float64)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        if len(xs) != len(ts):
+            raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        ys = np.log1p(np.maximum(xs, 0.0)) if self.log_scale else xs
+        settled = max(self.warmup, math.ceil(1.0 / self.alpha))
         findings: list[Finding] = []
-        threshold = self.threshold
-        count = self.count
-        for x, ts in zip(values, timestamps, strict=True):
-            x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
-            count.see(ts)
-            y = self._transform(x)
-            if self.seen >= self.warmup:
-                std = self.std
-                z = abs(y - self.mean) / std
-                if z > threshold:
-                    if count.outlier(z, x, ts):
-                        findings.append(self._finding(ts))
-                    self._drift_toward(min(max(y, self.mean - threshold * std), self.mean + threshold * std))
-                    continue
-            self._learn(y)
+        i = 0
+        while i < len(xs):
+            if self.seen >= settled:
+                i += self._take_inliers(ys[i:], ts[i:])
+                if i == len(xs):
+                    break
+            # numpy scalars must not leak into the JSON state
+            finding = self._one(float(xs[i]), float(ys[i]), float(ts[i]))
+            if finding is not None:
+                findings.append(finding)
+            i += 1
         return findings
+
+    def _one(self, x: float, y: float, ts: float) -> Finding | None:
+        """Take in one value (``y`` transformed); the finding if its window fires with it."""
+        count = self.count
+        count.see(ts)
+        if self.seen >= self.warmup:
+            std = self.std
+            z = abs(y - self.mean) / std
+            if z > self.threshold:
+                found = self._finding(ts) if count.outlier(z, x, ts) else None
+                clip = self.threshold * std
+                self._drift_toward(min(max(y, self.mean - clip), self.mean + clip))
+                return found
+        self._learn(y)
+        return None
+
+    def _take_inliers(self, ys: np.ndarray, ts: np.ndarray) -> int:
+        """Take in the values of ``ys`` up to the first outlier (the baseline settled); return how many."""
+        keep = 1.0 - self.alpha
+        means = signal.lfilter([self.alpha], [1.0, -keep], ys, zi=[keep * self.mean])[0]
+        diffs = ys - np.concatenate([[self.mean], means[:-1]])
+        variances = signal.lfilter([keep * self.alpha], [1.0, -keep], diffs * diffs, zi=[keep * self.var])[0]
+        before = np.maximum(np.sqrt(np.concatenate([[self.var], variances[:-1]])), self.std_floor)
+        outliers = np.flatnonzero(np.abs(diffs) / before > self.threshold)
+        taken = int(outliers[0]) if outliers.size else len(ys)
+        if taken:
+            self.mean, self.var = float(means[taken - 1]), float(variances[taken - 1])
+            self.seen += taken
+            self.count.see_many(ts[:taken])
+        return taken
 
     def _learn(self, y: float) -> None:
         self.seen += 1

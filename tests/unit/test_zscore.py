@@ -113,3 +113,44 @@ def test_a_long_spike_keeps_alerting_in_every_window():
     spike_times = [start + i / 150 for i in range(len(spike))]
     windows = {f.window["start"] for f in rule.update(spike, spike_times)}
     assert windows == {start - 5, start + 5}
+
+
+def _incident_stream():
+    rng = random.Random(21)
+    values, times = lognormal_stream(12_000, rng)  # settled after about 2,900 values
+    for start in (4_000, 7_000, 9_500):  # three incidents of 40 slow requests, in different windows
+        for i in range(start, start + 40):
+            values[i] *= 10
+    values[8_000:] = [v * 2 for v in values[8_000:]]  # and a lasting doubling
+    return values, times
+
+
+@pytest.mark.parametrize("batch", [7, 500, 12_000])
+def test_same_findings_and_baseline_whatever_the_batching(batch):
+    values, times = _incident_stream()
+
+    def run(size):
+        rule = ZScoreRule("latency_ms", window_s=60)
+        found = [f for i in range(0, len(values), size) for f in rule.update(values[i : i + size], times[i : i + size])]
+        return rule, [(f.event_time, f.evidence["outliers"], f.evidence["window_count"]) for f in found]
+
+    one, one_found = run(1)
+    other, other_found = run(batch)
+    assert len(one_found) >= 3 and other_found == one_found
+    assert (other.mean, other.var) == pytest.approx((one.mean, one.var), rel=1e-9)
+    assert other.seen == one.seen == len(values)
+    assert other.count.to_dict() == one.count.to_dict()
+
+
+def test_the_baseline_is_the_documented_weighted_mean_and_variance():
+    values, times = lognormal_stream(6_000, random.Random(22))
+    rule = ZScoreRule("latency_ms", window_s=60)
+    assert rule.update(values, times) == []
+    # The recursion of the docstring, value by value: weight 1/n until it falls to alpha.
+    mean = var = 0.0
+    for n, x in enumerate(values, start=1):
+        y, weight = math.log1p(x), max(rule.alpha, 1.0 / n)
+        diff = y - mean
+        mean += weight * diff
+        var = (1.0 - weight) * (var + diff * weight * diff)
+    assert (rule.mean, rule.var) == pytest.approx((mean, var), rel=1e-9)
