@@ -114,28 +114,51 @@ class DataQualityRule:
         inside = np.flatnonzero((stamps >= window.start) & (stamps < window.end))
         before = window.count - inside.size
         columns = columns or FeatureColumns(events)
-        # Out-of-range values among the first k of this window's events: ranges[name][k] = [below, above].
-        ranges = {}
-        for name, (lo, hi) in self._ranges.items():
-            column = columns.get(name)[inside]
-            below, above = np.cumsum(column < lo), np.cumsum(column > hi)  # NaN counts as neither
-            if inside.size and (below[-1] or above[-1]):
-                ranges[name] = np.stack([np.concatenate([[0], below]), np.concatenate([[0], above])], axis=1)
         findings: list[Finding] = []
         count = before
+        ranges: dict[str, np.ndarray] | None = None
         while (due := count + self.checkpoints.events_until_due(window.start, count)) <= window.count:
             self.checkpoints.reached(window.start, due)
+            if ranges is None:
+                ranges = self._cumulative_out_of_range(columns, inside)
             taken = due - before
             event_time = float(stamps[: inside[taken - 1] + 1].max()) if taken > 0 else window.last_event_time or 0.0
             later = Later(inside[taken:], events, columns)
             out_of_range = self._out_of_range_at(ranges, taken)
             findings += self._check(window, due, self._features_at(window, later), out_of_range, event_time)
             count = due
-        self.out_of_range = self._out_of_range_at(ranges, inside.size)
+        if ranges is None:
+            ranges = self._cumulative_out_of_range(columns, inside, totals_only=True)
+        self.out_of_range = self._out_of_range_at(ranges, -1)
         return findings
 
+    def _cumulative_out_of_range(
+        self, columns: FeatureColumns, inside: np.ndarray, totals_only: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Out-of-range values among the first k of the batch's events in this window, ``[k] = [below, above]``.
+
+        ``totals_only``: only for all of them (the last row), which most batches need.
+        """
+        out = {}
+        whole = inside.size == len(columns)
+        for name, (lo, hi) in self._ranges.items():
+            column = columns.get(name) if whole else columns.get(name)[inside]
+            low, high = column < lo, column > hi  # NaN counts as neither
+            if totals_only:
+                cumulative = np.array([[0, 0], [np.count_nonzero(low), np.count_nonzero(high)]])
+            else:
+                cumulative = np.zeros((column.size + 1, 2), dtype=np.int64)
+                np.cumsum(low, out=cumulative[1:, 0])
+                np.cumsum(high, out=cumulative[1:, 1])
+            if cumulative[-1].any():
+                out[name] = cumulative
+        return out
+
     def _out_of_range_at(self, ranges: dict[str, np.ndarray], taken: int) -> dict[str, list[int]]:
-        """This window's out-of-range counts once the first ``taken`` of the batch's events in it are counted."""
+        """This window's out-of-range counts once the first ``taken`` of the batch's events in it are counted.
+
+        ``taken`` -1: all of them.
+        """
         out = {name: list(counts) for name, counts in self.out_of_range.items()}
         for name, cumulative in ranges.items():
             below, above = cumulative[taken].tolist()
