@@ -23,10 +23,9 @@ from collections.abc import Callable
 MMAP_THRESHOLD_BYTES = 256 * 1024
 # glibc's mallopt parameter for it (malloc.h)
 _M_MMAP_THRESHOLD = -3
-# How often a worker hands freed memory back. A pass over a heap of several hundred
-# megabytes holds the allocator for tens of milliseconds; every 30 s, rebuilding and
-# saving states between two passes left about 70 MB more resident at 1,000 models.
-RELEASE_INTERVAL_S = 5.0
+# How often a worker hands freed memory back: a pass over a heap of several hundred
+# megabytes holds the allocator for tens of milliseconds.
+RELEASE_INTERVAL_S = 30.0
 
 
 try:
