@@ -169,7 +169,12 @@ class DataQualityRule:
         return out
 
     def _features_at(self, window: WindowStats, later: Later) -> dict[str, FeatureCounts]:
-        """Each feature's counts in ``window`` without the ``later`` events (the last it took in)."""
+        """Each feature's counts in ``window`` without the ``later`` events (the last it took in).
+
+        Exact when the window is one pane (``hop_s`` equal to ``window_s``, the
+        default). With several panes, a pane that never held a feature did not
+        count its events as missing it, and taking them off again undercounts it.
+        """
         out = {}
         for name, stats in window.features.features.items():
             counts = FeatureCounts.of(stats)
