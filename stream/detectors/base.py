@@ -267,7 +267,8 @@ class WindowDetector(Protocol):
 
     The monitor ends its batches where :meth:`events_until_test` says, so a
     test sees the same events whatever the batching (None: no test is due in
-    this window any more).
+    this window any more, or the detector finds its test counts inside a
+    batch itself, as data quality does).
     """
 
     name: str
