@@ -26,7 +26,7 @@ import numpy as np
 from stream.stats.window_stats import window_start
 
 if TYPE_CHECKING:
-    from stream.stats.features import FeatureColumns
+    from stream.stats.columns import FeatureColumns
     from stream.stats.window_stats import WindowStats
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from stream.detectors.base import Finding, check_state_version
 from stream.detectors.correlation import CorrelationShift, correlation
 from stream.detectors.outliers import WindowOutlierCount
-from stream.stats.features import FeatureColumns
+from stream.stats.columns import FeatureColumns
 from stream.stats.sketch import QuantileSketch
 from stream.stats.window_stats import WindowStats
 

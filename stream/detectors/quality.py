@@ -21,16 +21,16 @@ estimation of population parameters", Biometrika 40 (1953).
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
+from stream.detectors.quality_counts import FeatureCounts, LaterEvents, WindowAt
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.features import OTHER, FeatureColumns, category, is_numeric, numeric_column
+from stream.stats.columns import FeatureColumns
+from stream.stats.features import OTHER
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
 STATE_VERSION = 1
@@ -123,7 +123,7 @@ class DataQualityRule:
                 ranges = self._cumulative_out_of_range(columns, inside)
             taken = due - before
             event_time = float(stamps[: inside[taken - 1] + 1].max()) if taken > 0 else window.last_event_time or 0.0
-            later = Later(inside[taken:], events, columns)
+            later = LaterEvents(inside[taken:], events, columns)
             out_of_range = self._out_of_range_at(ranges, taken)
             findings += self._check(window, due, self._features_at(window, later), out_of_range, event_time)
             count = due
@@ -168,7 +168,7 @@ class DataQualityRule:
                 counts[1] += above
         return out
 
-    def _features_at(self, window: WindowStats, later: Later) -> dict[str, FeatureCounts]:
+    def _features_at(self, window: WindowStats, later: LaterEvents) -> dict[str, FeatureCounts]:
         """Each feature's counts in ``window`` without the ``later`` events (the last it took in).
 
         Exact when the window is one pane (``hop_s`` equal to ``window_s``, the
@@ -178,12 +178,7 @@ class DataQualityRule:
         out = {}
         for name, stats in window.features.features.items():
             counts = FeatureCounts.of(stats)
-            if later.index.size and counts.numeric and not counts.wrong_type:
-                # No value in the window is of a wrong type, so every NaN of the column is a missing value.
-                counts.count -= later.index.size
-                counts.missing -= int(np.isnan(later.columns.get(name)[later.index]).sum())
-            elif later.index.size:
-                counts.take_off(later.values(name))
+            counts.take_off(later, name)
             if counts.count > 0:
                 out[name] = counts
         return out
@@ -371,71 +366,6 @@ class DataQualityRule:
         self.checkpoints.load_state(state["checkpoints"])
         self.out_of_range = {k: list(v) for k, v in state["out_of_range"].items()}
         self.fired = set(state["fired"])
-
-
-@dataclass(slots=True)
-class Later:
-    """The events of a batch that came after a test's count: their positions, the batch and its feature columns."""
-
-    index: np.ndarray
-    events: list[dict[str, Any]]
-    columns: FeatureColumns
-    rows: list[dict[str, Any] | None] | None = None
-
-    def values(self, name: str) -> list[Any]:
-        """The feature's raw values in these events (None where absent)."""
-        if self.rows is None:
-            self.rows = [self.events[i].get("features") for i in self.index.tolist()]
-        return [row.get(name) if row else None for row in self.rows]
-
-
-class WindowAt(NamedTuple):
-    """A tumbling window as it stood at a test: where it starts and how many events it held."""
-
-    start: float
-    count: int
-
-
-@dataclass(slots=True)
-class FeatureCounts:
-    """What the checks read of a feature's statistics in a window: counts, and the categories' counts.
-
-    >>> c = FeatureCounts(False, count=4, missing=1, counts={"DE": 2, "FR": 1})
-    >>> c.take_off(["FR", None])
-    >>> c.count, c.missing, c.counts
-    (2, 0, {'DE': 2})
-    """
-
-    numeric: bool
-    count: int = 0
-    missing: int = 0
-    wrong_type: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, stats: NumericStats | CategoricalStats) -> FeatureCounts:
-        """The counts of a window's feature statistics."""
-        numeric = isinstance(stats, NumericStats)
-        counts = {} if isinstance(stats, NumericStats) else stats.counts
-        return cls(numeric, stats.count, stats.missing, stats.wrong_type, counts)
-
-    def take_off(self, values: list[Any]) -> None:
-        """Remove raw ``values`` the statistics took in, as :class:`~stream.stats.features.FeatureSet` counted them."""
-        self.count -= len(values)
-        if self.numeric:
-            numbers, wrong = numeric_column(values)
-            self.missing -= int(np.isnan(numbers).sum()) - wrong
-            self.wrong_type -= wrong
-            return
-        wrong = sum(1 for v in values if is_numeric(v))
-        self.missing -= sum(1 for v in values if v is None)
-        self.wrong_type -= wrong
-        later = Counter(category(v) for v in values if v is not None and not is_numeric(v))
-        # Categories met once the cap was reached were counted as OTHER, not under their names.
-        passed_over = sum(n for k, n in later.items() if k not in self.counts)
-        if passed_over:
-            later[OTHER] += passed_over
-        self.counts = {k: n - later.get(k, 0) for k, n in self.counts.items() if n > later.get(k, 0)}
 
 
 def _upper(p: float, n: int, z: float) -> float:

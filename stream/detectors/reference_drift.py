@@ -37,7 +37,8 @@ from scipy import special, stats
 
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.features import OTHER, FeatureColumns
+from stream.stats.columns import FeatureColumns
+from stream.stats.features import OTHER
 
 _EPS = 1e-4
 MIN_EXPECTED = 5.0

@@ -85,9 +85,6 @@ class ZScoreRule:
         self.var = 0.0
         self.count = WindowOutlierCount(window_s, min_outliers, min_share)
 
-    def _transform(self, x: float) -> float:
-        return math.log1p(max(x, 0.0)) if self.log_scale else x
-
     def _untransform(self, y: float) -> float:
         return math.expm1(y) if self.log_scale else y
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from stream.monitoring.monitor_file import ModelMonitors
-from stream.stats.features import FeatureColumns, is_numeric
+from stream.stats.columns import FeatureColumns, is_numeric
 
 
 def signal_series(

@@ -30,7 +30,7 @@ from stream.monitoring.segments import EXPLAINED_SIGNALS, SegmentMonitor
 from stream.monitoring.signals import signal_series
 from stream.settings import DetectionSettings
 from stream.stats import EventTimeWindows, WindowStats
-from stream.stats.features import FeatureColumns
+from stream.stats.columns import FeatureColumns
 
 # A batch is split at most this many times at window boundaries (see VersionMonitor.process).
 MAX_WINDOW_CUTS = 64

@@ -10,12 +10,12 @@ null value in ``missing``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from stream.stats.columns import is_numeric, numeric_column
 from stream.stats.moments import RunningMoments, add_rows_to_moments
 from stream.stats.sketch import QuantileSketch, add_rows_to_sketches
 
@@ -238,77 +238,6 @@ def category(value: Any) -> str:
         return "true" if value else "false"
     text = str(value)
     return text if len(text) <= MAX_CATEGORY_CHARS else text[: MAX_CATEGORY_CHARS - 1] + "…"
-
-
-def is_numeric(value: Any) -> bool:
-    """Whether ``value`` is a number (booleans are categories here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-_PLAIN_NUMBERS = frozenset({float, int, type(None)})
-
-
-def numeric_column(values: list[Any]) -> tuple[np.ndarray, int]:
-    """Values as float64 (NaN where missing or not a number) and how many were of a wrong type.
-
-    Booleans and strings are wrong types here, not numbers:
-
-    >>> column, wrong = numeric_column([1, 2.5, None, True, "3"])
-    >>> column.tolist(), wrong
-    ([1.0, 2.5, nan, nan, nan], 2)
-    """
-    if _PLAIN_NUMBERS.issuperset(map(type, values)):
-        # The usual case, converted in one call (numpy turns None into NaN).
-        return np.array(values, dtype=np.float64), 0
-    column = np.fromiter((v if is_numeric(v) else math.nan for v in values), np.float64, len(values))
-    wrong = sum(1 for v in values if v is not None and not is_numeric(v))
-    return column, wrong
-
-
-class FeatureColumns:
-    """Each feature's numbers across one batch, extracted once and shared by the detectors.
-
-    :meth:`part` gives the columns of a run of the batch's events without
-    extracting them again.
-
-    >>> cols = FeatureColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
-    >>> cols.get("a").tolist(), cols.part(1, 3).get("a").tolist()
-    ([1.0, nan, nan], [nan, nan])
-    """
-
-    __slots__ = ("_cache", "_events", "_rows", "_span", "_whole")
-
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self._events = events
-        self._rows: list[Any] | None = None
-        self._cache: dict[str, np.ndarray] = {}
-        self._whole: FeatureColumns | None = None
-        self._span = slice(None)
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def part(self, start: int, stop: int) -> FeatureColumns:
-        """The columns of ``events[start:stop]`` (views of this batch's)."""
-        out = FeatureColumns(self._events[start:stop])
-        if self._whole is None:
-            out._whole, out._span = self, slice(start, stop)
-        else:
-            out._whole, out._span = self._whole, slice(self._span.start + start, self._span.start + stop)
-        return out
-
-    def get(self, name: str) -> np.ndarray:
-        """The feature's values; NaN where it is missing or not a number."""
-        column = self._cache.get(name)
-        if column is None:
-            if self._whole is not None:
-                column = self._whole.get(name)[self._span]
-            else:
-                if self._rows is None:
-                    self._rows = [e.get("features") for e in self._events]
-                column = numeric_column([row.get(name) if row else None for row in self._rows])[0]
-            self._cache[name] = column
-        return column
 
 
 FeatureStats = NumericStats | CategoricalStats

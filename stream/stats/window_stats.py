@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from stream.stats.columns import numeric_column
 from stream.stats.features import (
     OTHER,
     CategoricalStats,
     FeatureSet,
     NumericStats,
     add_rows_to_numeric_stats,
-    numeric_column,
 )
 
 
