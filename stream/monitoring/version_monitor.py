@@ -209,7 +209,7 @@ class VersionMonitor:
         return pieces
 
     def _process(self, events: list[dict[str, Any]], columns: FeatureColumns) -> Piece:
-        placed = self.windows.update(events)
+        placed = self.windows.update(events, columns)
         self.events += len(events)
         findings = []
         for batch_rule in self.batch_rules():

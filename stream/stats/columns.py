@@ -49,12 +49,14 @@ class FeatureColumns:
     ([1.0, nan, nan], [nan, nan])
     """
 
-    __slots__ = ("_cache", "_events", "_rows", "_span", "_whole")
+    __slots__ = ("_cache", "_events", "_rows", "_span", "_whole", "_wrong")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self._events = events
         self._rows: list[Any] | None = None
         self._cache: dict[str, np.ndarray] = {}
+        # Per feature of a whole batch, how many of its values were of a wrong type.
+        self._wrong: dict[str, int] = {}
         self._whole: FeatureColumns | None = None
         self._span = slice(None)
 
@@ -79,6 +81,27 @@ class FeatureColumns:
             else:
                 if self._rows is None:
                     self._rows = [e.get("features") for e in self._events]
-                column = numeric_column([row.get(name) if row else None for row in self._rows])[0]
+                column, self._wrong[name] = numeric_column([row.get(name) if row else None for row in self._rows])
             self._cache[name] = column
         return column
+
+    def with_wrong_typed(self, name: str) -> tuple[np.ndarray, int] | None:
+        """The feature's values and how many were of a wrong type, or None where that count is not known.
+
+        A run of a batch knows its count only when the whole batch held no
+        wrong-typed value (the column's NaN does not tell a missing value from
+        a wrong one); a caller then reads the events itself.
+
+        >>> cols = FeatureColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
+        >>> cols.with_wrong_typed("a")[1], cols.part(0, 1).with_wrong_typed("a")
+        (1, None)
+        >>> clean = FeatureColumns([{"features": {"a": 1.0}}, {}])
+        >>> clean.part(1, 2).with_wrong_typed("a")[0].tolist(), clean.part(1, 2).with_wrong_typed("a")[1]
+        ([nan], 0)
+        """
+        column = self.get(name)
+        whole = self if self._whole is None else self._whole
+        wrong = whole._wrong.get(name)
+        if wrong is None or (wrong and whole is not self):
+            return None
+        return column, wrong

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.columns import numeric_column
+from stream.stats.columns import FeatureColumns, numeric_column
 from stream.stats.features import (
     OTHER,
     CategoricalStats,
@@ -80,11 +80,13 @@ class WindowStats:
         events: list[dict[str, Any]],
         tracked: dict[str, None] | None = None,
         kinds: dict[str, str] | None = None,
+        columns: FeatureColumns | None = None,
     ) -> None:
         """Add a batch of decoded events (all of this window).
 
         ``tracked`` limits the features counted to those names; ``kinds`` fixes
-        their kinds (see :meth:`FeatureSet.update`).
+        their kinds; ``columns`` are these events' feature columns when
+        extracted already (see :meth:`FeatureSet.update`).
         """
         if not events:
             return
@@ -131,7 +133,7 @@ class WindowStats:
             self.prediction_classes.update_many(classes)
         if scores:
             self.prediction_scores.update_many(np.asarray(scores, dtype=np.float64))
-        self.features.update([e.get("features") for e in events], tracked, kinds)
+        self.features.update([e.get("features") for e in events], tracked, kinds, columns)
 
     def merge(self, other: WindowStats) -> WindowStats:
         """One window spanning both (statistics merged exactly)."""

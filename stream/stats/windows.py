@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from stream.stats.columns import FeatureColumns
 from stream.stats.window_stats import WindowStats, window_start
 
 
@@ -111,8 +112,11 @@ class EventTimeWindows:
                     self.untracked_names.append(name)
                     self.untracked_features += 1
 
-    def update(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Place a batch by event time; return the events that were placed."""
+    def update(self, events: list[dict[str, Any]], columns: FeatureColumns | None = None) -> list[dict[str, Any]]:
+        """Place a batch by event time; return the events that were placed.
+
+        ``columns``, the batch's feature columns, are read by a pane that takes the whole batch.
+        """
         if not events:
             return []
         # Lateness is judged against the watermark before this batch: events
@@ -139,7 +143,8 @@ class EventTimeWindows:
             pane = self.panes.get(start)
             if pane is None:
                 pane = self.panes[start] = WindowStats(start, start + pane_s, self.max_features, self.max_categories)
-            pane.update(batch, self.feature_names, self.feature_kinds)
+            whole = columns if len(batch) == len(events) else None
+            pane.update(batch, self.feature_names, self.feature_kinds, whole)
         self.events += len(placed)
         self._expire()
         # The same list when nothing came too late, so callers can share work on it.
