@@ -108,8 +108,7 @@ def numeric_drift(ref: NumericStats, win: NumericStats, side: ReferenceSide | No
         return None
     side = side or ReferenceSide(ref)
     ref_table, win_table = side.table, win.sketch.table()
-    grid = np.union1d(ref_table.values, win_table.values)
-    d = float(np.max(np.abs(ref_table.cdf(grid) - win_table.cdf(grid))))
+    d = ref_table.ks_distance(win_table)
     n_eff = n_ref * n_win / (n_ref + n_win)
     p_value = float(special.kolmogorov(d * math.sqrt(n_eff))) if d > 0 else 1.0
     ref_bins = side.bins

@@ -114,3 +114,64 @@ def test_sketches_of_values_spanning_many_magnitudes_added_together_equal_one_by
         sketch.update_many(row)
     assert len(rows) * 35_000 > MAX_SHARED_BUCKETS  # the first row spans about 35,000 buckets of each sign
     assert together == alone
+
+
+feature_value = st.one_of(
+    st.none(),
+    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    st.integers(-1000, 1000),
+    st.booleans(),
+    st.sampled_from(["red", "blue", "7"]),
+)
+feature_rows = st.lists(
+    st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b", "c"]), feature_value, max_size=3)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(feature_rows, feature_rows, st.integers(0, 40), st.integers(0, 40))
+def test_features_counted_from_the_batchs_columns_equal_those_read_from_the_events(earlier, rows, i, j):
+    """A window reading numeric features from columns extracted once (whole batch or a run of it) counts alike."""
+    from stream.stats.columns import FeatureColumns
+    from stream.stats.features import FeatureSet
+    from stream.worker.state_codec import pack_state
+
+    start, stop = sorted((min(i, len(rows)), min(j, len(rows))))
+    events = [{"features": row} if row is not None else {} for row in rows]
+    part = FeatureColumns(events).part(start, stop)
+    for columns, run in ((FeatureColumns(events), rows), (part, rows[start:stop])):
+        if not run:
+            continue
+        kinds_read: dict[str, str] = {}
+        kinds_given: dict[str, str] = {}
+        read, given = FeatureSet(max_features=2), FeatureSet(max_features=2)
+        read.update(earlier, kinds=kinds_read)
+        given.update(earlier, kinds=kinds_given)
+        read.update(run, kinds=kinds_read)
+        given.update(run, kinds=kinds_given, columns=columns)
+        assert pack_state(given.to_dict()) == pack_state(read.to_dict())
+        assert kinds_given == kinds_read
+
+
+sketch_values = hnp.arrays(
+    np.float64,
+    st.integers(1, 60),
+    elements=st.one_of(finite, st.sampled_from([0.0, 1.0, -1.0, 2.5])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sketch_values, sketch_values)
+def test_ks_distance_equals_the_largest_gap_over_both_tables_values(a, b):
+    """The KS statistic read at each table's own values equals the CDFs compared over the merged, sorted grid."""
+    from stream.stats.sketch import QuantileSketch
+
+    left, right = QuantileSketch(), QuantileSketch()
+    left.update_many(a)
+    right.update_many(b)
+    ta, tb = left.table(), right.table()
+    grid = np.union1d(ta.values, tb.values)
+    assert ta.ks_distance(tb) == float(np.max(np.abs(ta.cdf(grid) - tb.cdf(grid))))
+    assert tb.ks_distance(ta) == ta.ks_distance(tb)
