@@ -10,6 +10,8 @@ import numpy as np
 from stream.monitoring.monitor_file import ModelMonitors
 from stream.stats.columns import FeatureColumns, is_numeric
 
+_NUMBERS = frozenset({float, int})
+
 
 def signal_series(
     events: list[dict[str, Any]], columns: FeatureColumns, config: ModelMonitors, feature_names: Iterable[str]
@@ -28,9 +30,14 @@ def signal_series(
     for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
         if not config.detectors_for(name):
             continue
-        present = [e for e in events if is_numeric(e.get(name))]
+        values = [e.get(name) for e in events]
+        if _NUMBERS.issuperset(map(type, values)):
+            # The usual case: every event has a number (ints and floats only: a bool is no number here).
+            out.append((name, np.array(values, dtype=np.float64).tolist(), times))
+            continue
+        present = [i for i, v in enumerate(values) if is_numeric(v)]
         if present:
-            out.append((name, [float(e[name]) for e in present], [e["timestamp"] for e in present]))
+            out.append((name, [float(values[i]) for i in present], [times[i] for i in present]))
     if any(s.startswith("features.") for s in config.signals):
         stamps = np.asarray(times)
         for feature in feature_names:

@@ -175,3 +175,41 @@ def test_ks_distance_equals_the_largest_gap_over_both_tables_values(a, b):
     grid = np.union1d(ta.values, tb.values)
     assert ta.ks_distance(tb) == float(np.max(np.abs(ta.cdf(grid) - tb.cdf(grid))))
     assert tb.ks_distance(ta) == ta.ks_distance(tb)
+
+
+output_value = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=False),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.just("yes"),
+    st.lists(st.floats(0, 1), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(output_value, output_value), min_size=1, max_size=30))
+def test_output_series_hold_each_numeric_value_with_its_time_and_leave_the_rest_out(outputs):
+    """Confidence and prediction series: every event whose value is a number (not a bool), in order, as floats."""
+    from stream.monitoring.monitor_file import MonitorConfig
+    from stream.monitoring.signals import signal_series
+    from stream.stats.columns import FeatureColumns
+
+    events = [
+        {"timestamp": 100.0 + i, "latency_ms": 5.0, "confidence": c, "prediction": p}
+        for i, (c, p) in enumerate(outputs)
+    ]
+    series = {
+        name: (values, times)
+        for name, values, times in signal_series(events, FeatureColumns(events), MonitorConfig().for_model("m"), [])
+    }
+    for name in ("confidence", "prediction"):
+        kept = [
+            (float(e[name]), e["timestamp"])
+            for e in events
+            if isinstance(e[name], int | float) and not isinstance(e[name], bool)
+        ]
+        got = list(zip(*series[name], strict=True)) if name in series else []
+        assert len(got) == len(kept)
+        for (value, at), (want, want_at) in zip(got, kept, strict=True):
+            assert at == want_at and (value == want or (np.isnan(value) and np.isnan(want)))
