@@ -101,8 +101,15 @@ class ReferenceSide:
         self.mean = ref.moments.mean
 
 
-def numeric_drift(ref: NumericStats, win: NumericStats, side: ReferenceSide | None = None) -> dict[str, float] | None:
-    """KS, PSI, Jensen-Shannon and Wasserstein scores of one numeric feature (``side``: ``ref`` read already)."""
+def numeric_drift(
+    ref: NumericStats, win: NumericStats, side: ReferenceSide | None = None, full: bool = True
+) -> dict[str, float] | None:
+    """KS, PSI, Jensen-Shannon and Wasserstein scores of one numeric feature (``side``: ``ref`` read already).
+
+    ``full=False`` gives only what decides whether the feature drifted (KS
+    and its p-value, PSI and its noise floor), as a test that finds nothing
+    needs no more.
+    """
     n_ref, n_win = ref.sketch.count, win.sketch.count
     if not n_ref or not n_win:
         return None
@@ -113,14 +120,19 @@ def numeric_drift(ref: NumericStats, win: NumericStats, side: ReferenceSide | No
     p_value = float(special.kolmogorov(d * math.sqrt(n_eff))) if d > 0 else 1.0
     ref_bins = side.bins
     win_bins = np.diff(np.concatenate([[0.0], win_table.cdf(side.edges), [1.0]]))
-    q_win = win_table.quantiles(WASSERSTEIN_GRID)
-    return {
+    decisive = {
         "ks": d,
         "p_value": p_value,
         "psi": psi(ref_bins, win_bins),
+        "psi_noise": psi_noise(len(DECILES) + 1, n_ref, n_win),
+    }
+    if not full:
+        return decisive
+    q_win = win_table.quantiles(WASSERSTEIN_GRID)
+    return {
+        **decisive,
         "js": js_distance(ref_bins, win_bins),
         "wasserstein_std": float(np.mean(np.abs(side.quantiles - q_win)) / side.scale),
-        "psi_noise": psi_noise(len(DECILES) + 1, n_ref, n_win),
         "reference_mean": side.mean,
         "window_mean": win.moments.mean,
     }
@@ -257,13 +269,16 @@ class ReferenceDriftRule:
         pairs.append(("prediction_class", self.reference.prediction_classes, window.prediction_classes))
         return [(n, r, w) for n, r, w in pairs if r is not None and r.kind == w.kind]
 
-    def scores(self, window: WindowStats, alpha: float | None = None) -> list[dict[str, Any]]:
-        """Drift scores of every comparable signal, most drifted first, judged at level ``alpha``."""
+    def scores(self, window: WindowStats, alpha: float | None = None, full: bool = True) -> list[dict[str, Any]]:
+        """Drift scores of every comparable signal, most drifted first, judged at level ``alpha``.
+
+        ``full=False``: numeric features get only the scores that decide (see :func:`numeric_drift`).
+        """
         alpha = self.alpha if alpha is None else alpha
         out = []
         for name, ref, win in self._pairs(window):
             if isinstance(ref, NumericStats):
-                score = numeric_drift(ref, win, self._side(name, ref)) if ref.sketch.count else None
+                score = numeric_drift(ref, win, self._side(name, ref), full) if ref.sketch.count else None
             else:
                 score = categorical_drift(ref, win)
             if score is not None:
@@ -305,7 +320,10 @@ class ReferenceDriftRule:
         if self.fired or not self.checkpoints.reached(window.start, window.count):
             return []
         spent = self.checkpoints.level(self.alpha)
-        ranking = self.scores(window, spent)
+        ranking = self.scores(window, spent, full=False)
+        if any(s["drifted"] for s in ranking):
+            # The decision is the same either way; the alert's ranking shows every score.
+            ranking = self.scores(window, spent)
         self.drifting |= {s["feature"] for s in ranking if s["drifted"]}
         drifted = [
             s

@@ -113,6 +113,23 @@ def test_reference_drift_is_silent_on_many_stationary_windows_and_fires_once_per
     assert restored.check(window, 6002.0) == []
 
 
+def test_reference_drift_decides_on_the_decisive_scores_and_its_alert_ranks_with_every_score():
+    """A test reading KS and PSI alone decides as one reading every score; a firing one ranks with every score."""
+    rng = np.random.default_rng(8)
+    rule = ReferenceDriftRule(window_of(rng.lognormal(0, 1, 3000)))
+    for k, shift in enumerate([0.0, 0.05, 0.1, 0.2, 0.4, 1.0]):
+        window = window_of(rng.lognormal(shift, 1, 800), start=60.0 * k)
+        screened, full = rule.scores(window, 0.001, full=False), rule.scores(window, 0.001)
+        assert [(s["feature"], s["drifted"], s["psi"], s["p_value"]) for s in screened] == [
+            (s["feature"], s["drifted"], s["psi"], s["p_value"]) for s in full
+        ]
+        assert "wasserstein_std" not in screened[0] and "wasserstein_std" in full[0]
+    found = ReferenceDriftRule(rule.reference).check(window_of(rng.lognormal(1.0, 1, 800), start=600.0), 600.0)
+    assert len(found) == 1
+    top = found[0].evidence["ranking"][0]
+    assert top["feature"] == "features.x" and top["wasserstein_std"] > 0.3 and top["js"] > 0.1
+
+
 def test_performance_monitor_silent_when_accuracy_holds_and_fires_when_it_drops():
     rng = np.random.default_rng(6)
     steady = PerformanceRule(window=200, reference_labels=200)
