@@ -7,6 +7,7 @@ writes are stored; see :mod:`stream.worker.checkpoint`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from stream.worker.faust_compat import send_changelog, store_put
@@ -65,6 +66,7 @@ class ChangelogWrites:
         value: Any,
         when_stored: bool = False,
         stored_as: list[tuple[bytes, bytes | None]] | None = None,
+        still_owned: Callable[[], bool] | None = None,
     ) -> None:
         """Set (or, with ``value`` None, delete) ``key`` in ``table`` and send it to changelog ``partition``.
 
@@ -78,11 +80,17 @@ class ChangelogWrites:
         ``stored_as``: what the store takes instead of ``key`` and ``value``,
         for a record that stands for several entries (see
         :class:`~stream.worker.faust_compat.ExpandingTable`).
+
+        ``still_owned``: asked once the broker has a ``when_stored`` write; if
+        False (the partition was revoked meanwhile), the store is left as it
+        is. The next assignment read the store and the changelog without this
+        write: taken in afterwards, it would replace a state the worker has
+        gone on changing since.
         """
         sent = send_changelog(table, partition, key, value)
         entries = [(key, value)] if stored_as is None else stored_as
         if when_stored:
-            sent.add_done_callback(lambda done: _stored(done, table, partition, entries))
+            sent.add_done_callback(lambda done: _stored(done, table, partition, entries, still_owned))
         else:
             _store(table, partition, entries)
         self.unconfirmed.append(sent)
@@ -129,8 +137,16 @@ class ChangelogWrites:
         return len(results)
 
 
-def _stored(sent: asyncio.Future[Any], table: Any, partition: int, entries: list[tuple[bytes, Any]]) -> None:
-    if not sent.cancelled() and sent.exception() is None:
+def _stored(
+    sent: asyncio.Future[Any],
+    table: Any,
+    partition: int,
+    entries: list[tuple[bytes, Any]],
+    still_owned: Callable[[], bool] | None,
+) -> None:
+    if sent.cancelled() or sent.exception() is not None:
+        return
+    if still_owned is None or still_owned():
         _store(table, partition, entries)
 
 

@@ -234,6 +234,10 @@ class Checkpointer:
         """Models with changes no checkpoint has saved yet: the state cache must keep them."""
         return self.held.models.keys() | self.saving.keys()
 
+    def unsaved(self, model: str) -> bool:
+        """Whether ``model``'s live state holds changes the broker has not confirmed as saved yet."""
+        return model in self.held.models or model in self.saving
+
     def save(self, model: str, partition: int, monitor: ModelMonitor) -> tuple[int, dict[str, bytes]]:
         """Write the model's state, with the offsets it covers, to its table entry and changelog.
 
@@ -243,8 +247,20 @@ class Checkpointer:
         monitor.seq += 1
         join_changes = dict(monitor.join_changes)
         blob = encode_state(monitor.to_dict())
-        self.writes.write(self.table, partition, model.encode(), blob)
-        self.states.put(model, monitor, blob)
+        # The store takes the state only once the broker has it. Taken at once, a write the
+        # broker then lost stayed in the store: after a rebalance that kept the partition, the
+        # state reloaded from it covered records the changelog's did not, those records were
+        # skipped as replayed and committed, and a later owner never counted them.
+        generation = self.generation
+        self.writes.write(
+            self.table,
+            partition,
+            model.encode(),
+            blob,
+            when_stored=True,
+            still_owned=lambda: generation == self.generation,
+        )
+        self.states.put(model, monitor, blob, pending=True)
         return monitor.seq, join_changes
 
     async def checkpoint_if_full(self, monitor: ModelMonitor | None) -> bool:

@@ -161,7 +161,7 @@ class Ingest:
                 await self.outputs.dead_letter_failure(exc, inp.record.value, inp.record.key, inp.record.message)
             return None, 0
         await self.outputs.publish_alerts(monitor.take_notices())
-        fresh = self._fresh(monitor, inputs)
+        fresh = self._fresh(model, monitor, inputs)
         if not fresh:
             return None, 0
         try:
@@ -177,14 +177,24 @@ class Ingest:
         await self.outputs.publish_retrain_requests(monitor)
         return monitor, applied
 
-    def _fresh(self, monitor: ModelMonitor, inputs: list[RecordInput]) -> list[RecordInput]:
-        """The inputs the state does not hold yet (by offset, or by envelope id), marked as applied."""
+    def _fresh(self, model: str, monitor: ModelMonitor, inputs: list[RecordInput]) -> list[RecordInput]:
+        """The inputs the state does not hold yet (by offset, or by envelope id), marked as applied.
+
+        A replay that only the live state holds (its model has changes no
+        checkpoint has saved yet) is held like the record it repeats, with
+        none of its items to apply again: Faust commits an offset once any copy
+        of its record is acknowledged, and the first copy, held, no longer
+        keeps the offset back once the second is acknowledged.
+        """
         fresh = []
         for inp in inputs:
             message = inp.record.message
             if monitor.already_applied(inp.source, message.offset):
                 self.counters.replayed += 1
                 self.metrics.replayed.inc()
+                if self.checkpointer.unsaved(model):
+                    every_item = frozenset(range(len(inp.items)))
+                    self.checkpointer.held.hold(model, message.partition, inp.record, every_item)
             elif monitor.seen_batch(inp.batch_id):
                 self.counters.duplicate_batches += 1
                 self.metrics.duplicate_batches.inc()

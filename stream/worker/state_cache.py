@@ -61,6 +61,8 @@ class ModelStates:
         # Called with each state read from the table (the label join settles its entries).
         self.loaded = loaded
         self.live: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
+        # Models whose live state was saved and may not be in the table yet (see :meth:`put`).
+        self.pending: set[str] = set()
 
     def get(self, model: str) -> ModelMonitor:
         """The model's live state, rebuilt from the table when the cached one is stale.
@@ -71,7 +73,9 @@ class ModelStates:
         """
         stored = self.table.get(model.encode())
         cached = self.live.get(model)
-        if cached is not None and cached[1] is stored:
+        if cached is not None and (cached[1] is stored or model in self.pending):
+            if cached[1] is stored:
+                self.pending.discard(model)
             self.live.move_to_end(model)
             return cached[0]
         if stored is None:
@@ -87,10 +91,20 @@ class ModelStates:
         self.put(model, monitor, stored)
         return monitor
 
-    def put(self, model: str, monitor: ModelMonitor, stored: bytes | None) -> None:
-        """Keep ``monitor`` as the live state of ``model``, matching the ``stored`` bytes; evict beyond the cap."""
+    def put(self, model: str, monitor: ModelMonitor, stored: bytes | None, pending: bool = False) -> None:
+        """Keep ``monitor`` as the live state of ``model``, matching the ``stored`` bytes; evict beyond the cap.
+
+        ``pending``: ``stored`` was sent to the table, which takes it only once
+        the broker has it (or never, should the write fail). Until then the
+        table holds the older bytes, and the live state is still the one to
+        trust; a rebalance (:meth:`clear`) ends that.
+        """
         self.live[model] = (monitor, stored)
         self.live.move_to_end(model)
+        if pending:
+            self.pending.add(model)
+        else:
+            self.pending.discard(model)
         excess = len(self.live) - self.max_models
         if excess > 0:
             # The model just put is about to be changed: evicted now, its changes would land
@@ -98,6 +112,7 @@ class ModelStates:
             pinned = {*self.pinned(), model}
             for name in [m for m in self.live if m not in pinned][:excess]:
                 del self.live[name]
+                self.pending.discard(name)
 
     def cached(self, model: str) -> ModelMonitor:
         """The live state of a model known to be cached (one with held records: those are never evicted)."""
@@ -106,6 +121,7 @@ class ModelStates:
     def rebuild(self, model: str) -> ModelMonitor:
         """Forget the live state of ``model`` and load it again from the table (its last checkpoint)."""
         self.live.pop(model, None)
+        self.pending.discard(model)
         return self.get(model)
 
     def restore(self, model: str, snapshot: bytes) -> ModelMonitor:
@@ -121,6 +137,7 @@ class ModelStates:
     def clear(self) -> None:
         """Forget every live state (partitions revoked: the table is the truth)."""
         self.live.clear()
+        self.pending.clear()
 
     def __contains__(self, model: object) -> bool:
         return model in self.live
