@@ -163,7 +163,7 @@ class MonitorApp:
         self.checkpointer = Checkpointer(
             self.states, self.model_state, held, self.writes, self.counters, self.metrics, join_table=self.label_join
         )
-        self.states.pinned = self.checkpointer.busy
+        self.states.unsaved = self.checkpointer.unsaved
         self.outputs = Outputs(
             alerts=self.app.topic(topics.alerts, partitions=settings.partitions, **raw),
             retrain=self.app.topic(topics.retrain, partitions=settings.partitions, **raw),

@@ -230,12 +230,11 @@ class Checkpointer:
         # Models whose live state a poisoned batch may have half-updated, until it is undone.
         self.undone: set[str] = set()
 
-    def busy(self) -> set[str]:
-        """Models with changes no checkpoint has saved yet: the state cache must keep them."""
-        return self.held.models.keys() | self.saving.keys()
-
     def unsaved(self, model: str) -> bool:
-        """Whether ``model``'s live state holds changes the broker has not confirmed as saved yet."""
+        """Whether ``model``'s live state holds changes the broker has not confirmed as saved yet.
+
+        The state cache must keep such a state, and trust it over the table's.
+        """
         return model in self.held.models or model in self.saving
 
     def save(self, model: str, partition: int, monitor: ModelMonitor) -> tuple[int, dict[str, bytes]]:
@@ -260,7 +259,7 @@ class Checkpointer:
             when_stored=True,
             still_owned=lambda: generation == self.generation,
         )
-        self.states.put(model, monitor, blob, pending=True)
+        self.states.put(model, monitor, blob)
         return monitor.seq, join_changes
 
     async def checkpoint_if_full(self, monitor: ModelMonitor | None) -> bool:

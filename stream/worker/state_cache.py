@@ -2,17 +2,18 @@
 
 A model's state is decoded from the table once and then kept live: the
 cached object is trusted while the table still holds the very bytes it was
-loaded from or last saved as. After a rebalance or a restart the table wins.
-The least recently used states are evicted beyond ``max_models``, except
-those with changes not yet checkpointed (``pinned``): evicting one would
-lose its records' effects.
+loaded from or last saved as, or while it holds changes not yet saved
+(``unsaved``: the table takes a saved state only once the broker has it).
+After a rebalance or a restart the table wins. The least recently used
+states are evicted beyond ``max_models``, except those with unsaved
+changes: evicting or reloading one would lose its records' effects.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 
 from stream.contracts.alert_messages import unreadable_state_alert
 from stream.monitoring.model_monitor import ModelMonitor, StateError
@@ -28,8 +29,8 @@ class ModelStates:
     """Live :class:`ModelMonitor` objects, least recently used first, each with the stored bytes it matches.
 
     ``table`` maps a model name (bytes) to its encoded state, as Faust's
-    table does; at most ``max_models`` are kept live, besides those
-    ``pinned`` names (models that must not be evicted).
+    table does; at most ``max_models`` are kept live, besides the models
+    ``unsaved`` says have changes not yet saved.
 
     >>> from stream.worker.state_codec import encode_state
     >>> table = {}
@@ -49,7 +50,7 @@ class ModelStates:
         max_models: int,
         monitors: MonitorConfig | None = None,
         profiles: ProfileSource | None = None,
-        pinned: Callable[[], Collection[str]] = frozenset,
+        unsaved: Callable[[str], bool] = lambda model: False,
         loaded: Callable[[ModelMonitor], None] = lambda monitor: None,
     ) -> None:
         self.table = table
@@ -57,12 +58,10 @@ class ModelStates:
         self.max_models = max_models
         self.monitors = monitors or MonitorConfig()
         self.profiles = profiles
-        self.pinned = pinned
+        self.unsaved = unsaved
         # Called with each state read from the table (the label join settles its entries).
         self.loaded = loaded
         self.live: OrderedDict[str, tuple[ModelMonitor, bytes | None]] = OrderedDict()
-        # Models whose live state was saved and may not be in the table yet (see :meth:`put`).
-        self.pending: set[str] = set()
 
     def get(self, model: str) -> ModelMonitor:
         """The model's live state, rebuilt from the table when the cached one is stale.
@@ -73,9 +72,7 @@ class ModelStates:
         """
         stored = self.table.get(model.encode())
         cached = self.live.get(model)
-        if cached is not None and (cached[1] is stored or model in self.pending):
-            if cached[1] is stored:
-                self.pending.discard(model)
+        if cached is not None and (cached[1] is stored or self.unsaved(model)):
             self.live.move_to_end(model)
             return cached[0]
         if stored is None:
@@ -91,28 +88,16 @@ class ModelStates:
         self.put(model, monitor, stored)
         return monitor
 
-    def put(self, model: str, monitor: ModelMonitor, stored: bytes | None, pending: bool = False) -> None:
-        """Keep ``monitor`` as the live state of ``model``, matching the ``stored`` bytes; evict beyond the cap.
-
-        ``pending``: ``stored`` was sent to the table, which takes it only once
-        the broker has it (or never, should the write fail). Until then the
-        table holds the older bytes, and the live state is still the one to
-        trust; a rebalance (:meth:`clear`) ends that.
-        """
+    def put(self, model: str, monitor: ModelMonitor, stored: bytes | None) -> None:
+        """Keep ``monitor`` as the live state of ``model``, matching the ``stored`` bytes; evict beyond the cap."""
         self.live[model] = (monitor, stored)
         self.live.move_to_end(model)
-        if pending:
-            self.pending.add(model)
-        else:
-            self.pending.discard(model)
         excess = len(self.live) - self.max_models
         if excess > 0:
             # The model just put is about to be changed: evicted now, its changes would land
-            # on an object no checkpoint saves (when more models than the cap are pinned).
-            pinned = {*self.pinned(), model}
-            for name in [m for m in self.live if m not in pinned][:excess]:
+            # on an object no checkpoint saves (when more models than the cap have unsaved changes).
+            for name in [m for m in self.live if m != model and not self.unsaved(m)][:excess]:
                 del self.live[name]
-                self.pending.discard(name)
 
     def cached(self, model: str) -> ModelMonitor:
         """The live state of a model known to be cached (one with held records: those are never evicted)."""
@@ -121,7 +106,6 @@ class ModelStates:
     def rebuild(self, model: str) -> ModelMonitor:
         """Forget the live state of ``model`` and load it again from the table (its last checkpoint)."""
         self.live.pop(model, None)
-        self.pending.discard(model)
         return self.get(model)
 
     def restore(self, model: str, snapshot: bytes) -> ModelMonitor:
@@ -137,7 +121,6 @@ class ModelStates:
     def clear(self) -> None:
         """Forget every live state (partitions revoked: the table is the truth)."""
         self.live.clear()
-        self.pending.clear()
 
     def __contains__(self, model: object) -> bool:
         return model in self.live

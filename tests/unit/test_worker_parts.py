@@ -68,7 +68,7 @@ def _parts(max_models: int = 2, max_records: int = 1000):
     states = ModelStates(table, DetectionSettings(), max_models)
     held = HeldRecords(interval_s=3600, max_records=max_records)
     checkpointer = Checkpointer(states, table, held, ChangelogWrites())
-    states.pinned = checkpointer.busy
+    states.unsaved = checkpointer.unsaved
     return table, states, checkpointer
 
 
@@ -269,7 +269,7 @@ def _join_parts():
     checkpointer = Checkpointer(
         states, table, HeldRecords(interval_s=3600, max_records=1000), ChangelogWrites(), join_table=join_table
     )
-    states.pinned = checkpointer.busy
+    states.unsaved = checkpointer.unsaved
     labels = ModelLabels(LabelJoiner(JsonEntries(join_table.data)), mode="always")
     return table, join_table, states, checkpointer, labels
 
