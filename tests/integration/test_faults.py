@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from types import SimpleNamespace
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.follow import read_all
 from stream.kafka.topics import ensure_topics_sync
 from stream.sdk.client import MonitorClient, make_event
+from stream.worker.faust_compat.consumer import stored_ends
 
 from .conftest import isolated_settings
 from .faults import FaultRow, LocalS3, TcpProxy, broker_kind, report
@@ -642,5 +646,58 @@ def test_the_broker_killed_and_restarted_on_its_store_keeps_records_offsets_and_
         finally:
             worker.stop()
     finally:
+        own.stop()
+        store.stop()
+
+
+def _batch_dates(store: LocalS3, topic: str) -> list[str]:
+    """The S3 modification time of each batch object of ``topic``'s partition 0, in offset order."""
+    query = urllib.parse.urlencode({"list-type": "2", "prefix": "clusters/"})
+    with urllib.request.urlopen(f"{store.url}/{store.bucket}?{query}", timeout=10) as response:
+        listing = response.read().decode()
+    objects = re.findall(r"<Key>([^<]*)</Key>.*?<LastModified>([^<]*)</LastModified>", listing)
+    return [modified for key, modified in sorted(objects) if f"/topics/{topic}/partitions/0000000000/records/" in key]
+
+
+async def test_a_changelog_is_read_to_its_last_record_when_tansu_on_s3_names_an_earlier_end():
+    """Tansu on S3 names the end of a partition by its batch objects' modification times, kept to the second.
+
+    When the last two batches land in the same second, its ListOffsets answer
+    is one record short; :func:`stored_ends`, which Faust's recovery reads its
+    end offsets from, must still reach the last record.
+    """
+    store = LocalS3().start()
+    own = EmbeddedBroker(port=free_port(), storage=f"s3://{store.bucket}/", env=store.env).start()
+    topic = "short-end"
+    producer = AIOKafkaProducer(bootstrap_servers=own.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=own.bootstrap_servers)
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=own.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        await producer.start()
+        await consumer.start()
+        tp = TopicPartition(topic, 0)
+        # One request per record, so each is its own batch object; a pair that straddles a
+        # second boundary is followed by another until the last two share their second.
+        for _ in range(5):
+            await producer.send_and_wait(topic, b"record", partition=0)
+            await producer.send_and_wait(topic, b"record", partition=0)
+            dates = _batch_dates(store, topic)
+            if dates[-1] == dates[-2]:
+                break
+        assert dates[-1] == dates[-2], f"no two batches written within one second: {dates}"
+        written = len(dates)
+        listed = await consumer.end_offsets([tp])
+        assert listed[tp] < written, "Tansu now names the right end: stored_ends may no longer be needed"
+        assert (await stored_ends(consumer, listed))[tp] == written
+        # Where ListOffsets is right, looking past it changes nothing.
+        assert (await stored_ends(consumer, {tp: written}))[tp] == written
+    finally:
+        await consumer.stop()
+        await producer.stop()
         own.stop()
         store.stop()

@@ -61,6 +61,11 @@ What is worked around, each worth reporting upstream:
   (:class:`OffsetKeepingTable`, :class:`MemoryStoreKeepingOffsets`).
 - **A table's own store ignored.** ``store="rocksdb://"`` on a table left it
   in memory (:func:`rocksdb_store_url`).
+- **A changelog read short on Tansu.** Tansu on S3 answers ListOffsets
+  with the offset after the batch modified last, to the second, so two
+  batches written in the same second made it name an end one record
+  short, and Faust's recovery stopped before a model's last state
+  (:func:`.consumer.stored_ends` looks past the end it gave). Not yet reported upstream.
 - **A stop signal ignored.** A worker whose agents were stuck ignored
   SIGTERM for an hour (:class:`StopSignalWorker`, used by
   :mod:`stream.worker.run`).

@@ -73,8 +73,15 @@ def check_faust() -> None:
             ),
         ),
         (
-            "AIOKafkaConsumer._fetch_max_wait_ms",
-            "self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__),
+            "AIOKafkaConsumer._fetch_max_wait_ms and _client",
+            all(
+                f"self.{name} =" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+                for name in ("_fetch_max_wait_ms", "_client")
+            ),
+        ),
+        (
+            "AIOKafkaConsumerThread._highwaters(partitions)",
+            _params(driver.AIOKafkaConsumerThread, "_highwaters") == ["self", "partitions"],
         ),
         (
             "Consumer.seek_wait(partitions) run in the consumer thread",

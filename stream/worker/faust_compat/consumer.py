@@ -6,13 +6,18 @@ The reasons, with the upstream issues, are in :mod:`stream.worker.faust_compat`.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import aiokafka
 import faust
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
@@ -20,6 +25,13 @@ from stream.worker.intake import Intake
 from stream.worker.offset_order import Hole, PartitionOrder
 
 FETCH_MAX_WAIT_MS = 100
+
+# How much one look past a partition's reported end may read, and how many looks at most.
+PROBE_BYTES = 1 << 20
+PROBE_ROUNDS = 20
+PROBE_WAIT_MS = 100
+
+log = logging.getLogger(__name__)
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -39,6 +51,75 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         # Read by aiokafka when the consumer starts and builds its fetcher.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        """Faust's end offsets for table recovery, moved past the records the broker holds beyond them."""
+        ends = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return ends
+        return await stored_ends(self._ensure_consumer(), ends)
+
+
+async def stored_ends(consumer: aiokafka.AIOKafkaConsumer, ends: Mapping[TP, int]) -> dict[TP, int]:
+    """``ends``, each partition's end offset as ListOffsets gave it, moved past any record the broker holds beyond.
+
+    Tansu on S3 answers ListOffsets with the offset after the batch object
+    written last by its modification time, which S3 keeps to the second:
+    when a partition's last two batches were written in the same second, the
+    answer was the offset of the last one instead of the offset after it.
+    Faust's recovery reads a changelog partition up to that end and stops,
+    so a worker restored a model from the state before its last while the
+    committed input offsets were past both. A fetch from the reported end
+    returns what lies beyond it (on Kafka, nothing); the end is moved past
+    the last record fetched. Only records that exist move it: Tansu's own
+    high watermark also counts offsets reserved by a write it never
+    finished, and a recovery waiting for those would never end.
+    """
+    client = consumer._client
+    found = dict(ends)
+    looking = dict(ends)
+    for _ in range(PROBE_ROUNDS):
+        further: dict[TP, int] = {}
+        for node, request in _probes(client, looking):
+            try:
+                response = await client.send(node, request)
+            except KafkaError as exc:
+                log.warning(
+                    "could not look past the end offsets ListOffsets gave on broker %s (%r); using them", node, exc
+                )
+                continue
+            for topic, partitions in response.topics:
+                for partition, error_code, _highwater, *data in partitions:
+                    tp = TP(topic, partition)
+                    end = _records_end(data[-1]) if error_code == 0 and tp in found else None
+                    if end is not None and end > found[tp]:
+                        found[tp] = further[tp] = end
+        if not further:
+            break
+        looking = further
+    return found
+
+
+def _probes(client: Any, ends: Mapping[TP, int]) -> Iterable[tuple[int, FetchRequest]]:
+    by_node: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(lambda: defaultdict(list))
+    for tp, end in ends.items():
+        node = client.cluster.leader_for_partition(tp)
+        if node is not None and node >= 0:
+            by_node[node][tp.topic].append((tp.partition, end, PROBE_BYTES))
+    for node, topics in by_node.items():
+        # No minimum, so Kafka answers at once; Tansu answered a fetch allowed no wait at all with no topics.
+        yield node, FetchRequest(PROBE_WAIT_MS, 0, PROBE_BYTES, 0, list(topics.items()))
+
+
+def _records_end(message_set: bytes | None) -> int | None:
+    """The offset after the last whole batch in a fetch response's records, None if it holds none."""
+    if not message_set:
+        return None
+    records = MemoryRecords(message_set)
+    end = None
+    while (batch := records.next_batch()) is not None:
+        end = batch.next_offset
+    return end
 
 
 def is_changelog(topic: str) -> bool:
