@@ -97,6 +97,9 @@ async def stored_ends(consumer: aiokafka.AIOKafkaConsumer, ends: Mapping[TP, int
         if not further:
             break
         looking = further
+    moved = {tp: (ends[tp], end) for tp, end in found.items() if end != ends[tp]}
+    if moved:
+        log.info("records lie past the end offsets ListOffsets gave; reading to them (listed, found): %s", moved)
     return found
 
 
