@@ -22,12 +22,11 @@ from types import SimpleNamespace
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.follow import read_all
-from stream.kafka.topics import ensure_topics_sync
+from stream.kafka.topics import TopicSpec, ensure_topics, ensure_topics_sync
 from stream.sdk.client import MonitorClient, make_event
 from stream.worker.faust_compat.consumer import stored_ends
 
@@ -672,12 +671,7 @@ async def test_a_changelog_is_read_to_its_last_record_when_tansu_on_s3_names_an_
     producer = AIOKafkaProducer(bootstrap_servers=own.bootstrap_servers)
     consumer = AIOKafkaConsumer(bootstrap_servers=own.bootstrap_servers)
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=own.bootstrap_servers)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        await ensure_topics(own.bootstrap_servers, [TopicSpec(topic, 1, "")])
         await producer.start()
         await consumer.start()
         tp = TopicPartition(topic, 0)

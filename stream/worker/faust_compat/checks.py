@@ -7,6 +7,7 @@ import inspect
 
 import aiokafka
 import faust
+from aiokafka.protocol.fetch import FetchRequest
 from faust.assignor import PartitionAssignor
 from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
@@ -80,8 +81,11 @@ def check_faust() -> None:
             ),
         ),
         (
-            "AIOKafkaConsumerThread._highwaters(partitions)",
-            _params(driver.AIOKafkaConsumerThread, "_highwaters") == ["self", "partitions"],
+            "AIOKafkaConsumerThread._highwaters(partitions); "
+            "protocol.fetch.FetchRequest(max_wait_time, min_bytes, max_bytes, isolation_level, topics)",
+            _params(driver.AIOKafkaConsumerThread, "_highwaters") == ["self", "partitions"]
+            and _params(FetchRequest, "__init__")[:6]
+            == ["self", "max_wait_time", "min_bytes", "max_bytes", "isolation_level", "topics"],
         ),
         (
             "Consumer.seek_wait(partitions) run in the consumer thread",
