@@ -7,11 +7,12 @@ longer replay alike.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from stream.detectors.base import row_medians
+from stream.detectors.base import TWO_KTH_PARTITION_LIMIT, row_medians
 
 finite = st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False, width=64)
 any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
@@ -38,6 +39,21 @@ def test_row_medians_of_a_sliding_view_of_ties():
     x = np.repeat([1.0, 2.0, 2.0, 3.0], 10)
     view = np.lib.stride_tricks.sliding_window_view(x, 20)[::3]
     assert np.array_equal(row_medians(view), np.median(view, axis=1))
+
+
+@pytest.mark.parametrize("cols", [10, 20, 30, 31])
+def test_row_medians_of_arrays_past_the_partition_limit_equal_numpys(cols):
+    # Big batches are sorted rather than partitioned: the same numbers all the same.
+    rng = np.random.default_rng(cols)
+    rows = TWO_KTH_PARTITION_LIMIT // cols + 7
+    skewed = rng.lognormal(0.0, 3.0, (rows, cols))
+    ties = rng.integers(0, 4, (rows, cols)).astype(np.float64)
+    x = rng.standard_t(2, rows * 3 + cols)
+    view = np.lib.stride_tricks.sliding_window_view(x, cols)[::3]
+    for batch in (skewed, ties, view, -skewed):
+        assert batch.size > TWO_KTH_PARTITION_LIMIT
+        assert np.array_equal(row_medians(batch), np.median(batch, axis=1))
+        assert np.array_equal(row_medians(batch, finite=True), np.median(batch, axis=1))
 
 
 @settings(max_examples=300, deadline=None)
