@@ -76,9 +76,12 @@ class Settings:
     checkpoint_interval_s: float = 1.0
     # ... or sooner, once this many input records wait for a checkpoint.
     checkpoint_max_records: int = 20_000
-    # The ingest task takes up to this many records at a time (4 MB at most),
+    # The ingest task takes up to this many records, or megabytes of them, at a time,
     # waiting at most ingest_wait_s for them, and applies each model's share in one go.
+    # Bigger takes give the detectors bigger batches when the worker is behind, and hold
+    # four takes' worth of fetched records in memory.
     ingest_batch_records: int = 5_000
+    ingest_batch_mb: float = 8.0
     ingest_wait_s: float = 0.02
     # Models whose live state stays in memory; the others are rebuilt from
     # the table (compressed bytes) when their next record comes.
@@ -231,6 +234,7 @@ class Settings:
         positive("checkpoint_interval_s", self.checkpoint_interval_s)
         positive("checkpoint_max_records", self.checkpoint_max_records, integer=True)
         positive("ingest_batch_records", self.ingest_batch_records, integer=True)
+        positive("ingest_batch_mb", self.ingest_batch_mb)
         positive("ingest_wait_s", self.ingest_wait_s)
         positive("state_cache_models", self.state_cache_models, integer=True)
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

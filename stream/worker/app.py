@@ -77,9 +77,6 @@ SEPARATOR_BYTES = SEPARATOR.encode()
 
 # Join entries checked for expiry between two turns of the event loop (about 15 ms of work).
 EXPIRY_SLICE = 10_000
-# The most input bytes the ingest takes at a time, whatever ingest_batch_records: big envelopes
-# would otherwise make takes of hundreds of megabytes.
-INGEST_TAKE_BYTES = 4 * 2**20
 
 
 class MonitorApp:
@@ -104,7 +101,9 @@ class MonitorApp:
         self.app = _faust_app(settings)
         topics = settings.topics
         # Inference events and labels come in bulk, straight from the fetch (see stream.worker.intake).
-        self.intake: Intake[Any] = Intake(settings.ingest_batch_records, INGEST_TAKE_BYTES, settings.ingest_wait_s)
+        self.intake: Intake[Any] = Intake(
+            settings.ingest_batch_records, max(1, round(settings.ingest_batch_mb * 2**20)), settings.ingest_wait_s
+        )
         use_worker_transport(self.app, self.intake, frozenset({topics.events, topics.labels}))
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.events_topic = self.app.topic(topics.events, partitions=settings.partitions, **raw)

@@ -205,6 +205,20 @@ def test_a_partition_held_back_for_a_full_intake_is_not_taken_for_stalled_until_
     assert consumer.held_back() == set()  # drained, yet still out of the fetch: that is a stall
 
 
+def test_the_ingest_takes_at_most_ingest_batch_mb_of_records_at_a_time(tmp_path):
+    async def build_and_fill():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path), ingest_batch_mb=0.001))  # 1,049 bytes
+        stops = [
+            mon.intake.put(ConsumerMessage("t", 0, offset, 0.0, 0, [], b"m", b"{}", None), 400) for offset in range(12)
+        ]
+        return stops, [len(await mon.intake.take()) for _ in range(3)]
+
+    stops, takes = asyncio.run(build_and_fill())
+    assert takes == [2, 2, 2]
+    # Four takes' worth of bytes held: the fetch of the partition stops.
+    assert stops.index(True) == 10
+
+
 @pytest.mark.parametrize("join_store", ["rocksdb", "memory"])
 def test_the_label_join_read_back_from_its_changelog_holds_each_batch_entry_by_entry(tmp_path, join_store):
     # Recovery and standby copies go through Faust's own restore into the store; each
