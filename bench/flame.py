@@ -83,8 +83,9 @@ def main() -> None:
             record(worker.pid, min(args.seconds, 10), raw, "raw")
             record(worker.pid, args.seconds, args.svg, "flamegraph")
             done = (worker.health() or {}).get("events", 0)
-            rate = (done - before) / (time.perf_counter() - started)
-            if done >= args.events:
+            # A worker that ran out of events idled for part of the time: its rate would be too low.
+            rate = None if done >= args.events else (done - before) / (time.perf_counter() - started)
+            if rate is None:
                 console.print("[yellow]the backlog ran out while recording: raise --events")
         finally:
             worker.kill()
@@ -95,7 +96,8 @@ def main() -> None:
     for frame, share in frames:
         table.add_row(f"{100 * share:.1f} %", frame)
     Console().print(table)
-    Console().print(f"flame graph: {args.svg}; {rate:,.0f} events/s while recorded")
+    shown = "no rate (the backlog ran out)" if rate is None else f"{rate:,.0f} events/s while recorded"
+    Console().print(f"flame graph: {args.svg}; {shown}")
 
 
 if __name__ == "__main__":

@@ -81,10 +81,12 @@ def check_faust() -> None:
             ),
         ),
         (
-            "AIOKafkaConsumerThread._highwaters(partitions); "
-            "protocol.fetch.FetchRequest(max_wait_time, min_bytes, max_bytes, isolation_level, topics)",
-            _params(driver.AIOKafkaConsumerThread, "_highwaters") == ["self", "partitions"]
-            and _params(FetchRequest, "__init__")[:6]
+            "AIOKafkaConsumerThread._highwaters(partitions)",
+            _params(driver.AIOKafkaConsumerThread, "_highwaters") == ["self", "partitions"],
+        ),
+        (
+            "aiokafka.protocol.fetch.FetchRequest(max_wait_time, min_bytes, max_bytes, isolation_level, topics)",
+            _params(FetchRequest, "__init__")[:6]
             == ["self", "max_wait_time", "min_bytes", "max_bytes", "isolation_level", "topics"],
         ),
         (
