@@ -26,7 +26,7 @@ import numpy as np
 from stream.stats.window_stats import window_start
 
 if TYPE_CHECKING:
-    from stream.stats.columns import FeatureColumns
+    from stream.stats.columns import BatchColumns
     from stream.stats.window_stats import WindowStats
 
 
@@ -287,7 +287,7 @@ class WindowDetector(Protocol):
         ...
 
     def check_window(
-        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+        self, window: WindowStats, events: list[dict[str, Any]], columns: BatchColumns, event_time: float
     ) -> list[Finding]:
         """The window now holds ``events`` too (their feature ``columns``); return findings."""
         ...

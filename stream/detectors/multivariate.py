@@ -31,7 +31,7 @@ import numpy as np
 from stream.detectors.base import Finding, check_state_version
 from stream.detectors.correlation import CorrelationShift, correlation
 from stream.detectors.outliers import WindowOutlierCount
-from stream.stats.columns import FeatureColumns
+from stream.stats.columns import BatchColumns
 from stream.stats.sketch import QuantileSketch
 from stream.stats.window_stats import WindowStats
 
@@ -96,7 +96,7 @@ class MahalanobisRule:
             self.features, warmup, window_s, alpha=alpha, min_change=min_correlation_change, min_events=min_events
         )
 
-    def _matrix(self, columns: FeatureColumns) -> np.ndarray:
+    def _matrix(self, columns: BatchColumns) -> np.ndarray:
         x = np.column_stack([columns.get(name) for name in self.features])
         if self.log_mask.any():
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -137,14 +137,14 @@ class MahalanobisRule:
         solved = np.linalg.solve(corr, z.T).T
         return np.einsum("ij,ij->i", z, solved), z
 
-    def update(self, events: list[dict[str, Any]], columns: FeatureColumns | None = None) -> list[Finding]:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[Finding]:
         """Score each event's feature vector, learn from the normal ones; return findings.
 
         ``columns`` are the batch's feature values when the caller has them already.
         """
         if not events:
             return []
-        x = self._matrix(columns or FeatureColumns(events))
+        x = self._matrix(columns or BatchColumns(events))
         self.correlations.accumulate(x, float(events[0]["timestamp"]))
         if self.seen < self.warmup:
             self._learn_warmup(x)
@@ -176,7 +176,7 @@ class MahalanobisRule:
         return float(np.exp(value)) if self.log_mask[j] else float(value)
 
     def check_window(
-        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+        self, window: WindowStats, events: list[dict[str, Any]], columns: BatchColumns, event_time: float
     ) -> list[Finding]:
         """Score the new events, then test the window's correlations when a test is due."""
         return self.update(events, columns) + self.test_correlations(window.start, window.count, event_time)

@@ -29,7 +29,7 @@ from scipy import stats as scipy_stats
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.detectors.quality_counts import FeatureCounts, LaterEvents, WindowAt
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.columns import FeatureColumns
+from stream.stats.columns import BatchColumns
 from stream.stats.features import OTHER
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
@@ -96,7 +96,7 @@ class DataQualityRule:
         self,
         events: list[dict[str, Any]],
         window: WindowStats,
-        columns: FeatureColumns | None = None,
+        columns: BatchColumns | None = None,
     ) -> list[Finding]:
         """Check ``window`` (the current tumbling window, which holds ``events`` already) at each test count they pass.
 
@@ -113,7 +113,7 @@ class DataQualityRule:
         # Late events of earlier windows are in the batch too; only this window's are counted here.
         inside = np.flatnonzero((stamps >= window.start) & (stamps < window.end))
         before = window.count - inside.size
-        columns = columns or FeatureColumns(events)
+        columns = columns or BatchColumns(events)
         findings: list[Finding] = []
         count = before
         ranges: dict[str, np.ndarray] | None = None
@@ -133,7 +133,7 @@ class DataQualityRule:
         return findings
 
     def _cumulative_out_of_range(
-        self, columns: FeatureColumns, inside: np.ndarray, totals_only: bool = False
+        self, columns: BatchColumns, inside: np.ndarray, totals_only: bool = False
     ) -> dict[str, np.ndarray]:
         """Out-of-range values among the first k of the batch's events in this window, ``[k] = [below, above]``.
 
@@ -216,7 +216,7 @@ class DataQualityRule:
         return findings
 
     def check_window(
-        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+        self, window: WindowStats, events: list[dict[str, Any]], columns: BatchColumns, event_time: float
     ) -> list[Finding]:
         """Check the window at each test count the new events passed (see :class:`WindowDetector`)."""
         return self.update(events, window, columns)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from stream.stats.columns import FeatureColumns, is_numeric, numeric_column
+from stream.stats.columns import BatchColumns, is_numeric, numeric_column
 from stream.stats.features import OTHER, CategoricalStats, NumericStats, category
 
 
@@ -30,7 +30,7 @@ class LaterEvents:
 
     index: np.ndarray
     events: list[dict[str, Any]]
-    columns: FeatureColumns
+    columns: BatchColumns
     rows: list[dict[str, Any] | None] | None = None
 
     def values(self, name: str) -> list[Any]:
@@ -50,7 +50,7 @@ class FeatureCounts:
 
     >>> events = [{"features": {"c": v}} for v in ("DE", None, "FR", "DE")]
     >>> c = FeatureCounts(False, count=4, missing=1, counts={"DE": 2, "FR": 1})
-    >>> c.take_off(LaterEvents(np.array([1, 2]), events, FeatureColumns(events)), "c")
+    >>> c.take_off(LaterEvents(np.array([1, 2]), events, BatchColumns(events)), "c")
     >>> c.count, c.missing, c.counts
     (2, 0, {'DE': 2})
     """

@@ -37,7 +37,7 @@ from scipy import special, stats
 
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.stats import CategoricalStats, NumericStats, WindowStats
-from stream.stats.columns import FeatureColumns
+from stream.stats.columns import BatchColumns
 from stream.stats.features import OTHER
 
 _EPS = 1e-4
@@ -305,7 +305,7 @@ class ReferenceDriftRule:
         return self.checkpoints.events_until_due(window_start, count)
 
     def check_window(
-        self, window: WindowStats, events: list[dict[str, Any]], columns: FeatureColumns, event_time: float
+        self, window: WindowStats, events: list[dict[str, Any]], columns: BatchColumns, event_time: float
     ) -> list[Finding]:
         """Test the window when a test is due (see :class:`WindowDetector`); the events are in it already."""
         return self.check(window, event_time)

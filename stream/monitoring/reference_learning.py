@@ -16,6 +16,7 @@ import numpy as np
 
 from stream.monitoring.profiles import ReferenceProfile
 from stream.stats import WindowStats
+from stream.stats.columns import BatchColumns
 
 
 class ReferenceLearner:
@@ -47,11 +48,15 @@ class ReferenceLearner:
         self.stats = stats or WindowStats(0.0, 0.0, max_features, max_categories)
 
     def learn(
-        self, events: list[dict[str, Any]], kinds: dict[str, str] | None = None
+        self, events: list[dict[str, Any]], kinds: dict[str, str] | None = None, columns: BatchColumns | None = None
     ) -> tuple[int, ReferenceProfile | None]:
-        """Take what the reference still needs of ``events``; returns how many it took, and the reference once done."""
-        room = self._room(events)
-        self.stats.update(events[:room], kinds=kinds)
+        """Take what the reference still needs of ``events``; returns how many it took, and the reference once done.
+
+        ``columns``, the events' columns when extracted already for the windows, are not extracted again.
+        """
+        columns = columns or BatchColumns(events)
+        room = self._room(events, columns)
+        self.stats.update(events[:room], kinds=kinds, columns=columns.part(0, room))
         used = min(room, len(events))
         if room >= len(events) and not self._complete():
             return used, None
@@ -69,14 +74,13 @@ class ReferenceLearner:
         span = 0.0 if first is None or last is None else last - first
         return self.stats.count >= self.events and span >= self.min_span_s
 
-    def _room(self, events: list[dict[str, Any]]) -> int:
+    def _room(self, events: list[dict[str, Any]], columns: BatchColumns) -> int:
         """How many of ``events`` the reference still takes: until it has its events and its span of time."""
         by_count = max(self.events - self.stats.count, 0)
         if not events or by_count >= len(events):
             return len(events)
         first = self.stats.first_event_time if self.stats.first_event_time is not None else events[0]["timestamp"]
-        stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
-        spanned = np.flatnonzero(stamps - first >= self.min_span_s)
+        spanned = np.flatnonzero(columns.field("timestamp") - first >= self.min_span_s)
         if not spanned.size:
             return len(events)
         return max(by_count, int(spanned[0]) + 1)

@@ -8,13 +8,11 @@ from typing import Any
 import numpy as np
 
 from stream.monitoring.monitor_file import ModelMonitors
-from stream.stats.columns import FeatureColumns, is_numeric
-
-_NUMBERS = frozenset({float, int})
+from stream.stats.columns import BatchColumns, is_numeric
 
 
 def signal_series(
-    events: list[dict[str, Any]], columns: FeatureColumns, config: ModelMonitors, feature_names: Iterable[str]
+    events: list[dict[str, Any]], columns: BatchColumns, config: ModelMonitors, feature_names: Iterable[str]
 ) -> list[tuple[str, list[float], list[float]]]:
     """Each watched signal's values in ``events``, with their event times; only signals some detector watches.
 
@@ -22,24 +20,25 @@ def signal_series(
     token counts, and ``features.NAME``, when the monitor file (or the
     defaults) give them a detector. Missing values are left out.
     """
-    times = [e["timestamp"] for e in events]
+    stamps = columns.field("timestamp")
+    times = stamps.tolist()
     out = [
-        ("latency_ms", [e["latency_ms"] for e in events], times),
+        ("latency_ms", columns.field("latency_ms").tolist(), times),
         ("error_rate", [1.0 if e.get("error") else 0.0 for e in events], times),
     ]
     for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
         if not config.detectors_for(name):
             continue
-        values = [e.get(name) for e in events]
-        if _NUMBERS.issuperset(map(type, values)):
-            # The usual case: every event has a number (ints and floats only: a bool is no number here).
-            out.append((name, np.array(values, dtype=np.float64).tolist(), times))
+        column = columns.field(name)
+        if not np.isnan(column).any():
+            # The usual case: every event has a number (a bool is no number here).
+            out.append((name, column.tolist(), times))
             continue
+        values = [e.get(name) for e in events]
         present = [i for i, v in enumerate(values) if is_numeric(v)]
         if present:
             out.append((name, [float(values[i]) for i in present], [times[i] for i in present]))
     if any(s.startswith("features.") for s in config.signals):
-        stamps = np.asarray(times)
         for feature in feature_names:
             signal = f"features.{feature}"
             if not config.detectors_for(signal):

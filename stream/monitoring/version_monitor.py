@@ -30,7 +30,7 @@ from stream.monitoring.segments import EXPLAINED_SIGNALS, SegmentMonitor
 from stream.monitoring.signals import signal_series
 from stream.settings import DetectionSettings
 from stream.stats import EventTimeWindows, WindowStats
-from stream.stats.columns import FeatureColumns
+from stream.stats.columns import BatchColumns
 
 # A batch is split at most this many times at window boundaries (see VersionMonitor.process).
 MAX_WINDOW_CUTS = 64
@@ -154,9 +154,9 @@ class VersionMonitor:
         piece had been fed alone.
         """
         # Each feature's column is extracted once for the batch; a piece reads its part.
-        columns = FeatureColumns(events)
+        columns = BatchColumns(events)
         pieces: list[Piece] = []
-        for start, stop in self._window_pieces(events):
+        for start, stop in self._window_pieces(columns):
             pieces += self._process_to_tests(events[start:stop], columns.part(start, stop))
         stream = sorted(self._stream_findings(events, columns), key=lambda f: f.event_time)
         alerts: list[dict[str, Any]] = []
@@ -169,18 +169,17 @@ class VersionMonitor:
             alerts += self._with_drivers(self.lifecycle.observe(findings, piece.watermark)) + piece.segment_alerts
         return alerts
 
-    def _window_pieces(self, events: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    def _window_pieces(self, columns: BatchColumns) -> list[tuple[int, int]]:
         """Where the batch's runs of one tumbling window start and stop."""
-        if len(events) > 1:
-            stamps = np.fromiter((e["timestamp"] for e in events), np.float64, len(events))
-            windows = np.floor(stamps / self.detection.window_s)
+        if len(columns) > 1:
+            windows = np.floor(columns.field("timestamp") / self.detection.window_s)
             cuts = np.flatnonzero(windows[1:] != windows[:-1]) + 1
             # Events badly out of order would cut the batch into crumbs; those go in one piece.
             if 0 < cuts.size <= MAX_WINDOW_CUTS:
-                return list(zip([0, *cuts.tolist()], [*cuts.tolist(), len(events)], strict=True))
-        return [(0, len(events))]
+                return list(zip([0, *cuts.tolist()], [*cuts.tolist(), len(columns)], strict=True))
+        return [(0, len(columns))]
 
-    def _stream_findings(self, events: list[dict[str, Any]], columns: FeatureColumns) -> list[Finding]:
+    def _stream_findings(self, events: list[dict[str, Any]], columns: BatchColumns) -> list[Finding]:
         """The stream detectors' findings on ``events`` (after the windows, which learn new feature names)."""
         findings = []
         for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
@@ -188,7 +187,7 @@ class VersionMonitor:
                 findings += rule.update(values, times)
         return findings
 
-    def _process_to_tests(self, events: list[dict[str, Any]], columns: FeatureColumns) -> list[Piece]:
+    def _process_to_tests(self, events: list[dict[str, Any]], columns: BatchColumns) -> list[Piece]:
         """Process ``events`` in pieces that end where a per-window rule's next test is due.
 
         The test then sees the same events whatever the batching, so a replay
@@ -208,7 +207,8 @@ class VersionMonitor:
             done += take
         return pieces
 
-    def _process(self, events: list[dict[str, Any]], columns: FeatureColumns) -> Piece:
+    def _process(self, events: list[dict[str, Any]], columns: BatchColumns) -> Piece:
+        until = float(columns.field("timestamp").max())
         placed = self.windows.update(events, columns)
         self.events += len(events)
         findings = []
@@ -223,7 +223,7 @@ class VersionMonitor:
         checked = placed
         if self.learner is not None:
             # A batch may complete the reference and go on past it: the rest is checked against it.
-            used, profile = self.learner.learn(events, kinds=self.windows.feature_kinds)
+            used, profile = self.learner.learn(events, self.windows.feature_kinds, columns)
             if profile is not None:
                 self._set_reference(profile)
             checked = _after(placed, events, used) if self.quality is not None else []
@@ -231,10 +231,9 @@ class VersionMonitor:
         if checked:
             window = self.windows.tumbling()
             if len(checked) != len(columns):  # events came too late for any window: their columns are left out
-                columns = FeatureColumns(checked)
+                columns = BatchColumns(checked)
             for window_rule in self.window_rules():
                 findings += window_rule.check_window(window, checked, columns, watermark)
-        until = max(e["timestamp"] for e in events)
         return Piece(findings, watermark, until, self.segments.process(placed))
 
     def _with_drivers(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
-"""A batch's feature values as numeric columns: how a value is read as a number, and each feature's column.
+"""A batch's values as numeric columns: how a value is read as a number, and each feature's and field's column.
 
 Booleans and strings are of the wrong type for a number, and missing values
-are NaN. :class:`FeatureColumns` extracts a feature's column from a batch's
-events once, for every detector that reads it.
+are NaN. :class:`BatchColumns` extracts a column from a batch's events once, for
+the windows, the reference and every detector that reads it.
 """
 
 from __future__ import annotations
@@ -38,39 +38,64 @@ def numeric_column(values: list[Any]) -> tuple[np.ndarray, int]:
     return column, wrong
 
 
-class FeatureColumns:
-    """Each feature's numbers across one batch, extracted once and shared by the detectors.
+class BatchColumns:
+    """One batch's columns, each extracted once and shared by the windows, the reference and the detectors.
 
-    :meth:`part` gives the columns of a run of the batch's events without
-    extracting them again.
+    A feature's numbers (:meth:`get`), a top-level field's numbers such as
+    ``latency_ms`` (:meth:`field`), the rows of features (:meth:`rows`) and
+    the feature names in order of appearance (:meth:`feature_names`).
+    :meth:`part` gives the columns of a run of the batch's events as views of
+    the batch's, without extracting them again.
 
-    >>> cols = FeatureColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
-    >>> cols.get("a").tolist(), cols.part(1, 3).get("a").tolist()
-    ([1.0, nan, nan], [nan, nan])
+    >>> cols = BatchColumns([{"features": {"a": 1.0}, "latency_ms": 5}, {"features": {"a": "x"}}, {}])
+    >>> cols.get("a").tolist(), cols.part(1, 3).get("a").tolist(), cols.field("latency_ms").tolist()
+    ([1.0, nan, nan], [nan, nan], [5.0, nan, nan])
+    >>> list(cols.feature_names()), list(cols.part(2, 3).feature_names())
+    (['a'], [])
     """
 
-    __slots__ = ("_cache", "_events", "_rows", "_span", "_whole", "_wrong")
+    __slots__ = ("_cache", "_events", "_fields", "_names", "_rows", "_span", "_whole", "_wrong")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self._events = events
-        self._rows: list[Any] | None = None
+        self._rows: list[dict[str, Any] | None] | None = None
+        self._names: dict[str, None] | None = None
         self._cache: dict[str, np.ndarray] = {}
+        self._fields: dict[str, np.ndarray] = {}
         # Per feature of a whole batch, how many of its values were of a wrong type.
         self._wrong: dict[str, int] = {}
-        self._whole: FeatureColumns | None = None
+        self._whole: BatchColumns | None = None
         self._span = slice(None)
 
     def __len__(self) -> int:
         return len(self._events)
 
-    def part(self, start: int, stop: int) -> FeatureColumns:
-        """The columns of ``events[start:stop]`` (views of this batch's)."""
-        out = FeatureColumns(self._events[start:stop])
+    def part(self, start: int, stop: int) -> BatchColumns:
+        """The columns of ``events[start:stop]`` (views of this batch's; this object for all of it)."""
+        if start == 0 and stop >= len(self._events):
+            return self
+        out = BatchColumns(self._events[start:stop])
         if self._whole is None:
             out._whole, out._span = self, slice(start, stop)
         else:
             out._whole, out._span = self._whole, slice(self._span.start + start, self._span.start + stop)
         return out
+
+    def rows(self) -> list[dict[str, Any] | None]:
+        """Each event's ``features`` (None where it has none)."""
+        if self._rows is None:
+            self._rows = [e.get("features") for e in self._events]
+        return self._rows
+
+    def feature_names(self) -> dict[str, None]:
+        """The names of the features in these events, in order of first appearance (do not modify)."""
+        if self._names is None:
+            names: dict[str, None] = {}
+            for row in self.rows():
+                if row:
+                    names.update(dict.fromkeys(row))
+            self._names = names
+        return self._names
 
     def get(self, name: str) -> np.ndarray:
         """The feature's values; NaN where it is missing or not a number."""
@@ -79,10 +104,19 @@ class FeatureColumns:
             if self._whole is not None:
                 column = self._whole.get(name)[self._span]
             else:
-                if self._rows is None:
-                    self._rows = [e.get("features") for e in self._events]
-                column, self._wrong[name] = numeric_column([row.get(name) if row else None for row in self._rows])
+                column, self._wrong[name] = numeric_column([row.get(name) if row else None for row in self.rows()])
             self._cache[name] = column
+        return column
+
+    def field(self, name: str) -> np.ndarray:
+        """A top-level field's values (``timestamp``, ``latency_ms``, ...); NaN where missing or not a number."""
+        column = self._fields.get(name)
+        if column is None:
+            if self._whole is not None:
+                column = self._whole.field(name)[self._span]
+            else:
+                column = numeric_column([e.get(name) for e in self._events])[0]
+            self._fields[name] = column
         return column
 
     def with_wrong_typed(self, name: str) -> tuple[np.ndarray, int] | None:
@@ -92,10 +126,10 @@ class FeatureColumns:
         wrong-typed value (the column's NaN does not tell a missing value from
         a wrong one); a caller then reads the events itself.
 
-        >>> cols = FeatureColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
+        >>> cols = BatchColumns([{"features": {"a": 1.0}}, {"features": {"a": "x"}}, {}])
         >>> cols.with_wrong_typed("a")[1], cols.part(0, 1).with_wrong_typed("a")
         (1, None)
-        >>> clean = FeatureColumns([{"features": {"a": 1.0}}, {}])
+        >>> clean = BatchColumns([{"features": {"a": 1.0}}, {}])
         >>> clean.part(1, 2).with_wrong_typed("a")[0].tolist(), clean.part(1, 2).with_wrong_typed("a")[1]
         ([nan], 0)
         """

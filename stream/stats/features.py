@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.columns import FeatureColumns, is_numeric, numeric_column
+from stream.stats.columns import BatchColumns, is_numeric, numeric_column
 from stream.stats.moments import RunningMoments, add_rows_to_moments
 from stream.stats.sketch import QuantileSketch, add_rows_to_sketches
 
@@ -276,7 +276,7 @@ class FeatureSet:
         rows: list[dict[str, Any] | None],
         allowed: dict[str, None] | None = None,
         kinds: dict[str, str] | None = None,
-        columns: FeatureColumns | None = None,
+        columns: BatchColumns | None = None,
     ) -> None:
         """Add the ``features`` dicts of a batch of events (None: no features).
 
@@ -284,8 +284,8 @@ class FeatureSet:
         lets every window of a model track the same capped set. ``kinds``
         (feature -> ``numeric`` or ``categorical``), when given, decides each
         feature's kind, and a kind decided here is added to it. ``columns``,
-        the same rows' columns extracted already, saves reading the numeric
-        features' values again.
+        the same rows' columns (:class:`BatchColumns`), saves reading their
+        names and numeric values again.
 
         >>> kinds = {"a": "numeric"}
         >>> fs = FeatureSet()
@@ -293,10 +293,13 @@ class FeatureSet:
         >>> fs.features["a"].wrong_type, kinds
         (1, {'a': 'numeric', 'b': 'numeric'})
         """
-        names: dict[str, None] = {}
-        for row in rows:
-            if row:
-                names.update(dict.fromkeys(row))
+        if columns is not None:
+            names = columns.feature_names()
+        else:
+            names = {}
+            for row in rows:
+                if row:
+                    names.update(dict.fromkeys(row))
         if allowed is not None:
             names = {k: None for k in names if k in allowed}
         # The numeric features' columns, added together at the end.

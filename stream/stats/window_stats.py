@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.columns import FeatureColumns, numeric_column
+from stream.stats.columns import BatchColumns
 from stream.stats.features import (
     OTHER,
     CategoricalStats,
@@ -80,20 +80,21 @@ class WindowStats:
         events: list[dict[str, Any]],
         tracked: dict[str, None] | None = None,
         kinds: dict[str, str] | None = None,
-        columns: FeatureColumns | None = None,
+        columns: BatchColumns | None = None,
     ) -> None:
         """Add a batch of decoded events (all of this window).
 
         ``tracked`` limits the features counted to those names; ``kinds`` fixes
-        their kinds; ``columns`` are these events' feature columns when
-        extracted already (see :meth:`FeatureSet.update`).
+        their kinds; ``columns`` are these events' columns when some are
+        extracted already (see :class:`BatchColumns`).
         """
         if not events:
             return
-        n = len(events)
-        self.count += n
-        times = [e["timestamp"] for e in events]
-        lo, hi = min(times), max(times)
+        if columns is None:
+            columns = BatchColumns(events)
+        self.count += len(events)
+        times = columns.field("timestamp")
+        lo, hi = float(times.min()), float(times.max())
         if self.first_event_time is None or lo < self.first_event_time:
             self.first_event_time = lo
         if self.last_event_time is None or hi > self.last_event_time:
@@ -109,14 +110,7 @@ class WindowStats:
                 known[kind] = known.get(kind, 0) + c
         add_rows_to_numeric_stats(
             [self.latency, self.confidence, self.tokens_in, self.tokens_out],
-            np.stack(
-                [
-                    np.fromiter((e["latency_ms"] for e in events), np.float64, n),
-                    _column(events, "confidence", n),
-                    _column(events, "tokens_in", n),
-                    _column(events, "tokens_out", n),
-                ]
-            ),
+            np.stack([columns.field(name) for name in ("latency_ms", "confidence", "tokens_in", "tokens_out")]),
         )
         classes: list[Any] = []
         scores: list[float] = []
@@ -133,7 +127,7 @@ class WindowStats:
             self.prediction_classes.update_many(classes)
         if scores:
             self.prediction_scores.update_many(np.asarray(scores, dtype=np.float64))
-        self.features.update([e.get("features") for e in events], tracked, kinds, columns)
+        self.features.update(columns.rows(), tracked, kinds, columns)
 
     def merge(self, other: WindowStats) -> WindowStats:
         """One window spanning both (statistics merged exactly)."""
@@ -242,10 +236,6 @@ class WindowStats:
         out.first_event_time = state["first_event_time"]
         out.last_event_time = state["last_event_time"]
         return out
-
-
-def _column(events: list[dict[str, Any]], name: str, n: int) -> np.ndarray:
-    return numeric_column([e.get(name) for e in events])[0]
 
 
 def _brief(stats: NumericStats) -> dict[str, Any] | None:

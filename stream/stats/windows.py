@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from stream.stats.columns import FeatureColumns
+import numpy as np
+
+from stream.stats.columns import BatchColumns
 from stream.stats.window_stats import WindowStats, window_start
 
 
@@ -97,58 +99,67 @@ class EventTimeWindows:
         """Take features' kinds from the reference: from now on a value of the other kind is ``wrong_type``."""
         self.feature_kinds.update(kinds)
 
-    def _track(self, events: list[dict[str, Any]]) -> None:
+    def _track(self, names_seen: dict[str, None]) -> None:
+        """Track the batch's new feature names (``names_seen``, in order of first appearance) while there is room."""
         names = self.feature_names
-        for e in events:
-            features = e.get("features")
-            if not features:
+        for name in names_seen:
+            if name in names or name in self.untracked_names:
                 continue
-            for name in features:
-                if name in names or name in self.untracked_names:
-                    continue
-                if len(names) < self.max_features:
-                    names[name] = None
-                elif len(self.untracked_names) < 1000:
-                    self.untracked_names.append(name)
-                    self.untracked_features += 1
+            if len(names) < self.max_features:
+                names[name] = None
+            elif len(self.untracked_names) < 1000:
+                self.untracked_names.append(name)
+                self.untracked_features += 1
 
-    def update(self, events: list[dict[str, Any]], columns: FeatureColumns | None = None) -> list[dict[str, Any]]:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[dict[str, Any]]:
         """Place a batch by event time; return the events that were placed.
 
-        ``columns``, the batch's feature columns, are read by a pane that takes the whole batch.
+        ``columns``, the batch's columns, are shared with the panes that take a run of it.
         """
         if not events:
             return []
+        columns = columns or BatchColumns(events)
+        stamps = columns.field("timestamp")
         # Lateness is judged against the watermark before this batch: events
         # that arrive together are not late relative to each other.
         previous = self.watermark
         cutoff = -math.inf if previous is None else previous - self.lateness_s
-        newest = max(e["timestamp"] for e in events)
+        newest = float(stamps.max())
         if previous is None or newest > previous:
             self.watermark = newest
-        by_pane: dict[float, list[dict[str, Any]]] = {}
         pane_s = self.pane_s
-        placed: list[dict[str, Any]] = []
-        for e in events:
-            start = math.floor(e["timestamp"] / pane_s) * pane_s
-            if start + pane_s <= cutoff:
-                self.too_late += 1
-                continue
-            if previous is not None and start + pane_s <= previous:
-                self.late += 1
-            by_pane.setdefault(start, []).append(e)
-            placed.append(e)
-        self._track(placed)
-        for start, batch in by_pane.items():
+        starts = np.floor(stamps / pane_s) * pane_s
+        ends = starts + pane_s
+        kept = ends > cutoff
+        self.too_late += int(len(events) - np.count_nonzero(kept))
+        if previous is not None:
+            self.late += int(np.count_nonzero(kept & (ends <= previous)))
+        if kept.all():
+            placed, placed_columns, placed_starts = events, columns, starts
+        else:
+            at = np.flatnonzero(kept)
+            placed = [events[i] for i in at.tolist()]
+            placed_columns, placed_starts = BatchColumns(placed), starts[at]
+        self._track(placed_columns.feature_names())
+        # Events in time order fall in runs of one pane each; each run takes its part of the columns.
+        cuts = np.flatnonzero(placed_starts[1:] != placed_starts[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(placed)] if placed else [0]
+        runs: dict[float, list[tuple[int, int]]] = {}
+        for lo, hi, start in zip(bounds[:-1], bounds[1:], placed_starts[bounds[:-1]].tolist(), strict=True):
+            runs.setdefault(start, []).append((lo, hi))
+        for start, spans in runs.items():
             pane = self.panes.get(start)
             if pane is None:
                 pane = self.panes[start] = WindowStats(start, start + pane_s, self.max_features, self.max_categories)
-            whole = columns if len(batch) == len(events) else None
-            pane.update(batch, self.feature_names, self.feature_kinds, whole)
+            if len(spans) == 1:
+                lo, hi = spans[0]
+                pane.update(placed[lo:hi], self.feature_names, self.feature_kinds, placed_columns.part(lo, hi))
+            else:
+                pane.update([e for lo, hi in spans for e in placed[lo:hi]], self.feature_names, self.feature_kinds)
         self.events += len(placed)
         self._expire()
         # The same list when nothing came too late, so callers can share work on it.
-        return events if len(placed) == len(events) else placed
+        return placed
 
     def _expire(self) -> None:
         wm = self.watermark

@@ -150,14 +150,14 @@ feature_rows = st.lists(
 @given(feature_rows, feature_rows, st.integers(0, 40), st.integers(0, 40))
 def test_features_counted_from_the_batchs_columns_equal_those_read_from_the_events(earlier, rows, i, j):
     """A window reading numeric features from columns extracted once (whole batch or a run of it) counts alike."""
-    from stream.stats.columns import FeatureColumns
+    from stream.stats.columns import BatchColumns
     from stream.stats.features import FeatureSet
     from stream.worker.state_codec import pack_state
 
     start, stop = sorted((min(i, len(rows)), min(j, len(rows))))
     events = [{"features": row} if row is not None else {} for row in rows]
-    part = FeatureColumns(events).part(start, stop)
-    for columns, run in ((FeatureColumns(events), rows), (part, rows[start:stop])):
+    part = BatchColumns(events).part(start, stop)
+    for columns, run in ((BatchColumns(events), rows), (part, rows[start:stop])):
         if not run:
             continue
         kinds_read: dict[str, str] = {}
@@ -209,7 +209,7 @@ def test_output_series_hold_each_numeric_value_with_its_time_and_leave_the_rest_
     """Confidence and prediction series: every event whose value is a number (not a bool), in order, as floats."""
     from stream.monitoring.monitor_file import MonitorConfig
     from stream.monitoring.signals import signal_series
-    from stream.stats.columns import FeatureColumns
+    from stream.stats.columns import BatchColumns
 
     events = [
         {"timestamp": 100.0 + i, "latency_ms": 5.0, "confidence": c, "prediction": p}
@@ -217,7 +217,7 @@ def test_output_series_hold_each_numeric_value_with_its_time_and_leave_the_rest_
     ]
     series = {
         name: (values, times)
-        for name, values, times in signal_series(events, FeatureColumns(events), MonitorConfig().for_model("m"), [])
+        for name, values, times in signal_series(events, BatchColumns(events), MonitorConfig().for_model("m"), [])
     }
     for name in ("confidence", "prediction"):
         kept = [
