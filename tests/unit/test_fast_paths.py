@@ -229,3 +229,73 @@ def test_output_series_hold_each_numeric_value_with_its_time_and_leave_the_rest_
         assert len(got) == len(kept)
         for (value, at), (want, want_at) in zip(got, kept, strict=True):
             assert at == want_at and (value == want or (np.isnan(value) and np.isnan(want)))
+
+
+placed_events = st.lists(
+    # Times on pane boundaries as well as between them.
+    st.tuples(
+        st.one_of(st.floats(0.0, 400.0, allow_nan=False), st.integers(0, 80).map(lambda k: k * 5.0)),
+        feature_rows.map(lambda rows: rows[0]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(placed_events, placed_events, st.integers(1, 3))
+def test_a_batch_is_placed_in_panes_as_an_event_by_event_placement_would(earlier, batch, max_features):
+    """Panes of a batch placed at once (numpy, runs of the batch's columns) equal those of the plain loop below.
+
+    The batch's events are out of order, span several panes, and some are late
+    or too late against the watermark the earlier batch left.
+    """
+    import math
+
+    from stream.stats import EventTimeWindows, WindowStats
+    from stream.worker.state_codec import pack_state
+
+    def events_of(drawn):
+        return [
+            {"timestamp": t, "latency_ms": t % 7, **({"features": row} if row is not None else {})} for t, row in drawn
+        ]
+
+    def place_one_by_one(w: EventTimeWindows, events: list[dict]) -> list[dict]:
+        previous = w.watermark
+        cutoff = -math.inf if previous is None else previous - w.lateness_s
+        newest = max(e["timestamp"] for e in events)
+        if previous is None or newest > previous:
+            w.watermark = newest
+        by_pane: dict[float, list[dict]] = {}
+        placed = []
+        for e in events:
+            start = math.floor(e["timestamp"] / w.pane_s) * w.pane_s
+            if start + w.pane_s <= cutoff:
+                w.too_late += 1
+                continue
+            w.late += previous is not None and start + w.pane_s <= previous
+            by_pane.setdefault(start, []).append(e)
+            placed.append(e)
+        for e in placed:
+            for name in e.get("features") or {}:
+                if name not in w.feature_names and name not in w.untracked_names:
+                    if len(w.feature_names) < w.max_features:
+                        w.feature_names[name] = None
+                    else:
+                        w.untracked_names.append(name)
+                        w.untracked_features += 1
+        for start, events_in_pane in by_pane.items():
+            pane = w.panes.get(start)
+            if pane is None:
+                pane = w.panes[start] = WindowStats(start, start + w.pane_s, w.max_features, w.max_categories)
+            pane.update(events_in_pane, w.feature_names, w.feature_kinds)
+        w.events += len(placed)
+        w._expire()
+        return placed
+
+    fast = EventTimeWindows(tumbling_s=60, hopping_s=120, hop_s=30, lateness_s=45, max_features=max_features)
+    plain = EventTimeWindows(tumbling_s=60, hopping_s=120, hop_s=30, lateness_s=45, max_features=max_features)
+    for drawn in (earlier, batch):
+        events = events_of(drawn)
+        assert fast.update(events) == place_one_by_one(plain, events)
+    assert pack_state(fast.to_dict()) == pack_state(plain.to_dict())
