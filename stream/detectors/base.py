@@ -66,9 +66,19 @@ def percentiles(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     >>> percentiles(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 2.0, 9.0])).tolist()
     [0.0, 0.375, 1.0]
     """
-    return (np.searchsorted(reference, values, "left") + np.searchsorted(reference, values, "right")) / (
-        2.0 * len(reference)
-    )
+    values = np.asarray(values)
+    right = np.searchsorted(reference, values, "right")
+    if not reference.size or np.isnan(reference[-1]):  # NaN sorts last: equality cannot find its ties
+        return (np.searchsorted(reference, values, "left") + right) / (2.0 * len(reference))
+    # A value's left and right ranks differ only where it equals a reference value, the one just
+    # before its right rank; continuous signals seldom do, so the second search is mostly skipped.
+    # (At a right rank of 0 this compares with the largest value, which cannot be equal.)
+    tied = reference[right - 1] == values
+    if not tied.any():
+        return right / float(len(reference))
+    left = right.copy()
+    left[tied] = np.searchsorted(reference, values[tied], "left")
+    return (left + right) / (2.0 * len(reference))
 
 
 # Above about this many values, numpy's partition of every row at two places at once (the two

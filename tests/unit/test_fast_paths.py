@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from stream.detectors.base import TWO_KTH_PARTITION_LIMIT, row_medians
+from stream.detectors.base import TWO_KTH_PARTITION_LIMIT, percentiles, row_medians
 
 finite = st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False, width=64)
 any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
@@ -299,3 +299,21 @@ def test_a_batch_is_placed_in_panes_as_an_event_by_event_placement_would(earlier
         events = events_of(drawn)
         assert fast.update(events) == place_one_by_one(plain, events)
     assert pack_state(fast.to_dict()) == pack_state(plain.to_dict())
+
+
+percentile_values = hnp.arrays(
+    np.float64,
+    st.integers(0, 80),
+    elements=st.one_of(finite, any_float, st.sampled_from([0.0, 1.0, 2.0, 2.5, 3.0])),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(percentile_values.filter(lambda a: a.size > 0), percentile_values)
+def test_percentiles_equal_the_mean_of_numpys_left_and_right_ranks(reference, values):
+    """One search where no value ties a reference value gives the mid-ranks of both searches, bit for bit."""
+    reference = np.sort(reference)
+    both = (np.searchsorted(reference, values, "left") + np.searchsorted(reference, values, "right")) / (
+        2.0 * len(reference)
+    )
+    np.testing.assert_array_equal(percentiles(reference, values), both)
