@@ -66,37 +66,49 @@ class Ingest:
         """Apply a batch from the intake, model by model: its events together, then its labels; checkpoint if due.
 
         A model's labels go after its events so that a label and its prediction in one batch join at once.
+        Each model's records are decoded just before they are applied, so that only one model's decoded
+        events are held at a time, not a whole take's.
         """
         admitted = await self.admission.admit(records)
         labels_topic = self.settings.topics.labels
-        events: dict[str, list[RecordInput]] = {}
-        labels: dict[str, list[RecordInput]] = {}
+        # By record key, the model's name: a record whose items name another model is rejected as it is decoded.
+        by_key: dict[bytes | None, tuple[list[tuple[Any, bool]], list[tuple[Any, bool]]]] = {}
         event_records = 0
-        decoded_since_pause = 0
         for record, first_read in admitted:
             message = record.message
             self.read_offsets[(message.topic, message.partition)] = message.offset
-            inp, rejects = self._decode(record)
-            # A record read again had its rejects dead-lettered the first time.
-            for reject in rejects if first_read else ():
-                await self.outputs.dead_letter(reject, record.key, message)
             is_label = message.topic == labels_topic
             event_records += first_read and not is_label
+            by_key.setdefault(record.key, ([], []))[is_label].append((record, first_read))
+        # Model by model, so that a batch with more models than the state cache holds reads
+        # each state back once, not once for its events and again for its labels.
+        for event_records_of_key, label_records_of_key in by_key.values():
+            events = await self._decode_all(event_records_of_key)
+            labels = await self._decode_all(label_records_of_key)
+            model = (events or labels)[0].items[0]["model"] if events or labels else None
+            if model is not None:
+                await self._apply_model(model, events, labels)
+        # Counted once handled, so a health check that sees them counted sees their effects too.
+        self.counters.records += event_records
+        self.metrics.records.inc(event_records)
+        await self.checkpointer.checkpoint()
+
+    async def _decode_all(self, records: list[tuple[Any, bool]]) -> list[RecordInput]:
+        """The records' items to apply, in order; what they reject is dead-lettered (once: not when read again)."""
+        inputs = []
+        decoded_since_pause = 0
+        for record, first_read in records:
+            inp, rejects = self._decode(record)
+            for reject in rejects if first_read else ():
+                await self.outputs.dead_letter(reject, record.key, record.message)
             if inp is not None:
-                (labels if is_label else events).setdefault(inp.items[0]["model"], []).append(inp)
+                inputs.append(inp)
                 decoded_since_pause += len(inp.items)
             decoded_since_pause += len(rejects)
             if decoded_since_pause >= STEP_EVENTS[1]:
                 decoded_since_pause = 0
                 await asyncio.sleep(0)
-        # Model by model, so that a batch with more models than the state cache holds reads
-        # each state back once, not once for its events and again for its labels.
-        for model in dict.fromkeys([*events, *labels]):
-            await self._apply_model(model, events.get(model, []), labels.get(model, []))
-        # Counted once handled, so a health check that sees them counted sees their effects too.
-        self.counters.records += event_records
-        self.metrics.records.inc(event_records)
-        await self.checkpointer.checkpoint()
+        return inputs
 
     async def _apply_model(self, model: str, events: list[RecordInput], labels: list[RecordInput]) -> None:
         """Apply one model's share of a batch: its events in steps, then its labels."""
