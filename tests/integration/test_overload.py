@@ -28,7 +28,7 @@ ENVELOPE = 100
 # LLM output text the current detectors ignore: it makes the backlog large in
 # bytes (about 570 MB) without making the worker slower to work through it. The
 # worker reads ahead a fixed number of bytes (four takes of ingest_batch_mb) and
-# decodes a model's share of a take at a time, about 100 MB here with 300 MB or
+# decodes a model's share of a take at a time, about 100 MB here with 318 MB or
 # 570 MB behind it, so the backlog must be several times that for the bound below
 # to tell a bounded read-ahead from memory that grows with the backlog.
 TEXT = "lorem ipsum " * 140
