@@ -54,7 +54,8 @@ class ReferenceLearner:
 
         ``columns``, the events' columns when extracted already for the windows, are not extracted again.
         """
-        columns = columns or BatchColumns(events)
+        if columns is None:
+            columns = BatchColumns(events)
         room = self._room(events, columns)
         self.stats.update(events[:room], kinds=kinds, columns=columns.part(0, room))
         used = min(room, len(events))

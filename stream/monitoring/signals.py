@@ -29,8 +29,9 @@ def signal_series(
     for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
         if not config.detectors_for(name):
             continue
-        column = columns.field(name)
-        if not np.isnan(column).any():
+        # A batch of classes (not numbers) is not worth a column: its first value tells.
+        column = columns.field(name) if events and is_numeric(events[0].get(name)) else None
+        if column is not None and not np.isnan(column).any():
             # The usual case: every event has a number (a bool is no number here).
             out.append((name, column.tolist(), times))
             continue

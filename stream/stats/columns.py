@@ -38,6 +38,19 @@ def numeric_column(values: list[Any]) -> tuple[np.ndarray, int]:
     return column, wrong
 
 
+def feature_names_in(rows: list[dict[str, Any] | None]) -> dict[str, None]:
+    """The names in ``rows`` of features (None: an event without features), in order of first appearance.
+
+    >>> list(feature_names_in([{"b": 1}, None, {"a": 2, "b": 3}]))
+    ['b', 'a']
+    """
+    names: dict[str, None] = {}
+    for row in rows:
+        if row:
+            names.update(dict.fromkeys(row))
+    return names
+
+
 class BatchColumns:
     """One batch's columns, each extracted once and shared by the windows, the reference and the detectors.
 
@@ -90,11 +103,7 @@ class BatchColumns:
     def feature_names(self) -> dict[str, None]:
         """The names of the features in these events, in order of first appearance (do not modify)."""
         if self._names is None:
-            names: dict[str, None] = {}
-            for row in self.rows():
-                if row:
-                    names.update(dict.fromkeys(row))
-            self._names = names
+            self._names = feature_names_in(self.rows())
         return self._names
 
     def get(self, name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.stats.columns import BatchColumns, is_numeric, numeric_column
+from stream.stats.columns import BatchColumns, feature_names_in, is_numeric, numeric_column
 from stream.stats.moments import RunningMoments, add_rows_to_moments
 from stream.stats.sketch import QuantileSketch, add_rows_to_sketches
 
@@ -293,13 +293,7 @@ class FeatureSet:
         >>> fs.features["a"].wrong_type, kinds
         (1, {'a': 'numeric', 'b': 'numeric'})
         """
-        if columns is not None:
-            names = columns.feature_names()
-        else:
-            names = {}
-            for row in rows:
-                if row:
-                    names.update(dict.fromkeys(row))
+        names = columns.feature_names() if columns is not None else feature_names_in(rows)
         if allowed is not None:
             names = {k: None for k in names if k in allowed}
         # The numeric features' columns, added together at the end.

@@ -118,7 +118,8 @@ class EventTimeWindows:
         """
         if not events:
             return []
-        columns = columns or BatchColumns(events)
+        if columns is None:
+            columns = BatchColumns(events)
         stamps = columns.field("timestamp")
         # Lateness is judged against the watermark before this batch: events
         # that arrive together are not late relative to each other.
@@ -134,6 +135,9 @@ class EventTimeWindows:
         self.too_late += int(len(events) - np.count_nonzero(kept))
         if previous is not None:
             self.late += int(np.count_nonzero(kept & (ends <= previous)))
+        if not kept.any():
+            self._expire()
+            return []
         if kept.all():
             placed, placed_columns, placed_starts = events, columns, starts
         else:
@@ -143,7 +147,7 @@ class EventTimeWindows:
         self._track(placed_columns.feature_names())
         # Events in time order fall in runs of one pane each; each run takes its part of the columns.
         cuts = np.flatnonzero(placed_starts[1:] != placed_starts[:-1]) + 1
-        bounds = [0, *cuts.tolist(), len(placed)] if placed else [0]
+        bounds = [0, *cuts.tolist(), len(placed)]
         runs: dict[float, list[tuple[int, int]]] = {}
         for lo, hi, start in zip(bounds[:-1], bounds[1:], placed_starts[bounds[:-1]].tolist(), strict=True):
             runs.setdefault(start, []).append((lo, hi))

@@ -82,12 +82,11 @@ class Ingest:
             by_key.setdefault(record.key, ([], []))[is_label].append((record, first_read))
         # Model by model, so that a batch with more models than the state cache holds reads
         # each state back once, not once for its events and again for its labels.
-        for event_records_of_key, label_records_of_key in by_key.values():
-            events = await self._decode_all(event_records_of_key)
-            labels = await self._decode_all(label_records_of_key)
-            model = (events or labels)[0].items[0]["model"] if events or labels else None
-            if model is not None:
-                await self._apply_model(model, events, labels)
+        for events_of_key, labels_of_key in by_key.values():
+            events = await self._decode_all(events_of_key)
+            labels = await self._decode_all(labels_of_key)
+            if events or labels:
+                await self._apply_model((events or labels)[0].items[0]["model"], events, labels)
         # Counted once handled, so a health check that sees them counted sees their effects too.
         self.counters.records += event_records
         self.metrics.records.inc(event_records)
