@@ -116,6 +116,19 @@ def row_medians(rows: np.ndarray, finite: bool = False) -> np.ndarray:
     return (part[:, k - 1] + part[:, k]) / 2
 
 
+def float_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Values and timestamps as float64 arrays (no copy of arrays that are already), of equal length.
+
+    >>> float_series([1, 2], [0.5, 0.6])
+    (array([1., 2.]), array([0.5, 0.6]))
+    """
+    xs = np.asarray(values, dtype=np.float64)
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if len(xs) != len(ts):
+        raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+    return xs, ts
+
+
 def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[list[float], list[float]]:
     """Values and timestamps as plain floats (numpy scalars must not leak into JSON state), of equal length.
 

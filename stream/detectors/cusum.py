@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding, check_state_version, percentiles, plain_series, stream_window
+from stream.detectors.base import Finding, check_state_version, float_series, percentiles, stream_window
 
 STATE_VERSION = 2
 # Fewer blocks than this go through the CUSUMs one at a time: taking blocks at once costs
@@ -216,14 +216,14 @@ class PercentileCusumRule:
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return one finding per change."""
-        xs, ts = plain_series(values, timestamps)
+        xs, ts = float_series(values, timestamps)
         findings: list[Finding] = []
         i = 0
         kept = 0  # xs[:kept] are in the recent values
         while i < len(xs):
             if not self.ready:
                 take = min(self.warmup - len(self.baseline), len(xs) - i)
-                self._learn(xs[i : i + take])
+                self._learn(xs[i : i + take].tolist())
                 used, found = take, None
             else:
                 found, used = self._test(xs[i:], ts[i:])
@@ -236,7 +236,7 @@ class PercentileCusumRule:
         self._remember(xs[kept:], ts[kept:])
         return findings
 
-    def _remember(self, xs: list[float], ts: list[float]) -> None:
+    def _remember(self, xs: np.ndarray, ts: np.ndarray) -> None:
         # Only the last warmup values are kept: do not convert the rest of a large batch.
         tail = max(0, len(xs) - self.warmup)
         start = max(0, len(self.recent_values) + len(xs) - tail - self.warmup)
@@ -265,9 +265,9 @@ class PercentileCusumRule:
     def _percentiles(self, xs: np.ndarray) -> np.ndarray:
         return percentiles(np.asarray(self.baseline), xs)
 
-    def _test(self, xs: list[float], ts: list[float]) -> tuple[Finding | None, int]:
+    def _test(self, xs: np.ndarray, ts: np.ndarray) -> tuple[Finding | None, int]:
         """Run the CUSUMs over whole blocks of ``xs``; stop at the first change. Returns it and values used."""
-        pit = self._percentiles(np.asarray(xs))
+        pit = self._percentiles(xs)
         b = self.block
         i = 0
         if self.partial:
@@ -278,14 +278,15 @@ class PercentileCusumRule:
             block = np.asarray(self.partial)
             self.partial = []
             assert self.partial_start is not None
-            found = self._step(float(block.mean()), float(np.abs(block - 0.5).mean()), self.partial_start, ts[i - 1])
+            end = float(ts[i - 1])
+            found = self._step(float(block.mean()), float(np.abs(block - 0.5).mean()), self.partial_start, end)
             if found is not None:
                 return found, i
         whole = (len(pit) - i) // b
         if whole:
             blocks = pit[i : i + whole * b].reshape(whole, b)
             means = {"location": blocks.mean(axis=1), "spread": np.abs(blocks - 0.5).mean(axis=1)}
-            starts = np.asarray(ts[i : i + whole * b : b], dtype=np.float64)
+            starts = ts[i : i + whole * b : b]
             k = 0
             while k < whole:
                 if whole - k >= MIN_BLOCKS_AT_ONCE:
@@ -293,13 +294,15 @@ class PercentileCusumRule:
                     if k == whole:
                         break
                 start, end = i + k * b, i + (k + 1) * b
-                found = self._step(float(means["location"][k]), float(means["spread"][k]), ts[start], ts[end - 1])
+                found = self._step(
+                    float(means["location"][k]), float(means["spread"][k]), float(ts[start]), float(ts[end - 1])
+                )
                 if found is not None:
                     return found, end
                 k += 1
             i += whole * b
         if i < len(pit):
-            self.partial, self.partial_start = pit[i:].tolist(), ts[i]
+            self.partial, self.partial_start = pit[i:].tolist(), float(ts[i])
         return None, len(xs)
 
     def _quiet_blocks(self, means: dict[str, np.ndarray], starts: np.ndarray, k: int) -> int:

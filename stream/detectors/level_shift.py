@@ -37,7 +37,14 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import signal
 
-from stream.detectors.base import Finding, check_state_version, right_skewed, row_medians, stream_window
+from stream.detectors.base import (
+    Finding,
+    check_state_version,
+    float_series,
+    right_skewed,
+    row_medians,
+    stream_window,
+)
 
 STATE_VERSION = 2
 MAD_TO_SD = 1.4826
@@ -124,13 +131,11 @@ class LevelShiftRule:
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return one finding per change."""
-        xs = np.asarray(values, dtype=np.float64)
-        if len(xs) != len(timestamps):
-            raise ValueError(f"{len(xs)} values but {len(timestamps)} timestamps")
+        xs, ts = float_series(values, timestamps)
         if self.log_scale:
             xs = _log(xs)
         self.xs = np.concatenate([self.xs, xs])
-        self.ts = np.concatenate([self.ts, np.asarray(timestamps, dtype=np.float64)])
+        self.ts = np.concatenate([self.ts, ts])
         if self.log_scale is None:
             if len(self.xs) < self.warmup:
                 return []

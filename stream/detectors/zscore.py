@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from stream.detectors.base import Finding, check_state_version
+from stream.detectors.base import Finding, check_state_version, float_series
 from stream.detectors.outliers import WindowOutlierCount
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
@@ -106,10 +106,7 @@ class ZScoreRule:
         in at once: the weighted mean and variance are linear recursions
         there, run as filters. Outliers, and the values before, go one by one.
         """
-        xs = np.asarray(values, dtype=np.float64)
-        ts = np.asarray(timestamps, dtype=np.float64)
-        if len(xs) != len(ts):
-            raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
+        xs, ts = float_series(values, timestamps)
         ys = np.log1p(np.maximum(xs, 0.0)) if self.log_scale else xs
         settled = max(self.warmup, math.ceil(1.0 / self.alpha))
         findings: list[Finding] = []
