@@ -10,6 +10,7 @@ null value in ``missing``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,20 +151,36 @@ class CategoricalStats:
 
     def update_many(self, values: list[Any]) -> None:
         """Add values; None stands for missing."""
+        try:
+            # Each distinct value once, in order of first appearance, with how often it came: the
+            # same counts and the same categories admitted under the cap as value by value, since
+            # a category admitted stays and one refused is refused for the rest of the batch.
+            # Keyed by type too: True == 1 == 1.0 as keys, but they are three categories.
+            distinct = Counter(zip(map(type, values), values, strict=True))
+        except TypeError:  # an unhashable value (a list or an object)
+            distinct = None
+        # 0.0 and -0.0 are one key but two categories.
+        if distinct is None or (float, 0.0) in distinct:
+            for value in values:
+                self._add(value, 1)
+        else:
+            for (_, value), times in distinct.items():
+                self._add(value, times)
+
+    def _add(self, value: Any, times: int) -> None:
+        self.count += times
+        if value is None:
+            self.missing += times
+            return
         counts = self.counts
-        for value in values:
-            self.count += 1
-            if value is None:
-                self.missing += 1
-                continue
-            key = category(value)
-            if key in counts:
-                counts[key] += 1
-            elif len(counts) - (OTHER in counts) < self.max_categories:
-                counts[key] = 1
-            else:
-                self.distinct_capped = True
-                counts[OTHER] = counts.get(OTHER, 0) + 1
+        key = category(value)
+        if key in counts:
+            counts[key] += times
+        elif len(counts) - (OTHER in counts) < self.max_categories:
+            counts[key] = times
+        else:
+            self.distinct_capped = True
+            counts[OTHER] = counts.get(OTHER, 0) + times
 
     def merge(self, other: CategoricalStats) -> CategoricalStats:
         """Both windows' counts in one (still bounded)."""

@@ -317,3 +317,42 @@ def test_percentiles_equal_the_mean_of_numpys_left_and_right_ranks(reference, va
         2.0 * len(reference)
     )
     np.testing.assert_array_equal(percentiles(reference, values), both)
+
+
+category_value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.sampled_from([0.0, -0.0, 1.0, float("nan"), 2.5]),
+    st.sampled_from(["a", "b", "1", "true", "x" * 130]),
+    st.lists(st.integers(0, 1), max_size=1),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.lists(category_value, max_size=30), min_size=1, max_size=3),
+    st.integers(1, 6),
+)
+def test_categories_counted_per_distinct_value_equal_those_counted_value_by_value(batches, max_categories):
+    """Counts, the cap and the missing count as a loop over the values gives (True, 1 and 1.0; 0.0 and -0.0)."""
+    from stream.stats.features import OTHER, CategoricalStats, category
+
+    stats = CategoricalStats(max_categories)
+    counts: dict[str, int] = {}
+    missing = 0
+    capped = False
+    for values in batches:
+        stats.update_many(values)
+        for value in values:
+            if value is None:
+                missing += 1
+                continue
+            key = category(value)
+            if key in counts or len(counts) - (OTHER in counts) < max_categories:
+                counts[key] = counts.get(key, 0) + 1
+            else:
+                capped = True
+                counts[OTHER] = counts.get(OTHER, 0) + 1
+    assert list(stats.counts.items()) == list(counts.items())
+    assert (stats.count, stats.missing, stats.distinct_capped) == (sum(map(len, batches)), missing, capped)
