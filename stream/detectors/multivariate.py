@@ -144,7 +144,8 @@ class MahalanobisRule:
         """
         if not events:
             return []
-        x = self._matrix(columns or BatchColumns(events))
+        columns = columns or BatchColumns(events)
+        x = self._matrix(columns)
         self.correlations.accumulate(x, float(events[0]["timestamp"]))
         if self.seen < self.warmup:
             self._learn_warmup(x)
@@ -155,19 +156,25 @@ class MahalanobisRule:
         limit = self.distances.quantile(self.quantile) if self.distances.count else None
         findings = []
         normal = np.ones(len(events), dtype=bool)
-        for i, e in enumerate(events):
-            ts = float(e["timestamp"])
+        times = columns.field("timestamp")
+        scoring = limit is not None and self.seen >= self.warmup + 1000
+        # The runs of normal events between two outliers are counted at once; outliers one by one.
+        counted = 0
+        for i in np.flatnonzero(d2 > limit * self.margin).tolist() if scoring else ():
+            self.count.see_many(times[counted:i])
+            counted = i + 1
+            ts = float(times[i])
             self.count.see(ts)
-            if limit is not None and self.seen >= self.warmup + 1000 and d2[i] > limit * self.margin:
-                normal[i] = False
-                if d2[i] >= self.count.max_score:
-                    order = np.argsort(-np.abs(z[i]))[:3]
-                    self.worst = [
-                        {"feature": self.features[j], "z": round(float(z[i, j]), 3), "value": self._raw(x[i, j], j)}
-                        for j in order
-                    ]
-                if self.count.outlier(float(d2[i]), float(d2[i]), ts):
-                    findings.append(self._finding(ts, limit * self.margin))
+            normal[i] = False
+            if d2[i] >= self.count.max_score:
+                order = np.argsort(-np.abs(z[i]))[:3]
+                self.worst = [
+                    {"feature": self.features[j], "z": round(float(z[i, j]), 3), "value": self._raw(x[i, j], j)}
+                    for j in order
+                ]
+            if self.count.outlier(float(d2[i]), float(d2[i]), ts):
+                findings.append(self._finding(ts, limit * self.margin))
+        self.count.see_many(times[counted:])
         self.distances.update_many(d2[normal])
         self._learn(x[normal])
         return findings

@@ -71,6 +71,8 @@ class WindowOutlierCount:
         >>> count.see_many(np.array([50.0, 70.0, 65.0, 119.0])); count.window_start, count.window_count
         (60.0, 3)
         """
+        if not len(timestamps):
+            return
         starts = np.floor(timestamps / self.window_s) * self.window_s
         current = -math.inf if self.window_start is None else self.window_start
         # An event opens a window when it starts later than every window before it.

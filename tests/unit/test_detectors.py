@@ -300,3 +300,54 @@ def test_js_distance_is_scipy_s_jensen_shannon_distance_in_base_2():
             p[0] -= 1e-12  # a rounding-error negative weight, as a difference of cdfs gives
             want = jensenshannon(np.clip(p, 0, None), np.clip(q, 0, None), base=2)
             assert js_distance(p, q) == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_mahalanobis_counts_a_batch_as_the_event_by_event_loop_does():
+    """Runs of normal events counted at once: the same window counts, outliers, worst features and findings."""
+    from stream.detectors.multivariate import MahalanobisRule
+    from stream.stats.columns import BatchColumns
+
+    def event_by_event(rule, events):
+        # The loop the rule ran before its runs of normal events were counted at once.
+        x = rule._matrix(BatchColumns(events))
+        rule.correlations.accumulate(x, float(events[0]["timestamp"]))
+        d2, z = rule._distances(x)
+        limit = rule.distances.quantile(rule.quantile)
+        findings, normal = [], np.ones(len(events), dtype=bool)
+        for i, e in enumerate(events):
+            ts = float(e["timestamp"])
+            rule.count.see(ts)
+            if d2[i] > limit * rule.margin:
+                normal[i] = False
+                if d2[i] >= rule.count.max_score:
+                    order = np.argsort(-np.abs(z[i]))[:3]
+                    rule.worst = [
+                        {"feature": rule.features[j], "z": round(float(z[i, j]), 3), "value": rule._raw(x[i, j], j)}
+                        for j in order
+                    ]
+                if rule.count.outlier(float(d2[i]), float(d2[i]), ts):
+                    findings.append(rule._finding(ts, limit * rule.margin))
+        rule.distances.update_many(d2[normal])
+        rule._learn(x[normal])
+        return findings
+
+    rng = np.random.default_rng(11)
+    rule_of = lambda: MahalanobisRule(["a", "b", "c"], min_outliers=3, min_share=0.002)  # noqa: E731
+    trained = rule_of()
+    for k in range(0, 20_000, 500):
+        trained.update(correlated_events(rng, 500, t0=k * 0.01))
+    # Normal and broken vectors mixed, over a window boundary (t = 240), some in a row.
+    events = correlated_events(rng, 3000, t0=220.0)
+    odd = correlated_events(rng, 3000, t0=220.0, odd=True)
+    for i in [*range(100, 110), *rng.choice(3000, 300, replace=False).tolist()]:
+        events[i] = odd[i]
+    batched, looped = rule_of(), rule_of()
+    for rule in (batched, looped):
+        rule.load_state(unpack_state(pack_state(trained.to_dict())))
+    found_batched, found_looped = [], []
+    for k in range(0, len(events), 700):
+        found_batched += batched.update(events[k : k + 700])
+        found_looped += event_by_event(looped, events[k : k + 700])
+    assert len(found_batched) == 2  # one per window
+    assert [f.evidence for f in found_batched] == [f.evidence for f in found_looped]
+    assert pack_state(batched.to_dict()) == pack_state(looped.to_dict())
