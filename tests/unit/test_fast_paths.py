@@ -32,7 +32,9 @@ def test_row_medians_equal_numpys_median_bit_for_bit(rows):
 @settings(max_examples=200, deadline=None)
 @given(hnp.arrays(np.float64, st.tuples(st.integers(1, 10), st.integers(1, 12)), elements=any_float))
 def test_row_medians_agree_with_numpy_on_nan_and_infinities(rows):
-    assert np.array_equal(row_medians(rows), np.median(rows, axis=1), equal_nan=True)
+    # The mean of two middles near the largest float overflows to infinity, in both; numpy warns of it.
+    with np.errstate(over="ignore"):
+        assert np.array_equal(row_medians(rows), np.median(rows, axis=1), equal_nan=True)
 
 
 def test_row_medians_of_a_sliding_view_of_ties():
