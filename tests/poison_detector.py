@@ -17,9 +17,11 @@ class PoisonRule:
         self.signal = signal
         self.poison = poison
         self.seen = 0
+        self.fed: list[tuple[type, type]] = []  # the type of each batch of values, and of its first value
 
     def update(self, values: list[float], times: list[float]) -> list[Any]:
         """Count ``values``; raise part-way through when the poison is among them."""
+        self.fed.append((type(values), type(values[0])))
         for value in values:
             if value == self.poison:
                 raise ValueError(f"poisoned value {value} on {self.signal}")

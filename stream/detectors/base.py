@@ -252,7 +252,9 @@ class Finding:
 class SignalDetector(Protocol):
     """A detector fed one signal's values with their event times, as the monitor file names them.
 
-    Built as ``Class(signal, window_s=..., **params)``. ``update`` returns a
+    Built as ``Class(signal, window_s=..., **params)``. ``update`` takes
+    the values and times as lists of floats (the built-in detectors are
+    given float64 arrays, which they take as they are), returns a
     finding per detection and must decide the same whatever the batching;
     ``to_dict`` returns plain JSON data (never pickle) that ``load_state``
     restores, refusing a state version it does not know with ``ValueError``.

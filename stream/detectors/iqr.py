@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding, check_state_version
+from stream.detectors.base import Finding, check_state_version, plain_series
 from stream.detectors.outliers import WindowOutlierCount
 
 STATE_VERSION = 2
@@ -98,8 +98,8 @@ class IQRRule:
         findings: list[Finding] = []
         count = self.count
         lo, hi = self.fences()
-        for x, ts in zip(values, timestamps, strict=True):
-            x, ts = float(x), float(ts)  # numpy scalars must not leak into the JSON state
+        # Plain floats: numpy scalars must not leak into the JSON state.
+        for x, ts in zip(*plain_series(values, timestamps), strict=True):
             count.see(ts)
             self.seen += 1
             outlier = False

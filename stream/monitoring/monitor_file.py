@@ -46,10 +46,12 @@ import copy
 import importlib
 import inspect
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.detectors.base import Finding, plain_series
 from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.iqr import IQRRule
 from stream.detectors.level_shift import LevelShiftRule
@@ -171,9 +173,29 @@ def _build_custom_rule(signal: str, name: str, params: dict[str, Any], window_s:
     if missing:
         raise ConfigError(f"{path}: detector {name!r} lacks {', '.join(missing)}")
     try:
-        return cls(signal, window_s=window_s, **params)
+        return PlainListFeed(cls(signal, window_s=window_s, **params))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+class PlainListFeed:
+    """A detector of one's own, fed lists of plain floats as the protocol promises; otherwise the detector itself.
+
+    The built-in detectors take a batch's float64 arrays as they are. A class
+    written against the protocol may test ``if not values`` or add lists,
+    which arrays do not allow.
+    """
+
+    def __init__(self, rule: Any) -> None:
+        self.rule = rule
+
+    def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
+        return self.rule.update(*plain_series(values, timestamps))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "rule":  # a copy being built, before its __init__
+            raise AttributeError(name)
+        return getattr(self.rule, name)
 
 
 def _known_parameters(name: str) -> list[str]:

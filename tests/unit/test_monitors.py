@@ -142,6 +142,8 @@ detectors = ["zscore", "tests.poison_detector:PoisonRule"]
     mon.process([{"model_version": "1", "timestamp": 1.0 + i, "latency_ms": 1.0 + i, "error": None} for i in range(3)])
     rule = mon.versions["1"].rules("latency_ms")["tests.poison_detector:PoisonRule"]
     assert rule.seen == 3 and rule.poison == 5.0
+    # Lists of plain floats, as the protocol says (the built-in detectors take arrays).
+    assert rule.fed == [(list, float)]
 
 
 @pytest.mark.parametrize(
