@@ -166,18 +166,21 @@ class MahalanobisRule:
             ts = float(times[i])
             self.count.see(ts)
             normal[i] = False
-            if d2[i] >= self.count.max_score:
-                order = np.argsort(-np.abs(z[i]))[:3]
-                self.worst = [
-                    {"feature": self.features[j], "z": round(float(z[i, j]), 3), "value": self._raw(x[i, j], j)}
-                    for j in order
-                ]
-            if self.count.outlier(float(d2[i]), float(d2[i]), ts):
+            if self.outlier(float(d2[i]), z[i], x[i], ts):
                 findings.append(self._finding(ts, limit * self.margin))
         self.count.see_many(times[counted:])
         self.distances.update_many(d2[normal])
         self._learn(x[normal])
         return findings
+
+    def outlier(self, d2: float, z: np.ndarray, x: np.ndarray, ts: float) -> bool:
+        """Count the vector just seen (its squared distance, z-scores and values) as an outlier; True to fire now."""
+        if d2 >= self.count.max_score:
+            order = np.argsort(-np.abs(z))[:3]
+            self.worst = [
+                {"feature": self.features[j], "z": round(float(z[j]), 3), "value": self._raw(x[j], j)} for j in order
+            ]
+        return self.count.outlier(d2, d2, ts)
 
     def _raw(self, value: float, j: int) -> float:
         return float(np.exp(value)) if self.log_mask[j] else float(value)

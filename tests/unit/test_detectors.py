@@ -319,13 +319,7 @@ def test_mahalanobis_counts_a_batch_as_the_event_by_event_loop_does():
             rule.count.see(ts)
             if d2[i] > limit * rule.margin:
                 normal[i] = False
-                if d2[i] >= rule.count.max_score:
-                    order = np.argsort(-np.abs(z[i]))[:3]
-                    rule.worst = [
-                        {"feature": rule.features[j], "z": round(float(z[i, j]), 3), "value": rule._raw(x[i, j], j)}
-                        for j in order
-                    ]
-                if rule.count.outlier(float(d2[i]), float(d2[i]), ts):
+                if rule.outlier(float(d2[i]), z[i], x[i], ts):
                     findings.append(rule._finding(ts, limit * rule.margin))
         rule.distances.update_many(d2[normal])
         rule._learn(x[normal])
