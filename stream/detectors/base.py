@@ -135,11 +135,8 @@ def plain_series(values: Sequence[float], timestamps: Sequence[float]) -> tuple[
     >>> plain_series([1, 2], [0.5, 0.6])
     ([1.0, 2.0], [0.5, 0.6])
     """
-    xs = np.asarray(values, dtype=np.float64).tolist()
-    ts = np.asarray(timestamps, dtype=np.float64).tolist()
-    if len(xs) != len(ts):
-        raise ValueError(f"{len(xs)} values but {len(ts)} timestamps")
-    return xs, ts
+    xs, ts = float_series(values, timestamps)
+    return xs.tolist(), ts.tolist()
 
 
 class WindowCheckpoints:

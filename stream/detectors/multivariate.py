@@ -144,7 +144,8 @@ class MahalanobisRule:
         """
         if not events:
             return []
-        columns = columns or BatchColumns(events)
+        if columns is None:
+            columns = BatchColumns(events)
         x = self._matrix(columns)
         self.correlations.accumulate(x, float(events[0]["timestamp"]))
         if self.seen < self.warmup:
@@ -155,22 +156,20 @@ class MahalanobisRule:
         d2, z = self._distances(x)
         limit = self.distances.quantile(self.quantile) if self.distances.count else None
         findings = []
-        normal = np.ones(len(events), dtype=bool)
-        times = columns.field("timestamp")
         scoring = limit is not None and self.seen >= self.warmup + 1000
-        # The runs of normal events between two outliers are counted at once; outliers one by one.
+        outside = d2 > limit * self.margin if scoring else np.zeros(len(events), dtype=bool)
+        times = columns.field("timestamp")
+        # Each outlier is counted after the normal events before it, which are counted at once.
         counted = 0
-        for i in np.flatnonzero(d2 > limit * self.margin).tolist() if scoring else ():
-            self.count.see_many(times[counted:i])
+        for i in np.flatnonzero(outside).tolist():
+            self.count.see_many(times[counted : i + 1])
             counted = i + 1
             ts = float(times[i])
-            self.count.see(ts)
-            normal[i] = False
             if self.outlier(float(d2[i]), z[i], x[i], ts):
                 findings.append(self._finding(ts, limit * self.margin))
         self.count.see_many(times[counted:])
-        self.distances.update_many(d2[normal])
-        self._learn(x[normal])
+        self.distances.update_many(d2[~outside])
+        self._learn(x[~outside])
         return findings
 
     def outlier(self, d2: float, z: np.ndarray, x: np.ndarray, ts: float) -> bool:

@@ -25,7 +25,7 @@ def signal_series(
     times = columns.field("timestamp")
     out = [
         ("latency_ms", columns.field("latency_ms"), times),
-        ("error_rate", np.array([1.0 if e.get("error") else 0.0 for e in events]), times),
+        ("error_rate", columns.failed().astype(np.float64), times),
     ]
     for name in ("confidence", "prediction", "tokens_in", "tokens_out"):
         if not config.detectors_for(name):

@@ -65,7 +65,7 @@ class BatchColumns:
     (['a'], [])
     """
 
-    __slots__ = ("_cache", "_events", "_fields", "_names", "_rows", "_span", "_whole", "_wrong")
+    __slots__ = ("_cache", "_events", "_failed", "_fields", "_names", "_rows", "_span", "_whole", "_wrong")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self._events = events
@@ -73,6 +73,7 @@ class BatchColumns:
         self._names: dict[str, None] | None = None
         self._cache: dict[str, np.ndarray] = {}
         self._fields: dict[str, np.ndarray] = {}
+        self._failed: np.ndarray | None = None
         # Per feature of a whole batch, how many of its values were of a wrong type.
         self._wrong: dict[str, int] = {}
         self._whole: BatchColumns | None = None
@@ -108,23 +109,41 @@ class BatchColumns:
         """The feature's values; NaN where it is missing or not a number."""
         column = self._cache.get(name)
         if column is None:
-            if self._whole is not None:
-                column = self._whole.get(name)[self._span]
-            else:
-                column, self._wrong[name] = numeric_column([row.get(name) if row else None for row in self.rows()])
-            self._cache[name] = column
+            whole = self._whole
+            column = self._cache[name] = self._feature(name) if whole is None else whole.get(name)[self._span]
         return column
 
     def field(self, name: str) -> np.ndarray:
         """A top-level field's values (``timestamp``, ``latency_ms``, ...); NaN where missing or not a number."""
         column = self._fields.get(name)
         if column is None:
-            if self._whole is not None:
-                column = self._whole.field(name)[self._span]
-            else:
-                column = numeric_column([e.get(name) for e in self._events])[0]
-            self._fields[name] = column
+            whole = self._whole
+            column = self._fields[name] = (
+                numeric_column(self._values(name))[0] if whole is None else whole.field(name)[self._span]
+            )
         return column
+
+    def failed(self) -> np.ndarray:
+        """Whether each event failed (its ``error`` is set): read once for the error counts and the error rate.
+
+        >>> BatchColumns([{"error": "oom"}, {"error": None}, {"error": ""}]).part(0, 2).failed().tolist()
+        [True, False]
+        """
+        if self._failed is None:
+            whole = self._whole
+            self._failed = (
+                np.fromiter(map(bool, self._values("error")), bool, len(self))
+                if whole is None
+                else whole.failed()[self._span]
+            )
+        return self._failed
+
+    def _feature(self, name: str) -> np.ndarray:
+        column, self._wrong[name] = numeric_column([row.get(name) if row else None for row in self.rows()])
+        return column
+
+    def _values(self, name: str) -> list[Any]:
+        return [e.get(name) for e in self._events]
 
     def with_wrong_typed(self, name: str) -> tuple[np.ndarray, int] | None:
         """The feature's values and how many were of a wrong type, or None where that count is not known.

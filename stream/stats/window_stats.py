@@ -99,9 +99,10 @@ class WindowStats:
             self.first_event_time = lo
         if self.last_event_time is None or hi > self.last_event_time:
             self.last_event_time = hi
-        errors = Counter(e["error"] for e in events if e.get("error"))
-        if errors:
-            self.errors += sum(errors.values())
+        failed = np.flatnonzero(columns.failed())
+        if failed.size:
+            errors = Counter(events[i]["error"] for i in failed.tolist())
+            self.errors += failed.size
             known = self.error_kinds
             for kind, c in errors.items():
                 # Bounded like categories: error texts with request ids in them are all distinct.
