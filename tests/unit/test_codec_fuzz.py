@@ -5,7 +5,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.contracts.codec import decode_label, decode_record
+from stream.contracts.codec import TimeBounds, decode_label, decode_record
 from stream.contracts.schemas import SchemaError, validate
 
 scalars = (
@@ -101,3 +101,54 @@ def test_integers_beyond_64_bits_become_floats_not_crashes():
     )
     [event] = decode_record(b"m", raw).events
     assert event["latency_ms"] == 1.2345678901234568e29
+
+
+NOW = 1_795_392_000.0
+BOUNDS = TimeBounds(max_future_s=300.0, earliest=946_684_800.0)
+# Mostly valid events, so that whole envelopes pass; now and then one broken field,
+# another model or a time just outside the bounds.
+BREAKS = st.sampled_from(
+    [
+        {},
+        {},
+        {},
+        {"model": "other"},
+        {"model": "bad model"},
+        {"timestamp": NOW + 301},
+        {"timestamp": NOW + 299},
+        {"timestamp": 946_684_799.5},
+        {"timestamp": 946_684_800},
+        {"latency_ms": -1},
+        {"prediction": None},
+        {"features": {"a": [1]}},
+        {"schema_version": True},
+        {"event_id": ""},
+    ]
+)
+
+
+@st.composite
+def mostly_valid_events(draw):
+    event = {
+        "schema_version": 1,
+        "event_id": draw(st.text(min_size=1, max_size=5)),
+        "timestamp": draw(st.floats(NOW - 86_400, NOW + 250)),
+        "model": "m",
+        "model_version": "1",
+        "latency_ms": draw(st.floats(0, 1e6)),
+        "prediction": draw(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=3))),
+        "features": draw(st.dictionaries(st.text(max_size=5), st.floats(allow_nan=False, allow_infinity=False))),
+    }
+    return event | draw(BREAKS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(mostly_valid_events(), min_size=1, max_size=6), st.booleans())
+def test_an_envelope_accepts_and_rejects_each_event_as_a_record_of_its_own_would(batch, bounded):
+    bounds = BOUNDS if bounded else None
+    envelope = decode_record(b"m", orjson.dumps({"schema_version": 1, "events": batch}), bounds, now=NOW)
+    alone = [decode_record(b"m", orjson.dumps(event), bounds, now=NOW) for event in batch]
+    assert envelope.events == [event for one in alone for event in one.events]
+    assert [(r.event_index, r.error_type, r.reason) for r in envelope.rejects] == [
+        (index, r.error_type, r.reason) for index, one in enumerate(alone) for r in one.rejects
+    ]
