@@ -316,9 +316,10 @@ def add_rows_to_sketches(sketches: Sequence[QuantileSketch], rows: np.ndarray) -
         has = sign.any(axis=1)
         if not has.any():
             continue
-        # A row without values of this sign gets 0 for both: it is left out below.
-        low = index.min(axis=1, where=sign, initial=np.iinfo(np.int64).max) * has
-        high = index.max(axis=1, where=sign, initial=np.iinfo(np.int64).min) * has
+        # A row without values of this sign gets 0 for both: it is left out below. Masked by
+        # np.where, not the reductions' where= (a slow path in numpy: 3 to 8 times the time here).
+        low = np.where(sign, index, np.iinfo(np.int64).max).min(axis=1) * has
+        high = np.where(sign, index, np.iinfo(np.int64).min).max(axis=1) * has
         width = int((high - low).max()) + 1
         rows_with = np.flatnonzero(has).tolist()
         if k * width > MAX_SHARED_BUCKETS:
