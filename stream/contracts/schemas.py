@@ -73,8 +73,10 @@ def all_valid(name: str) -> Callable[[list[Any]], bool]:
     ...     "timestamp": 1.0}]), all_valid("label-event")([{"schema_version": 1}])
     (True, False)
     """
-    items = {k: v for k, v in load_schema(name).items() if k not in ("$schema", "$id")}
-    return jsonschema_rs.validator_for({"type": "array", "items": items}).is_valid
+    schema = load_schema(name)
+    items = {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+    # The schema's own draft, as the one-message check uses.
+    return jsonschema_rs.validator_for({"$schema": schema["$schema"], "type": "array", "items": items}).is_valid
 
 
 def validate(name: str, message: Any) -> None:

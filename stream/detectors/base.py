@@ -86,12 +86,12 @@ def row_medians(rows: np.ndarray, finite: bool = False) -> np.ndarray:
 
     The stream detectors take medians of a few hundred short windows per batch,
     where numpy's general median spends most of its time checking its
-    arguments; one sort of the rows does the same work. (Partitioning them at
-    the middle, as numpy's median does, took four times as long inside the
-    level-shift rule: numpy sorts short rows with SIMD and partitions an even
-    row's two middles without.) Rows holding NaN or infinities go to
-    ``np.median``, so the answer is the same in every case; ``finite`` says
-    the caller has checked there are none.
+    arguments; one sort of the rows does the same work. (Not a partition at
+    the middle, as numpy's median does: timed inside the level-shift rule, a
+    partition of even rows cost several times a sort; see the README's
+    throughput section.) Rows holding NaN or infinities go to ``np.median``,
+    so the answer is the same in every case; ``finite`` says the caller has
+    checked there are none.
 
     >>> row_medians(np.array([[3.0, 1.0, 2.0], [5.0, 4.0, 9.0]])).tolist()
     [2.0, 5.0]
