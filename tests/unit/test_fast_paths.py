@@ -357,3 +357,29 @@ def test_categories_counted_per_distinct_value_equal_those_counted_value_by_valu
                 counts[OTHER] = counts.get(OTHER, 0) + 1
     assert list(stats.counts.items()) == list(counts.items())
     assert (stats.count, stats.missing, stats.distinct_capped) == (sum(map(len, batches)), missing, capped)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sketch_values, hnp.arrays(np.float64, st.integers(0, 20), elements=st.one_of(finite, st.sampled_from([0.0]))))
+def test_a_tables_cdf_is_the_share_of_its_values_counts_at_or_below(values, xs):
+    """Read off the buckets one point at a time: below the first, on each, between, above the last."""
+    from stream.stats.sketch import QuantileSketch
+
+    sketch = QuantileSketch()
+    sketch.update_many(values)
+    table = sketch.table()
+    counts = np.diff(table.running, prepend=0.0)
+    points = np.concatenate([xs, table.values, table.values[:1] - 1.0, table.values[-1:] + 1.0])
+    expected = [float(np.sum(counts[table.values <= x])) / sketch.count for x in points]
+    assert table.cdf(points).tolist() == expected
+    assert sketch.cdf(points).tolist() == expected
+
+
+def test_an_empty_tables_cdf_is_zero_and_its_ks_distance_to_any_other_is_the_others_total_share():
+    from stream.stats.sketch import QuantileSketch
+
+    empty, full = QuantileSketch().table(), QuantileSketch()
+    full.update_many([1.0, 2.0])
+    assert empty.cdf([-1.0, 0.0, 5.0]).tolist() == [0.0, 0.0, 0.0]
+    assert empty.ks_distance(full.table()) == full.table().ks_distance(empty) == 1.0
+    assert empty.ks_distance(empty) == 0.0
