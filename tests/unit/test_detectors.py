@@ -345,3 +345,22 @@ def test_mahalanobis_counts_a_batch_as_the_event_by_event_loop_does():
     assert len(found_batched) == 2  # one per window
     assert [f.evidence for f in found_batched] == [f.evidence for f in found_looped]
     assert pack_state(batched.to_dict()) == pack_state(looped.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("ref_counts", "win_counts"),
+    [((500, 300, 200), (480, 330, 190)), ((500, 300, 200), (200, 300, 500)), ((900, 60, 40), (700, 250, 50))],
+)
+def test_a_categorical_features_chi_square_is_scipys_test_of_homogeneity(ref_counts, win_counts):
+    """Categories common enough not to be pooled: the 2 x 3 table's test as scipy.stats gives it."""
+    from scipy.stats import chi2_contingency
+
+    from stream.stats import CategoricalStats
+
+    ref, win = CategoricalStats(), CategoricalStats()
+    for stats, counts in ((ref, ref_counts), (win, win_counts)):
+        stats.update_many([category for category, n in zip("xyz", counts, strict=True) for _ in range(n)])
+    expected = chi2_contingency(np.array([ref_counts, win_counts]), correction=False)
+    drift = categorical_drift(ref, win)
+    assert drift["chi2"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert drift["p_value"] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
