@@ -384,8 +384,5 @@ class SketchTable:
         >>> a.table().ks_distance(b.table())
         0.5
         """
-        if not self.values.size or not other.values.size:
-            return float(other.shares[-1] if self.values.size == 0 else self.shares[-1])
-        theirs_at_own = other.shares[np.searchsorted(other.values, self.values, side="right")]
-        own_at_theirs = self.shares[np.searchsorted(self.values, other.values, side="right")]
-        return float(max(np.abs(self.shares[1:] - theirs_at_own).max(), np.abs(own_at_theirs - other.shares[1:]).max()))
+        gaps = [np.abs(self.shares[1:] - other.cdf(self.values)), np.abs(self.cdf(other.values) - other.shares[1:])]
+        return float(max((g.max() for g in gaps if g.size), default=0.0))
