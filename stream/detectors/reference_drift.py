@@ -39,6 +39,7 @@ from stream.detectors.base import Finding, WindowCheckpoints, check_state_versio
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.columns import BatchColumns
 from stream.stats.features import OTHER
+from stream.stats.sketch import PairedCounts
 
 _EPS = 1e-4
 MIN_EXPECTED = 5.0
@@ -59,11 +60,16 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     >>> psi(np.array([0.5, 0.5]), np.array([0.9, 0.1])) > 0.25
     True
     """
+    return float(psi_rows(expected[None, :], actual[None, :])[0])
+
+
+def psi_rows(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """:func:`psi` of each row of two 2-D arrays (bins along the rows)."""
     # np.maximum, not np.clip: on ten bins the wrapper of clip cost more than the sum.
     e = np.maximum(expected, _EPS)
     a = np.maximum(actual, _EPS)
-    e, a = e / e.sum(), a / a.sum()
-    return float(np.sum((a - e) * np.log(a / e)))
+    e, a = e / e.sum(axis=1, keepdims=True), a / a.sum(axis=1, keepdims=True)
+    return np.sum((a - e) * np.log(a / e), axis=1)
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
@@ -90,13 +96,18 @@ class ReferenceSide:
     the test's cost.
     """
 
-    __slots__ = ("bins", "edges", "mean", "quantiles", "scale", "table")
+    __slots__ = ("bins", "count", "edge_keys", "edge_signs", "mean", "quantiles", "scale", "sketch")
 
     def __init__(self, ref: NumericStats) -> None:
-        self.table = ref.sketch.table()
-        self.edges = self.table.quantiles(DECILES)
-        self.bins = np.diff(np.concatenate([[0.0], self.table.cdf(self.edges), [1.0]]))
-        self.quantiles = self.table.quantiles(WASSERSTEIN_GRID)
+        self.sketch = ref.sketch
+        self.count = ref.sketch.count
+        table = ref.sketch.table()
+        # The deciles' buckets, where a window's CDF is read (see PairedCounts.right_cdf_at).
+        at = table.quantile_positions(DECILES)
+        signs, keys = ref.sketch.buckets()
+        self.edge_signs, self.edge_keys = signs[at], keys[at]
+        self.bins = np.diff(np.concatenate([[0.0], table.cdf(table.values[at]), [1.0]]))
+        self.quantiles = table.quantiles(WASSERSTEIN_GRID)
         self.scale = ref.moments.std or (abs(ref.moments.mean) or 1.0)
         self.mean = ref.moments.mean
 
@@ -110,32 +121,51 @@ def numeric_drift(
     and its p-value, PSI and its noise floor), as a test that finds nothing
     needs no more.
     """
-    n_ref, n_win = ref.sketch.count, win.sketch.count
-    if not n_ref or not n_win:
+    if not ref.sketch.count or not win.sketch.count:
         return None
-    side = side or ReferenceSide(ref)
-    ref_table, win_table = side.table, win.sketch.table()
-    d = ref_table.ks_distance(win_table)
-    n_eff = n_ref * n_win / (n_ref + n_win)
-    p_value = float(special.kolmogorov(d * math.sqrt(n_eff))) if d > 0 else 1.0
-    ref_bins = side.bins
-    win_bins = np.diff(np.concatenate([[0.0], win_table.cdf(side.edges), [1.0]]))
-    decisive = {
-        "ks": d,
-        "p_value": p_value,
-        "psi": psi(ref_bins, win_bins),
-        "psi_noise": psi_noise(len(DECILES) + 1, n_ref, n_win),
-    }
-    if not full:
-        return decisive
-    q_win = win_table.quantiles(WASSERSTEIN_GRID)
-    return {
-        **decisive,
-        "js": js_distance(ref_bins, win_bins),
-        "wasserstein_std": float(np.mean(np.abs(side.quantiles - q_win)) / side.scale),
-        "reference_mean": side.mean,
-        "window_mean": win.moments.mean,
-    }
+    return numeric_drifts([side or ReferenceSide(ref)], [win], full)[0]
+
+
+def numeric_drifts(
+    sides: list[ReferenceSide], windows: list[NumericStats], full: bool = True
+) -> list[dict[str, float]]:
+    """:func:`numeric_drift` of several features at once, each window (holding values) against its reference's side.
+
+    The window and reference sketches are compared bucket by bucket, all
+    features together (:class:`PairedCounts`): a test of a model's features
+    is a few numpy calls, not a few per feature.
+    """
+    paired = PairedCounts([(side.sketch, win.sketch) for side, win in zip(sides, windows, strict=True)])
+    d = paired.ks_distances()
+    n_ref = np.array([side.count for side in sides], dtype=np.float64)
+    n_win = np.array([win.sketch.count for win in windows], dtype=np.float64)
+    p_values = np.where(d > 0, special.kolmogorov(d * np.sqrt(n_ref * n_win / (n_ref + n_win))), 1.0)
+    at_edges = paired.right_cdf_at(
+        np.stack([side.edge_signs for side in sides]), np.stack([side.edge_keys for side in sides])
+    )
+    ref_bins = np.stack([side.bins for side in sides])
+    ones = np.ones((len(sides), 1))
+    win_bins = np.diff(np.hstack([0 * ones, at_edges, ones]), axis=1)
+    psis = psi_rows(ref_bins, win_bins)
+    noise = _chi2_isf(NOISE_ALPHA, len(DECILES)) * (1 / n_ref + 1 / n_win)
+    out = []
+    for i, (side, win) in enumerate(zip(sides, windows, strict=True)):
+        decisive = {
+            "ks": float(d[i]),
+            "p_value": float(p_values[i]),
+            "psi": float(psis[i]),
+            "psi_noise": float(noise[i]),
+        }
+        if full:
+            q_win = win.sketch.table().quantiles(WASSERSTEIN_GRID)
+            decisive |= {
+                "js": js_distance(side.bins, win_bins[i]),
+                "wasserstein_std": float(np.mean(np.abs(side.quantiles - q_win)) / side.scale),
+                "reference_mean": side.mean,
+                "window_mean": win.moments.mean,
+            }
+        out.append(decisive)
+    return out
 
 
 def categorical_drift(ref: CategoricalStats, win: CategoricalStats) -> dict[str, Any] | None:
@@ -276,14 +306,21 @@ class ReferenceDriftRule:
         ``full=False``: numeric features get only the scores that decide (see :func:`numeric_drift`).
         """
         alpha = self.alpha if alpha is None else alpha
-        out = []
+        scored: list[tuple[str, str, dict[str, Any] | None]] = []
+        # The numeric features are scored together, into their places in the list.
+        numeric: list[tuple[int, ReferenceSide, NumericStats]] = []
         for name, ref, win in self._pairs(window):
             if isinstance(ref, NumericStats):
-                score = numeric_drift(ref, win, self._side(name, ref), full) if ref.sketch.count else None
+                if ref.sketch.count and win.sketch.count:
+                    numeric.append((len(scored), self._side(name, ref), win))
+                scored.append((name, ref.kind, None))
             else:
-                score = categorical_drift(ref, win)
-            if score is not None:
-                out.append({"feature": name, "kind": ref.kind, **score})
+                scored.append((name, ref.kind, categorical_drift(ref, win)))
+        if numeric:
+            drifts = numeric_drifts([side for _, side, _ in numeric], [win for _, _, win in numeric], full)
+            for (at, _, _), drift in zip(numeric, drifts, strict=True):
+                scored[at] = (scored[at][0], scored[at][1], drift)
+        out = [{"feature": name, "kind": kind, **score} for name, kind, score in scored if score is not None]
         tested = max(len(out), 1)
         for s in out:
             s["p_adjusted"] = min(1.0, s["p_value"] * tested)

@@ -180,18 +180,67 @@ sketch_values = hnp.arrays(
 
 
 @settings(max_examples=300, deadline=None)
-@given(sketch_values, sketch_values)
-def test_ks_distance_equals_the_largest_gap_over_both_tables_values(a, b):
-    """The KS statistic read at each table's own values equals the CDFs compared over the merged, sorted grid."""
-    from stream.stats.sketch import QuantileSketch
+@given(sketch_values, sketch_values, sketch_values)
+def test_paired_counts_read_the_ks_distance_and_cdf_of_each_pair_as_its_tables_do(a, b, c):
+    """Side by side, pairs of different spans in one array: each row's KS statistic is the largest gap of the two
+    tables' CDFs over their merged values, and the right sketch's CDF at the left's buckets is its table's there."""
+    from stream.stats.sketch import PairedCounts, QuantileSketch
 
-    left, right = QuantileSketch(), QuantileSketch()
-    left.update_many(a)
-    right.update_many(b)
-    ta, tb = left.table(), right.table()
-    grid = np.union1d(ta.values, tb.values)
-    assert ta.ks_distance(tb) == float(np.max(np.abs(ta.cdf(grid) - tb.cdf(grid))))
-    assert tb.ks_distance(ta) == ta.ks_distance(tb)
+    sketches = []
+    for values in (a, b, c):
+        sketches.append(QuantileSketch())
+        sketches[-1].update_many(values)
+    pairs = [(sketches[0], sketches[1]), (sketches[1], sketches[0]), (sketches[2], sketches[0]), (sketches[2],) * 2]
+    paired = PairedCounts(pairs)
+    for i, (left, right) in enumerate(pairs):
+        tl, tr = left.table(), right.table()
+        grid = np.union1d(tl.values, tr.values)
+        assert paired.ks_distances()[i] == float(np.max(np.abs(tl.cdf(grid) - tr.cdf(grid))))
+    # One bucket of each left sketch, the same number per row.
+    chosen = [np.array([0, len(left.table().values) - 1]) for left, _ in pairs]
+    buckets = [left.buckets() for left, _ in pairs]
+    signs = np.stack([s[at] for (s, _), at in zip(buckets, chosen, strict=True)])
+    keys = np.stack([k[at] for (_, k), at in zip(buckets, chosen, strict=True)])
+    read = paired.right_cdf_at(signs, keys)
+    for i, ((left, right), at) in enumerate(zip(pairs, chosen, strict=True)):
+        assert read[i].tolist() == right.table().cdf(left.table().values[at]).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(sketch_values, sketch_values, st.floats(-3.0, 3.0))
+def test_the_reference_tests_scores_are_read_from_the_tables_of_reference_and_window(ref_values, extra, shift):
+    """KS, its p-value and PSI over the reference's deciles, against the same figures computed from the two
+    tables by hand, for two features tested together."""
+    from scipy import special
+
+    from stream.detectors.reference_drift import DECILES, NOISE_ALPHA, ReferenceDriftRule
+    from stream.stats import WindowStats
+
+    def window(rows):
+        w = WindowStats(0.0, 60.0)
+        w.update([{"timestamp": 1.0, "latency_ms": 1.0, "features": {"x": x, "y": y}} for x, y in rows])
+        return w
+
+    ref_rows = list(zip(ref_values.tolist(), (ref_values * 2).tolist(), strict=True))
+    win_x = np.concatenate([ref_values[::2] + shift, extra])
+    reference, win = window(ref_rows), window(list(zip(win_x.tolist(), (win_x - 1).tolist(), strict=True)))
+    scores = {s["feature"]: s for s in ReferenceDriftRule(reference).scores(win, full=False)}
+    for name in ("x", "y"):
+        tr = reference.features.features[name].sketch.table()
+        tw = win.features.features[name].sketch.table()
+        grid = np.union1d(tr.values, tw.values)
+        ks = float(np.max(np.abs(tr.cdf(grid) - tw.cdf(grid))))
+        edges = tr.quantiles(DECILES)
+        e = np.maximum(np.diff(np.concatenate([[0.0], tr.cdf(edges), [1.0]])), 1e-4)
+        a = np.maximum(np.diff(np.concatenate([[0.0], tw.cdf(edges), [1.0]])), 1e-4)
+        e, a = e / e.sum(), a / a.sum()
+        n_eff = tr.count * tw.count / (tr.count + tw.count)
+        got = scores[f"features.{name}"]
+        assert got["ks"] == ks
+        assert got["p_value"] == pytest.approx(float(special.kolmogorov(ks * np.sqrt(n_eff))) if ks else 1.0)
+        assert got["psi"] == pytest.approx(float(np.sum((a - e) * np.log(a / e))), abs=1e-12)
+        floor = float(special.chdtri(len(DECILES), NOISE_ALPHA)) * (1 / tr.count + 1 / tw.count)
+        assert got["psi_floor"] == pytest.approx(max(0.1, floor))
 
 
 output_value = st.one_of(
@@ -376,10 +425,11 @@ def test_a_tables_cdf_is_the_share_of_its_values_counts_at_or_below(values, xs):
 
 
 def test_an_empty_tables_cdf_is_zero_and_its_ks_distance_to_any_other_is_the_others_total_share():
-    from stream.stats.sketch import QuantileSketch
+    from stream.stats.sketch import PairedCounts, QuantileSketch
 
-    empty, full = QuantileSketch().table(), QuantileSketch()
+    empty, full = QuantileSketch(), QuantileSketch()
     full.update_many([1.0, 2.0])
-    assert empty.cdf([-1.0, 0.0, 5.0]).tolist() == [0.0, 0.0, 0.0]
-    assert empty.ks_distance(full.table()) == full.table().ks_distance(empty) == 1.0
-    assert empty.ks_distance(empty) == 0.0
+    assert empty.table().cdf([-1.0, 0.0, 5.0]).tolist() == [0.0, 0.0, 0.0]
+    assert PairedCounts([(empty, full), (full, empty), (empty, empty)]).ks_distances().tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="one relative accuracy"):
+        PairedCounts([(full, QuantileSketch(relative_accuracy=0.05))])
