@@ -248,6 +248,10 @@ class SignalDetector(Protocol):
     ``to_dict`` returns plain JSON data (never pickle) that ``load_state``
     restores, refusing a state version it does not know with ``ValueError``.
     An optional ``scores()`` returns figures for the Prometheus exporter.
+    An optional static ``update_together(rules, series)`` takes several
+    rules of the class at once (``series``: each rule's values and
+    timestamps) and returns each rule's findings, the same findings and
+    states as each rule's ``update`` (see :func:`update_rules`).
     """
 
     name: str
@@ -335,3 +339,24 @@ class ScoredDetector(Protocol):
     def scores(self) -> dict[str, float]:
         """``outlier_ratio``, ``max_score`` and ``shift_sd``, those it has."""
         ...
+
+
+def update_rules(calls: Sequence[tuple[Any, tuple[Sequence[float], Sequence[float]]]]) -> list[list[Finding]]:
+    """``rule.update(values, timestamps)`` of each call, in order; the findings of each.
+
+    The rules of a class with an ``update_together`` (see :class:`SignalDetector`)
+    take their values together: a model's signals arrive in one batch, and
+    one array for all of them costs about what one signal did.
+    """
+    found: list[list[Finding]] = [[] for _ in calls]
+    together: dict[type, list[int]] = {}
+    for at, (rule, series) in enumerate(calls):
+        if hasattr(type(rule), "update_together"):
+            together.setdefault(type(rule), []).append(at)
+        else:
+            found[at] = rule.update(*series)
+    for kind, ats in together.items():
+        rules, series = [calls[at][0] for at in ats], [calls[at][1] for at in ats]
+        for at, rule_found in zip(ats, kind.update_together(rules, series), strict=True):
+            found[at] = rule_found
+    return found

@@ -78,6 +78,14 @@ class TwoSidedCusum:
                 return side
         return None
 
+    def would_cross(self, value: float) -> bool:
+        """Whether :meth:`step` with this block mean would take a side past the limit (state unchanged)."""
+        z = value - self.center
+        return any(
+            max(0.0, self.sums[side] + signed - self.allowance) > self.limit
+            for side, signed in (("up", z), ("down", -z))
+        )
+
     def sums_after(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Each side's sum after each block mean of ``values``, as :meth:`step` would leave it (state unchanged).
 
@@ -235,6 +243,33 @@ class PercentileCusumRule:
                 self._rebaseline(found.evidence["change_started_at"])
         self._remember(xs[kept:], ts[kept:])
         return findings
+
+    @staticmethod
+    def update_together(
+        rules: Sequence[PercentileCusumRule], series: Sequence[tuple[Sequence[float], Sequence[float]]]
+    ) -> list[list[Finding]]:
+        """``rule.update(values, timestamps)`` for each rule and its series, with the same findings and states.
+
+        A model's signals come in one batch each with as many values, so
+        their rules usually stand at the same point: ready, their last
+        blocks equally full. Such rules run their CUSUMs over the batch's
+        blocks as one array per statistic and side, instead of a few numpy
+        calls each. A rule whose CUSUM would cross its limit in the batch,
+        or that is not in step with others, takes its values on its own.
+        """
+        found: list[list[Finding] | None] = [None] * len(rules)
+        in_step: dict[tuple[int, int, int, tuple[str, ...]], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for at, (rule, (values, timestamps)) in enumerate(zip(rules, series, strict=True)):
+            xs, ts = float_series(values, timestamps)
+            head = -len(rule.partial) % rule.block  # the values that complete the block being filled
+            if rule.ready and (len(xs) - head) // rule.block >= MIN_BLOCKS_AT_ONCE:
+                key = (rule.block, len(rule.partial), len(xs), tuple(rule.cusums))
+                in_step.setdefault(key, []).append((at, xs, ts))
+            else:
+                found[at] = rule.update(xs, ts)
+        for (block, partial, n, names), members in in_step.items():
+            _blocks_together([rules[at] for at, _, _ in members], members, block, partial, n, names, found)
+        return [f if f is not None else [] for f in found]
 
     def _remember(self, xs: np.ndarray, ts: np.ndarray) -> None:
         # Only the last warmup values are kept: do not convert the rest of a large batch.
@@ -408,3 +443,84 @@ class PercentileCusumRule:
         self.partial_start = state["partial_start"]
         recent = np.asarray(state["recent"], dtype=np.float64).reshape(-1, 2)[-self.warmup :]
         self.recent_values, self.recent_times = recent[:, 0].copy(), recent[:, 1].copy()
+
+
+def _blocks_together(
+    rules: list[PercentileCusumRule],
+    members: list[tuple[int, np.ndarray, np.ndarray]],
+    block: int,
+    partial: int,
+    n: int,
+    names: tuple[str, ...],
+    found: list[list[Finding] | None],
+) -> None:
+    """Rules in step take ``n`` values each (see :meth:`PercentileCusumRule.update_together`); findings into ``found``.
+
+    The same operations as each rule's own :meth:`~PercentileCusumRule._test`
+    on its values, row by row, so the sums and states are the same to the
+    bit; a rule whose CUSUM would cross is left untouched past the block it
+    was completing, and takes the rest on its own.
+    """
+    head = -partial % block
+    stepped: list[tuple[PercentileCusumRule, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for rule, (at, xs, ts) in zip(rules, members, strict=True):
+        pit = rule._percentiles(xs)
+        if head:
+            completed = np.asarray(rule.partial + pit[:head].tolist())
+            location, spread = float(completed.mean()), float(np.abs(completed - 0.5).mean())
+            means = {"location": location, "spread": spread}
+            if any(cusum.would_cross(means[name]) for name, cusum in rule.cusums.items()):
+                found[at] = rule.update(xs, ts)
+                continue
+            assert rule.partial_start is not None
+            rule.partial = []
+            rule._step(location, spread, rule.partial_start, float(ts[head - 1]))
+        stepped.append((rule, at, xs, ts, pit))
+    if not stepped:
+        return
+    whole = (n - head) // block
+    used = head + whole * block
+    blocks = np.stack([pit[head:used] for *_, pit in stepped]).reshape(len(stepped), whole, block)
+    block_means = {"location": blocks.mean(axis=2), "spread": np.abs(blocks - 0.5).mean(axis=2)}
+    quiet = np.full(len(stepped), whole)
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    for name in names:
+        cusums = [rule.cusums[name] for rule, *_ in stepped]
+        center = np.array([c.center for c in cusums])[:, None]
+        allowance = np.array([c.allowance for c in cusums])[:, None]
+        limit = np.array([c.limit for c in cusums])[:, None]
+        z = block_means[name] - center
+        for side, signed in (("up", z), ("down", -z)):
+            # TwoSidedCusum.sums_after, a row per rule.
+            running = np.array([c.sums[side] for c in cusums])[:, None] + np.cumsum(signed - allowance, axis=1)
+            side_sums = sums[name, side] = running - np.minimum(np.minimum.accumulate(running, axis=1), 0.0)
+            over = side_sums > limit
+            quiet = np.where(over.any(axis=1), np.minimum(quiet, over.argmax(axis=1)), quiet)
+    # Where each side last started again from zero (TwoSidedCusum.take), a row per rule.
+    last_restart = {
+        key: (restarts.any(axis=1), whole - 1 - restarts[:, ::-1].argmax(axis=1))
+        for key, restarts in ((key, side_sums[:, : whole - 1] <= 0) for key, side_sums in sums.items())
+    }
+    for row, (rule, at, xs, ts, pit) in enumerate(stepped):
+        if quiet[row] < whole:
+            rule._remember(xs[:head], ts[:head])
+            found[at] = rule.update(xs[head:], ts[head:])
+            continue
+        starts = ts[head:used:block]
+        for name, cusum in rule.cusums.items():
+            values = block_means[name][row]
+            for side in ("up", "down"):
+                restarted, last = last_restart[name, side]
+                first = int(last[row]) if restarted[row] else (0 if cusum.sums[side] <= 0 else None)
+                if first is None:
+                    cusum.total[side] += float(values.sum())
+                    cusum.blocks[side] += whole
+                else:
+                    cusum.start[side] = float(starts[first])
+                    cusum.total[side] = float(values[first:].sum())
+                    cusum.blocks[side] = whole - first
+                cusum.sums[side] = float(sums[name, side][row, -1])
+        if used < n:
+            rule.partial, rule.partial_start = pit[used:].tolist(), float(ts[used])
+        rule._remember(xs, ts)
+        found[at] = []

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import BatchDetector, Finding, WindowDetector, right_skewed
+from stream.detectors.base import BatchDetector, Finding, WindowDetector, right_skewed, update_rules
 from stream.detectors.cbpe import ConfidenceBasedPerformance
 from stream.detectors.client_abuse import ClientAbuseRule
 from stream.detectors.multivariate import MahalanobisRule
@@ -181,11 +181,12 @@ class VersionMonitor:
 
     def _stream_findings(self, events: list[dict[str, Any]], columns: BatchColumns) -> list[Finding]:
         """The stream detectors' findings on ``events`` (after the windows, which learn new feature names)."""
-        findings = []
-        for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names):
-            for rule in self.rules(signal).values():
-                findings += rule.update(values, times)
-        return findings
+        calls = [
+            (rule, (values, times))
+            for signal, values, times in signal_series(events, columns, self.config, self.windows.feature_names)
+            for rule in self.rules(signal).values()
+        ]
+        return [finding for found in update_rules(calls) for finding in found]
 
     def _process_to_tests(self, events: list[dict[str, Any]], columns: BatchColumns) -> list[Piece]:
         """Process ``events`` in pieces that end where a per-window rule's next test is due.

@@ -6,6 +6,8 @@ infinities), since a detector whose decision moved by one ulp would no
 longer replay alike.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -433,3 +435,60 @@ def test_an_empty_tables_cdf_is_zero_and_its_ks_distance_to_any_other_is_the_oth
     assert PairedCounts([(empty, full), (full, empty), (empty, empty)]).ks_distances().tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="one relative accuracy"):
         PairedCounts([(full, QuantileSketch(relative_accuracy=0.05))])
+
+
+@st.composite
+def signal_batches(draw):
+    """A few signals of different shapes, some shifting part way, fed in batches of random sizes."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(300, 4000))
+    signals = []
+    for kind in draw(st.lists(st.sampled_from(["lognormal", "integers", "scores", "normal"]), min_size=2, max_size=6)):
+        values = {
+            "lognormal": lambda size: rng.lognormal(3, 1, size),
+            "integers": lambda size: rng.poisson(2, size).astype(float),
+            "scores": lambda size: np.round(rng.uniform(0, 1, size), 2),
+            "normal": lambda size: rng.normal(0, 1, size),
+        }[kind](n)
+        if draw(st.booleans()):
+            at = draw(st.integers(0, n - 1))
+            values[at:] = values[at:] * draw(st.sampled_from([0.5, 1.5, 3.0])) + draw(st.sampled_from([0.0, 1.0]))
+        signals.append(values)
+    cuts = sorted(set(draw(st.lists(st.integers(1, n - 1), max_size=12))))
+    return signals, [0, *cuts, n]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    signal_batches(),
+    st.sampled_from([5, 10]),
+    st.booleans(),
+    st.sampled_from(["both", "up", "down"]),
+    st.integers(0, 3),
+)
+def test_cusum_rules_updated_together_find_and_keep_what_each_updated_alone_does(case, block, spread, direction, gap):
+    """Rules in step share their arrays; the findings and every state equal those of each rule fed on its own,
+    bit for bit, including a signal with values missing (out of step) and rules that find changes."""
+    from stream.detectors.cusum import PercentileCusumRule
+    from stream.worker.state_codec import pack_state
+
+    signals, bounds = case
+
+    def rules():
+        return [
+            PercentileCusumRule(f"s{i}", warmup=20 * block, block=block, spread=spread or i % 2, direction=direction)
+            for i in range(len(signals))
+        ]
+
+    alone, together = rules(), rules()
+    times = np.arange(bounds[-1], dtype=np.float64)
+    for lo, hi in itertools.pairwise(bounds):
+        series = []
+        for i, values in enumerate(signals):
+            # The last signal misses some values when gap is set: it falls out of step.
+            keep = slice(lo, hi, 1 + gap) if i == len(signals) - 1 else slice(lo, hi)
+            series.append((values[keep], times[keep]))
+        expected = [rule.update(*s) for rule, s in zip(alone, series, strict=True)]
+        assert PercentileCusumRule.update_together(together, series) == expected
+        for a, b in zip(alone, together, strict=True):
+            assert pack_state(a.to_dict()) == pack_state(b.to_dict())
