@@ -131,6 +131,42 @@ class LevelShiftRule:
 
     def update(self, values: Sequence[float], timestamps: Sequence[float]) -> list[Finding]:
         """Feed values with their event timestamps; return one finding per change."""
+        if not self._take(values, timestamps):
+            return []
+        findings = self._scan_all()
+        self._trim()
+        return findings
+
+    @staticmethod
+    def update_together(
+        rules: Sequence[LevelShiftRule], series: Sequence[tuple[Sequence[float], Sequence[float]]]
+    ) -> list[list[Finding]]:
+        """``rule.update(values, timestamps)`` for each rule and its series, with the same findings and states.
+
+        The rules of a model's signals take a batch with as many values each,
+        so most stand at the same split points. Their windows' medians and
+        spreads there are computed as one array, a row per rule, instead of a
+        dozen numpy calls per rule; a rule whose shift crosses the threshold
+        in the batch, or that is not in step with another, scans on its own.
+        """
+        found: list[list[Finding]] = [[] for _ in rules]
+        in_step: dict[tuple[int, ...], list[int]] = {}
+        for at, (rule, (values, timestamps)) in enumerate(zip(rules, series, strict=True)):
+            if rule._take(values, timestamps):
+                first, last = rule._splits()
+                key = (len(rule.xs), first, last, rule.before, rule.after, rule.smoothing)
+                in_step.setdefault(key, []).append(at)
+        for (_, first, last, *_), ats in in_step.items():
+            members = [rules[at] for at in ats]
+            quiet = _scan_quietly(members, first, last) if last >= first else [True] * len(members)
+            for at, rule, done in zip(ats, members, quiet, strict=True):
+                if not done:
+                    found[at] = rule._scan_all()
+                rule._trim()
+        return found
+
+    def _take(self, values: Sequence[float], timestamps: Sequence[float]) -> bool:
+        """Append the values (on the log scale when chosen); whether the scale is decided and scans may run."""
         xs, ts = float_series(values, timestamps)
         if self.log_scale:
             xs = _log(xs)
@@ -138,27 +174,35 @@ class LevelShiftRule:
         self.ts = np.concatenate([self.ts, ts])
         if self.log_scale is None:
             if len(self.xs) < self.warmup:
-                return []
+                return False
             head = self.xs[: self.warmup]
             self.log_scale = right_skewed(head.min(), head.mean(), float(np.median(head)))
             if self.log_scale:
                 self.xs = _log(self.xs)
+        return True
+
+    def _scan_all(self) -> list[Finding]:
+        """Scan until no change is left to find; the changes in the watched direction."""
         findings: list[Finding] = []
         while (found := self._scan()) is not None:
             rose = found.evidence["after"] > found.evidence["before"]
             if self.direction == "both" or (self.direction == "up") == rose:
                 findings.append(found)
-        self._trim()
         return findings
+
+    def _splits(self) -> tuple[int, int]:
+        """The first split point to screen and the last with a full window after it."""
+        first = max(self.next_split, self.cut + self.before)
+        last = len(self.xs) - self.after
+        # Every STRIDE-th split (counted from the first value ever seen, so batching does not
+        # matter) is screened; the split is placed exactly afterwards.
+        first += -(self.origin + first) % STRIDE
+        return first, last
 
     def _scan(self) -> Finding | None:
         """Test every split point that has its full windows; report the first change, if any."""
         x = self.xs
-        first = max(self.next_split, self.cut + self.before)
-        last = len(x) - self.after  # the last split with a full window after it
-        # Every STRIDE-th split (counted from the first value ever seen, so batching does not
-        # matter) is screened; the split is placed exactly afterwards.
-        first += -(self.origin + first) % STRIDE
+        first, last = self._splits()
         if last < first:
             return None
         ratio, local = self._ratios(x, first, last, STRIDE)
@@ -200,39 +244,15 @@ class LevelShiftRule:
 
     def _ratios(self, x: np.ndarray, first: int, last: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """|median after - median before| and the pooled local spread, for splits first..last by ``stride``."""
-        b, a = self.before, self.after
-        span = x[first - b : last + a]
-        step = span.strides[0]
-        # Every window of b + a values as a read-only view (sliding_window_view's checks cost more than this).
-        windows = as_strided(span, (span.size - b - a + 1, b + a), (step, step), writeable=False)[::stride]
-        left, right = windows[:, :b], windows[:, b:]
-        # Checked once here: the deviations of finite values hold no NaN either.
-        finite = bool(np.isfinite(span).all())
-        m_left = row_medians(left, finite)
-        m_right = row_medians(right, finite)
-        dev = np.concatenate([np.abs(left - m_left[:, None]), np.abs(right - m_right[:, None])], axis=1)
-        spread = row_medians(dev, finite) * MAD_TO_SD
-        flat = ~(spread > 0)
-        if flat.any():  # the standard deviation only where the MAD is zero (most windows never are)
-            spread = np.where(flat, windows.std(axis=1), spread)
-        return np.abs(m_right - m_left), spread
+        ratio, spread = _window_ratios(x[None, :], first, last, self.before, self.after, stride)
+        return ratio[0], spread[0]
 
     def _typical_start(self, local: np.ndarray) -> float:
         return self.typical if self.typical is not None else float(local[0])
 
     def _typical_after(self, local: np.ndarray) -> np.ndarray:
         """The exponential average of the spreads, after each of ``local`` is taken in."""
-        start = self._typical_start(local)
-        w = 1 - (1 - self.smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
-        if local.size > SMALL_FILTER or not np.isfinite(local).all():
-            return signal.lfilter([w], [1.0, w - 1.0], local, zi=[(1.0 - w) * start])[0]
-        # The same recursion in the same order of operations as lfilter's (transposed direct form II).
-        out = np.empty(local.size)
-        carry, keep = (1.0 - w) * start, -(w - 1.0)
-        for i, spread in enumerate(local.tolist()):
-            carry = keep * (out_i := w * spread + carry)
-            out[i] = out_i
-        return out
+        return _typical_after_rows(local[None, :], np.array([self._typical_start(local)]), self.smoothing)[0]
 
     def _advance(self, typical_after: np.ndarray, next_split: int) -> None:
         """Move on to ``next_split``; the typical spread is where ``typical_after`` (of the splits passed) left it."""
@@ -314,3 +334,65 @@ class LevelShiftRule:
 def _log(xs: np.ndarray) -> np.ndarray:
     # A zero or negative value in a signal judged positive becomes a very low level, not an error.
     return np.log(np.maximum(xs, 1e-300))
+
+
+def _window_ratios(
+    x: np.ndarray, first: int, last: int, before: int, after: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`LevelShiftRule._ratios` of each row of ``x``: a row of ratios and of spreads per row."""
+    b, a = before, after
+    span = x[:, first - b : last + a]
+    rows, step = span.strides
+    count = span.shape[1] - b - a + 1
+    # Every window of b + a values as a read-only view (sliding_window_view's checks cost more than this).
+    windows = as_strided(span, (span.shape[0], count, b + a), (rows, step, step), writeable=False)[:, ::stride]
+    shape = windows.shape[:2]
+    left, right = windows[:, :, :b], windows[:, :, b:]
+    # Checked once here: the deviations of finite values hold no NaN either.
+    finite = bool(np.isfinite(span).all())
+    m_left = row_medians(left.reshape(-1, b), finite).reshape(shape)
+    m_right = row_medians(right.reshape(-1, a), finite).reshape(shape)
+    dev = np.concatenate([np.abs(left - m_left[:, :, None]), np.abs(right - m_right[:, :, None])], axis=2)
+    spread = row_medians(dev.reshape(-1, b + a), finite).reshape(shape) * MAD_TO_SD
+    flat = ~(spread > 0)
+    if flat.any():  # the standard deviation only where the MAD is zero (most windows never are)
+        spread = np.where(flat, windows.std(axis=2), spread)
+    return np.abs(m_right - m_left), spread
+
+
+def _typical_after_rows(local: np.ndarray, start: np.ndarray, smoothing: float) -> np.ndarray:
+    """:meth:`LevelShiftRule._typical_after` of each row of ``local``, each from its own ``start``."""
+    w = 1 - (1 - smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
+    if local.shape[1] > SMALL_FILTER or not np.isfinite(local).all():
+        return signal.lfilter([w], [1.0, w - 1.0], local, axis=1, zi=((1.0 - w) * start)[:, None])[0]
+    # The same recursion in the same order of operations as lfilter's (transposed direct form II).
+    out = np.empty(local.shape)
+    keep = -(w - 1.0)
+    for row, (spreads, begin) in enumerate(zip(local.tolist(), start.tolist(), strict=True)):
+        carry = (1.0 - w) * begin
+        for i, spread in enumerate(spreads):
+            carry = keep * (out_i := w * spread + carry)
+            out[row, i] = out_i
+    return out
+
+
+def _scan_quietly(rules: list[LevelShiftRule], first: int, last: int) -> list[bool]:
+    """The screening scan of :meth:`LevelShiftRule._scan` for rules at the same split points, as one array.
+
+    Each rule whose shift stays under its threshold moves on as its own scan
+    would have; a rule that crosses is left as it was (False), to scan alone.
+    """
+    head = rules[0]
+    x = np.stack([rule.xs for rule in rules])
+    ratio, local = _window_ratios(x, first, last, head.before, head.after, STRIDE)
+    starts = np.array([rule._typical_start(row) for rule, row in zip(rules, local, strict=True)])
+    after = _typical_after_rows(local, starts, head.smoothing)
+    typical = np.concatenate([starts[:, None], after[:, :-1]], axis=1)
+    floor = np.array([rule.floor for rule in rules])[:, None]
+    shift = ratio / np.maximum(np.maximum(local, floor * typical), 1e-12)
+    crossed = (shift > np.array([rule.threshold for rule in rules])[:, None]).any(axis=1)
+    for rule, row_after, row_shift, crossing in zip(rules, after, shift, crossed.tolist(), strict=True):
+        if not crossing:
+            rule._advance(row_after, last + 1)
+            rule.last_ratio = float(row_shift[-1])
+    return (~crossed).tolist()

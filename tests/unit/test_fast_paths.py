@@ -492,3 +492,41 @@ def test_cusum_rules_updated_together_find_and_keep_what_each_updated_alone_does
         assert PercentileCusumRule.update_together(together, series) == expected
         for a, b in zip(alone, together, strict=True):
             assert pack_state(a.to_dict()) == pack_state(b.to_dict())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    signal_batches(),
+    st.sampled_from([(20, 10), (6, 4)]),
+    st.sampled_from(["both", "up", "down"]),
+    st.sampled_from([3.0, 6.0]),
+    st.integers(0, 3),
+)
+def test_level_shift_rules_updated_together_find_and_keep_what_each_updated_alone_does(
+    case, windows, direction, threshold, gap
+):
+    """Rules at the same split points share their arrays; the findings and every state equal those of each rule
+    fed on its own, bit for bit, including a signal with values missing (out of step) and rules that find shifts."""
+    from stream.detectors.level_shift import LevelShiftRule
+    from stream.worker.state_codec import pack_state
+
+    signals, bounds = case
+    before, after = windows
+
+    def rules():
+        return [
+            LevelShiftRule(f"s{i}", before=before, after=after, threshold=threshold, direction=direction)
+            for i in range(len(signals))
+        ]
+
+    alone, together = rules(), rules()
+    times = np.arange(bounds[-1], dtype=np.float64)
+    for lo, hi in itertools.pairwise(bounds):
+        series = []
+        for i, values in enumerate(signals):
+            keep = slice(lo, hi, 1 + gap) if i == len(signals) - 1 else slice(lo, hi)
+            series.append((values[keep], times[keep]))
+        expected = [rule.update(*s) for rule, s in zip(alone, series, strict=True)]
+        assert LevelShiftRule.update_together(together, series) == expected
+        for a, b in zip(alone, together, strict=True):
+            assert pack_state(a.to_dict()) == pack_state(b.to_dict())
