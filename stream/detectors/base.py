@@ -271,11 +271,16 @@ class SignalDetector(Protocol):
 
 @runtime_checkable
 class BatchDetector(Protocol):
-    """A detector fed a version's events as they come, whole (several fields at once)."""
+    """A detector fed a version's events as they come, whole (several fields at once).
+
+    ``columns`` are the same events' columns (:class:`BatchColumns`), which
+    the monitor has extracted for its windows: a detector may read a field
+    there instead of from each event.
+    """
 
     name: str
 
-    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[Finding]:
         """Feed decoded events; return findings."""
         ...
 

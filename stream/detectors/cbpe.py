@@ -26,7 +26,9 @@ https://nannyml.readthedocs.io (2022); calibration after Zadrozny and Elkan
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections import deque
 from typing import Any
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from stream.detectors.base import Finding, check_state_version, tumbling_window
 from stream.stats.calibration import ConfidenceCalibration
+from stream.stats.columns import BatchColumns
 from stream.stats.window_stats import window_start
 
 STATE_VERSION = 1
@@ -41,7 +44,8 @@ STATE_VERSION = 1
 KEPT_WINDOWS = 10
 
 
-_NUMBERS = (int, float)
+# Predictions of only these types are all classes (see is_class): no need to ask each.
+_CLASS_TYPES = frozenset({int, str, bool})
 
 
 def is_class(prediction: Any) -> bool:
@@ -154,30 +158,35 @@ class ConfidenceBasedPerformance:
         """Two classes seen so far (precision, recall and F1 are estimated only then)."""
         return len(self.classes) == 2
 
-    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
-        """Count the confident class predictions of ``events``; return findings."""
-        taken = [
-            e
-            for e in events
-            if (c := e.get("confidence")).__class__ in _NUMBERS and c is not None and is_class(e.get("prediction"))
-        ]
-        if not taken:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[Finding]:
+        """Count the class predictions of ``events`` that have a confidence; return findings."""
+        if columns is None:
+            columns = BatchColumns(events)
+        predictions = columns.values("prediction")
+        confidences = columns.field("confidence")
+        # NaN: a confidence missing or not a number (a boolean is none).
+        taken = ~np.isnan(confidences)
+        if not _CLASS_TYPES.issuperset(map(type, predictions)):
+            taken &= np.fromiter(map(is_class, predictions), bool, len(predictions))
+        stamps = columns.field("timestamp")
+        if not taken.all():
+            at = np.flatnonzero(taken)
+            predictions = [predictions[i] for i in at.tolist()]
+            confidences, stamps = confidences[at], stamps[at]
+        if not predictions:
             return []
-        predictions = [e["prediction"] for e in taken]
         if len(self.classes) < 3:
             for prediction in set(predictions) - set(self.classes):
                 if len(self.classes) < 3:
                     self.classes.append(prediction)
-        n = len(taken)
-        stamps = np.fromiter((e["timestamp"] for e in taken), np.float64, n)
-        confidences = np.fromiter((e["confidence"] for e in taken), np.float64, n)
-        positive = np.fromiter((p == self.pos_label for p in predictions), np.int64, n)
+        n = len(predictions)
+        positive = np.fromiter(map(operator.eq, predictions, itertools.repeat(self.pos_label)), np.int64, n)
         bins = self.calibration.bin_of(confidences)
         # One index per (predicted positive, bin): counting is a bincount, not a loop.
         cells = positive * self.calibration.bins + bins
         starts = np.floor(stamps / self.window_s) * self.window_s
         findings: list[Finding] = []
-        i, n = 0, len(taken)
+        i = 0
         # Runs of events in one window and one block, counted at once.
         while i < n:
             if self.window_start is None or starts[i] > self.window_start:

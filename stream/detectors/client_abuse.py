@@ -23,6 +23,7 @@ import orjson
 
 from stream.detectors.base import Finding, check_state_version, tumbling_window
 from stream.stats.client_population import ClientPopulation
+from stream.stats.columns import BatchColumns
 from stream.stats.window_stats import window_start
 
 # The layout of ClientAbuseRule.to_dict. Version 1 had no population sketches; it loads, and they start empty.
@@ -195,7 +196,7 @@ class ClientAbuseRule:
             weight = min(1.0, len(lows) / min(self.model_seen, 5000))
             self.model_low += weight * (sum(lows) / len(lows) - self.model_low)
 
-    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[Finding]:
         """Count each event against its client; return findings for clients that crossed a line."""
         callers = [e for e in events if isinstance(e.get("client_id"), str)]
         if not callers:

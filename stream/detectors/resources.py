@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from stream.detectors.base import Finding, check_state_version, tumbling_window
+from stream.stats.columns import BatchColumns
 from stream.stats.window_stats import window_start
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
@@ -79,7 +80,7 @@ class ResourceRule:
         self.cpu_sum = 0.0
         self.cpu_n = 0
 
-    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[Finding]:
         """Add the resources of ``events``; return findings (each at most once per window)."""
         out: list[Finding] = []
         for event in [e for e in events if "resources" in e]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from stream.detectors.base import Finding, check_state_version, tumbling_window
 from stream.privacy.pii import find_pii, iter_text_fields
+from stream.stats.columns import BatchColumns
 from stream.stats.window_stats import window_start
 
 # Kinds whose leak is an incident by itself; e-mail, phone and IP addresses are warnings.
@@ -41,7 +42,7 @@ class PrivateDataRule:
         self.fired = False
         self.input_hits = 0
 
-    def update(self, events: list[dict[str, Any]]) -> list[Finding]:
+    def update(self, events: list[dict[str, Any]], columns: BatchColumns | None = None) -> list[Finding]:
         """Scan the text fields of ``events`` (already decrypted); at most one finding per window."""
         out: list[Finding] = []
         hits: list[tuple[str, Any, float]] = []

@@ -214,7 +214,7 @@ class VersionMonitor:
         self.events += len(events)
         findings = []
         for batch_rule in self.batch_rules():
-            findings += batch_rule.update(events)
+            findings += batch_rule.update(events, columns)
         for finding in findings:
             if finding.detector == "cbpe" and self.performance.labelled:
                 # The realised metrics beside the estimate (not a reference held by the rule: no cycle).

@@ -65,7 +65,7 @@ class BatchColumns:
     (['a'], [])
     """
 
-    __slots__ = ("_cache", "_events", "_failed", "_fields", "_names", "_rows", "_span", "_whole", "_wrong")
+    __slots__ = ("_cache", "_events", "_failed", "_fields", "_names", "_raw", "_rows", "_span", "_whole", "_wrong")
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self._events = events
@@ -73,6 +73,7 @@ class BatchColumns:
         self._names: dict[str, None] | None = None
         self._cache: dict[str, np.ndarray] = {}
         self._fields: dict[str, np.ndarray] = {}
+        self._raw: dict[str, list[Any]] = {}
         self._failed: np.ndarray | None = None
         # Per feature of a whole batch, how many of its values were of a wrong type.
         self._wrong: dict[str, int] = {}
@@ -121,6 +122,18 @@ class BatchColumns:
             column = self._fields[name] = (
                 numeric_column(self._values(name))[0] if whole is None else whole.field(name)[self._span]
             )
+        return column
+
+    def values(self, name: str) -> list[Any]:
+        """A top-level field's values as the events hold them (None where missing); do not modify.
+
+        >>> BatchColumns([{"prediction": "cat"}, {}, {"prediction": 1}]).part(1, 3).values("prediction")
+        [None, 1]
+        """
+        column = self._raw.get(name)
+        if column is None:
+            whole = self._whole
+            column = self._raw[name] = self._values(name) if whole is None else whole.values(name)[self._span]
         return column
 
     def failed(self) -> np.ndarray:

@@ -530,3 +530,53 @@ def test_level_shift_rules_updated_together_find_and_keep_what_each_updated_alon
         assert LevelShiftRule.update_together(together, series) == expected
         for a, b in zip(alone, together, strict=True):
             assert pack_state(a.to_dict()) == pack_state(b.to_dict())
+
+
+prediction_value = st.one_of(
+    st.integers(0, 2), st.sampled_from(["cat", "dog", True, False, 1.0, 0.5, None, [0.2, 0.8]])
+)
+confidence_value = st.one_of(st.floats(0, 1), st.sampled_from([1, 0, True, None, "0.9"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(prediction_value, confidence_value, st.booleans()),
+        min_size=1,
+        max_size=400,
+    ),
+    st.integers(1, 399),
+)
+def test_estimated_performance_reads_the_batchs_columns_as_it_would_read_each_event(rows, cut):
+    """Taken from the batch's columns (a run of them, as the monitor passes), CBPE counts exactly the events a
+    plain reading keeps: a class prediction (a string, a boolean, a whole number) with a number for confidence."""
+    from stream.detectors.cbpe import ConfidenceBasedPerformance
+    from stream.stats.columns import BatchColumns
+    from stream.worker.state_codec import pack_state
+
+    events = []
+    for i, (prediction, confidence, has_confidence) in enumerate(rows):
+        event = {"timestamp": 1_000.0 + i, "prediction": prediction}
+        if has_confidence:
+            event["confidence"] = confidence
+        events.append(event)
+
+    def kept(e):
+        c, p = e.get("confidence"), e["prediction"]
+        number = isinstance(c, int | float) and not isinstance(c, bool)
+        whole = isinstance(p, float) and p.is_integer()
+        return number and (isinstance(p, bool | str | int) or whole)
+
+    from_columns = ConfidenceBasedPerformance(chunk=20, check_every=10, reference_chunks=2)
+    plain = ConfidenceBasedPerformance(chunk=20, check_every=10, reference_chunks=2)
+    columns = BatchColumns(events)
+    cut = min(cut, len(events))
+    found = from_columns.update(events[:cut], columns.part(0, cut)) + from_columns.update(
+        events[cut:], columns.part(cut, len(events))
+    )
+
+    def clean(part):
+        return [{**e, "confidence": float(e["confidence"])} for e in part if kept(e)]
+
+    assert found == plain.update(clean(events[:cut])) + plain.update(clean(events[cut:]))
+    assert pack_state(from_columns.to_dict()) == pack_state(plain.to_dict())
