@@ -240,24 +240,26 @@ class ConfidenceBasedPerformance:
             return []
         right = self.calibration.right_probability()
         now = estimate(sum(self.blocks), right, self.binary)
-        level, spread = self._reference_level(right)
+        level = self._reference_level(right)
         value = now.get(self.metric)
-        if value is None or level is None or math.isnan(value):
+        if value is None or level is None or math.isnan(value) or value >= level - self.margin:
+            # The threshold is never above level - margin: the chunks' spread need not be read.
             return []
+        spread = self._reference_spread(right)
         threshold = level - max(self.margin, 3 * spread)
         if value >= threshold:
             return []
         self.since_fired = 0
         return [self._finding(now, value, threshold, level, spread, ts)]
 
-    def _reference_level(self, right: np.ndarray) -> tuple[float | None, float]:
-        """The reference's estimate of the metric and the spread of its chunk estimates, under today's calibration."""
-        stacked = np.stack(self.reference)
-        chunks = metrics(stacked, right, self.binary).get(self.metric)
-        whole = metrics(stacked.sum(axis=0), right, self.binary).get(self.metric)
-        if chunks is None or whole is None or math.isnan(whole):
-            return None, 0.0
-        return float(whole), float(np.nanstd(chunks))
+    def _reference_level(self, right: np.ndarray) -> float | None:
+        """The reference's estimate of the metric under today's calibration (None where undefined)."""
+        whole = metrics(sum(self.reference), right, self.binary).get(self.metric)
+        return None if whole is None or math.isnan(whole) else float(whole)
+
+    def _reference_spread(self, right: np.ndarray) -> float:
+        """The spread of the reference's chunk estimates of the metric under today's calibration."""
+        return float(np.nanstd(metrics(np.stack(self.reference), right, self.binary)[self.metric]))
 
     def _finding(
         self, now: dict[str, float], value: float, threshold: float, level: float, spread: float, ts: float
@@ -301,7 +303,7 @@ class ConfidenceBasedPerformance:
     def summary(self) -> dict[str, Any]:
         """The estimate over the last chunk, the reference, and the last closed windows' estimates."""
         right = self.calibration.right_probability()
-        level = self._reference_level(right)[0] if len(self.reference) == self.reference_chunks else None
+        level = self._reference_level(right) if len(self.reference) == self.reference_chunks else None
         return {
             "watched_metric": self.metric,
             "estimated": estimate(sum(self.blocks), right, self.binary) if self.blocks else {},
