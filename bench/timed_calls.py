@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.engine import envelopes, run
+from bench.engine import as_in_the_worker, envelopes, run
 from bench.throughput import ENVELOPE
 
 
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=ENVELOPE, help="events per call")
     parser.add_argument("--runs", type=int, default=2, help="passes over the events, each with fresh monitors")
     args = parser.parse_args()
+    as_in_the_worker()
     print(json.dumps(measure(args.targets, args.events, args.batch, args.runs)))
 
 
