@@ -346,6 +346,22 @@ class ScoredDetector(Protocol):
         ...
 
 
+# The most numbers the rules taken together put in one array. Their gain is the numpy calls they share,
+# which matters for small batches; past this, one array per rule is as cheap, and arrays larger than
+# the worker's mmap threshold (stream.worker.memory_release) come as fresh pages, each touched a fault.
+MAX_TOGETHER = 16_384
+
+
+def row_groups(rows: int, per_row: int, most: int = MAX_TOGETHER) -> list[slice]:
+    """Consecutive groups of ``rows`` rows of ``per_row`` numbers each, at most ``most`` numbers a group.
+
+    >>> row_groups(5, 4, most=8), row_groups(2, 100, most=8)
+    ([slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)], [slice(0, 1, None), slice(1, 2, None)])
+    """
+    size = max(1, most // max(per_row, 1))
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
+
+
 def update_rules(calls: Sequence[tuple[Any, tuple[Sequence[float], Sequence[float]]]]) -> list[list[Finding]]:
     """``rule.update(values, timestamps)`` of each call, in order; the findings of each.
 

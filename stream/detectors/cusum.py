@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.detectors.base import Finding, check_state_version, float_series, percentiles, stream_window
+from stream.detectors.base import Finding, check_state_version, float_series, percentiles, row_groups, stream_window
 
 STATE_VERSION = 2
 # Fewer blocks than this go through the CUSUMs one at a time: taking blocks at once costs
@@ -268,7 +268,9 @@ class PercentileCusumRule:
             else:
                 found[at] = rule.update(xs, ts)
         for (block, partial, n, names), members in in_step.items():
-            _blocks_together([rules[at] for at, _, _ in members], members, block, partial, n, names, found)
+            for group in row_groups(len(members), n):
+                in_group = members[group]
+                _blocks_together([rules[at] for at, _, _ in in_group], in_group, block, partial, n, names, found)
         return [f if f is not None else [] for f in found]
 
     def _remember(self, xs: np.ndarray, ts: np.ndarray) -> None:

@@ -42,6 +42,7 @@ from stream.detectors.base import (
     check_state_version,
     float_series,
     right_skewed,
+    row_groups,
     row_medians,
     stream_window,
 )
@@ -156,13 +157,15 @@ class LevelShiftRule:
                 first, last = rule._splits()
                 key = (len(rule.xs), first, last, rule.before, rule.after, rule.smoothing)
                 in_step.setdefault(key, []).append(at)
-        for (_, first, last, *_), ats in in_step.items():
-            members = [rules[at] for at in ats]
-            quiet = _scan_quietly(members, first, last) if last >= first else [True] * len(members)
-            for at, rule, done in zip(ats, members, quiet, strict=True):
-                if not done:
-                    found[at] = rule._scan_all()
-                rule._trim()
+        for (_, first, last, before, after, _), ats in in_step.items():
+            per_row = (max(last - first, 0) // STRIDE + 1) * (before + after)
+            for group in row_groups(len(ats), per_row):
+                members = [rules[at] for at in ats[group]]
+                quiet = _scan_quietly(members, first, last) if last >= first else [True] * len(members)
+                for at, rule, done in zip(ats[group], members, quiet, strict=True):
+                    if not done:
+                        found[at] = rule._scan_all()
+                    rule._trim()
         return found
 
     def _take(self, values: Sequence[float], timestamps: Sequence[float]) -> bool:
@@ -355,8 +358,10 @@ def _window_ratios(
     dev = np.concatenate([np.abs(left - m_left[:, :, None]), np.abs(right - m_right[:, :, None])], axis=2)
     spread = row_medians(dev.reshape(-1, b + a), finite).reshape(shape) * MAD_TO_SD
     flat = ~(spread > 0)
-    if flat.any():  # the standard deviation only where the MAD is zero (most windows never are)
-        spread = np.where(flat, windows.std(axis=2), spread)
+    if flat.any():
+        # The standard deviation only where the MAD is zero: most windows never are, but those of a
+        # signal that is nearly always 0 (an error flag) nearly all are.
+        spread[flat] = windows[flat].std(axis=1)
     return np.abs(m_right - m_left), spread
 
 

@@ -90,6 +90,29 @@ def test_level_shift_windows_are_the_sliding_windows():
     assert spread.shape == ratio.shape == (len(range(40, 151, 3)),)
 
 
+def test_level_shift_spreads_are_the_pooled_mad_or_where_that_is_zero_the_standard_deviation():
+    """For a signal that is nearly always 0 (most windows' MAD is zero) and a continuous one, screened together."""
+    from stream.detectors.level_shift import MAD_TO_SD, _window_ratios
+
+    rng = np.random.default_rng(4)
+    signals = np.stack([(rng.random(300) < 0.05).astype(float), rng.normal(size=300)])
+    _, spread = _window_ratios(signals, 40, 250, 20, 10, 3)
+    flat_but_spread = []
+    for row, x in zip(spread, signals, strict=True):
+        windows = np.lib.stride_tricks.sliding_window_view(x[20:260], 30)[::3]
+        left, right = windows[:, :20], windows[:, 20:]
+        deviations = np.concatenate(
+            [np.abs(left - np.median(left, axis=1)[:, None]), np.abs(right - np.median(right, axis=1)[:, None])],
+            axis=1,
+        )
+        mad = np.median(deviations, axis=1) * MAD_TO_SD
+        expected = [m if m > 0 else float(np.std(w)) for m, w in zip(mad.tolist(), windows, strict=True)]
+        assert row.tolist() == expected
+        flat_but_spread.append(sum(m == 0 and e > 0 for m, e in zip(mad.tolist(), expected, strict=True)))
+    # Windows of the flag with a zero MAD and values that are not all equal, and none of the continuous signal.
+    assert flat_but_spread[0] > 0 and flat_but_spread[1] == 0
+
+
 values_with_gaps = st.one_of(
     st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False, width=64),
     st.sampled_from([0.0, -0.0, 1e-10, -1e-10, 1.0, np.nan]),
@@ -443,8 +466,10 @@ def signal_batches(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n = draw(st.integers(300, 4000))
     signals = []
-    for kind in draw(st.lists(st.sampled_from(["lognormal", "integers", "scores", "normal"]), min_size=2, max_size=6)):
+    kinds = st.sampled_from(["lognormal", "integers", "scores", "normal", "flags"])
+    for kind in draw(st.lists(kinds, min_size=2, max_size=6)):
         values = {
+            "flags": lambda size: (rng.random(size) < 0.03).astype(float),
             "lognormal": lambda size: rng.lognormal(3, 1, size),
             "integers": lambda size: rng.poisson(2, size).astype(float),
             "scores": lambda size: np.round(rng.uniform(0, 1, size), 2),
