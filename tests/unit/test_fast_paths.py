@@ -483,6 +483,24 @@ def signal_batches(draw):
     return signals, [0, *cuts, n]
 
 
+def assert_together_as_alone(kind, rules, signals, bounds, gap):
+    """Feeds ``signals`` in the batches ``bounds`` cut to ``rules()`` one by one and to ``kind.update_together``;
+    the last signal misses values when ``gap`` is set (out of step). Same findings and states after each batch."""
+    from stream.worker.state_codec import pack_state
+
+    alone, together = rules(), rules()
+    times = np.arange(bounds[-1], dtype=np.float64)
+    for lo, hi in itertools.pairwise(bounds):
+        series = []
+        for i, values in enumerate(signals):
+            keep = slice(lo, hi, 1 + gap) if i == len(signals) - 1 else slice(lo, hi)
+            series.append((values[keep], times[keep]))
+        expected = [rule.update(*s) for rule, s in zip(alone, series, strict=True)]
+        assert kind.update_together(together, series) == expected
+        for a, b in zip(alone, together, strict=True):
+            assert pack_state(a.to_dict()) == pack_state(b.to_dict())
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     signal_batches(),
@@ -495,7 +513,6 @@ def test_cusum_rules_updated_together_find_and_keep_what_each_updated_alone_does
     """Rules in step share their arrays; the findings and every state equal those of each rule fed on its own,
     bit for bit, including a signal with values missing (out of step) and rules that find changes."""
     from stream.detectors.cusum import PercentileCusumRule
-    from stream.worker.state_codec import pack_state
 
     signals, bounds = case
 
@@ -505,18 +522,7 @@ def test_cusum_rules_updated_together_find_and_keep_what_each_updated_alone_does
             for i in range(len(signals))
         ]
 
-    alone, together = rules(), rules()
-    times = np.arange(bounds[-1], dtype=np.float64)
-    for lo, hi in itertools.pairwise(bounds):
-        series = []
-        for i, values in enumerate(signals):
-            # The last signal misses some values when gap is set: it falls out of step.
-            keep = slice(lo, hi, 1 + gap) if i == len(signals) - 1 else slice(lo, hi)
-            series.append((values[keep], times[keep]))
-        expected = [rule.update(*s) for rule, s in zip(alone, series, strict=True)]
-        assert PercentileCusumRule.update_together(together, series) == expected
-        for a, b in zip(alone, together, strict=True):
-            assert pack_state(a.to_dict()) == pack_state(b.to_dict())
+    assert_together_as_alone(PercentileCusumRule, rules, signals, bounds, gap)
 
 
 @settings(max_examples=60, deadline=None)
@@ -533,7 +539,6 @@ def test_level_shift_rules_updated_together_find_and_keep_what_each_updated_alon
     """Rules at the same split points share their arrays; the findings and every state equal those of each rule
     fed on its own, bit for bit, including a signal with values missing (out of step) and rules that find shifts."""
     from stream.detectors.level_shift import LevelShiftRule
-    from stream.worker.state_codec import pack_state
 
     signals, bounds = case
     before, after = windows
@@ -544,17 +549,7 @@ def test_level_shift_rules_updated_together_find_and_keep_what_each_updated_alon
             for i in range(len(signals))
         ]
 
-    alone, together = rules(), rules()
-    times = np.arange(bounds[-1], dtype=np.float64)
-    for lo, hi in itertools.pairwise(bounds):
-        series = []
-        for i, values in enumerate(signals):
-            keep = slice(lo, hi, 1 + gap) if i == len(signals) - 1 else slice(lo, hi)
-            series.append((values[keep], times[keep]))
-        expected = [rule.update(*s) for rule, s in zip(alone, series, strict=True)]
-        assert LevelShiftRule.update_together(together, series) == expected
-        for a, b in zip(alone, together, strict=True):
-            assert pack_state(a.to_dict()) == pack_state(b.to_dict())
+    assert_together_as_alone(LevelShiftRule, rules, signals, bounds, gap)
 
 
 prediction_value = st.one_of(
