@@ -147,7 +147,7 @@ def numeric_drifts(
     ones = np.ones((len(sides), 1))
     win_bins = np.diff(np.hstack([0 * ones, at_edges, ones]), axis=1)
     psis = psi_rows(ref_bins, win_bins)
-    noise = _chi2_isf(NOISE_ALPHA, len(DECILES)) * (1 / n_ref + 1 / n_win)
+    noise = psi_noise(len(DECILES) + 1, n_ref, n_win)
     out = []
     for i, (side, win) in enumerate(zip(sides, windows, strict=True)):
         decisive = {
@@ -231,8 +231,11 @@ def _homogeneity(table: np.ndarray) -> tuple[float, int]:
     return float(np.sum((table - expected) ** 2 / expected)), table.shape[1] - 1
 
 
-def psi_noise(bins: int, n_ref: int, n_win: int, alpha: float = NOISE_ALPHA) -> float:
-    """The PSI that sampling noise alone exceeds with probability ``alpha``, for two samples of one distribution.
+def psi_noise(
+    bins: int, n_ref: int | np.ndarray, n_win: int | np.ndarray, alpha: float = NOISE_ALPHA
+) -> float | np.ndarray:
+    """The PSI that sampling noise alone exceeds with probability ``alpha``, for two samples of one distribution
+    (of each pair of sample sizes, given arrays).
 
     Over ``bins`` bins, PSI is about a chi-square statistic with ``bins - 1``
     degrees of freedom times ``1/n_ref + 1/n_win``, so a small window or a
