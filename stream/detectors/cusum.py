@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from stream.detectors.base import Finding, check_state_version, float_series, percentiles, row_groups, stream_window
+from stream.detectors.two_sided_cusum import TwoSidedCusum
 
 STATE_VERSION = 2
 # Fewer blocks than this go through the CUSUMs one at a time: taking blocks at once costs
@@ -43,117 +44,6 @@ STATE_VERSION = 2
 MIN_BLOCKS_AT_ONCE = 16
 # Each statistic: its name, and what its rising and falling sides mean.
 STATISTICS = {"location": ("up", "down"), "spread": ("wider", "narrower")}
-
-
-class TwoSidedCusum:
-    """Tabular CUSUM of block means around a baseline ``center``, in units of ``sd``.
-
-    >>> c = TwoSidedCusum(center=0.5, sd=0.1, allowance=0.05, limit=1.0)
-    >>> [c.step(0.5, float(t)) for t in range(3)]
-    [None, None, None]
-    >>> [c.step(0.9, float(t)) for t in range(3, 6)]
-    [None, None, 'up']
-    >>> c.start["up"], round(c.mean_since("up"), 2)
-    (3.0, 0.9)
-    """
-
-    def __init__(self, center: float, sd: float, allowance: float, limit: float) -> None:
-        self.center, self.sd, self.allowance, self.limit = center, sd, allowance, limit
-        self.sums = {"up": 0.0, "down": 0.0}
-        self.start: dict[str, float | None] = {"up": None, "down": None}
-        self.total = {"up": 0.0, "down": 0.0}  # sum of block means since each side's start
-        self.blocks = {"up": 0, "down": 0}
-
-    def step(self, value: float, start: float) -> str | None:
-        """Add one block mean (whose first value came at ``start``); return the side past the limit, if any."""
-        z = value - self.center
-        for side, signed in (("up", z), ("down", -z)):
-            if self.sums[side] <= 0:
-                self.start[side], self.total[side], self.blocks[side] = start, 0.0, 0
-            self.sums[side] = max(0.0, self.sums[side] + signed - self.allowance)
-            self.total[side] += value
-            self.blocks[side] += 1
-        for side in ("up", "down"):
-            if self.sums[side] > self.limit:
-                return side
-        return None
-
-    def would_cross(self, value: float) -> bool:
-        """Whether :meth:`step` with this block mean would take a side past the limit (state unchanged)."""
-        z = value - self.center
-        return any(
-            max(0.0, self.sums[side] + signed - self.allowance) > self.limit
-            for side, signed in (("up", z), ("down", -z))
-        )
-
-    def sums_after(self, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Each side's sum after each block mean of ``values``, as :meth:`step` would leave it (state unchanged).
-
-        The same recursion as :meth:`step` for a run of blocks at once: a
-        side's sum after block k is its running total minus the lowest that
-        total has been, or zero (Lindley's form of ``max(0, sum + z)``).
-        """
-        z = values - self.center
-        out = {}
-        for side, signed in (("up", z), ("down", -z)):
-            running = self.sums[side] + np.cumsum(signed - self.allowance)
-            out[side] = running - np.minimum(np.minimum.accumulate(running), 0.0)
-        return out
-
-    def quiet_blocks(self, sums: dict[str, np.ndarray]) -> int:
-        """How many of the blocks behind ``sums`` (see :meth:`sums_after`) pass before one crosses the limit."""
-        quiet = len(sums["up"])
-        for side_sums in sums.values():
-            over = np.flatnonzero(side_sums[:quiet] > self.limit)
-            if over.size:
-                quiet = int(over[0])
-        return quiet
-
-    def take(self, values: np.ndarray, starts: np.ndarray, sums: dict[str, np.ndarray], n: int) -> None:
-        """Take in the first ``n`` block means of ``values`` (first values at ``starts``), none past the limit."""
-        if not n:
-            return
-        for side, side_sums in sums.items():
-            # A side starts again at each block it enters from zero: the last such block is its start.
-            restarts = np.flatnonzero(side_sums[: n - 1] <= 0) + 1
-            if self.sums[side] <= 0:
-                restarts = np.concatenate([[0], restarts])
-            if restarts.size:
-                first = int(restarts[-1])
-                self.start[side] = float(starts[first])
-                self.total[side] = float(values[first:n].sum())
-                self.blocks[side] = n - first
-            else:
-                self.total[side] += float(values[:n].sum())
-                self.blocks[side] += n
-            self.sums[side] = float(side_sums[n - 1])
-
-    def mean_since(self, side: str) -> float:
-        """The mean of the block means since ``side`` last stood at zero."""
-        return self.total[side] / max(self.blocks[side], 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain state."""
-        return {
-            "center": self.center,
-            "sd": self.sd,
-            "allowance": self.allowance,
-            "limit": self.limit,
-            "sums": dict(self.sums),
-            "start": dict(self.start),
-            "total": dict(self.total),
-            "blocks": dict(self.blocks),
-        }
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> TwoSidedCusum:
-        """Rebuild from :meth:`to_dict` output."""
-        out = cls(float(state["center"]), float(state["sd"]), float(state["allowance"]), float(state["limit"]))
-        out.sums = {k: float(v) for k, v in state["sums"].items()}
-        out.start = {k: None if v is None else float(v) for k, v in state["start"].items()}
-        out.total = {k: float(v) for k, v in state["total"].items()}
-        out.blocks = {k: int(v) for k, v in state["blocks"].items()}
-        return out
 
 
 class PercentileCusumRule:
@@ -510,18 +400,10 @@ def _blocks_together(
             continue
         starts = ts[head:used:block]
         for name, cusum in rule.cusums.items():
-            values = block_means[name][row]
             for side in ("up", "down"):
                 restarted, last = last_restart[name, side]
-                first = int(last[row]) if restarted[row] else (0 if cusum.sums[side] <= 0 else None)
-                if first is None:
-                    cusum.total[side] += float(values.sum())
-                    cusum.blocks[side] += whole
-                else:
-                    cusum.start[side] = float(starts[first])
-                    cusum.total[side] = float(values[first:].sum())
-                    cusum.blocks[side] = whole - first
-                cusum.sums[side] = float(sums[name, side][row, -1])
+                last_row = int(last[row]) if restarted[row] else None
+                cusum.take_side(side, block_means[name][row], starts, whole, float(sums[name, side][row, -1]), last_row)
         if used < n:
             rule.partial, rule.partial_start = pit[used:].tolist(), float(ts[used])
         rule._remember(xs, ts)

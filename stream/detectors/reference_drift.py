@@ -39,7 +39,7 @@ from stream.detectors.base import Finding, WindowCheckpoints, check_state_versio
 from stream.stats import CategoricalStats, NumericStats, WindowStats
 from stream.stats.columns import BatchColumns
 from stream.stats.features import OTHER
-from stream.stats.sketch import PairedCounts
+from stream.stats.paired_counts import PairedCounts
 
 _EPS = 1e-4
 MIN_EXPECTED = 5.0
@@ -96,17 +96,17 @@ class ReferenceSide:
     the test's cost.
     """
 
-    __slots__ = ("bins", "count", "edge_keys", "edge_signs", "mean", "quantiles", "scale", "sketch")
+    __slots__ = ("bins", "edge_keys", "edge_signs", "mean", "quantiles", "scale", "sketch")
 
     def __init__(self, ref: NumericStats) -> None:
         self.sketch = ref.sketch
-        self.count = ref.sketch.count
         table = ref.sketch.table()
         # The deciles' buckets, where a window's CDF is read (see PairedCounts.right_cdf_at).
         at = table.quantile_positions(DECILES)
         signs, keys = ref.sketch.buckets()
         self.edge_signs, self.edge_keys = signs[at], keys[at]
-        self.bins = np.diff(np.concatenate([[0.0], table.cdf(table.values[at]), [1.0]]))
+        # The CDF at the deciles: the share at or below each of those buckets.
+        self.bins = np.diff(np.concatenate([[0.0], table.shares[at + 1], [1.0]]))
         self.quantiles = table.quantiles(WASSERSTEIN_GRID)
         self.scale = ref.moments.std or (abs(ref.moments.mean) or 1.0)
         self.mean = ref.moments.mean
@@ -137,15 +137,15 @@ def numeric_drifts(
     """
     paired = PairedCounts([(side.sketch, win.sketch) for side, win in zip(sides, windows, strict=True)])
     d = paired.ks_distances()
-    n_ref = np.array([side.count for side in sides], dtype=np.float64)
+    n_ref = np.array([side.sketch.count for side in sides], dtype=np.float64)
     n_win = np.array([win.sketch.count for win in windows], dtype=np.float64)
     p_values = np.where(d > 0, special.kolmogorov(d * np.sqrt(n_ref * n_win / (n_ref + n_win))), 1.0)
     at_edges = paired.right_cdf_at(
         np.stack([side.edge_signs for side in sides]), np.stack([side.edge_keys for side in sides])
     )
     ref_bins = np.stack([side.bins for side in sides])
-    ones = np.ones((len(sides), 1))
-    win_bins = np.diff(np.hstack([0 * ones, at_edges, ones]), axis=1)
+    ends = np.ones((len(sides), 1))
+    win_bins = np.diff(np.hstack([np.zeros_like(ends), at_edges, ends]), axis=1)
     psis = psi_rows(ref_bins, win_bins)
     noise = psi_noise(len(DECILES) + 1, n_ref, n_win)
     out = []

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from stream.detectors import SignalDetector
-from stream.detectors.cusum import PercentileCusumRule, TwoSidedCusum
+from stream.detectors.cusum import PercentileCusumRule
 from stream.detectors.level_shift import LevelShiftRule
+from stream.detectors.two_sided_cusum import TwoSidedCusum
 from stream.worker.state_codec import pack_state, unpack_state
 
 RULES = {"level_shift": LevelShiftRule, "cusum": PercentileCusumRule}

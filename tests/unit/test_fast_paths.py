@@ -209,7 +209,8 @@ sketch_values = hnp.arrays(
 def test_paired_counts_read_the_ks_distance_and_cdf_of_each_pair_as_its_tables_do(a, b, c):
     """Side by side, pairs of different spans in one array: each row's KS statistic is the largest gap of the two
     tables' CDFs over their merged values, and the right sketch's CDF at the left's buckets is its table's there."""
-    from stream.stats.sketch import PairedCounts, QuantileSketch
+    from stream.stats.paired_counts import PairedCounts
+    from stream.stats.sketch import QuantileSketch
 
     sketches = []
     for values in (a, b, c):
@@ -450,7 +451,8 @@ def test_a_tables_cdf_is_the_share_of_its_values_counts_at_or_below(values, xs):
 
 
 def test_an_empty_tables_cdf_is_zero_and_its_ks_distance_to_any_other_is_the_others_total_share():
-    from stream.stats.sketch import PairedCounts, QuantileSketch
+    from stream.stats.paired_counts import PairedCounts
+    from stream.stats.sketch import QuantileSketch
 
     empty, full = QuantileSketch(), QuantileSketch()
     full.update_many([1.0, 2.0])
