@@ -50,6 +50,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -194,28 +195,47 @@ def topics_env(events_topic: str) -> dict[str, str]:
     }
 
 
+class WorkerRun(NamedTuple):
+    """What :func:`run_worker` measured of one worker."""
+
+    events_per_s: float
+    rss_mb: float
+    alerts_topic: str
+    # The worker's CPU time (all its threads, user and system) per event over the same window: less
+    # sensitive than the rate to what else this machine runs meanwhile, the broker included.
+    cpu_us_per_event: float
+
+
 def run_worker(
     broker: EmbeddedBroker, env: dict[str, str], expected: int, progress: Progress, label: str, budget_s: float
-):
-    """Events per second of one worker over ``expected`` events (or what it did in ``budget_s``), and its RSS (MB)."""
+) -> WorkerRun:
+    """Events per second of one worker over ``expected`` events (or what it did in ``budget_s``), its RSS and CPU."""
     worker = WorkerProcess(broker.url, app_id=f"bench-{uuid.uuid4().hex[:8]}", env=env)
     worker.start()
+    process = psutil.Process(worker.pid)
     task = progress.add_task(f"processing {label}", total=expected)
-    first_at = first_count = None
+    first_at = first_count = first_cpu = None
     try:
         while True:
             health = worker.health() or {}
             count = health.get("events", 0)
             if count and first_at is None:
-                first_at, first_count = time.perf_counter(), count
+                first_at, first_count, first_cpu = time.perf_counter(), count, _cpu_s(process)
             progress.update(task, completed=count)
             elapsed = time.perf_counter() - first_at if first_at is not None else 0.0
             if count >= expected or elapsed > budget_s:
-                rss = psutil.Process(worker.pid).memory_info().rss / 2**20
-                return (count - first_count) / max(elapsed, 1e-9), rss, env["STREAM_MONITOR_TOPIC_ALERTS"]
+                rss = process.memory_info().rss / 2**20
+                done = max(count - first_count, 1)
+                cpu_us = (_cpu_s(process) - first_cpu) / done * 1e6
+                return WorkerRun(done / max(elapsed, 1e-9), rss, env["STREAM_MONITOR_TOPIC_ALERTS"], cpu_us)
             time.sleep(0.05)
     finally:
         worker.kill()  # measured already: a graceful stop would only add seconds
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def run_group(broker: EmbeddedBroker, env: dict[str, str], expected: int, workers: int, budget_s: float) -> float:
@@ -427,10 +447,10 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         asyncio.run(produce(servers, single_topic, singles, progress, "single-event records"))
         del events, singles
         result["raw_decode_events_per_s"] = asyncio.run(raw_decode(servers, envelope_topic, n))
-        result["events_per_s"], result["rss_mb"], _ = run_worker(
+        result["events_per_s"], result["rss_mb"], *_ = run_worker(
             broker, topics_env(envelope_topic), n, progress, "envelopes", budget_s
         )
-        result["single_record_events_per_s"], _, _ = run_worker(
+        result["single_record_events_per_s"], *_ = run_worker(
             broker, topics_env(single_topic), n, progress, "single-event records", budget_s
         )
         # The naive agent runs at a steady rate from its first second: NAIVE_BUDGET_S tells it well enough.
@@ -440,7 +460,7 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         asyncio.run(ensure_topics(servers, [TopicSpec(many_topic, PARTITIONS, "")]))
         many = make_events(100_000, 1000, FEATURES, time.time() - 700, 600.0, seed=2)
         asyncio.run(produce(servers, many_topic, as_envelopes(many, 100), progress, "1,000 models"))
-        _, result["rss_mb_1000_models"], _ = run_worker(
+        _, result["rss_mb_1000_models"], *_ = run_worker(
             broker, topics_env(many_topic), len(many), progress, "1,000 models", 10 * budget_s
         )
         del many
