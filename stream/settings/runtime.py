@@ -79,8 +79,8 @@ class Settings:
     # The ingest task takes up to this many records, or megabytes of them, at a time,
     # waiting at most ingest_wait_s for them, and applies each model's share in one go.
     # Bigger takes give the detectors bigger batches when the worker is behind, and hold
-    # four takes' worth of fetched records in memory.
-    ingest_batch_records: int = 5_000
+    # more fetched records in memory: up to two takes' worth of records or four of megabytes.
+    ingest_batch_records: int = 20_000
     ingest_batch_mb: float = 8.0
     ingest_wait_s: float = 0.02
     # Models whose live state stays in memory; the others are rebuilt from

@@ -10,8 +10,9 @@ records of the input topics in an :class:`Intake` as it fetches them (see
 whatever has gathered, up to ``max_records`` or ``max_bytes``: the longer
 the last batch took, the bigger the next.
 
-An intake holding four takes' worth tells the consumer to stop fetching its
-partitions until it is half empty again, as a full Faust stream buffer would.
+An intake holding four takes' worth of bytes, or two of records, tells the
+consumer to stop fetching its partitions until it is half empty again, as a
+full Faust stream buffer would.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-# How many takes' worth the intake holds before its partitions stop being fetched.
+# How many takes' worth the intake holds before its partitions stop being fetched: by bytes,
+# and by records, which cost about 330 bytes each besides their value (Faust's message object).
 HIGH_WATER_TAKES = 4
+HIGH_WATER_RECORD_TAKES = 2
 
 
 class Intake(Generic[T]):
@@ -42,7 +45,7 @@ class Intake(Generic[T]):
     ...     takes = [await intake.take() for _ in range(4)]
     ...     return full, takes, intake.below_low_water()
     >>> asyncio.run(demo())
-    ([False, False, False, False, False, False, False, True, True], [[0, 1], [2, 3], [4, 5], [6, 7]], True)
+    ([False, False, False, True, True, True, True, True, True], [[0, 1], [2, 3], [4, 5], [6, 7]], True)
     """
 
     def __init__(
@@ -71,14 +74,14 @@ class Intake(Generic[T]):
         if len(self._records) == 1 or self._full_take():
             self._arrived.set()
         return (
-            len(self._records) >= HIGH_WATER_TAKES * self.max_records
+            len(self._records) >= HIGH_WATER_RECORD_TAKES * self.max_records
             or self._bytes >= HIGH_WATER_TAKES * self.max_bytes
         )
 
     def below_low_water(self) -> bool:
         """Whether partitions stopped for a full intake may be fetched again."""
         return (
-            len(self._records) <= HIGH_WATER_TAKES * self.max_records // 2
+            len(self._records) <= HIGH_WATER_RECORD_TAKES * self.max_records // 2
             and self._bytes <= HIGH_WATER_TAKES * self.max_bytes // 2
         )
 

@@ -196,6 +196,8 @@ def test_a_partition_held_back_for_a_full_intake_is_not_taken_for_stalled_until_
     while not full:  # as getmany fills the intake until it says stop
         full = mon.intake.put(ConsumerMessage(events.topic, 0, offset, 0.0, 0, [], b"m", b"{}", None), 2)
         offset += 1
+    # The rest of that fetch goes in all the same.
+    mon.intake.put(ConsumerMessage(events.topic, 0, offset, 0.0, 0, [], b"m", b"{}", None), 2)
     consumer.on_buffer_full(events)
     consumer.on_buffer_full(other)
     assert consumer.held_back() == {events}

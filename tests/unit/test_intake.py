@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from stream.worker.intake import HIGH_WATER_TAKES, Intake
+from stream.worker.intake import HIGH_WATER_RECORD_TAKES, HIGH_WATER_TAKES, Intake
 
 
 def test_a_take_stops_at_the_record_or_byte_limit_and_a_big_record_goes_alone():
@@ -52,21 +52,22 @@ def test_a_full_take_goes_without_waiting():
     assert asyncio.run(run()) == (["a", "b"], 1)
 
 
-def test_the_intake_says_full_at_four_takes_and_drained_at_half_by_records_or_bytes():
+def test_the_intake_says_full_at_two_takes_of_records_or_four_of_bytes_and_drained_at_half():
     intake = Intake(max_records=5, max_bytes=1_000, wait_s=0.0)
-    full = [intake.put(n, 1) for n in range(HIGH_WATER_TAKES * 5)]
-    assert full.index(True) == HIGH_WATER_TAKES * 5 - 1
+    full = [intake.put(n, 1) for n in range(HIGH_WATER_RECORD_TAKES * 5)]
+    assert full.index(True) == HIGH_WATER_RECORD_TAKES * 5 - 1
     assert not intake.below_low_water()
 
     async def take_all():
-        while len(intake) > HIGH_WATER_TAKES * 5 // 2:
+        while len(intake) > HIGH_WATER_RECORD_TAKES * 5 // 2:
             await intake.take()
 
     asyncio.run(take_all())
     assert intake.below_low_water()
 
     by_bytes = Intake(max_records=1_000, max_bytes=100, wait_s=0.0)
-    assert [by_bytes.put(n, 150) for n in range(3)] == [False, False, True]
+    full = [by_bytes.put(n, 30) for n in range(HIGH_WATER_TAKES * 100 // 30 + 1)]
+    assert full.index(True) == HIGH_WATER_TAKES * 100 // 30
 
 
 def test_clearing_the_intake_empties_it_bytes_included():
