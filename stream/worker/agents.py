@@ -20,7 +20,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from stream.worker.intake import FetchedRecord
+from stream.worker.faust_compat import FetchedRecord
 from stream.worker.memory_release import RELEASE_INTERVAL_S, release_free_memory
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def register(mon: MonitorApp) -> None:
                 raise
             finally:
                 for record in records:
-                    record.ack()
+                    record.give_back()
 
     @mon.app.task
     async def ingest():

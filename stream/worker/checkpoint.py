@@ -32,7 +32,6 @@ from stream.monitoring.label_join import expand_join_record, join_batch
 from stream.web.metrics import WorkerMetrics
 from stream.worker.changelog_writes import ChangelogWrites
 from stream.worker.counters import WorkerCounters
-from stream.worker.faust_compat import hold_message
 from stream.worker.state_codec import encode_state
 
 if TYPE_CHECKING:
@@ -58,9 +57,10 @@ class HeldModel:
 class HeldRecords:
     """Input records waiting for their model's next checkpoint.
 
-    A record is a Faust event; holding it adds a reference to its message so
-    the stream's own acknowledgement does not release the offset, and
-    :meth:`release` gives that reference back once the state is written.
+    A record is a Faust event; holding it keeps a reference to its message
+    (``record.keep()``: the one the intake took for it, or another) so that
+    the offset is not committed, and :meth:`release` gives that reference
+    back once the state is written.
 
     >>> clock = [0.0]
     >>> held = HeldRecords(interval_s=1.0, max_records=3, clock=lambda: clock[0])
@@ -102,7 +102,7 @@ class HeldRecords:
 
     def hold(self, model: str, partition: int, record: Any, skipped: frozenset[int] = frozenset()) -> None:
         """Keep ``record`` uncommitted until ``model``'s next checkpoint (``skipped``: its items not applied)."""
-        hold_message(record.message)
+        record.keep()
         self.mark(model, partition)
         held = self.models[model]
         held.records.append(record)

@@ -21,8 +21,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -131,23 +130,3 @@ class Intake(Generic[T]):
         ['b']
         """
         return [record for record, _ in self._records]
-
-
-@dataclass(slots=True)
-class FetchedRecord:
-    """A record from the intake with what the worker reads of a Faust event: key, value, message, ack()."""
-
-    message: Any
-    consumer: Any
-
-    @property
-    def key(self) -> bytes | None:
-        return self.message.key
-
-    @property
-    def value(self) -> bytes | None:
-        return self.message.value
-
-    def ack(self) -> bool:
-        """Give back the intake's reference to the message (see ``Consumer.getmany``)."""
-        return self.message.ack(self.consumer)

@@ -22,6 +22,7 @@ from stream.worker.faust_compat import (
     TESTED_AIOKAFKA,
     TESTED_FAUST,
     FaustIncompatible,
+    FetchedRecord,
     MemoryStoreKeepingOffsets,
     check_faust,
     store_get,
@@ -74,6 +75,38 @@ def test_an_input_record_the_agent_never_took_in_is_not_counted_for_the_commit(t
     consumer.ack(taken)
     assert taken.acked
     assert consumer._acked[TP(topic, 0)] == [8]
+
+
+def test_a_held_record_keeps_the_reference_the_intake_took_and_its_offset_is_committed_once_released(tmp_path):
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
+        return mon, mon.app.consumer
+
+    mon, consumer = asyncio.run(build())
+    topic = mon.settings.topics.events
+    mon.app.topics._acking_topics.add(topic)
+
+    def taken(offset: int) -> FetchedRecord:
+        message = ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"m", b"{}", None)
+        # As take_intake does with what it hands to the ingest.
+        consumer.taken.add(message)
+        message.incref()
+        return FetchedRecord(message, consumer)
+
+    held, passed, held_twice = taken(1), taken(2), taken(3)
+    held.keep()
+    held_twice.keep()
+    held_twice.keep()
+    for record in (held, passed, held_twice):
+        record.give_back()
+    # Only the record nothing holds is done when the batch is.
+    assert [r.message.refcount for r in (held, passed, held_twice)] == [1, 0, 2]
+    assert consumer._acked[TP(topic, 0)] == [2]
+    held.ack()
+    held_twice.ack()
+    assert consumer._acked[TP(topic, 0)] == [2, 1]
+    held_twice.ack()
+    assert consumer._acked[TP(topic, 0)] == [2, 1, 3]
 
 
 def test_a_faust_without_a_private_name_the_worker_needs_stops_it_with_one_line(monkeypatch):

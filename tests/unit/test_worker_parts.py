@@ -55,6 +55,10 @@ class Record:
         self.key, self.value = b"m", value
         self.acked = 0
 
+    def keep(self) -> None:
+        # As a record whose intake reference is given back already: holding it takes another.
+        self.message.incref()
+
     def ack(self) -> None:
         self.acked += 1
 

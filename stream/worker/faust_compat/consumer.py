@@ -11,6 +11,7 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiokafka
@@ -154,6 +155,46 @@ class ChangelogReadOffsets(dict):
     def update(self, *args: Any, **kwargs: Any) -> None:
         for tp, offset in dict(*args, **kwargs).items():
             self[tp] = offset
+
+
+@dataclass(slots=True)
+class FetchedRecord:
+    """A record from the intake with what the worker reads of a Faust event: key, value, message, ack().
+
+    The consumer took one reference to the message for the intake (see
+    ``Consumer.take_intake``); a record held for a checkpoint keeps that
+    one, instead of taking another and giving the first back at once.
+    """
+
+    message: Any
+    consumer: Any
+    # Whether the intake's reference to the message is still this record's to give back.
+    intake_reference: bool = True
+
+    @property
+    def key(self) -> bytes | None:
+        return self.message.key
+
+    @property
+    def value(self) -> bytes | None:
+        return self.message.value
+
+    def keep(self) -> None:
+        """Keep Faust from committing the message until the next :meth:`ack`."""
+        if self.intake_reference:
+            self.intake_reference = False
+        else:
+            self.message.incref()
+
+    def give_back(self) -> None:
+        """The intake's reference, given back unless :meth:`keep` took it over."""
+        if self.intake_reference:
+            self.intake_reference = False
+            self.ack()
+
+    def ack(self) -> bool:
+        """Give back one reference to the message: its offset is committed once none is left."""
+        return self.message.ack(self.consumer)
 
 
 class Consumer(driver.Consumer):

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
-from faust.types import TP, EventT, Message
+from faust.types import TP, EventT
 from yarl import URL
 
 # What a changelog record stands for in the store: (key, value or None to delete) pairs,
@@ -100,11 +100,6 @@ def store_scan(table: Any, partitions: set[int] | None = None) -> Iterator[tuple
 def send_changelog(table: Any, partition: int, key: bytes, value: Any) -> Awaitable[Any]:
     """Send one changelog record of ``table`` to ``partition``; the future resolves once the broker has it."""
     return table.send_changelog(partition, key, value)
-
-
-def hold_message(message: Message) -> None:
-    """Keep Faust from committing ``message``'s offset until its record is acknowledged once more."""
-    message.incref()
 
 
 def active_partitions(app: faust.App, topic: str) -> set[int]:
