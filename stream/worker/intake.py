@@ -68,9 +68,14 @@ class Intake(Generic[T]):
 
     def put(self, record: T, size: int) -> bool:
         """Add ``record`` of ``size`` bytes; returns whether its partition should stop being fetched."""
-        self._records.append((record, size))
-        self._bytes += size
-        if len(self._records) == 1 or self._full_take():
+        return self.put_all([record], [size])
+
+    def put_all(self, records: list[T], sizes: list[int]) -> bool:
+        """Add ``records``, of these sizes in bytes; returns whether their partition should stop being fetched."""
+        was_empty = not self._records
+        self._records.extend(zip(records, sizes, strict=True))
+        self._bytes += sum(sizes)
+        if records and (was_empty or self._full_take()):
             self._arrived.set()
         return (
             len(self._records) >= HIGH_WATER_RECORD_TAKES * self.max_records

@@ -10,7 +10,9 @@ from pathlib import Path
 import aiokafka
 import faust
 import pytest
+from aiokafka.structs import ConsumerRecord
 from faust.events import Event
+from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -214,6 +216,55 @@ def test_a_stalled_partition_faust_left_out_for_a_full_buffer_is_fetched_again(t
     consumer.pause_partitions([other])
     asyncio.run(consumer.restart_fetch(other))
     assert other not in consumer._get_active_partitions()
+
+
+def test_the_fetched_records_of_the_input_topics_go_to_the_intake_as_messages_and_faust_yields_the_rest(
+    tmp_path, monkeypatch
+):
+    async def build():
+        mon = MonitorApp(Settings(data_dir=str(tmp_path), ingest_batch_records=2))
+        return mon, mon.app.consumer
+
+    mon, consumer = asyncio.run(build())
+    events, labels = (
+        aiokafka.TopicPartition(mon.settings.topics.events, 0),
+        aiokafka.TopicPartition(mon.settings.topics.labels, 1),
+    )
+    not_fetched, changelog = aiokafka.TopicPartition(events.topic, 2), aiokafka.TopicPartition("m-changelog", 0)
+
+    def fetched(tp, offsets):
+        return [
+            ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"m", b"v" * offset, None, 1, offset, [])
+            for offset in offsets
+        ]
+
+    records = {
+        events: fetched(events, [3, 4, 5]),
+        labels: fetched(labels, [7]),
+        not_fetched: fetched(not_fetched, [1]),
+        changelog: fetched(changelog, [9]),
+    }
+
+    async def faust_fetch(self, timeout):
+        return dict(records), {TP(events.topic, 0), TP(labels.topic, 1), TP(changelog.topic, 0)}
+
+    monkeypatch.setattr(driver.Consumer, "_wait_next_records", faust_fetch)
+    # The consumer thread is not started here: the end offsets are read from it.
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 10)
+    rest, _ = asyncio.run(consumer._wait_next_records(1.0))
+    assert rest == {changelog: records[changelog]}
+    # A partition out of the fetch set (paused, revoked) gives nothing, as Faust's own loop skips it.
+    waiting = mon.intake.waiting()
+    assert [(m.topic, m.partition, m.offset, m.value) for m in waiting] == [
+        (events.topic, 0, 3, b"vvv"),
+        (events.topic, 0, 4, b"vvvv"),
+        (events.topic, 0, 5, b"vvvvv"),
+        (labels.topic, 1, 7, b"v" * 7),
+    ]
+    assert all(m.generation_id == mon.app.consumer_generation_id for m in waiting)
+    # The fourth record makes two takes of two: the partition that passed it stops being fetched.
+    assert consumer._buffered_partitions == {TP(labels.topic, 1)}
+    assert mon.intake._bytes == 3 + 4 + 5 + 7
 
 
 def test_a_partition_held_back_for_a_full_intake_is_not_taken_for_stalled_until_the_intake_drains(tmp_path):

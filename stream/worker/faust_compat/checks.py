@@ -95,6 +95,14 @@ def check_faust() -> None:
             and "call_thread" in inspect.getsource(driver.AIOKafkaConsumerThread.seek_wait),
         ),
         (
+            "Consumer.getmany reading _wait_next_records(timeout) for records by partition and the active "
+            "partitions, and _to_message(tp, record)",
+            _params(FaustConsumer, "_wait_next_records") == ["self", "timeout"]
+            and "records, active_partitions = await self._wait_next_records(timeout)"
+            in inspect.getsource(FaustConsumer.getmany)
+            and _params(driver.Consumer, "_to_message") == ["self", "tp", "record"],
+        ),
+        (
             "Consumer._get_active_partitions(), on_buffer_full(tp) and on_buffer_drop(tp)",
             _params(FaustConsumer, "_get_active_partitions") == ["self"]
             and _params(FaustConsumer, "on_buffer_full") == ["self", "tp"]
