@@ -59,17 +59,23 @@ def test_the_worker_consumer_keeps_no_read_offset_for_input_partitions(tmp_path)
     assert isinstance(consumer.order, PartitionOrder)
 
 
-def test_an_input_record_the_agent_never_took_in_is_not_counted_for_the_commit(tmp_path):
-    # Faust acknowledges records it skipped itself around a rebalance; their offsets must
-    # not be committed: the worker reads them again from the hole they leave.
-    async def build():
-        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
-        return mon, mon.app.consumer
+def _acking_consumer(tmp_path):
+    """A worker's consumer, and the events topic, whose acknowledged records count for the commit."""
 
-    mon, consumer = asyncio.run(build())
+    async def build():
+        return MonitorApp(Settings(data_dir=str(tmp_path)))
+
+    mon = asyncio.run(build())
     topic = mon.settings.topics.events
     # As Faust's conductor does once the agents subscribe.
     mon.app.topics._acking_topics.add(topic)
+    return mon.app.consumer, topic
+
+
+def test_an_input_record_the_agent_never_took_in_is_not_counted_for_the_commit(tmp_path):
+    # Faust acknowledges records it skipped itself around a rebalance; their offsets must
+    # not be committed: the worker reads them again from the hole they leave.
+    consumer, topic = _acking_consumer(tmp_path)
     skipped, taken = (ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"m", b"{}", None) for offset in (7, 8))
     consumer.taken.add(taken)
     assert consumer.ack(skipped) is False
@@ -80,13 +86,7 @@ def test_an_input_record_the_agent_never_took_in_is_not_counted_for_the_commit(t
 
 
 def test_a_held_record_keeps_the_reference_the_intake_took_and_its_offset_is_committed_once_released(tmp_path):
-    async def build():
-        mon = MonitorApp(Settings(data_dir=str(tmp_path)))
-        return mon, mon.app.consumer
-
-    mon, consumer = asyncio.run(build())
-    topic = mon.settings.topics.events
-    mon.app.topics._acking_topics.add(topic)
+    consumer, topic = _acking_consumer(tmp_path)
 
     def taken(offset: int) -> FetchedRecord:
         message = ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"m", b"{}", None)
