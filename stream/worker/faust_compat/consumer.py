@@ -220,11 +220,10 @@ class Consumer(driver.Consumer):
         """Faust's fetch, less the records of the intake topics: those go to the intake, a partition's at a time.
 
         Faust's ``getmany`` turns each fetched record into a message and
-        yields it through two generators to its streams, about 3 µs a record
-        before any work is done on it; here the intake's records are turned
-        into messages in one pass per partition, on the same conditions
-        (the flow active, the partition fetched or buffered), and Faust
-        yields the rest. Nothing acknowledges them until the ingest task
+        yields it, one at a time, through its generator and the worker's;
+        here the intake's records are turned into messages in one pass per
+        partition, on the conditions ``getmany`` checks (the flow active,
+        the partition fetched or buffered), and Faust yields the rest. Nothing acknowledges them until the ingest task
         takes them, so the commit cannot pass them meanwhile.
         """
         records, active = await super()._wait_next_records(timeout)
