@@ -200,7 +200,6 @@ class WorkerRun(NamedTuple):
 
     events_per_s: float
     rss_mb: float
-    alerts_topic: str
     # The worker's CPU time (all its threads, user and system) per event over the same window: less
     # sensitive than the rate to what else this machine runs meanwhile, the broker included.
     cpu_us_per_event: float
@@ -227,7 +226,7 @@ def run_worker(
                 rss = process.memory_info().rss / 2**20
                 done = max(count - first_count, 1)
                 cpu_us = (_cpu_s(process) - first_cpu) / done * 1e6
-                return WorkerRun(done / max(elapsed, 1e-9), rss, env["STREAM_MONITOR_TOPIC_ALERTS"], cpu_us)
+                return WorkerRun(done / max(elapsed, 1e-9), rss, cpu_us)
             time.sleep(0.05)
     finally:
         worker.kill()  # measured already: a graceful stop would only add seconds
@@ -447,12 +446,10 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         asyncio.run(produce(servers, single_topic, singles, progress, "single-event records"))
         del events, singles
         result["raw_decode_events_per_s"] = asyncio.run(raw_decode(servers, envelope_topic, n))
-        result["events_per_s"], result["rss_mb"], *_ = run_worker(
-            broker, topics_env(envelope_topic), n, progress, "envelopes", budget_s
-        )
-        result["single_record_events_per_s"], *_ = run_worker(
-            broker, topics_env(single_topic), n, progress, "single-event records", budget_s
-        )
+        envelopes = run_worker(broker, topics_env(envelope_topic), n, progress, "envelopes", budget_s)
+        result["events_per_s"], result["rss_mb"] = envelopes.events_per_s, envelopes.rss_mb
+        single = run_worker(broker, topics_env(single_topic), n, progress, "single-event records", budget_s)
+        result["single_record_events_per_s"] = single.events_per_s
         # The naive agent runs at a steady rate from its first second: NAIVE_BUDGET_S tells it well enough.
         result["naive_faust_events_per_s"] = run_naive(broker, single_topic, n, progress, min(budget_s, NAIVE_BUDGET_S))
         result.update(latency_phase(broker, result["events_per_s"], progress))
@@ -460,9 +457,9 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         asyncio.run(ensure_topics(servers, [TopicSpec(many_topic, PARTITIONS, "")]))
         many = make_events(100_000, 1000, FEATURES, time.time() - 700, 600.0, seed=2)
         asyncio.run(produce(servers, many_topic, as_envelopes(many, 100), progress, "1,000 models"))
-        _, result["rss_mb_1000_models"], *_ = run_worker(
+        result["rss_mb_1000_models"] = run_worker(
             broker, topics_env(many_topic), len(many), progress, "1,000 models", 10 * budget_s
-        )
+        ).rss_mb
         del many
         figures = steady_state.measure(broker, progress) if steady else {}
         result["rss_mb_1000_models_steady"] = figures.get("rss_mb_1000_models_steady")

@@ -56,6 +56,7 @@ class Intake(Generic[T]):
         self.max_bytes = max_bytes
         self.wait_s = wait_s
         self.clock = clock
+        self._high_water = (HIGH_WATER_RECORD_TAKES * max_records, HIGH_WATER_TAKES * max_bytes)
         self._records: deque[tuple[T, int]] = deque()
         self._bytes = 0
         self._arrived = asyncio.Event()
@@ -77,17 +78,13 @@ class Intake(Generic[T]):
         self._bytes += sum(sizes)
         if records and (was_empty or self._full_take()):
             self._arrived.set()
-        return (
-            len(self._records) >= HIGH_WATER_RECORD_TAKES * self.max_records
-            or self._bytes >= HIGH_WATER_TAKES * self.max_bytes
-        )
+        records, size = self._high_water
+        return len(self._records) >= records or self._bytes >= size
 
     def below_low_water(self) -> bool:
         """Whether partitions stopped for a full intake may be fetched again."""
-        return (
-            len(self._records) <= HIGH_WATER_RECORD_TAKES * self.max_records // 2
-            and self._bytes <= HIGH_WATER_TAKES * self.max_bytes // 2
-        )
+        records, size = self._high_water
+        return len(self._records) <= records // 2 and self._bytes <= size // 2
 
     async def take(self) -> list[T]:
         """The oldest records, a full take at most, once there is one and more had ``wait_s`` to come.

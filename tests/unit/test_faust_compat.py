@@ -277,7 +277,7 @@ def test_a_partition_held_back_for_a_full_intake_is_not_taken_for_stalled_until_
     consumer._set_active_tps({events, other})
     full = False
     offset = 0
-    while not full:  # as getmany fills the intake until it says stop
+    while not full:  # as the fetch fills the intake until it says stop
         full = mon.intake.put(ConsumerMessage(events.topic, 0, offset, 0.0, 0, [], b"m", b"{}", None), 2)
         offset += 1
     # The rest of that fetch goes in all the same.

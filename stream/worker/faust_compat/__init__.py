@@ -43,7 +43,7 @@ What is worked around, each worth reporting upstream:
   own, at about 80 µs per record here, and its ``take`` gathers nothing
   while the agent works. :class:`Consumer` puts the records of the input
   topics in an :class:`~stream.worker.intake.Intake` instead, as it fetches
-  them (:meth:`Consumer.getmany`), and tracks them for the commit once taken,
+  them (:meth:`Consumer._wait_next_records`), and tracks them for the commit once taken,
   as Faust's streams do.
 - **Table writes outside an agent.** Faust's stores take the partition of a
   write from the current event, and its RocksDB store asserts there is one;

@@ -223,8 +223,9 @@ class Consumer(driver.Consumer):
         yields it, one at a time, through its generator and the worker's;
         here the intake's records are turned into messages in one pass per
         partition, on the conditions ``getmany`` checks (the flow active,
-        the partition fetched or buffered), and Faust yields the rest. Nothing acknowledges them until the ingest task
-        takes them, so the commit cannot pass them meanwhile.
+        the partition fetched or buffered), and Faust yields the rest.
+        Nothing acknowledges them until the ingest task takes them, so the
+        commit cannot pass them meanwhile.
         """
         records, active = await super()._wait_next_records(timeout)
         intake, topics = self.intake, self.intake_topics
@@ -376,7 +377,7 @@ def use_worker_transport(
 ) -> None:
     """Give ``app`` :class:`Transport`; call it before the app declares any topic.
 
-    The records of ``topics`` go to ``intake`` (see :meth:`Consumer.getmany`).
+    The records of ``topics`` go to ``intake`` (see :meth:`Consumer._wait_next_records`).
     """
     app.transport = Transport(app.conf.broker_consumer, app)
     app.transport.intake = intake
