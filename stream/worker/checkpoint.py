@@ -32,6 +32,7 @@ from stream.monitoring.label_join import expand_join_record, join_batch
 from stream.web.metrics import WorkerMetrics
 from stream.worker.changelog_writes import ChangelogWrites
 from stream.worker.counters import WorkerCounters
+from stream.worker.faust_compat import FetchedRecord
 from stream.worker.state_codec import encode_state
 
 if TYPE_CHECKING:
@@ -148,10 +149,9 @@ class HeldRecords:
         return taken
 
     @staticmethod
-    def release(records: list[Any]) -> None:
+    def release(records: list[FetchedRecord]) -> None:
         """Let Faust commit these records: their model's state now covers them."""
-        for record in records:
-            record.ack()
+        FetchedRecord.ack_all(records)
 
     def restore(self, taken: dict[str, HeldModel]) -> None:
         """Hold again what :meth:`take` gave out (its checkpoint failed), before what was held since.
@@ -298,8 +298,7 @@ class Checkpointer:
             self.saving = {}
         if saved is None or generation != self.generation:
             return 0
-        for held in taken.values():
-            self.held.release(held.records)
+        self.held.release([record for held in taken.values() for record in held.records])
         self.counters.checkpoints += 1
         self.metrics.checkpoints.inc()
         await self._write_join_changes({model: (taken[model].partition, *batch) for model, batch in saved.items()})

@@ -111,6 +111,61 @@ def test_a_held_record_keeps_the_reference_the_intake_took_and_its_offset_is_com
     assert consumer._acked[TP(topic, 0)] == [2, 1, 3]
 
 
+def test_acknowledging_records_together_leaves_the_consumer_as_faust_acknowledging_each_does(tmp_path):
+    # Faust's own Message.ack is the oracle: the same records, acknowledged one by one on one
+    # consumer and together on another, must leave the same offsets to commit.
+    def scenario(consumer, topic):
+        def message(offset: int, *, references: int = 1, taken: bool = True, topic: str = topic):
+            m = ConsumerMessage(topic, offset % 2, offset, 0.0, 0, [], b"m", b"{}", None)
+            consumer.track_message(m)
+            if taken:
+                consumer.taken.add(m)
+            m.incref(references)
+            return m
+
+        consumer._committed_offset[TP(topic, 0)] = 4
+        changelog = f"{consumer.app.conf.id}-model-states-changelog"
+        consumer.app.topics._acking_topics.add(changelog)
+        acked_before = message(9, references=2)
+        consumer.ack(acked_before)  # as Faust does with the records it skips
+        duplicate = message(7)
+        messages = [
+            message(2),  # below the committed offset: done, not counted
+            message(6),
+            message(8, references=2),  # still referenced once after
+            message(10, taken=False),  # never taken in: done, not counted
+            message(11, topic="not-acking"),
+            message(12, topic=changelog, taken=False),  # changelogs count without being taken
+            acked_before,
+            duplicate,
+            duplicate,  # held twice, released twice
+            message(7),  # an offset counted already
+        ]
+        duplicate.incref()
+        return messages
+
+    one_by_one, topic = _acking_consumer(tmp_path / "one")
+    together, _ = _acking_consumer(tmp_path / "together")
+    expected = scenario(one_by_one, topic)
+    for message in expected:
+        message.ack(one_by_one)
+    got = scenario(together, topic)
+    together.ack_all(got)
+
+    def state(consumer, messages):
+        return (
+            [(m.acked, m.refcount) for m in messages],
+            {tp: list(offsets) for tp, offsets in consumer._acked.items() if offsets},
+            {tp: set(index) for tp, index in consumer._acked_index.items() if index},
+            consumer._n_acked,
+            sorted((m.topic, m.offset) for m in consumer._unacked_messages),
+        )
+
+    assert state(together, got) == state(one_by_one, expected)
+    acked, counted, *_ = state(together, got)
+    assert acked[2] == (False, 1) and counted  # the scenario does exercise both outcomes
+
+
 def test_a_faust_without_a_private_name_the_worker_needs_stops_it_with_one_line(monkeypatch):
     from faust.transport.consumer import Consumer
 

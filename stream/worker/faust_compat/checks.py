@@ -3,6 +3,7 @@ it was written against."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import aiokafka
@@ -16,12 +17,17 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import Message
+from faust.types.tuples import ConsumerMessage
 
 from stream.settings.common import InstallError
 
 # The versions this module was written against and the fault tests pass with.
 TESTED_FAUST = "0.15.3"
 TESTED_AIOKAFKA = "0.14.0"
+# Consumer.ack_all copies the acknowledgement of these Faust functions: the digest of their code
+# (comments and blank lines left out) when it was copied.
+ACK_FUNCTIONS = (Message.ack, Message.decref, ConsumerMessage.on_final_ack, FaustConsumer.ack)
+ACK_CODE_DIGEST = "2933efefe4b04fa0"
 
 
 class FaustIncompatible(InstallError):
@@ -133,6 +139,10 @@ def check_faust() -> None:
             and _params(faust_memory.Store, "on_recovery_completed") == ["self", "active_tps", "standby_tps"],
         ),
         ("Message.incref", callable(getattr(Message, "incref", None))),
+        (
+            "Message.ack, decref, ConsumerMessage.on_final_ack and Consumer.ack as Consumer.ack_all copies them",
+            code_digest(*ACK_FUNCTIONS) == ACK_CODE_DIGEST,
+        ),
         ("PartitionAssignor.assigned_actives", callable(getattr(PartitionAssignor, "assigned_actives", None))),
         (
             "Recovery.completed and in_recovery",
@@ -154,6 +164,17 @@ def check_faust() -> None:
             f"({'; '.join(missing)}); install the tested versions: "
             f"faust-streaming=={TESTED_FAUST}, aiokafka=={TESTED_AIOKAFKA}"
         )
+
+
+def code_digest(*functions: object) -> str:
+    """A digest of the functions' source code, comments and blank lines left out."""
+    lines = []
+    for function in functions:
+        for line in inspect.getsource(function).splitlines():  # type: ignore[arg-type]
+            code = line.split("#", 1)[0].rstrip()
+            if code:
+                lines.append(code)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def _params(cls: type, name: str) -> list[str]:

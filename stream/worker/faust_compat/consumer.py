@@ -21,6 +21,8 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
+from faust.types.tuples import ConsumerMessage, ack_lock
+from mode.utils.futures import notify
 
 from stream.worker.intake import Intake
 from stream.worker.offset_order import Hole, PartitionOrder
@@ -196,6 +198,15 @@ class FetchedRecord:
         """Give back one reference to the message: its offset is committed once none is left."""
         return self.message.ack(self.consumer)
 
+    @staticmethod
+    def ack_all(records: Iterable[FetchedRecord]) -> None:
+        """:meth:`ack` for each of ``records``, in order, a consumer's at a time (see :meth:`Consumer.ack_all`)."""
+        by_consumer: dict[int, tuple[Any, list[Message]]] = {}
+        for record in records:
+            by_consumer.setdefault(id(record.consumer), (record.consumer, []))[1].append(record.message)
+        for consumer, messages in by_consumer.values():
+            consumer.ack_all(messages)
+
 
 class Consumer(driver.Consumer):
     """Faust's aiokafka consumer, run by :class:`ConsumerThread`, that can read a partition again from a hole.
@@ -348,6 +359,55 @@ class Consumer(driver.Consumer):
             message.acked = True
             return False
         return super().ack(message)
+
+    def ack_all(self, messages: Iterable[Message]) -> None:
+        """``message.ack(self)`` for each of ``messages``, in order, in one pass under Faust's ``ack_lock``.
+
+        A checkpoint releases every record it holds at once; one at a time,
+        each went through Faust's ``Message.ack``, ``decref``,
+        ``on_final_ack`` and :meth:`ack`, four calls taking the lock each.
+        This is their bookkeeping inlined (``checks.py`` holds Faust's code
+        to the version it was copied from): the message loses a reference,
+        and at its last one it is acknowledged and, if the ingest took it
+        in, counted for the commit.
+        """
+        taken, committed_offsets = self.taken, self._committed_offset
+        acked_offsets, acked_indexes, unacked = self._acked, self._acked_index, self._unacked_messages
+        acking_topics: dict[str, bool] = {}
+        counted = 0
+        notified = False
+        with ack_lock:
+            for message in messages:
+                if type(message) is not ConsumerMessage:
+                    message.ack(self)
+                    continue
+                if message.acked:
+                    continue
+                message.refcount = refcount = max(message.refcount - 1, 0)
+                if refcount:
+                    continue
+                message.acked = True
+                topic = message.topic
+                if not is_changelog(topic) and message not in taken:
+                    continue
+                acking = acking_topics.get(topic)
+                if acking is None:
+                    acking = acking_topics[topic] = self.app.topics.acks_enabled_for(topic)
+                if not acking:
+                    continue
+                notified = True
+                tp, offset = message.tp, message.offset
+                committed = committed_offsets[tp]
+                if committed is None or offset >= committed:
+                    acked_index = acked_indexes[tp]
+                    if offset not in acked_index:
+                        unacked.discard(message)
+                        acked_index.add(offset)
+                        acked_offsets[tp].append(offset)
+                        counted += 1
+            self._n_acked += counted
+            if notified:
+                notify(self._waiting_for_ack)
 
     def _new_offset(self, tp: TP) -> int | None:
         # Faust commits past the record at the committed offset when the one after it
