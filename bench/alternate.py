@@ -27,7 +27,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress
 
-from bench.throughput import (
+from bench.workload import (
     ENVELOPE,
     FEATURES,
     MODELS,

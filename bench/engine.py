@@ -24,7 +24,7 @@ import json
 import pstats
 import time
 
-from bench.throughput import ENVELOPE, FEATURES, MODELS, make_events
+from bench.workload import ENVELOPE, FEATURES, MODELS, make_events
 from stream.monitoring.model_monitor import ModelMonitor
 from stream.settings.runtime import Settings
 from stream.worker.memory_release import give_large_blocks_their_own_pages

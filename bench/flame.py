@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from bench.throughput import FEATURES, MODELS, PARTITIONS, as_envelopes, make_events, produce, topics_env
+from bench.workload import FEATURES, MODELS, PARTITIONS, as_envelopes, make_events, produce, topics_env
 from stream.kafka.embedded_broker import EmbeddedBroker
 from stream.kafka.topics import TopicSpec, ensure_topics
 from stream.worker.child_process import WorkerProcess

@@ -50,41 +50,31 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import orjson
-import psutil
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from bench import steady as steady_state
+from bench.alert_latency import LATENCY_RUN_S, alert_latency, latency_figures, latency_phase, p50_p99
+from bench.workload import (
+    ENVELOPE,
+    FEATURES,
+    MODELS,
+    PARTITIONS,
+    as_envelopes,
+    make_events,
+    produce,
+    run_worker,
+    topics_env,
+)
 from stream.kafka.embedded_broker import EmbeddedBroker, free_port
 from stream.kafka.topics import TopicSpec, ensure_topics
-from stream.sdk.client import Batch
 from stream.worker.child_process import WorkerProcess
 
-MODELS = 10
-FEATURES = 10
-ENVELOPE = 500
-PARTITIONS = 4
 NAIVE_BUDGET_S = 15.0
-LATENCY_RUN_S = 50.0
-# The run that finds how fast a worker applies the latency load, sent faster than it keeps up.
-CAPACITY_RUN_S = 20.0
-# The alert-latency run: this many models, each spiking every LATENCY_PERIOD_S, windows of one second
-# and no cooldown, so that each spike is an alert of its own (over a thousand samples in one run).
-LATENCY_MODELS = 30
-LATENCY_PERIOD_S = 1.0
-LATENCY_ENV = {
-    "STREAM_MONITOR_WINDOW_S": "1",
-    "STREAM_MONITOR_HOP_S": "1",
-    "STREAM_MONITOR_HOPPING_S": "10",
-    "STREAM_MONITOR_ALERT_COOLDOWN_S": "0.001",
-    "STREAM_MONITOR_RESOLVE_AFTER_S": "0.5",
-}
 KEYS = (
     "events_per_s",
     "single_record_events_per_s",
@@ -104,66 +94,6 @@ KEYS = (
 )
 
 
-def make_events(n: int, models: int, features: int, t0: float, span_s: float, seed: int = 0) -> list[dict]:
-    """``n`` events over ``models`` models, event times spread over ``span_s`` from ``t0``."""
-    rng = np.random.default_rng(seed)
-    latency = rng.lognormal(3.0, 0.25, n)
-    values = rng.normal(0.0, 1.0, (n, features)).round(4)
-    confidence = rng.uniform(0.5, 1.0, n).round(4)
-    names = [f"model-{i:04d}" for i in range(models)]
-    feature_names = [f"f{j}" for j in range(features)]
-    out = []
-    for i in range(n):
-        out.append(
-            {
-                "schema_version": 1,
-                "event_id": f"e{i}",
-                "timestamp": t0 + i * span_s / n,
-                "model": names[i % models],
-                "model_version": "1",
-                "latency_ms": float(latency[i]),
-                "prediction": i % 2,
-                "confidence": float(confidence[i]),
-                "features": dict(zip(feature_names, values[i].tolist(), strict=True)),
-            }
-        )
-    return out
-
-
-def as_envelopes(events: list[dict], size: int) -> list[tuple[bytes, bytes]]:
-    """SDK envelopes of up to ``size`` events of one model, in event order."""
-    by_model: dict[str, list[dict]] = {}
-    records = []
-    for event in events:
-        batch = by_model.setdefault(event["model"], [])
-        batch.append(event)
-        if len(batch) == size:
-            records.append((event["model"].encode(), Batch(event["model"], batch).envelope()))
-            by_model[event["model"]] = []
-    records += [(m.encode(), Batch(m, b).envelope()) for m, b in by_model.items() if b]
-    return records
-
-
-async def produce(servers: str, topic: str, records: list[tuple[bytes, bytes]], progress: Progress, label: str) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=servers, linger_ms=20, max_batch_size=1 << 20, max_request_size=8 << 20
-    )
-    await producer.start()
-    task = progress.add_task(f"loading {label}", total=len(records))
-    try:
-        pending = []
-        for i, (key, value) in enumerate(records):
-            pending.append(await producer.send(topic, key=key, value=value))
-            if len(pending) >= 2000:
-                await asyncio.gather(*pending)
-                pending = []
-                progress.update(task, completed=i + 1)
-        await asyncio.gather(*pending)
-        progress.update(task, completed=len(records))
-    finally:
-        await producer.stop()
-
-
 async def raw_decode(servers: str, topic: str, expected_events: int) -> float:
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
     await consumer.start()
@@ -181,60 +111,6 @@ async def raw_decode(servers: str, topic: str, expected_events: int) -> float:
         return seen / (time.perf_counter() - started)
     finally:
         await consumer.stop()
-
-
-def topics_env(events_topic: str) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        "STREAM_MONITOR_TOPIC_EVENTS": events_topic,
-        "STREAM_MONITOR_TOPIC_LABELS": f"labels-{suffix}",
-        "STREAM_MONITOR_TOPIC_ALERTS": f"alerts-{suffix}",
-        "STREAM_MONITOR_TOPIC_DEADLETTER": f"deadletter-{suffix}",
-        "STREAM_MONITOR_TOPIC_RETRAIN": f"retrain-{suffix}",
-        "STREAM_MONITOR_PARTITIONS": str(PARTITIONS),
-    }
-
-
-class WorkerRun(NamedTuple):
-    """What :func:`run_worker` measured of one worker."""
-
-    events_per_s: float
-    rss_mb: float
-    # The worker's CPU time (all its threads, user and system) per event over the same window: less
-    # sensitive than the rate to what else this machine runs meanwhile, the broker included.
-    cpu_us_per_event: float
-
-
-def run_worker(
-    broker: EmbeddedBroker, env: dict[str, str], expected: int, progress: Progress, label: str, budget_s: float
-) -> WorkerRun:
-    """Events per second of one worker over ``expected`` events (or what it did in ``budget_s``), its RSS and CPU."""
-    worker = WorkerProcess(broker.url, app_id=f"bench-{uuid.uuid4().hex[:8]}", env=env)
-    worker.start()
-    process = psutil.Process(worker.pid)
-    task = progress.add_task(f"processing {label}", total=expected)
-    first_at = first_count = first_cpu = None
-    try:
-        while True:
-            health = worker.health() or {}
-            count = health.get("events", 0)
-            if count and first_at is None:
-                first_at, first_count, first_cpu = time.perf_counter(), count, _cpu_s(process)
-            progress.update(task, completed=count)
-            elapsed = time.perf_counter() - first_at if first_at is not None else 0.0
-            if count >= expected or elapsed > budget_s:
-                rss = process.memory_info().rss / 2**20
-                done = max(count - first_count, 1)
-                cpu_us = (_cpu_s(process) - first_cpu) / done * 1e6
-                return WorkerRun(done / max(elapsed, 1e-9), rss, cpu_us)
-            time.sleep(0.05)
-    finally:
-        worker.kill()  # measured already: a graceful stop would only add seconds
-
-
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def run_group(broker: EmbeddedBroker, env: dict[str, str], expected: int, workers: int, budget_s: float) -> float:
@@ -316,120 +192,6 @@ def run_naive(broker: EmbeddedBroker, topic: str, expected: int, progress: Progr
         )
     data = json.loads(result.read_text())
     return data["events"] / data["seconds"]
-
-
-async def alert_latency(
-    broker: EmbeddedBroker, rate: float, duration_s: float, progress: Progress
-) -> tuple[list[float], list[float], float]:
-    """Alert delays (ms) for latency incidents on each model while ``rate`` events/s are sent to a worker.
-
-    Each model spikes for 0.3 s every ``LATENCY_PERIOD_S`` (staggered) after a warm-up; with one-second windows
-    and no cooldown every spike is an alert of its own. Also returns the rate at which the worker applied
-    events after the warm-up: ``rate`` if it kept up, what it manages if not. The second list holds, per
-    alert, the part of its delay spent before the worker built it (the rest is its way out through Kafka).
-    """
-    topic = f"latency-{uuid.uuid4().hex[:8]}"
-    env = {**topics_env(topic), **LATENCY_ENV}
-    await ensure_topics(broker.bootstrap_servers, [TopicSpec(topic, PARTITIONS, "")])
-    worker = WorkerProcess(broker.url, app_id=f"bench-{uuid.uuid4().hex[:8]}", env=env)
-    await asyncio.get_running_loop().run_in_executor(None, worker.start)
-    alerts_topic = env["STREAM_MONITOR_TOPIC_ALERTS"]
-    delays: list[float] = []
-    built: list[float] = []
-    consumer = AIOKafkaConsumer(
-        alerts_topic, bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest", fetch_max_wait_ms=10
-    )
-    await consumer.start()
-
-    async def collect() -> None:
-        async for record in consumer:
-            alert = orjson.loads(record.value)
-            if alert["detector"] == "zscore" and alert["status"] == "firing":
-                delays.append((time.time() - alert["event_time"]) * 1000)
-                built.append((alert["timestamp"] - alert["event_time"]) * 1000)
-
-    collector = asyncio.create_task(collect())
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
-    await producer.start()
-    # Events made beforehand and sent as SDK envelopes, one per model per tick:
-    # building events one by one in Python would make this process, not the
-    # worker, the slow part at tens of thousands of events/s.
-    rng = np.random.default_rng(1)
-    latencies = rng.lognormal(3.0, 0.25, 100_000).tolist()
-    names = [f"model-{i:04d}" for i in range(LATENCY_MODELS)]
-    templates = [[e for e in make_events(500, 1, FEATURES, 0.0, 1.0, seed=i)] for i in range(LATENCY_MODELS)]
-    for i, events in enumerate(templates):
-        for e in events:
-            e["model"] = names[i]
-    task = progress.add_task(f"alert latency at {rate:,.0f} events/s", total=duration_s)
-    started = time.monotonic()
-    # Ten events per model per envelope: the worker takes records, not events, as its unit of work.
-    tick = 0.1
-    sent = 0
-    loop = asyncio.get_running_loop()
-    applied: list[tuple[float, int]] = []  # (when, events the worker had applied), after the warm-up and at the end
-    try:
-        while (elapsed := time.monotonic() - started) < duration_s:
-            if not applied and elapsed >= duration_s * 0.2:
-                applied.append(await loop.run_in_executor(None, events_applied, worker))
-            due = max(int(elapsed * rate) - sent, 0)
-            now = time.time()
-            # After a warm-up, each model gets 0.3 s of 30x latencies every LATENCY_PERIOD_S, staggered.
-            warm = elapsed >= duration_s * 0.2
-            per_model = -(-due // LATENCY_MODELS)
-            for index in range(LATENCY_MODELS):
-                events = templates[index][: min(per_model, len(templates[index]))]
-                offset = index * LATENCY_PERIOD_S / LATENCY_MODELS
-                factor = 30.0 if warm and (elapsed + offset) % LATENCY_PERIOD_S < 0.3 else 1.0
-                for k, e in enumerate(events):
-                    e["timestamp"] = now
-                    e["latency_ms"] = latencies[(sent + k) % len(latencies)] * factor
-                if events:
-                    await producer.send(topic, key=names[index].encode(), value=Batch(names[index], events).envelope())
-            sent += per_model * LATENCY_MODELS
-            progress.update(task, completed=elapsed)
-            await asyncio.sleep(tick)
-        applied.append(await loop.run_in_executor(None, events_applied, worker))
-        await producer.flush()
-        await asyncio.sleep(3.0)
-    finally:
-        collector.cancel()
-        await producer.stop()
-        await consumer.stop()
-        await asyncio.get_running_loop().run_in_executor(None, worker.kill)
-    (t0, n0), (t1, n1) = applied
-    return delays, built, (n1 - n0) / (t1 - t0)
-
-
-def events_applied(worker: WorkerProcess) -> tuple[float, int]:
-    """When, and how many events the worker had applied (a busy worker may not answer at once)."""
-    for _ in range(20):
-        health = worker.health()
-        if health is not None:
-            return time.monotonic(), health["events"]
-    raise RuntimeError(f"the worker did not answer /health; see {worker.log_path}")
-
-
-def p50_p99(name: str, delays: list[float]) -> dict[str, float | None]:
-    """``{name}_p50_ms`` and ``{name}_p99_ms`` of ``delays`` (None, null in JSON, when there are none)."""
-    return {f"{name}_p{q}_ms": float(np.percentile(delays, q)) if delays else None for q in (50, 99)}
-
-
-def latency_figures(delays: list[float]) -> dict[str, float | None]:
-    """p50 and p99 of the alert delays and their count."""
-    return {**p50_p99("alert_latency", delays), "alert_latency_samples": len(delays)}
-
-
-def latency_phase(broker: EmbeddedBroker, upper: float, progress: Progress) -> dict[str, float | None]:
-    """How fast a worker applies the latency load sent at ``upper`` events/s; then the alert delays at half that."""
-    _, _, capacity = asyncio.run(alert_latency(broker, upper, CAPACITY_RUN_S, progress))
-    delays, _, applied = asyncio.run(alert_latency(broker, capacity / 2, LATENCY_RUN_S, progress))
-    return {
-        **latency_figures(delays),
-        "alert_latency_events_per_s": round(capacity / 2),
-        "alert_latency_applied_events_per_s": round(applied),
-        "latency_load_events_per_s": round(capacity),
-    }
 
 
 def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | None]:

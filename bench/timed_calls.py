@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.engine import as_in_the_worker, envelopes, run
-from bench.throughput import ENVELOPE
+from bench.workload import ENVELOPE
 
 
 def resolve(target: str) -> tuple[Any, str]:
