@@ -72,8 +72,9 @@ class Settings:
     # A model's state goes to its changelog at most once per interval (and
     # its input records are committed only then), not once per record; a
     # crash replays at most this much, and the offsets saved in the state
-    # keep the replay from counting twice.
-    checkpoint_interval_s: float = 1.0
+    # keep the replay from counting twice. Every checkpoint encodes each changed model's state
+    # while the ingest waits, so a shorter interval delays every record behind it.
+    checkpoint_interval_s: float = 3.0
     # ... or sooner, once this many input records wait for a checkpoint.
     checkpoint_max_records: int = 20_000
     # The ingest task takes up to this many records, or megabytes of them, at a time,
