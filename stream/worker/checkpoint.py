@@ -149,7 +149,7 @@ class HeldRecords:
         return taken
 
     @staticmethod
-    def release(records: list[FetchedRecord]) -> None:
+    def release(records: list[Any]) -> None:
         """Let Faust commit these records: their model's state now covers them."""
         FetchedRecord.ack_all(records)
 

@@ -199,10 +199,16 @@ class FetchedRecord:
         return self.message.ack(self.consumer)
 
     @staticmethod
-    def ack_all(records: Iterable[FetchedRecord]) -> None:
-        """:meth:`ack` for each of ``records``, in order, a consumer's at a time (see :meth:`Consumer.ack_all`)."""
+    def ack_all(records: Iterable[Any]) -> None:
+        """``ack()`` each of ``records``: the intake's a consumer's at a time (see :meth:`Consumer.ack_all`).
+
+        Any other record (a stand-in with its own ``ack``) is acknowledged on its own.
+        """
         by_consumer: dict[int, tuple[Any, list[Message]]] = {}
         for record in records:
+            if type(record) is not FetchedRecord:
+                record.ack()
+                continue
             by_consumer.setdefault(id(record.consumer), (record.consumer, []))[1].append(record.message)
         for consumer, messages in by_consumer.values():
             consumer.ack_all(messages)
@@ -363,13 +369,8 @@ class Consumer(driver.Consumer):
     def ack_all(self, messages: Iterable[Message]) -> None:
         """``message.ack(self)`` for each of ``messages``, in order, in one pass under Faust's ``ack_lock``.
 
-        A checkpoint releases every record it holds at once; one at a time,
-        each went through Faust's ``Message.ack``, ``decref``,
-        ``on_final_ack`` and :meth:`ack`, four calls taking the lock each.
-        This is their bookkeeping inlined (``checks.py`` holds Faust's code
-        to the version it was copied from): the message loses a reference,
-        and at its last one it is acknowledged and, if the ingest took it
-        in, counted for the commit.
+        Faust's ``Message.ack``, ``decref``, ``on_final_ack`` and :meth:`ack` inlined (``checks.py`` holds
+        Faust's code to the version copied): four calls, each taking the lock, per record before.
         """
         taken, committed_offsets = self.taken, self._committed_offset
         acked_offsets, acked_indexes, unacked = self._acked, self._acked_index, self._unacked_messages
