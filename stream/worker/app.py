@@ -55,6 +55,7 @@ from stream.worker.counters import WorkerCounters
 from stream.worker.faust_compat import (
     JOIN_ROCKSDB_OPTIONS,
     ExpandingTable,
+    FetchedRecord,
     OffsetKeepingTable,
     active_partitions,
     rocksdb_store_url,
@@ -158,7 +159,12 @@ class MonitorApp:
             profiles,
             loaded=self._state_loaded,
         )
-        held = HeldRecords(settings.checkpoint_interval_s, settings.checkpoint_max_records, settings.state_cache_models)
+        held = HeldRecords(
+            settings.checkpoint_interval_s,
+            settings.checkpoint_max_records,
+            settings.state_cache_models,
+            release=FetchedRecord.ack_all,
+        )
         self.checkpointer = Checkpointer(
             self.states, self.model_state, held, self.writes, self.counters, self.metrics, join_table=self.label_join
         )

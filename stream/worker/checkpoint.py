@@ -32,7 +32,6 @@ from stream.monitoring.label_join import expand_join_record, join_batch
 from stream.web.metrics import WorkerMetrics
 from stream.worker.changelog_writes import ChangelogWrites
 from stream.worker.counters import WorkerCounters
-from stream.worker.faust_compat import FetchedRecord
 from stream.worker.state_codec import encode_state
 
 if TYPE_CHECKING:
@@ -40,6 +39,11 @@ if TYPE_CHECKING:
     from stream.worker.state_cache import ModelStates
 
 log = logging.getLogger(__name__)
+
+
+def _ack_each(records: list[Any]) -> None:
+    for record in records:
+        record.ack()
 
 
 @dataclass(slots=True)
@@ -82,8 +86,11 @@ class HeldRecords:
         max_records: int,
         max_models: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        release: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.interval_s = interval_s
+        # The worker gives its records back to Faust together (FetchedRecord.ack_all); one by one otherwise.
+        self.release_all = release or _ack_each
         self.max_records = max_records
         self.max_models = max_models
         self.clock = clock
@@ -148,10 +155,9 @@ class HeldRecords:
         self.last_checkpoint = self.clock()
         return taken
 
-    @staticmethod
-    def release(records: list[Any]) -> None:
+    def release(self, records: list[Any]) -> None:
         """Let Faust commit these records: their model's state now covers them."""
-        FetchedRecord.ack_all(records)
+        self.release_all(records)
 
     def restore(self, taken: dict[str, HeldModel]) -> None:
         """Hold again what :meth:`take` gave out (its checkpoint failed), before what was held since.

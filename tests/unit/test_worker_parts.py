@@ -63,6 +63,12 @@ class Record:
         self.acked += 1
 
 
+def _for_stand_ins(mon: MonitorApp) -> MonitorApp:
+    """``mon`` with its checkpoints giving :class:`Record` stand-ins back one by one: they have no Faust consumer."""
+    mon.checkpointer.held.release_all = lambda records: [record.ack() for record in records]
+    return mon
+
+
 def _event(i: int, **extra) -> dict:
     return {"model": "m", "model_version": "1", "timestamp": 1000.0 + i, "latency_ms": 10.0 + i % 5, **extra}
 
@@ -504,7 +510,7 @@ def test_a_batch_of_labels_for_more_models_than_the_cache_holds_checkpoints_as_i
     # A batch of labels touches models by the thousand; each changed state is pinned in
     # memory until saved, so without checkpoints within the batch all of them stayed live.
     async def build():
-        return MonitorApp(Settings(data_dir=str(tmp_path), state_cache_models=2, join_store="memory"))
+        return _for_stand_ins(MonitorApp(Settings(data_dir=str(tmp_path), state_cache_models=2, join_store="memory")))
 
     mon = asyncio.run(build())
     table, join_table = Table(), Table()
@@ -541,8 +547,10 @@ def test_a_batch_of_events_and_labels_for_more_models_than_the_cache_holds_reads
     # Each model's events and then its labels, not every model's events and then every
     # model's labels: the second pass read back each state the first had evicted.
     async def build():
-        return MonitorApp(
-            Settings(data_dir=str(tmp_path), state_cache_models=2, join_store="memory", detection=JOIN_ALWAYS)
+        return _for_stand_ins(
+            MonitorApp(
+                Settings(data_dir=str(tmp_path), state_cache_models=2, join_store="memory", detection=JOIN_ALWAYS)
+            )
         )
 
     mon = asyncio.run(build())
@@ -657,7 +665,9 @@ def test_a_record_read_again_before_its_state_is_saved_is_released_only_with_tha
     # Faust commit offsets that no saved state covered, and a stop before the next
     # checkpoint lost them.
     async def run():
-        mon = MonitorApp(Settings(data_dir=str(tmp_path), join_store="memory", checkpoint_interval_s=3600))
+        mon = _for_stand_ins(
+            MonitorApp(Settings(data_dir=str(tmp_path), join_store="memory", checkpoint_interval_s=3600))
+        )
         table = Table()
         mon.states.table = mon.checkpointer.table = table
         events_tp = TP(mon.settings.topics.events, 0)

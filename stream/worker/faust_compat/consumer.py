@@ -199,16 +199,10 @@ class FetchedRecord:
         return self.message.ack(self.consumer)
 
     @staticmethod
-    def ack_all(records: Iterable[Any]) -> None:
-        """``ack()`` each of ``records``: the intake's a consumer's at a time (see :meth:`Consumer.ack_all`).
-
-        Any other record (a stand-in with its own ``ack``) is acknowledged on its own.
-        """
+    def ack_all(records: Iterable[FetchedRecord]) -> None:
+        """:meth:`ack` for each of ``records``, in order, a consumer's at a time (see :meth:`Consumer.ack_all`)."""
         by_consumer: dict[int, tuple[Any, list[Message]]] = {}
         for record in records:
-            if type(record) is not FetchedRecord:
-                record.ack()
-                continue
             by_consumer.setdefault(id(record.consumer), (record.consumer, []))[1].append(record.message)
         for consumer, messages in by_consumer.values():
             consumer.ack_all(messages)
