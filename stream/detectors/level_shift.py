@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from scipy import signal
 
 from stream.detectors.base import (
     Finding,
@@ -46,14 +45,12 @@ from stream.detectors.base import (
     row_medians,
     stream_window,
 )
+from stream.detectors.lean_imports import smooth
 
 STATE_VERSION = 2
 MAD_TO_SD = 1.4826
 # Split points screened: every third. The change is then placed by a search around the hit.
 STRIDE = 3
-# Up to this many splits, the typical spread is filtered in a Python loop: lfilter's own
-# overhead is most of its cost on the few splits a small batch brings.
-SMALL_FILTER = 32
 
 
 class LevelShiftRule:
@@ -368,17 +365,7 @@ def _window_ratios(
 def _typical_after_rows(local: np.ndarray, start: np.ndarray, smoothing: float) -> np.ndarray:
     """:meth:`LevelShiftRule._typical_after` of each row of ``local``, each from its own ``start``."""
     w = 1 - (1 - smoothing) ** STRIDE  # the weight of STRIDE values, one split tested per STRIDE
-    if local.shape[1] > SMALL_FILTER or not np.isfinite(local).all():
-        return signal.lfilter([w], [1.0, w - 1.0], local, axis=1, zi=((1.0 - w) * start)[:, None])[0]
-    # The same recursion in the same order of operations as lfilter's (transposed direct form II).
-    out = np.empty(local.shape)
-    keep = -(w - 1.0)
-    for row, (spreads, begin) in enumerate(zip(local.tolist(), start.tolist(), strict=True)):
-        carry = (1.0 - w) * begin
-        for i, spread in enumerate(spreads):
-            carry = keep * (out_i := w * spread + carry)
-            out[row, i] = out_i
-    return out
+    return smooth(w, 1.0 - w, local, ((1.0 - w) * start)[:, None])
 
 
 def _scan_quietly(rules: list[LevelShiftRule], first: int, last: int) -> list[bool]:

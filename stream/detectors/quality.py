@@ -24,7 +24,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
+from scipy import special
 
 from stream.detectors.base import Finding, WindowCheckpoints, check_state_version, tumbling_window
 from stream.detectors.quality_counts import FeatureCounts, LaterEvents, WindowAt
@@ -227,7 +227,9 @@ class DataQualityRule:
 
     def _improbable(self, k: int, n: int, p: float) -> bool:
         """Whether ``k`` or more of ``n`` is below ``alpha`` likely when each has probability ``p``."""
-        return bool(scipy_stats.binom.sf(k - 1, n, min(p, 1.0)) < self.alpha)
+        # P(X >= k) for a binomial X: scipy.special's, since importing scipy.stats grows every worker (lean_imports).
+        tail = special.bdtrc(k - 1, n, min(p, 1.0)) if k <= n else 0.0  # bdtrc is NaN past n
+        return bool(tail < self.alpha)
 
     def _once(self, key: str) -> bool:
         if key in self.fired:

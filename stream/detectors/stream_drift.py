@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from river import drift
 
 from stream.detectors.base import Finding, check_state_version, percentiles, plain_series, stream_window
+from stream.detectors.lean_imports import ADWIN, PageHinkley, kswin
 
-METHODS = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
+# River's detector class of each method. KSWIN's comes with scipy.stats, loaded only for a rule that uses it.
+METHODS = {"adwin": lambda: ADWIN, "page_hinkley": lambda: PageHinkley, "kswin": kswin}
 TIME_STRIDE = 32
 TIME_MARKS = 512
 REPLAY = 5000
@@ -81,7 +82,7 @@ class StreamDriftRule:
         self.window_s = window_s
         self.kind = kind
         self.params = params
-        self.detector = METHODS[method](**params)
+        self.detector = METHODS[method]()(**params)
         self.seen = 0
         # ADWIN's bound assumes values in [0, 1]: it sees percentiles of the
         # warm-up (see _learn_scale). Page-Hinkley's threshold is in the signal's
@@ -266,7 +267,7 @@ class StreamDriftRule:
             replay: list[float] = []
         else:
             replay = np.asarray(state["replay"], dtype=np.float64).tolist()
-        self.detector = METHODS[self.method](**self.params)
+        self.detector = METHODS[self.method]()(**self.params)
         for z in replay:
             self.detector.update(z)
         self.replay = array("d", replay[-REPLAY:])

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
 from stream.detectors.base import Finding, check_state_version, float_series
+from stream.detectors.lean_imports import smooth
 from stream.detectors.outliers import WindowOutlierCount
 
 # The layout of to_dict; a state without a version has this layout too (see check_state_version).
@@ -141,9 +141,9 @@ class ZScoreRule:
     def _take_inliers(self, ys: np.ndarray, ts: np.ndarray) -> int:
         """Take in the values of ``ys`` up to the first outlier (the baseline settled); return how many."""
         keep = 1.0 - self.alpha
-        means = signal.lfilter([self.alpha], [1.0, -keep], ys, zi=[keep * self.mean])[0]
+        means = smooth(self.alpha, keep, ys, np.array([keep * self.mean]))
         diffs = ys - np.concatenate([[self.mean], means[:-1]])
-        variances = signal.lfilter([keep * self.alpha], [1.0, -keep], diffs * diffs, zi=[keep * self.var])[0]
+        variances = smooth(keep * self.alpha, keep, diffs * diffs, np.array([keep * self.var]))
         before = np.maximum(np.sqrt(np.concatenate([[self.var], variances[:-1]])), self.std_floor)
         outliers = np.flatnonzero(np.abs(diffs) / before > self.threshold)
         taken = int(outliers[0]) if outliers.size else len(ys)

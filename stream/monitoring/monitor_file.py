@@ -205,7 +205,7 @@ def _known_parameters(name: str) -> list[str]:
     elif name in CHANGE_RULES:
         fn = CHANGE_RULES[name].__init__
     else:
-        fn = METHODS[name].__init__
+        fn = METHODS[name]().__init__
         extra = ["direction", "warmup", "standardize"]
     names = [p for p in inspect.signature(fn).parameters if p not in ("self", "signal", "window_s", "unit", "kind")]
     return sorted(set(names + extra))

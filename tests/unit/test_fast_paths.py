@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -602,3 +602,40 @@ def test_estimated_performance_reads_the_batchs_columns_as_it_would_read_each_ev
 
     assert found == plain.update(clean(events[:cut])) + plain.update(clean(events[cut:]))
     assert pack_state(from_columns.to_dict()) == pack_state(plain.to_dict())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 60)), elements=any_float),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+    st.floats(-1e9, 1e9),
+)
+def test_smoothing_equals_scipys_lfilter_bit_for_bit(x, gain, keep, start):
+    # The compiled routine behind lfilter, loaded without scipy.signal (see lean_imports).
+    from scipy import signal
+
+    from stream.detectors.lean_imports import smooth
+
+    carry = np.full((x.shape[0], 1), start)
+    expected = signal.lfilter([gain], [1.0, -keep], x, axis=-1, zi=carry)[0]
+    assert np.array_equal(smooth(gain, keep, x, carry), expected, equal_nan=True)
+    assert np.array_equal(smooth(gain, keep, x[0], carry[0]), expected[0], equal_nan=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 3000), st.integers(0, 60), st.one_of(st.just(0.0), st.floats(1e-6, 2.0)))
+def test_quality_binomial_tail_is_scipy_stats_binom_sf(n, k, p):
+    # scipy.special's tail instead of scipy.stats' (see lean_imports): the same decisions.
+    from scipy import stats
+
+    from stream.detectors.quality import DataQualityRule
+
+    tail = float(stats.binom.sf(k - 1, n, min(p, 1.0)))
+    assume(tail == 0.0 or tail > 1e-250)  # the two agree to about 1e-11, not in the subnormals
+    rule = DataQualityRule.__new__(DataQualityRule)
+    # Just above and just below the tail itself: the rule's answer flips between the two.
+    rule.alpha = np.nextafter(tail, 2.0) * (1 + 1e-9)
+    assert rule._improbable(k, n, p)
+    rule.alpha = tail * (1 - 1e-9)
+    assert not rule._improbable(k, n, p)
