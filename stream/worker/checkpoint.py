@@ -203,9 +203,11 @@ class Checkpointer:
 
     Records are released only once the broker has confirmed every state
     write made so far. A checkpoint lets the event loop run every 50 ms or
-    so: with hundreds of busy models it takes
-    seconds, and what the agents apply meanwhile is held for the next one. A
-    failed checkpoint holds its records again for the next one. Partitions
+    so: with hundreds of busy models it takes seconds. The ingest starts a
+    due one and goes on (:meth:`start`); what it applies meanwhile is held
+    for the next one, and it waits only once that would hold too much
+    (:meth:`checkpoint_if_full`). A failed checkpoint holds its records
+    again for the next one. Partitions
     revoked meanwhile (:meth:`revoke`) end it without saving or releasing
     anything more: the records are their next owner's to apply again.
     """
@@ -235,6 +237,8 @@ class Checkpointer:
         self.saving: dict[str, HeldModel] = {}
         # Models whose live state a poisoned batch may have half-updated, until it is undone.
         self.undone: set[str] = set()
+        # The checkpoint the ingest started and did not wait for; kept so that it is not garbage-collected.
+        self.running: asyncio.Future[None] | None = None
 
     def unsaved(self, model: str) -> bool:
         """Whether ``model``'s live state holds changes the broker has not confirmed as saved yet.
@@ -269,19 +273,41 @@ class Checkpointer:
         return monitor.seq, join_changes
 
     async def checkpoint_if_full(self, monitor: ModelMonitor | None) -> bool:
-        """Checkpoint now, not when due, if waiting would hold too much; whether it did.
+        """Checkpoint now, not when due, and wait for it, if going on would hold too much; whether it did.
 
         Too much: ``monitor`` carries ``MAX_JOIN_CHANGES`` join entries not yet
         stored (they are saved in its state, which would pass the broker's
-        limit on a record's size), or as many models changed as the state
-        cache holds (none of them may leave memory until saved, so a batch
-        of a thousand models' records would keep them all). ``monitor`` None:
-        nothing was applied, so nothing new waits.
+        limit on a record's size); as many models changed or being saved as
+        the state cache holds (none of them may leave memory until saved, so
+        a batch of a thousand models' records would keep them all); or twice
+        ``max_records`` held, the ingest having gone on while a checkpoint
+        ran. ``monitor`` None: nothing was applied, so nothing new waits.
         """
-        if monitor is None or (len(monitor.join_changes) < MAX_JOIN_CHANGES and not self.held.models_full()):
+        if monitor is None:
+            return False
+        held = self.held
+        unsaved = len(held.models) + len(self.saving)
+        if not (
+            len(monitor.join_changes) >= MAX_JOIN_CHANGES
+            or (held.max_models is not None and unsaved >= held.max_models)
+            or held.count >= 2 * held.max_records
+        ):
             return False
         await self.checkpoint(force=True)
         return True
+
+    def start(self) -> None:
+        """Start a due checkpoint without waiting for it: the states are encoded in slices and the broker
+        confirms them while the caller applies what was fetched meanwhile."""
+        if self.lock.locked() or (self.running is not None and not self.running.done()) or not self.held.due():
+            return
+        self.running = asyncio.ensure_future(self._checkpoint_logged())
+
+    async def _checkpoint_logged(self) -> None:
+        try:
+            await self.checkpoint()
+        except Exception:
+            log.exception("checkpoint failed; the held records stay uncommitted and are retried")
 
     async def checkpoint(self, force: bool = False) -> int:
         """Save every model changed since the last checkpoint, when one is due; release its records.

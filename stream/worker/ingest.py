@@ -63,7 +63,7 @@ class Ingest:
         self._step_events = STEP_EVENTS[1]
 
     async def batch(self, records: list[Any]) -> None:
-        """Apply a batch from the intake, model by model: its events together, then its labels; checkpoint if due.
+        """Apply a batch from the intake, model by model: its events together, then its labels; start a due checkpoint.
 
         A model's labels go after its events so that a label and its prediction in one batch join at once.
         Each model's records are decoded just before they are applied, so that only one model's decoded
@@ -90,7 +90,8 @@ class Ingest:
         # Counted once handled, so a health check that sees them counted sees their effects too.
         self.counters.records += event_records
         self.metrics.records.inc(event_records)
-        await self.checkpointer.checkpoint()
+        # Not awaited: records fetched while the states are encoded and confirmed wait for no broker round trip.
+        self.checkpointer.start()
 
     async def _decode_all(self, records: list[tuple[Any, bool]]) -> list[RecordInput]:
         """The records' items to apply, in order; what they reject is dead-lettered (once: not when read again)."""

@@ -7,6 +7,7 @@ in-memory store whose changelog sends resolve when the test says so.
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -659,35 +660,106 @@ def test_waiting_out_the_changelog_backlog_keeps_a_failed_write_for_the_checkpoi
     asyncio.run(run())
 
 
+def _events_app(tmp_path, **settings) -> tuple[MonitorApp, Table, Callable[..., Record]]:
+    """A whole app over a stand-in table, one events partition, and ``read(offset, model="m")``: an event there."""
+    mon = _for_stand_ins(MonitorApp(Settings(data_dir=str(tmp_path), join_store="memory", **settings)))
+    table = Table()
+    mon.states.table = mon.checkpointer.table = table
+    events_tp = TP(mon.settings.topics.events, 0)
+    mon.app.consumer.assignment = lambda: {events_tp}
+    mon.app.consumer.order.expect(events_tp, 0)
+    now = time.time()
+
+    def read(offset: int, model: str = "m") -> Record:
+        event = {
+            **_event(offset),
+            "schema_version": 1,
+            "model": model,
+            "timestamp": now,
+            "prediction": 1,
+            "event_id": f"e{offset}",
+        }
+        out = Record(events_tp.topic, 0, offset, orjson.dumps(event))
+        out.key = out.message.key = model.encode()
+        return out
+
+    return mon, table, read
+
+
+def test_the_ingest_goes_on_while_its_checkpoint_waits_for_the_broker(tmp_path):
+    # The ingest waited for each due checkpoint, broker round trip included, and what was
+    # fetched meanwhile waited with it: most of an alert's delay at a steady load.
+    async def run():
+        mon, table, read = _events_app(tmp_path)
+        mon.checkpointer.held.interval_s = 0.0  # due at every batch
+        confirmed = asyncio.get_running_loop().create_future()
+        sent = table.send_changelog
+        table.send_changelog = lambda *args: (sent(*args), confirmed)[1]
+        first, second = [read(0), read(1)], [read(2), read(3)]
+        await asyncio.wait_for(mon.ingest.batch(first), 5)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the checkpoint is under way, its write sent
+        assert len(table.sent) == 1 and mon.checkpointer.running is not None
+        await asyncio.wait_for(mon.ingest.batch(second), 5)
+        meanwhile = (mon.counters.events, [r.acked for r in first + second], mon.checkpointer.held.count)
+        confirmed.set_result(None)
+        await mon.checkpointer.running
+        confirmed_then = [r.acked for r in first + second]
+        await mon.checkpointer.checkpoint(force=True)
+        return meanwhile, confirmed_then, [r.acked for r in first + second]
+
+    meanwhile, confirmed_then, finally_ = asyncio.run(run())
+    assert meanwhile == (4, [0, 0, 0, 0], 2)  # applied, none released, the second batch held
+    assert confirmed_then == [1, 1, 0, 0]  # the first checkpoint's records only: its state covers them
+    assert finally_ == [1, 1, 1, 1]
+
+
+def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit(tmp_path):
+    async def run():
+        mon, table, read = _events_app(tmp_path, checkpoint_interval_s=3600, checkpoint_max_records=2)
+        confirmed = asyncio.get_running_loop().create_future()
+        table.send_changelog = lambda *args: confirmed
+        await asyncio.wait_for(mon.ingest.batch([read(0), read(1)]), 5)  # two held: due, started
+        await asyncio.sleep(0)
+        more = asyncio.ensure_future(mon.ingest.batch([read(i) for i in range(2, 6)]))
+        await asyncio.sleep(0.2)
+        waiting = not more.done()
+        confirmed.set_result(None)
+        await asyncio.wait_for(more, 5)
+        return waiting, mon.counters.events
+
+    waiting, events = asyncio.run(run())
+    assert waiting and events == 6
+
+
+def test_the_ingest_waits_for_a_running_checkpoint_before_more_unsaved_models_than_the_cache_holds(tmp_path):
+    # A state being saved cannot leave memory either: without the wait, the cache held its
+    # size in states being saved and as many again changed meanwhile.
+    async def run():
+        mon, table, read = _events_app(tmp_path, state_cache_models=2)
+        mon.checkpointer.held.interval_s = 0.0
+        confirmed = asyncio.get_running_loop().create_future()
+        table.send_changelog = lambda *args: confirmed
+        await asyncio.wait_for(mon.ingest.batch([read(0, "a")]), 5)
+        await asyncio.sleep(0)
+        more = asyncio.ensure_future(mon.ingest.batch([read(1, "b")]))
+        await asyncio.sleep(0.2)
+        waiting = not more.done()
+        confirmed.set_result(None)
+        await asyncio.wait_for(more, 5)
+        return waiting, mon.counters.events
+
+    waiting, events = asyncio.run(run())
+    assert waiting and events == 2
+
+
 def test_a_record_read_again_before_its_state_is_saved_is_released_only_with_that_state(tmp_path):
     # After a broker restart the consumer read the backlog again from the last commit while
     # the states covering it were not saved: the second copies, acknowledged at once, let
     # Faust commit offsets that no saved state covered, and a stop before the next
     # checkpoint lost them.
     async def run():
-        mon = _for_stand_ins(
-            MonitorApp(Settings(data_dir=str(tmp_path), join_store="memory", checkpoint_interval_s=3600))
-        )
-        table = Table()
-        mon.states.table = mon.checkpointer.table = table
-        events_tp = TP(mon.settings.topics.events, 0)
-        mon.app.consumer.assignment = lambda: {events_tp}
-        mon.app.consumer.order.expect(events_tp, 0)
-        now = time.time()
-
-        def read(offset: int, model: str = "m") -> Record:
-            event = {
-                "schema_version": 1,
-                **_event(offset),
-                "timestamp": now,
-                "model": model,
-                "prediction": 1,
-                "event_id": f"e{offset}",
-            }
-            out = Record(events_tp.topic, 0, offset, orjson.dumps(event))
-            out.key = out.message.key = model.encode()
-            return out
-
+        mon, _, read = _events_app(tmp_path, checkpoint_interval_s=3600)
         await mon.ingest.batch([read(0), read(1)])
         await mon.checkpoint(force=True)
         await mon.ingest.batch([read(2), read(3)])
