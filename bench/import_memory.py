@@ -24,16 +24,19 @@ import {module}
 seconds = time.perf_counter() - t0
 rollup = open("/proc/self/smaps_rollup").read()
 kb = lambda key: int(re.search(key + r":\\s+(\\d+)", rollup).group(1))
-heavy = [name for name in ("scipy.stats", "scipy.signal", "river.drift", "river.datasets") if name in sys.modules]
+heavy = [name for name in {heavy!r} if name in sys.modules]
 print(json.dumps([kb("Rss") / 1024, kb("Anonymous") / 1024, seconds, len(sys.modules), heavy]))
 """
 
 
+# Large imports a worker needs only for settings it may not have.
+HEAVY = ("scipy.stats", "scipy.signal", "river.drift", "river.datasets", "opendp")
+
+
 def probe(module: str) -> tuple[float, float, float, int, list[str]]:
     """One fresh interpreter's figures after importing ``module``."""
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(module=module)], check=True, capture_output=True, text=True
-    ).stdout
+    code = PROBE.format(module=module, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     rss, anon, seconds, modules, heavy = json.loads(out.strip().splitlines()[-1])
     return rss, anon, seconds, modules, heavy
 

@@ -23,10 +23,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import opendp.prelude as dp
-
-dp.enable_features("contrib")
-
 DAY_S = 86_400.0
 # Releases remembered per slice: the current window's and a few before, for readers a little behind.
 KEPT_RELEASES = 4
@@ -53,6 +49,10 @@ class SliceNoise:
         self.epsilon_per_window = epsilon_per_window
         self.budget_per_day = budget_per_day
         self.scale = 2.0 / epsilon_per_window
+        # Imported here: OpenDP is a large import, and most workers publish exact figures.
+        import opendp.prelude as dp
+
+        dp.enable_features("contrib")
         self._laplace = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=self.scale)
         # One event changes each of the two counts by at most 1: the pair's cost, by OpenDP's own map.
         self.cost = 2 * self._laplace.map(1)

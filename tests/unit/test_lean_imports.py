@@ -1,4 +1,4 @@
-"""The worker's detectors load without scipy.stats and river.drift, and with the same objects as those packages."""
+"""The worker loads without scipy.stats, river.drift and OpenDP, and with the same objects as those packages."""
 
 import subprocess
 import sys
@@ -19,7 +19,16 @@ def _modules_after(code: str) -> set[str]:
 def test_the_worker_imports_neither_scipy_stats_nor_river_drift():
     loaded = _modules_after("import stream.worker.app")
     assert "stream.detectors.stream_drift" in loaded
-    assert not loaded & {"scipy.stats", "scipy.signal", "river.drift", "river.datasets"}
+    assert not loaded & {"scipy.stats", "scipy.signal", "river.drift", "river.datasets", "opendp"}
+
+
+def test_opendp_comes_with_the_first_noisy_counts():
+    loaded = _modules_after(
+        "from stream.privacy.noise import SliceNoise\n"
+        "import sys; assert 'opendp' not in sys.modules\n"
+        "SliceNoise(epsilon_per_window=1.0, budget_per_day=2.0)"
+    )
+    assert "opendp" in loaded
 
 
 def test_a_later_import_of_the_packages_uses_the_same_detectors_and_filter():
