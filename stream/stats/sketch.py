@@ -29,12 +29,18 @@ import numpy as np
 _MIN_POSITIVE = 1e-9
 # The most buckets add_rows_to_sketches counts in one array for all rows, before it goes row by row.
 MAX_SHARED_BUCKETS = 1_000_000
-_UINT16, _UINT32, _INT64 = np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.int64)
-_UINT16_MAX, _UINT32_MAX = int(np.iinfo(_UINT16).max), int(np.iinfo(_UINT32).max)
+_UINT8, _UINT16, _UINT32, _INT64 = (np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.int64))
+_UINT8_MAX, _UINT16_MAX, _UINT32_MAX = (int(np.iinfo(t).max) for t in (_UINT8, _UINT16, _UINT32))
 
 
 def _count_dtype(total: int) -> np.dtype:
-    """The narrowest width for bucket counts of this total (no bucket holds more)."""
+    """The narrowest width for bucket counts of this total (no bucket holds more).
+
+    8 bits suit the sketches of a hopping window's panes, which count a few
+    hundred values each over as many buckets.
+    """
+    if total <= _UINT8_MAX:
+        return _UINT8
     if total <= _UINT16_MAX:
         return _UINT16
     return _UINT32 if total <= _UINT32_MAX else _INT64
@@ -46,7 +52,7 @@ class BucketCounts:
     >>> b = BucketCounts()
     >>> b.add(np.array([3, 3, 5]))
     >>> b.first, b.counts.tolist(), b.span, b.counts.dtype
-    (3, [2, 0, 1], 3, dtype('uint16'))
+    (3, [2, 0, 1], 3, dtype('uint8'))
     >>> b.fold_lowest(2)
     >>> [a.tolist() for a in b.nonzero()]
     [[4, 5], [2, 1]]
@@ -60,7 +66,7 @@ class BucketCounts:
         self.first = 0
         # The counts' sum, kept so that choosing the width on each add does not sum the whole array.
         self.total = 0
-        self.counts = np.zeros(0, dtype=_UINT16)
+        self.counts = np.zeros(0, dtype=_UINT8)
 
     @property
     def span(self) -> int:

@@ -104,7 +104,11 @@ def test_table_quantiles_agree_with_quantile(values, qs):
 
 def test_bucket_counts_widen_before_they_could_overflow():
     b = BucketCounts()
-    b.add_counts(0, np.array([65_535]))
+    b.add_counts(0, np.array([255]))
+    assert b.counts.dtype == np.uint8
+    b.add(np.array([0]))
+    assert b.counts.tolist() == [256] and b.counts.dtype == np.uint16
+    b.add_counts(0, np.array([65_535 - 256]))
     assert b.counts.dtype == np.uint16
     # One more in the full bucket would wrap a 16-bit count to 0.
     b.add(np.array([0, 1]))
@@ -113,6 +117,17 @@ def test_bucket_counts_widen_before_they_could_overflow():
     assert b.counts.tolist() == [2**32, 65_536, 8] and b.counts.dtype == np.int64
     back = BucketCounts.from_dict(b.to_dict())
     assert back == b and back.counts.dtype == np.int64 and back.total == b.total
+
+
+def test_a_sketch_past_255_values_in_one_bucket_counts_them_all_when_rows_are_added_together():
+    # The shared bincount adds a row's counts to each sketch's own array, narrowest first.
+    sketches = [QuantileSketch() for _ in range(3)]
+    for sketch in sketches:
+        sketch.update_many(np.full(200, 5.0))
+    add_rows_to_sketches(sketches, np.full((3, 100), 5.0))
+    assert [s.count for s in sketches] == [300] * 3
+    assert all(s.positive.counts.max() == 300 and s.positive.counts.dtype == np.uint16 for s in sketches)
+    assert all(s.quantile(0.5) == pytest.approx(5.0, rel=0.01) for s in sketches)
 
 
 def test_a_sketch_past_65535_values_in_one_bucket_counts_them_all():
