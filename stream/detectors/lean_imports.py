@@ -5,12 +5,12 @@ every detector of the module (KSWIN brings ``scipy.stats``) and river's
 datasets (``scipy.io``, ``scipy.sparse``); ``from scipy import signal``
 imports ``scipy.stats`` too, for its peak finding. The detectors use ADWIN,
 Page-Hinkley and one linear filter of all that, and the rest was a third of
-what a worker holds before its first record (``python -m bench.import_memory``). So this module loads the
-two files of river that define ADWIN and Page-Hinkley, and the compiled
-module behind ``scipy.signal.lfilter``, each under its own name, without the
-package's ``__init__``. A later ``import river.drift`` or ``import
-scipy.signal`` (KSWIN, or a test) finds them already loaded and uses the same
-objects.
+what a worker holds before its first record (``python -m
+bench.import_memory``). So this module loads the two files of river that
+define ADWIN and Page-Hinkley, and the compiled module behind
+``scipy.signal.lfilter``, each under its own name, without the package's
+``__init__``. A later ``import river.drift`` or ``import scipy.signal``
+(KSWIN, or a test) finds them already loaded and uses the same objects.
 
 These are private layouts of the two libraries, so they are checked here, at
 import: a river or scipy that moved them stops the program with one line.
@@ -22,8 +22,10 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import river
@@ -72,15 +74,17 @@ def _river_drift_detector(module: str, name: str) -> type[DriftDetector]:
     return detector
 
 
-def _scipy_linear_filter():
+def _scipy_linear_filter() -> Callable[..., Any]:
     folder = Path(scipy.__file__).parent / "signal"
-    compiled = next((p for p in folder.glob("_sigtools.*") if p.suffix in importlib.machinery.EXTENSION_SUFFIXES), None)
-    if compiled is None:
+    names = {f"_sigtools{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES}
+    compiled = next((p for p in folder.glob("_sigtools.*") if p.name in names), None)
+    routine = None if compiled is None else getattr(_load("scipy.signal._sigtools", compiled), "_linear_filter", None)
+    if routine is None:
         raise LibraryLayoutChanged(
-            f"scipy.signal has no compiled _sigtools in {folder} (scipy {scipy.__version__}); "
+            f"scipy.signal has no compiled _sigtools._linear_filter in {folder} (scipy {scipy.__version__}); "
             "install the version pyproject.toml pins"
         )
-    return getattr(_load("scipy.signal._sigtools", compiled), "_linear_filter", None)
+    return routine
 
 
 ADWIN = _river_drift_detector("adwin", "ADWIN")
