@@ -714,42 +714,42 @@ def test_the_ingest_goes_on_while_its_checkpoint_waits_for_the_broker(tmp_path):
     assert finally_ == [1, 1, 1, 1]
 
 
-def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit(tmp_path):
+def _ingest_during_a_pending_checkpoint(mon, table, first, then) -> tuple[bool, int]:
+    """Apply ``first`` (its checkpoint starts, the broker holds its writes), then ``then``.
+
+    Whether the second batch was still waiting 0.2 s later, and the events applied in the end.
+    """
+
     async def run():
-        mon, table, read = _events_app(tmp_path, checkpoint_interval_s=3600, checkpoint_max_records=2)
         confirmed = asyncio.get_running_loop().create_future()
         table.send_changelog = lambda *args: confirmed
-        await asyncio.wait_for(mon.ingest.batch([read(0), read(1)]), 5)  # two held: due, started
+        await asyncio.wait_for(mon.ingest.batch(first), 5)
         await asyncio.sleep(0)
-        more = asyncio.ensure_future(mon.ingest.batch([read(i) for i in range(2, 6)]))
+        more = asyncio.ensure_future(mon.ingest.batch(then))
         await asyncio.sleep(0.2)
         waiting = not more.done()
         confirmed.set_result(None)
         await asyncio.wait_for(more, 5)
         return waiting, mon.counters.events
 
-    waiting, events = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit(tmp_path):
+    mon, table, read = _events_app(tmp_path, checkpoint_interval_s=3600, checkpoint_max_records=2)
+    # Two held: due, started; four more while it waits for the broker.
+    waiting, events = _ingest_during_a_pending_checkpoint(
+        mon, table, [read(0), read(1)], [read(i) for i in range(2, 6)]
+    )
     assert waiting and events == 6
 
 
 def test_the_ingest_waits_for_a_running_checkpoint_before_more_unsaved_models_than_the_cache_holds(tmp_path):
     # A state being saved cannot leave memory either: without the wait, the cache held its
     # size in states being saved and as many again changed meanwhile.
-    async def run():
-        mon, table, read = _events_app(tmp_path, state_cache_models=2)
-        mon.checkpointer.held.interval_s = 0.0
-        confirmed = asyncio.get_running_loop().create_future()
-        table.send_changelog = lambda *args: confirmed
-        await asyncio.wait_for(mon.ingest.batch([read(0, "a")]), 5)
-        await asyncio.sleep(0)
-        more = asyncio.ensure_future(mon.ingest.batch([read(1, "b")]))
-        await asyncio.sleep(0.2)
-        waiting = not more.done()
-        confirmed.set_result(None)
-        await asyncio.wait_for(more, 5)
-        return waiting, mon.counters.events
-
-    waiting, events = asyncio.run(run())
+    mon, table, read = _events_app(tmp_path, state_cache_models=2)
+    mon.checkpointer.held.interval_s = 0.0
+    waiting, events = _ingest_during_a_pending_checkpoint(mon, table, [read(0, "a")], [read(1, "b")])
     assert waiting and events == 2
 
 
