@@ -42,13 +42,9 @@ class LibraryLayoutChanged(InstallError):
 def _load(name: str, path: Path) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
-    if path.suffix == ".py":
-        spec = importlib.util.spec_from_file_location(name, path)
-    else:
-        spec = importlib.util.spec_from_file_location(
-            name, path, loader=importlib.machinery.ExtensionFileLoader(name, str(path))
-        )
-    if spec is None or spec.loader is None or not path.is_file():
+    # The loader follows the file's suffix: source, or a compiled extension.
+    spec = importlib.util.spec_from_file_location(name, path) if path.is_file() else None
+    if spec is None or spec.loader is None:
         raise LibraryLayoutChanged(
             f"{name} is not at {path} in this install (river {river.__version__}, scipy {scipy.__version__}); "
             "install the versions pyproject.toml pins"

@@ -90,10 +90,7 @@ def register(mon: MonitorApp) -> None:
     async def clock() -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await mon.checkpoint()
-            except Exception:
-                log.exception("checkpoint failed; the held records stay uncommitted and are retried")
+            mon.checkpointer.start()
 
     @mon.app.task
     async def start_checkpoint_clock():

@@ -136,8 +136,9 @@ class HeldRecords:
             or self.clock() - self.last_checkpoint >= self.interval_s
         )
 
-    def models_full(self) -> bool:
-        """Whether ``max_models`` models changed: their states stay in memory until a checkpoint saves them.
+    def models_full(self, saving: int = 0) -> bool:
+        """Whether ``max_models`` models changed (with ``saving`` more being saved): their states stay in memory
+        until a checkpoint saves them.
 
         >>> held = HeldRecords(interval_s=3600, max_records=100, max_models=2)
         >>> held.mark("m", partition=0)
@@ -147,7 +148,7 @@ class HeldRecords:
         >>> held.models_full(), held.due()
         (True, True)
         """
-        return self.max_models is not None and len(self.models) >= self.max_models
+        return self.max_models is not None and len(self.models) + saving >= self.max_models
 
     def take(self) -> dict[str, HeldModel]:
         """Every changed model with its held records; the caller writes them, then releases."""
@@ -203,13 +204,13 @@ class Checkpointer:
 
     Records are released only once the broker has confirmed every state
     write made so far. A checkpoint lets the event loop run every 50 ms or
-    so: with hundreds of busy models it takes seconds. The ingest starts a
-    due one and goes on (:meth:`start`); what it applies meanwhile is held
-    for the next one, and it waits only once that would hold too much
-    (:meth:`checkpoint_if_full`). A failed checkpoint holds its records
-    again for the next one. Partitions
-    revoked meanwhile (:meth:`revoke`) end it without saving or releasing
-    anything more: the records are their next owner's to apply again.
+    so: with hundreds of busy models it takes seconds. The ingest and the
+    clock start a due one and go on (:meth:`start`); what the ingest applies
+    meanwhile is held for the next one, and it waits only once that would
+    hold too much (:meth:`checkpoint_if_full`). A failed checkpoint holds
+    its records again for the next one. Partitions revoked meanwhile
+    (:meth:`revoke`) end it without saving or releasing anything more: the
+    records are their next owner's to apply again.
     """
 
     def __init__(
@@ -283,14 +284,10 @@ class Checkpointer:
         ``max_records`` held, the ingest having gone on while a checkpoint
         ran. ``monitor`` None: nothing was applied, so nothing new waits.
         """
-        if monitor is None:
-            return False
-        held = self.held
-        unsaved = len(held.models) + len(self.saving)
-        if not (
+        if monitor is None or not (
             len(monitor.join_changes) >= MAX_JOIN_CHANGES
-            or (held.max_models is not None and unsaved >= held.max_models)
-            or held.count >= 2 * held.max_records
+            or self.held.models_full(saving=len(self.saving))
+            or self.held.count >= 2 * self.held.max_records
         ):
             return False
         await self.checkpoint(force=True)
