@@ -19,8 +19,10 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
-# Blocks from this size on get pages of their own: a state's JSON, a batch's columns.
-MMAP_THRESHOLD_BYTES = 256 * 1024
+# Blocks from this size on get pages of their own: a state's JSON, a batch's columns, and input
+# records of 128 KB and more (an SDK envelope of a few hundred events), freed back to the system
+# with their record rather than left in the heap until the next trim.
+MMAP_THRESHOLD_BYTES = 128 * 1024
 # glibc's mallopt parameter for it (malloc.h)
 _M_MMAP_THRESHOLD = -3
 # How often a worker hands freed memory back: a pass over a heap of several hundred
