@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from stream.detectors.base import Finding, check_state_version, float_series, percentiles, row_groups, stream_window
-from stream.detectors.two_sided_cusum import TwoSidedCusum
+from stream.detectors.two_sided_cusum import TwoSidedCusum, step_together
 
 STATE_VERSION = 2
 # Fewer blocks than this go through the CUSUMs one at a time: taking blocks at once costs
@@ -152,12 +152,16 @@ class PercentileCusumRule:
         for at, (rule, (values, timestamps)) in enumerate(zip(rules, series, strict=True)):
             xs, ts = float_series(values, timestamps)
             head = -len(rule.partial) % rule.block  # the values that complete the block being filled
-            if rule.ready and (len(xs) - head) // rule.block >= MIN_BLOCKS_AT_ONCE:
+            if rule.ready and len(xs) - head >= rule.block:
                 key = (rule.block, len(rule.partial), len(xs), tuple(rule.cusums))
                 in_step.setdefault(key, []).append((at, xs, ts))
             else:
                 found[at] = rule.update(xs, ts)
         for (block, partial, n, names), members in in_step.items():
+            if len(members) == 1 and (n + partial % -block) // block < MIN_BLOCKS_AT_ONCE:
+                at, xs, ts = members[0]
+                found[at] = rules[at].update(xs, ts)
+                continue
             for group in row_groups(len(members), n):
                 in_group = members[group]
                 _blocks_together([rules[at] for at, _, _ in in_group], in_group, block, partial, n, names, found)
@@ -374,6 +378,9 @@ def _blocks_together(
     used = head + whole * block
     blocks = np.stack([pit[head:used] for *_, pit in stepped]).reshape(len(stepped), whole, block)
     block_means = {"location": blocks.mean(axis=2), "spread": np.abs(blocks - 0.5).mean(axis=2)}
+    if whole < MIN_BLOCKS_AT_ONCE:
+        _step_together(stepped, block_means, names, head, used, block, found)
+        return
     quiet = np.full(len(stepped), whole)
     sums: dict[tuple[str, str], np.ndarray] = {}
     for name in names:
@@ -405,6 +412,39 @@ def _blocks_together(
                 last_row = int(last[row]) if restarted[row] else None
                 cusum.take_side(side, block_means[name][row], starts, whole, float(sums[name, side][row, -1]), last_row)
         if used < n:
+            rule.partial, rule.partial_start = pit[used:].tolist(), float(ts[used])
+        rule._remember(xs, ts)
+        found[at] = []
+
+
+def _step_together(
+    stepped: list[tuple[PercentileCusumRule, int, np.ndarray, np.ndarray, np.ndarray]],
+    block_means: dict[str, np.ndarray],
+    names: tuple[str, ...],
+    head: int,
+    used: int,
+    block: int,
+    found: list[list[Finding] | None],
+) -> None:
+    """Fewer blocks than :data:`MIN_BLOCKS_AT_ONCE`, stepped as each rule's :meth:`~PercentileCusumRule._step` would.
+
+    Every CUSUM of every rule is a row of one array per block; a rule with a
+    CUSUM that passes its limit takes its blocks on its own instead.
+    """
+    cusums = [rule.cusums[name] for rule, *_ in stepped for name in names]
+    means = np.stack([block_means[name] for name in names], axis=1).reshape(len(cusums), -1)
+    after = step_together(cusums, means)
+    crossed = after.crossed.reshape(len(stepped), len(names)).any(axis=1).tolist()
+    for row, (rule, at, xs, ts, pit) in enumerate(stepped):
+        if crossed[row]:
+            rule._remember(xs[:head], ts[:head])
+            found[at] = rule.update(xs[head:], ts[head:])
+            continue
+        starts = ts[head:used:block].tolist()
+        columns = range(row * len(names), (row + 1) * len(names))
+        for column, name in zip(columns, names, strict=True):
+            after.take(column, rule.cusums[name], starts)
+        if used < len(xs):
             rule.partial, rule.partial_start = pit[used:].tolist(), float(ts[used])
         rule._remember(xs, ts)
         found[at] = []

@@ -527,6 +527,23 @@ def test_cusum_rules_updated_together_find_and_keep_what_each_updated_alone_does
     assert_together_as_alone(PercentileCusumRule, rules, signals, bounds, gap)
 
 
+@settings(max_examples=30, deadline=None)
+@given(signal_batches(), st.integers(0, 2**32 - 1), st.sampled_from([5, 10]), st.integers(0, 3))
+def test_cusum_rules_fed_a_few_blocks_at_a_time_step_together_as_each_alone(case, seed, block, gap):
+    """Batches of a few blocks, as a model's signals come in small envelopes, are stepped together
+    (not through running totals): the findings and states are still those of each rule alone, bit for bit."""
+    from stream.detectors.cusum import MIN_BLOCKS_AT_ONCE, PercentileCusumRule
+
+    signals, bounds = case
+    sizes = np.random.default_rng(seed).integers(1, MIN_BLOCKS_AT_ONCE * block, size=len(signals[0]))
+    bounds = sorted({0, *np.cumsum(sizes)[np.cumsum(sizes) < len(signals[0])].tolist(), len(signals[0])})
+
+    def rules():
+        return [PercentileCusumRule(f"s{i}", warmup=20 * block, block=block) for i in range(len(signals))]
+
+    assert_together_as_alone(PercentileCusumRule, rules, signals, bounds, gap)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     signal_batches(),
