@@ -155,7 +155,7 @@ class PerformanceRule:
     @property
     def pairs(self) -> list[tuple[Any, Any]]:
         """The last ``window`` labelled pairs, oldest first."""
-        return list(self.rolling.pairs) if self.rolling is not None else []
+        return self.rolling.pairs if self.rolling is not None else []
 
     def values(self) -> dict[str, float]:
         """The rolling metrics now."""

@@ -28,13 +28,24 @@ class RollingPairs:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self.pairs: deque[tuple[Any, Any]] = deque()
+        # Two queues rather than one of tuples: a tuple per pair took three quarters of the room.
+        self.labels: deque[Any] = deque()
+        self.predictions: deque[Any] = deque()
+
+    @property
+    def pairs(self) -> list[tuple[Any, Any]]:
+        """The pairs held, oldest first."""
+        return list(zip(self.labels, self.predictions, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
     def update(self, label: Any, prediction: Any) -> None:
         """Add one labelled prediction; the oldest leaves once ``window`` are held."""
-        if len(self.pairs) == self.window:
-            self._count(*self.pairs.popleft(), -1)
-        self.pairs.append((label, prediction))
+        if len(self.labels) == self.window:
+            self._count(self.labels.popleft(), self.predictions.popleft(), -1)
+        self.labels.append(label)
+        self.predictions.append(prediction)
         self._count(label, prediction, 1)
 
     def extend(self, pairs: Iterable[tuple[Any, Any]]) -> None:
@@ -83,7 +94,7 @@ class RollingClassification(RollingPairs):
         precision = _ratio(self.true_positives, self.predicted_positive)
         recall = _ratio(self.true_positives, self.actual_positive)
         return {
-            "accuracy": _ratio(self.correct, len(self.pairs)),
+            "accuracy": _ratio(self.correct, len(self)),
             "precision": precision,
             "recall": recall,
             "f1": _ratio(2 * precision * recall, precision + recall),
@@ -118,12 +129,12 @@ class RollingRegression(RollingPairs):
                 self._recount()
 
     def _recount(self) -> None:
-        errors = [label - prediction for label, prediction in self.pairs]
+        errors = [label - prediction for label, prediction in zip(self.labels, self.predictions, strict=True)]
         self.absolute = math.fsum(abs(e) for e in errors)
         self.squared = math.fsum(e * e for e in errors)
         self.since_recount = 0
 
     def values(self) -> dict[str, float]:
         """Both errors now (0.0 before any pair, as river gives)."""
-        n = len(self.pairs)
+        n = len(self)
         return {"mae": _ratio(self.absolute, n), "rmse": math.sqrt(max(_ratio(self.squared, n), 0.0))}
