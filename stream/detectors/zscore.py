@@ -112,7 +112,8 @@ class ZScoreRule:
         findings: list[Finding] = []
         i = 0
         while i < len(xs):
-            if self.seen >= settled and len(xs) - i >= MIN_VALUES_AT_ONCE:
+            # After an outlier the next value is often one too (a burst): that needs no filter run to tell.
+            if self.seen >= settled and len(xs) - i >= MIN_VALUES_AT_ONCE and not self._outlier(float(ys[i])):
                 i += self._take_inliers(ys[i:], ts[i:])
                 if i == len(xs):
                     break
@@ -122,6 +123,10 @@ class ZScoreRule:
                 findings.append(finding)
             i += 1
         return findings
+
+    def _outlier(self, y: float) -> bool:
+        """Whether ``y`` (transformed) lies past the threshold of the baseline now, as :meth:`_one` tells."""
+        return abs(y - self.mean) / self.std > self.threshold
 
     def _one(self, x: float, y: float, ts: float) -> Finding | None:
         """Take in one value (``y`` transformed); the finding if its window fires with it."""
