@@ -143,9 +143,9 @@ class PercentileCusumRule:
         A model's signals come in one batch each with as many values, so
         their rules usually stand at the same point: ready, their last
         blocks equally full. Such rules run their CUSUMs over the batch's
-        blocks as one array per statistic and side, instead of a few numpy
-        calls each. A rule whose CUSUM would cross its limit in the batch,
-        or that is not in step with others, takes its values on its own.
+        blocks as one array per statistic and side (a few blocks: per block),
+        instead of a few numpy calls each. A rule whose CUSUM would cross its
+        limit in the batch, or that is not in step with others, takes its values on its own.
         """
         found: list[list[Finding] | None] = [None] * len(rules)
         in_step: dict[tuple[int, int, int, tuple[str, ...]], list[tuple[int, np.ndarray, np.ndarray]]] = {}
@@ -158,7 +158,8 @@ class PercentileCusumRule:
             else:
                 found[at] = rule.update(xs, ts)
         for (block, partial, n, names), members in in_step.items():
-            if len(members) == 1 and (n + partial % -block) // block < MIN_BLOCKS_AT_ONCE:
+            whole = (n - -partial % block) // block
+            if len(members) == 1 and whole < MIN_BLOCKS_AT_ONCE:  # stepping alone costs less
                 at, xs, ts = members[0]
                 found[at] = rules[at].update(xs, ts)
                 continue
@@ -426,11 +427,8 @@ def _step_together(
     block: int,
     found: list[list[Finding] | None],
 ) -> None:
-    """Fewer blocks than :data:`MIN_BLOCKS_AT_ONCE`, stepped as each rule's :meth:`~PercentileCusumRule._step` would.
-
-    Every CUSUM of every rule is a row of one array per block; a rule with a
-    CUSUM that passes its limit takes its blocks on its own instead.
-    """
+    """Fewer blocks than :data:`MIN_BLOCKS_AT_ONCE`, stepped as each rule's :meth:`~PercentileCusumRule._step` would
+    (the same sums to the bit), every CUSUM a row; a rule with a CUSUM that passes its limit goes on its own."""
     cusums = [rule.cusums[name] for rule, *_ in stepped for name in names]
     means = np.stack([block_means[name] for name in names], axis=1).reshape(len(cusums), -1)
     after = step_together(cusums, means)
