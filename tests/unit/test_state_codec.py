@@ -8,11 +8,20 @@ import msgpack
 import numpy as np
 import orjson
 import pytest
+import zstandard
 
 from stream.monitoring.label_join import encode_entry
 from stream.monitoring.model_monitor import ModelMonitor, StateError
 from stream.settings import DetectionSettings
-from stream.worker.state_codec import ARRAY, MAGIC, decode_state, encode_state, pack_state, unpack_state
+from stream.worker.state_codec import (
+    ARRAY,
+    MAGIC,
+    ZLIB_MAGIC,
+    decode_state,
+    encode_state,
+    pack_state,
+    unpack_state,
+)
 
 DETECTION = DetectionSettings(reference_events=200, reference_min_s=0)
 
@@ -102,7 +111,11 @@ def test_only_plain_data_is_written(value, message):
 
 
 def _stored(payload: bytes) -> bytes:
-    return MAGIC + zlib.compress(payload)
+    return MAGIC + zstandard.ZstdCompressor().compress(payload)
+
+
+def _stored_with_zlib(payload: bytes) -> bytes:
+    return ZLIB_MAGIC + zlib.compress(payload)
 
 
 @pytest.mark.parametrize(
@@ -122,12 +135,36 @@ def _stored(payload: bytes) -> bytes:
     ],
 )
 def test_anything_but_a_state_of_plain_data_is_refused(payload, message):
-    with pytest.raises(StateError, match=message):
-        decode_state(_stored(payload))
+    for stored in (_stored, _stored_with_zlib):
+        with pytest.raises(StateError, match=message):
+            decode_state(stored(payload))
 
 
-def test_damaged_bytes_in_either_format_are_refused():
-    for blob in (MAGIC + b"not zlib", zlib.compress(b"{not json"), zlib.compress(b"[1]"), b"\x00\x01"):
+def test_a_state_stored_with_zlib_before_reads_the_same_and_the_new_bytes_are_fewer():
+    state = _busy_monitor().to_dict()
+    before = _stored_with_zlib(pack_state(state))
+    assert pack_state(decode_state(before)) == pack_state(decode_state(encode_state(state))) == pack_state(state)
+    assert len(encode_state(state)) < len(before)
+
+
+def test_a_frame_that_unpacks_past_the_bound_is_refused_before_it_is_unpacked():
+    # A few kilobytes that would take 80 MB, saying so in the frame or not: a state is never near that.
+    for says_its_size in (True, False):
+        compressor = zstandard.ZstdCompressor(write_content_size=says_its_size)
+        bomb = MAGIC + compressor.compress(b"\x00" * (80 << 20))
+        assert len(bomb) < 10_000
+        with pytest.raises(StateError, match="ZstdError"):
+            decode_state(bomb)
+
+
+def test_damaged_bytes_in_every_format_are_refused():
+    for blob in (
+        MAGIC + b"not zstd",
+        ZLIB_MAGIC + b"not zlib",
+        zlib.compress(b"{not json"),
+        zlib.compress(b"[1]"),
+        b"\x00\x01",
+    ):
         with pytest.raises(StateError):
             decode_state(blob)
     with pytest.raises(StateError):
