@@ -113,7 +113,8 @@ class ZScoreRule:
         i = 0
         while i < len(xs):
             # After an outlier the next value is often one too (a burst): that needs no filter run to tell.
-            if self.seen >= settled and len(xs) - i >= MIN_VALUES_AT_ONCE and not self._outlier(float(ys[i])):
+            at_once = self.seen >= settled and len(xs) - i >= MIN_VALUES_AT_ONCE
+            if at_once and self._score(float(ys[i])) <= self.threshold:
                 i += self._take_inliers(ys[i:], ts[i:])
                 if i == len(xs):
                     break
@@ -124,20 +125,19 @@ class ZScoreRule:
             i += 1
         return findings
 
-    def _outlier(self, y: float) -> bool:
-        """Whether ``y`` (transformed) lies past the threshold of the baseline now, as :meth:`_one` tells."""
-        return abs(y - self.mean) / self.std > self.threshold
+    def _score(self, y: float) -> float:
+        """How many baseline standard deviations ``y`` (transformed) lies from the baseline's mean."""
+        return abs(y - self.mean) / self.std
 
     def _one(self, x: float, y: float, ts: float) -> Finding | None:
         """Take in one value (``y`` transformed); the finding if its window fires with it."""
         count = self.count
         count.see(ts)
         if self.seen >= self.warmup:
-            std = self.std
-            z = abs(y - self.mean) / std
+            z = self._score(y)
             if z > self.threshold:
                 found = self._finding(ts) if count.outlier(z, x, ts) else None
-                clip = self.threshold * std
+                clip = self.threshold * self.std
                 self._drift_toward(min(max(y, self.mean - clip), self.mean + clip))
                 return found
         self._learn(y)

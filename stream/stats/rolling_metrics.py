@@ -28,7 +28,7 @@ class RollingPairs:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        # Two queues rather than one of tuples: a tuple per pair took three quarters of the room.
+        # Two queues rather than one of tuples: a tuple per pair cost more memory than both queues.
         self.labels: deque[Any] = deque()
         self.predictions: deque[Any] = deque()
 
