@@ -30,7 +30,7 @@ References: E. S. Page, "Continuous inspection schemes", Biometrika 41
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -379,70 +379,69 @@ def _blocks_together(
     used = head + whole * block
     blocks = np.stack([pit[head:used] for *_, pit in stepped]).reshape(len(stepped), whole, block)
     block_means = {"location": blocks.mean(axis=2), "spread": np.abs(blocks - 0.5).mean(axis=2)}
-    if whole < MIN_BLOCKS_AT_ONCE:
-        _step_together(stepped, block_means, names, head, used, block, found)
-        return
-    quiet = np.full(len(stepped), whole)
-    sums: dict[tuple[str, str], np.ndarray] = {}
-    for name in names:
-        cusums = [rule.cusums[name] for rule, *_ in stepped]
-        center = np.array([c.center for c in cusums])[:, None]
-        allowance = np.array([c.allowance for c in cusums])[:, None]
-        limit = np.array([c.limit for c in cusums])[:, None]
-        z = block_means[name] - center
-        for side, signed in (("up", z), ("down", -z)):
-            # TwoSidedCusum.sums_after, a row per rule.
-            running = np.array([c.sums[side] for c in cusums])[:, None] + np.cumsum(signed - allowance, axis=1)
-            side_sums = sums[name, side] = running - np.minimum(np.minimum.accumulate(running, axis=1), 0.0)
-            over = side_sums > limit
-            quiet = np.where(over.any(axis=1), np.minimum(quiet, over.argmax(axis=1)), quiet)
-    # Where each side last started again from zero (TwoSidedCusum.take), a row per rule.
-    last_restart = {
-        key: (restarts.any(axis=1), whole - 1 - restarts[:, ::-1].argmax(axis=1))
-        for key, restarts in ((key, side_sums[:, : whole - 1] <= 0) for key, side_sums in sums.items())
-    }
+    # Which rules stay under their limits, and how each takes the blocks in (the same to the bit as alone).
+    rows = _stepped if whole < MIN_BLOCKS_AT_ONCE else _summed
+    quiet, take = rows([rule for rule, *_ in stepped], block_means, names)
     for row, (rule, at, xs, ts, pit) in enumerate(stepped):
-        if quiet[row] < whole:
+        if not quiet[row]:
             rule._remember(xs[:head], ts[:head])
             found[at] = rule.update(xs[head:], ts[head:])
             continue
-        starts = ts[head:used:block]
-        for name, cusum in rule.cusums.items():
-            for side in ("up", "down"):
-                restarted, last = last_restart[name, side]
-                last_row = int(last[row]) if restarted[row] else None
-                cusum.take_side(side, block_means[name][row], starts, whole, float(sums[name, side][row, -1]), last_row)
+        take(row, rule, ts[head:used:block])
         if used < n:
             rule.partial, rule.partial_start = pit[used:].tolist(), float(ts[used])
         rule._remember(xs, ts)
         found[at] = []
 
 
-def _step_together(
-    stepped: list[tuple[PercentileCusumRule, int, np.ndarray, np.ndarray, np.ndarray]],
-    block_means: dict[str, np.ndarray],
-    names: tuple[str, ...],
-    head: int,
-    used: int,
-    block: int,
-    found: list[list[Finding] | None],
-) -> None:
-    """Fewer blocks than :data:`MIN_BLOCKS_AT_ONCE`, stepped as each rule's :meth:`~PercentileCusumRule._step` would
-    (the same sums to the bit), every CUSUM a row; a rule with a CUSUM that passes its limit goes on its own."""
-    cusums = [rule.cusums[name] for rule, *_ in stepped for name in names]
-    means = np.stack([block_means[name] for name in names], axis=1).reshape(len(cusums), -1)
-    after = step_together(cusums, means)
-    crossed = after.crossed.reshape(len(stepped), len(names)).any(axis=1).tolist()
-    for row, (rule, at, xs, ts, pit) in enumerate(stepped):
-        if crossed[row]:
-            rule._remember(xs[:head], ts[:head])
-            found[at] = rule.update(xs[head:], ts[head:])
-            continue
-        starts = ts[head:used:block].tolist()
-        columns = range(row * len(names), (row + 1) * len(names))
-        for column, name in zip(columns, names, strict=True):
+RowTake = Callable[[int, PercentileCusumRule, np.ndarray], None]
+
+
+def _stepped(
+    rules: list[PercentileCusumRule], block_means: dict[str, np.ndarray], names: tuple[str, ...]
+) -> tuple[list[bool], RowTake]:
+    """Fewer blocks than :data:`MIN_BLOCKS_AT_ONCE`, stepped as each rule's :meth:`~PercentileCusumRule._step`
+    would, every CUSUM a row: whether each rule stays under its limits, and how it takes the blocks in."""
+    cusums = [rule.cusums[name] for rule in rules for name in names]
+    after = step_together(cusums, np.stack([block_means[name] for name in names], axis=1).reshape(len(cusums), -1))
+    quiet = (~after.crossed.reshape(len(rules), len(names)).any(axis=1)).tolist()
+
+    def take(row: int, rule: PercentileCusumRule, starts: np.ndarray) -> None:
+        for column, name in enumerate(names, start=row * len(names)):
             after.take(column, rule.cusums[name], starts)
-        if used < len(xs):
-            rule.partial, rule.partial_start = pit[used:].tolist(), float(ts[used])
-        rule._remember(xs, ts)
-        found[at] = []
+
+    return quiet, take
+
+
+def _summed(
+    rules: list[PercentileCusumRule], block_means: dict[str, np.ndarray], names: tuple[str, ...]
+) -> tuple[list[bool], RowTake]:
+    """Many blocks, taken as running totals (:meth:`TwoSidedCusum.sums_after`), a row per rule: whether each
+    rule stays under its limits, and how it takes the blocks in."""
+    whole = block_means[names[0]].shape[1]
+    quiet = np.full(len(rules), True)
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    for name in names:
+        cusums = [rule.cusums[name] for rule in rules]
+        center = np.array([c.center for c in cusums])[:, None]
+        allowance = np.array([c.allowance for c in cusums])[:, None]
+        limit = np.array([c.limit for c in cusums])[:, None]
+        z = block_means[name] - center
+        for side, signed in (("up", z), ("down", -z)):
+            running = np.array([c.sums[side] for c in cusums])[:, None] + np.cumsum(signed - allowance, axis=1)
+            side_sums = sums[name, side] = running - np.minimum(np.minimum.accumulate(running, axis=1), 0.0)
+            quiet &= ~(side_sums > limit).any(axis=1)
+    # Where each side last started again from zero (TwoSidedCusum.take), a row per rule.
+    last_restart = {
+        key: (restarts.any(axis=1), whole - 1 - restarts[:, ::-1].argmax(axis=1))
+        for key, restarts in ((key, side_sums[:, : whole - 1] <= 0) for key, side_sums in sums.items())
+    }
+
+    def take(row: int, rule: PercentileCusumRule, starts: np.ndarray) -> None:
+        for name, cusum in rule.cusums.items():
+            for side in ("up", "down"):
+                restarted, last = last_restart[name, side]
+                last_row = int(last[row]) if restarted[row] else None
+                cusum.take_side(side, block_means[name][row], starts, whole, float(sums[name, side][row, -1]), last_row)
+
+    return quiet.tolist(), take

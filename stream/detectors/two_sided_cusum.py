@@ -153,13 +153,13 @@ class SteppedTogether:
     blocks: list[list[int]]
     crossed: np.ndarray  # per CUSUM: whether a side passed its limit at some block
 
-    def take(self, column: int, cusum: TwoSidedCusum, starts: list[float]) -> None:
+    def take(self, column: int, cusum: TwoSidedCusum, starts: Sequence[float]) -> None:
         """Leave ``cusum`` (the one of ``column``) as its steps would, the blocks' first values at ``starts``."""
         for row, side in enumerate(("up", "down")):
             cusum.sums[side] = self.sums[row][column]
             restarted = self.restarted_at[row][column]
             if restarted >= 0:
-                cusum.start[side] = starts[restarted]
+                cusum.start[side] = float(starts[restarted])
             cusum.total[side] = self.total[row][column]
             cusum.blocks[side] = self.blocks[row][column]
 
