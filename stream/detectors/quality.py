@@ -82,6 +82,8 @@ class DataQualityRule:
         self.fired: set[str] = set()
         self.checkpoints = WindowCheckpoints(min_events)
         self._ranges = self._reference_ranges()
+        # The same ranges as a column of lows and one of highs, for every batch's comparisons.
+        self._bounds = np.array(list(self._ranges.values())).reshape(-1, 2)
 
     def _reference_ranges(self) -> dict[str, tuple[float, float]]:
         ranges = {}
@@ -139,20 +141,19 @@ class DataQualityRule:
 
         ``totals_only``: only for all of them (the last row), which most batches need.
         """
-        names = list(self._ranges)
-        if not names:
+        if not self._ranges:
             return {}
+        names = self._ranges.keys()
         # All the features' columns in one array: a few numpy calls for the lot, not per feature.
         values = np.stack([columns.get(name) for name in names])
         if inside.size != len(columns):
             values = values[:, inside]
-        bounds = np.array(list(self._ranges.values()))
-        low, high = values < bounds[:, :1], values > bounds[:, 1:]  # NaN counts as neither
+        low, high = values < self._bounds[:, :1], values > self._bounds[:, 1:]  # NaN counts as neither
         if totals_only:
             below, above = np.count_nonzero(low, axis=1).tolist(), np.count_nonzero(high, axis=1).tolist()
             totals = zip(names, below, above, strict=True)
             return {name: np.array([[0, 0], [lo, hi]]) for name, lo, hi in totals if lo or hi}
-        cumulative = np.zeros((len(names), values.shape[1] + 1, 2), dtype=np.int64)
+        cumulative = np.zeros((len(self._ranges), values.shape[1] + 1, 2), dtype=np.int64)
         np.cumsum(low, axis=1, out=cumulative[:, 1:, 0])
         np.cumsum(high, axis=1, out=cumulative[:, 1:, 1])
         return {name: cumulative[i] for i, name in enumerate(names) if cumulative[i, -1].any()}
