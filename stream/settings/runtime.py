@@ -75,8 +75,9 @@ class Settings:
     # keep the replay from counting twice. Every checkpoint encodes each changed model's state
     # while the ingest waits, so a shorter interval delays every record behind it.
     checkpoint_interval_s: float = 3.0
-    # ... or sooner, once this many input records wait for a checkpoint.
+    # ... or sooner, once this many input records, or megabytes of them, wait for a checkpoint.
     checkpoint_max_records: int = 20_000
+    checkpoint_max_mb: float = 64.0
     # The ingest task takes up to this many records, or megabytes of them, at a time,
     # waiting at most ingest_wait_s for them, and applies each model's share in one go.
     # Bigger takes give the detectors bigger batches when the worker is behind, and hold
@@ -234,6 +235,7 @@ class Settings:
             )
         positive("checkpoint_interval_s", self.checkpoint_interval_s)
         positive("checkpoint_max_records", self.checkpoint_max_records, integer=True)
+        positive("checkpoint_max_mb", self.checkpoint_max_mb)
         positive("ingest_batch_records", self.ingest_batch_records, integer=True)
         positive("ingest_batch_mb", self.ingest_batch_mb)
         positive("ingest_wait_s", self.ingest_wait_s)

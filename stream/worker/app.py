@@ -164,6 +164,7 @@ class MonitorApp:
             settings.checkpoint_max_records,
             settings.state_cache_models,
             release=FetchedRecord.ack_all,
+            max_bytes=max(1, round(settings.checkpoint_max_mb * 2**20)),
         )
         self.checkpointer = Checkpointer(
             self.states, self.model_state, held, self.writes, self.counters, self.metrics, join_table=self.label_join

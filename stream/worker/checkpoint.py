@@ -5,7 +5,8 @@ every input record held a worker to a few hundred records a second. Instead
 the live state stays in memory, and every input record that changed it is
 *held*: its Kafka message keeps a reference, so Faust cannot commit its
 offset. Once per ``checkpoint_interval_s``, or after
-``checkpoint_max_records`` held records, each changed model's state is
+``checkpoint_max_records`` held records or ``checkpoint_max_mb`` of them,
+each changed model's state is
 written with the offsets it covers, and only then are its records released
 for the commit. A crash between two checkpoints loses nothing: the
 uncommitted records are read again, and the offsets inside the restored
@@ -57,6 +58,7 @@ class HeldModel:
     partition: int
     records: list[Any] = field(default_factory=list)
     skipped: list[frozenset[int]] = field(default_factory=list)
+    size: int = 0
 
 
 class HeldRecords:
@@ -87,15 +89,19 @@ class HeldRecords:
         max_models: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         release: Callable[[list[Any]], None] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.interval_s = interval_s
         # The worker gives its records back to Faust together (FetchedRecord.ack_all); one by one otherwise.
         self.release_all = release or _ack_each
         self.max_records = max_records
+        # Records of a few kilobytes each fill memory long before their count reaches max_records.
+        self.max_bytes = max_bytes
         self.max_models = max_models
         self.clock = clock
         self.models: dict[str, HeldModel] = {}
         self.count = 0
+        self.bytes = 0
         self.last_checkpoint = clock()
 
     @property
@@ -108,19 +114,41 @@ class HeldRecords:
         if model not in self.models:
             self.models[model] = HeldModel(partition)
 
-    def hold(self, model: str, partition: int, record: Any, skipped: frozenset[int] = frozenset()) -> None:
-        """Keep ``record`` uncommitted until ``model``'s next checkpoint (``skipped``: its items not applied)."""
+    def hold(
+        self, model: str, partition: int, record: Any, skipped: frozenset[int] = frozenset(), size: int = 0
+    ) -> None:
+        """Keep ``record`` (``size`` bytes) uncommitted until ``model``'s next checkpoint (``skipped``: its
+        items not applied)."""
         record.keep()
         self.mark(model, partition)
         held = self.models[model]
         held.records.append(record)
         held.skipped.append(skipped)
+        held.size += size
         self.count += 1
+        self.bytes += size
 
     def records_of(self, model: str) -> list[tuple[Any, frozenset[int]]]:
         """The records of ``model`` applied since its last checkpoint, oldest first, with their skipped items."""
         held = self.models.get(model)
         return list(zip(held.records, held.skipped, strict=True)) if held else []
+
+    def over_limit(self, times: int = 1) -> bool:
+        """Whether ``times`` the limit of records, or of their bytes, is held.
+
+        >>> from types import SimpleNamespace
+        >>> record = SimpleNamespace(keep=lambda: None)
+        >>> held = HeldRecords(interval_s=3600, max_records=100, max_bytes=1000)
+        >>> held.hold("m", 0, record, size=600)
+        >>> held.over_limit(), held.due()
+        (False, False)
+        >>> held.hold("m", 0, record, size=600)
+        >>> held.over_limit(), held.over_limit(times=2), held.due()
+        (True, False, True)
+        """
+        return self.count >= times * self.max_records or (
+            self.max_bytes is not None and self.bytes >= times * self.max_bytes
+        )
 
     def due(self) -> bool:
         """Whether a checkpoint is due: the interval passed, or too many records or models wait.
@@ -130,11 +158,7 @@ class HeldRecords:
         """
         if not self.models:
             return False
-        return (
-            self.count >= self.max_records
-            or self.models_full()
-            or self.clock() - self.last_checkpoint >= self.interval_s
-        )
+        return self.over_limit() or self.models_full() or self.clock() - self.last_checkpoint >= self.interval_s
 
     def models_full(self, saving: int = 0) -> bool:
         """Whether ``max_models`` models changed (with ``saving`` more being saved): their states stay in memory
@@ -152,7 +176,7 @@ class HeldRecords:
 
     def take(self) -> dict[str, HeldModel]:
         """Every changed model with its held records; the caller writes them, then releases."""
-        taken, self.models, self.count = self.models, {}, 0
+        taken, self.models, self.count, self.bytes = self.models, {}, 0, 0
         self.last_checkpoint = self.clock()
         return taken
 
@@ -176,14 +200,17 @@ class HeldRecords:
             if later is not None:
                 earlier.records += later.records
                 earlier.skipped += later.skipped
+                earlier.size += later.size
                 self.count -= len(later.records)
+                self.bytes -= later.size
             self.models[model] = earlier
             self.count += len(earlier.records)
+            self.bytes += earlier.size
 
     def drop(self) -> int:
         """Forget everything held without releasing it (partitions lost); returns how many records."""
         dropped = self.count
-        self.models, self.count = {}, 0
+        self.models, self.count, self.bytes = {}, 0, 0
         return dropped
 
 
@@ -281,13 +308,13 @@ class Checkpointer:
         limit on a record's size); as many models changed or being saved as
         the state cache holds (none of them may leave memory until saved, so
         a batch of a thousand models' records would keep them all); or twice
-        ``max_records`` held, the ingest having gone on while a checkpoint
-        ran. ``monitor`` None: nothing was applied, so nothing new waits.
+        the limit of records or bytes held, the ingest having gone on while a
+        checkpoint ran. ``monitor`` None: nothing was applied, so nothing new waits.
         """
         if monitor is None or not (
             len(monitor.join_changes) >= MAX_JOIN_CHANGES
             or self.held.models_full(saving=len(self.saving))
-            or self.held.count >= 2 * self.held.max_records
+            or self.held.over_limit(times=2)
         ):
             return False
         await self.checkpoint(force=True)

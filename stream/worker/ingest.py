@@ -185,7 +185,9 @@ class Ingest:
             log.exception("processing failed for model %s", model)
             monitor, alerts, applied = await self.recovery.recover(model, change, fresh)
         for inp in fresh:
-            self.checkpointer.held.hold(model, inp.record.message.partition, inp.record, frozenset(inp.skipped))
+            self.checkpointer.held.hold(
+                model, inp.record.message.partition, inp.record, frozenset(inp.skipped), inp.size
+            )
         self.metrics.processing.observe(time.perf_counter() - started)
         await self.outputs.publish_alerts(alerts)
         await self.outputs.publish_retrain_requests(monitor)
@@ -208,7 +210,7 @@ class Ingest:
                 self.metrics.replayed.inc()
                 if self.checkpointer.unsaved(model):
                     every_item = frozenset(range(len(inp.items)))
-                    self.checkpointer.held.hold(model, message.partition, inp.record, every_item)
+                    self.checkpointer.held.hold(model, message.partition, inp.record, every_item, inp.size)
             elif monitor.seen_batch(inp.batch_id):
                 self.counters.duplicate_batches += 1
                 self.metrics.duplicate_batches.inc()

@@ -28,6 +28,11 @@ class RecordInput:
         message = self.record.message
         return f"{message.topic}:{message.partition}"
 
+    @property
+    def size(self) -> int:
+        """The record's value in bytes, which holding it keeps in memory."""
+        return len(self.record.value or b"")
+
 
 def steps(inputs: list[RecordInput], events: int) -> list[list[RecordInput]]:
     """``inputs`` in order, in runs of about ``events`` events (a bigger record makes a run alone).

@@ -744,6 +744,17 @@ def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit
     assert waiting and events == 6
 
 
+def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit_in_bytes(tmp_path):
+    # Envelopes of 190 KB held 150 MB between two checkpoints, far from the limit on their count.
+    _, _, probe = _events_app(tmp_path / "probe")
+    size = len(probe(0).value)
+    mon, table, read = _events_app(tmp_path, checkpoint_interval_s=3600, checkpoint_max_mb=2 * size / 2**20)
+    waiting, events = _ingest_during_a_pending_checkpoint(
+        mon, table, [read(0), read(1)], [read(i) for i in range(2, 6)]
+    )
+    assert waiting and events == 6
+
+
 def test_the_ingest_waits_for_a_running_checkpoint_before_more_unsaved_models_than_the_cache_holds(tmp_path):
     # A state being saved cannot leave memory either: without the wait, the cache held its
     # size in states being saved and as many again changed meanwhile.
