@@ -7,7 +7,7 @@ per model per round, 2,200 events per model), applied in process through
 table, with ``state_cache_models`` live states (default 200) as the worker
 keeps them. After every model's envelope its state is encoded and stored,
 as a checkpoint does, and freed memory is handed back after each round, as
-the worker does every 30 s. No broker, no Faust, no label join, no held
+the worker does every few seconds. No broker, no Faust, no label join, no held
 records: what the worker holds beyond these figures is theirs.
 
 Prints, as one JSON object: ``rss_mb_start`` (the process with its imports,

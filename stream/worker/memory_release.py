@@ -25,9 +25,11 @@ from collections.abc import Callable
 MMAP_THRESHOLD_BYTES = 128 * 1024
 # glibc's mallopt parameter for it (malloc.h)
 _M_MMAP_THRESHOLD = -3
-# How often a worker hands freed memory back: a pass over a heap of several hundred
-# megabytes holds the allocator for tens of milliseconds.
-RELEASE_INTERVAL_S = 30.0
+# How often a worker hands freed memory back. A pass holds the event loop for as long as it
+# walks the heap's free blocks, a few milliseconds now that large blocks have pages of their
+# own; every round of rebuilt and saved states frees tens of megabytes, which at longer
+# intervals stayed resident until the next pass.
+RELEASE_INTERVAL_S = 5.0
 
 
 try:
