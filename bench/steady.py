@@ -13,7 +13,11 @@ envelope per model per round, and the next round goes out only once the
 worker has applied the one before: the memory is read after each round, at
 the same point of the work, and at the end the highest it reached at any
 moment (``rss_peak_mb_1000_models``), which is what a memory limit must
-allow.
+allow. Between those readings the memory is sampled every quarter second:
+over the second half of the rounds, its mean and 90th percentile
+(``rss_mean_mb_1000_models``, ``rss_p90_mb_1000_models``, with
+``rss_samples_1000_models``), since a single reading lands anywhere on the
+sawtooth a round leaves.
 
 Recovery: the worker is killed (SIGKILL, as a crashed machine), one more
 envelope per model is sent, and a replacement joins the same group at once,
@@ -34,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,6 +69,7 @@ EVENTS_PER_MODEL = 2_200
 SPAN_S = 1_200.0
 LABEL_EVERY = 4
 ROUND_TIMEOUT_S = 600.0
+SAMPLE_EVERY_S = 0.25
 RECOVERY_TIMEOUT_S = 900.0
 
 
@@ -174,6 +181,47 @@ def peak_rss_mb(workers: list[WorkerProcess]) -> float:
     return total_kb / 2**10
 
 
+class RssSampler:
+    """The workers' summed RSS every ``SAMPLE_EVERY_S``, on a thread of its own, each with the round under way.
+
+    One reading after each round is one point of a sawtooth: a round frees
+    tens of megabytes, which stay resident until the worker hands them back.
+    The samples of the second half of the rounds say what a steady worker
+    holds most of the time (mean) and nearly all of it (90th percentile).
+    """
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+        self.round = 0
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            with contextlib.suppress(psutil.Error):
+                self.samples.append((self.round, rss_mb(self.workers)))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self, from_round: int) -> dict[str, float]:
+        """``rss_mean_mb_1000_models``, ``rss_p90_mb_1000_models`` and their sample count, from ``from_round`` on."""
+        mb = np.array([value for r, value in self.samples if r >= from_round])
+        if mb.size == 0:
+            return {}
+        return {
+            "rss_mean_mb_1000_models": float(mb.mean()),
+            "rss_p90_mb_1000_models": float(np.percentile(mb, 90)),
+            "rss_samples_1000_models": float(mb.size),
+        }
+
+
 def measure(
     broker: EmbeddedBroker,
     progress: Progress,
@@ -215,20 +263,23 @@ def measure(
         by_round = []
         stream = rounds(models, t0, per_model, labels_on)
         pending_labels: list = []
-        for envelopes, labels in stream:
-            asyncio.run(send(servers, events_topic, envelopes))
-            # Labels follow their predictions by a round, as delayed labels do.
+        with RssSampler(group) as sampler:
+            for envelopes, labels in stream:
+                asyncio.run(send(servers, events_topic, envelopes))
+                # Labels follow their predictions by a round, as delayed labels do.
+                asyncio.run(send(servers, labels_topic, pending_labels))
+                pending_labels = labels
+                sent += n_models * ENVELOPE
+                wait_for(group, sent)
+                progress.update(task, completed=sent)
+                by_round.append(rss_mb(group))
+                sampler.round = len(by_round)
+                progress.console.print(f"round {len(by_round)}: {sent:,} events applied, RSS {by_round[-1]:,.0f} MB")
             asyncio.run(send(servers, labels_topic, pending_labels))
-            pending_labels = labels
-            sent += n_models * ENVELOPE
-            wait_for(group, sent)
-            progress.update(task, completed=sent)
-            by_round.append(rss_mb(group))
-            progress.console.print(f"round {len(by_round)}: {sent:,} events applied, RSS {by_round[-1]:,.0f} MB")
-        asyncio.run(send(servers, labels_topic, pending_labels))
-        time.sleep(5)  # the last labels joined, the last checkpoint written
+            time.sleep(5)  # the last labels joined, the last checkpoint written
         out["rss_mb_1000_models_steady"] = rss_mb(group)
         out["rss_peak_mb_1000_models"] = peak_rss_mb(group)
+        out.update(sampler.figures(from_round=len(by_round) // 2))
         out["rss_mb_by_round"] = [round(mb, 1) for mb in by_round]
         if not recovery:
             return out

@@ -25,7 +25,9 @@ envelopes and one event per record, and measures in one run:
   ``rss_mb_1000_models`` after 1,000 models with 10 features each have sent
   100 events (before any reference exists);
 - ``rss_mb_1000_models_steady`` (with ``rss_peak_mb_1000_models``, the most
-  it held at any moment) and ``recovery_s_1000_models``: 1,000 models
+  it held at any moment, and ``rss_mean_mb_1000_models`` and
+  ``rss_p90_mb_1000_models`` over the second half of its rounds, sampled
+  ``rss_samples_1000_models`` times) and ``recovery_s_1000_models``: 1,000 models
   past their references and warm-ups with labels flowing, and the seconds a
   second worker takes to be processing again after the first is killed
   (:mod:`bench.steady`; about 45 minutes; ``--skip-steady`` leaves it out and
@@ -90,6 +92,9 @@ KEYS = (
     "rss_mb_1000_models",
     "rss_mb_1000_models_steady",
     "rss_peak_mb_1000_models",
+    "rss_mean_mb_1000_models",
+    "rss_p90_mb_1000_models",
+    "rss_samples_1000_models",
     "recovery_s_1000_models",
 )
 
@@ -224,9 +229,8 @@ def measure(n: int, budget_s: float, steady: bool = True) -> dict[str, float | N
         ).rss_mb
         del many
         figures = steady_state.measure(broker, progress) if steady else {}
-        result["rss_mb_1000_models_steady"] = figures.get("rss_mb_1000_models_steady")
-        result["rss_peak_mb_1000_models"] = figures.get("rss_peak_mb_1000_models")
-        result["recovery_s_1000_models"] = figures.get("recovery_s_1000_models")
+        for key in KEYS[KEYS.index("rss_mb_1000_models_steady") :]:
+            result[key] = figures.get(key)
     return {key: result[key] for key in KEYS}
 
 
