@@ -117,8 +117,7 @@ class HeldRecords:
     def hold(
         self, model: str, partition: int, record: Any, skipped: frozenset[int] = frozenset(), size: int = 0
     ) -> None:
-        """Keep ``record`` (``size`` bytes) uncommitted until ``model``'s next checkpoint (``skipped``: its
-        items not applied)."""
+        """Keep ``record`` (``size`` bytes; ``skipped``: its items not applied) until ``model``'s next checkpoint."""
         record.keep()
         self.mark(model, partition)
         held = self.models[model]
@@ -137,12 +136,11 @@ class HeldRecords:
         """Whether ``times`` the limit of records, or of their bytes, is held.
 
         >>> from types import SimpleNamespace
-        >>> record = SimpleNamespace(keep=lambda: None)
         >>> held = HeldRecords(interval_s=3600, max_records=100, max_bytes=1000)
-        >>> held.hold("m", 0, record, size=600)
+        >>> held.hold("m", 0, SimpleNamespace(keep=lambda: None), size=600)
         >>> held.over_limit(), held.due()
         (False, False)
-        >>> held.hold("m", 0, record, size=600)
+        >>> held.hold("m", 0, SimpleNamespace(keep=lambda: None), size=600)
         >>> held.over_limit(), held.over_limit(times=2), held.due()
         (True, False, True)
         """
