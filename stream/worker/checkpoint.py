@@ -6,9 +6,8 @@ the live state stays in memory, and every input record that changed it is
 *held*: its Kafka message keeps a reference, so Faust cannot commit its
 offset. Once per ``checkpoint_interval_s``, or after
 ``checkpoint_max_records`` held records or ``checkpoint_max_mb`` of them,
-each changed model's state is
-written with the offsets it covers, and only then are its records released
-for the commit. A crash between two checkpoints loses nothing: the
+each changed model's state is written with the offsets it covers, and only
+then are its records released for the commit. A crash between two checkpoints loses nothing: the
 uncommitted records are read again, and the offsets inside the restored
 state tell which of them it already holds.
 

@@ -27,10 +27,11 @@ PER_MODEL = 37_500  # 375 s of event time each: inside one hopping window
 ENVELOPE = 100
 # LLM output text the current detectors ignore: it makes the backlog large in
 # bytes (about 570 MB) without making the worker slower to work through it. The
-# worker reads ahead a fixed number of bytes (four takes of ingest_batch_mb) and
-# decodes a model's share of a take at a time, about 100 MB here with 318 MB or
-# 570 MB behind it, so the backlog must be several times that for the bound below
-# to tell a bounded read-ahead from memory that grows with the backlog.
+# worker reads ahead a fixed number of bytes (four takes of ingest_batch_mb),
+# decodes a model's share of a take at a time, and holds what it applied until
+# the checkpoint (checkpoint_max_mb): about 100 MB here with 318 MB or 570 MB
+# behind it, so the backlog must be several times that for the bound below to
+# tell bounded buffers from memory that grows with the backlog.
 TEXT = "lorem ipsum " * 140
 
 
