@@ -218,7 +218,7 @@ class RssSampler:
         return {
             "rss_mean_mb_1000_models": float(mb.mean()),
             "rss_p90_mb_1000_models": float(np.percentile(mb, 90)),
-            "rss_samples_1000_models": float(mb.size),
+            "rss_samples_1000_models": mb.size,
         }
 
 

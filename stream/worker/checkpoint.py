@@ -7,9 +7,9 @@ the live state stays in memory, and every input record that changed it is
 offset. Once per ``checkpoint_interval_s``, or after
 ``checkpoint_max_records`` held records or ``checkpoint_max_mb`` of them,
 each changed model's state is written with the offsets it covers, and only
-then are its records released for the commit. A crash between two checkpoints loses nothing: the
-uncommitted records are read again, and the offsets inside the restored
-state tell which of them it already holds.
+then are its records released for the commit. A crash between two
+checkpoints loses nothing: the uncommitted records are read again, and the
+offsets inside the restored state tell which of them it already holds.
 
 A record is released only once the broker has *confirmed* the state write
 (:class:`~stream.worker.changelog_writes.ChangelogWrites`): Faust's flush before a commit gives up after
