@@ -88,8 +88,8 @@ def row_medians(rows: np.ndarray, finite: bool = False) -> np.ndarray:
     where numpy's general median spends most of its time checking its
     arguments; one sort of the rows does the same work. (Not a partition at
     the middle, as numpy's median does: timed inside the level-shift rule, a
-    partition of even rows cost several times a sort; see the README's
-    throughput section.) Rows holding NaN or infinities go to ``np.median``,
+    partition of even rows cost several times a sort; docs/perf/history.md
+    has the figures.) Rows holding NaN or infinities go to ``np.median``,
     so the answer is the same in every case; ``finite`` says the caller has
     checked there are none.
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Work between two chances for the event loop to run: about STEP_S seconds,
 # as many events as that takes lately, within these bounds. The detectors cost less
-# per event in bigger batches (see the README's throughput section), and 50 ms still
+# per event in bigger batches (docs/perf/history.md), and 50 ms still
 # answers health checks and scrapes within a tenth of a second.
 STEP_S = 0.05
 STEP_EVENTS = (50, 5_000)

@@ -9,7 +9,7 @@ raw values) and is read back as an array, in one copy.
 
 The MessagePack is compressed with Zstandard (level 3): zlib's fastest
 level, used before, was slower both ways and stored more bytes (the
-README's memory section has the figures). States written with zlib are
+figures in docs/perf/history.md). States written with zlib are
 still read; releases before this one cannot read these.
 
 It is plain data both ways: the only extension read is that array, of
