@@ -1,10 +1,12 @@
 """The detection engine alone, without Kafka: ``python -m bench.engine [--events N] [--profile]``.
 
-Feeds the events of :mod:`bench.throughput` (10 models, 10 numeric
+Feeds events of :mod:`bench.throughput`'s workload (10 models, 10 numeric
 features, confidence and prediction; default 200,000 events over 50 minutes of
-event time) to one :class:`~stream.monitoring.model_monitor.ModelMonitor` per
-model, in envelopes of 500 events of one model (``--batch``), in event-time order, with the
-default monitor set and a reference learnt from each model's first events.
+event time, where ``bench.throughput`` spreads its events over 10: ``--span-s
+600`` gives each model as many a second as its ``--events 200000``) to one
+:class:`~stream.monitoring.model_monitor.ModelMonitor` per model, in envelopes
+of 500 events of one model (``--batch``), in event-time order, with the default
+monitor set and a reference learnt from each model's first events.
 Prints the events per second of ``ModelMonitor.process`` over the best of
 ``--repeats`` runs (the work a worker does per event, minus decoding, Kafka
 and checkpoints), and the alerts raised; with ``--profile``, the functions

@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument(
         "--skip-steady",
         action="store_true",
-        help="leave out the 45-minute steady-state run (its two figures are then null)",
+        help="leave out the steady-state run, most of the command's time (its figures are then null)",
     )
     parser.add_argument(
         "--scale-out", action="store_true", help="instead: one worker, then two in one group, on the same envelopes"
