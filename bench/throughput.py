@@ -30,7 +30,7 @@ envelopes and one event per record, and measures in one run:
   ``rss_samples_1000_models`` times) and ``recovery_s_1000_models``: 1,000 models
   past their references and warm-ups with labels flowing, and the seconds a
   second worker takes to be processing again after the first is killed
-  (:mod:`bench.steady`; about 45 minutes; ``--skip-steady`` leaves it out and
+  (:mod:`bench.steady`, most of the command's time; ``--skip-steady`` leaves it out and
   reports them as null).
 
 Throughput counts from a worker's first processed event to its last, so

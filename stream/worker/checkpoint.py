@@ -100,8 +100,12 @@ class HeldRecords:
         self.clock = clock
         self.models: dict[str, HeldModel] = {}
         self.count = 0
-        self.bytes = 0
         self.last_checkpoint = clock()
+
+    @property
+    def bytes(self) -> int:
+        """The bytes of the records held (a sum over at most ``max_models`` changed models)."""
+        return sum(held.size for held in self.models.values())
 
     @property
     def changed(self) -> int:
@@ -124,7 +128,6 @@ class HeldRecords:
         held.skipped.append(skipped)
         held.size += size
         self.count += 1
-        self.bytes += size
 
     def records_of(self, model: str) -> list[tuple[Any, frozenset[int]]]:
         """The records of ``model`` applied since its last checkpoint, oldest first, with their skipped items."""
@@ -173,7 +176,7 @@ class HeldRecords:
 
     def take(self) -> dict[str, HeldModel]:
         """Every changed model with its held records; the caller writes them, then releases."""
-        taken, self.models, self.count, self.bytes = self.models, {}, 0, 0
+        taken, self.models, self.count = self.models, {}, 0
         self.last_checkpoint = self.clock()
         return taken
 
@@ -199,15 +202,13 @@ class HeldRecords:
                 earlier.skipped += later.skipped
                 earlier.size += later.size
                 self.count -= len(later.records)
-                self.bytes -= later.size
             self.models[model] = earlier
             self.count += len(earlier.records)
-            self.bytes += earlier.size
 
     def drop(self) -> int:
         """Forget everything held without releasing it (partitions lost); returns how many records."""
         dropped = self.count
-        self.models, self.count, self.bytes = {}, 0, 0
+        self.models, self.count = {}, 0
         return dropped
 
 

@@ -745,7 +745,7 @@ def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit
 
 
 def test_the_ingest_waits_for_a_running_checkpoint_once_it_holds_twice_its_limit_in_bytes(tmp_path):
-    # Envelopes of 190 KB held 150 MB between two checkpoints, far from the limit on their count.
+    # Large envelopes fill memory between two checkpoints long before their count reaches its limit.
     _, _, probe = _events_app(tmp_path / "probe")
     size = len(probe(0).value)
     mon, table, read = _events_app(tmp_path, checkpoint_interval_s=3600, checkpoint_max_mb=2 * size / 2**20)
